@@ -1,0 +1,99 @@
+#!/usr/bin/env node
+/**
+ * phasemap command line.
+ *   phasemap run SPEC [--out DIR] [--nats URL] [--slots N] [--backend auto|wasm|cpu|tensorflow]
+ *   phasemap validate SPEC
+ * Exit codes: 0 every trial done; 1 some trial failed; 2 bad input (spec, flags); 3 runtime error; 130 interrupted.
+ */
+import { availableParallelism } from 'node:os';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { NatsServerMissing } from './nats-server.js';
+import { plainLogger } from './progress.js';
+import { runSweep } from './run.js';
+import { loadSweep, SpecErrors } from './spec.js';
+
+const log = plainLogger();
+
+function intArg(name: string, min: number) {
+  return (v: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name}: got ${JSON.stringify(v)}, expected an integer >= ${min}`);
+    return n;
+  };
+}
+
+function fail(e: unknown): number {
+  if (e instanceof SpecErrors) {
+    log.error(`invalid sweep spec (nothing was run):\n  ${e.errors.map((x) => x.message).join('\n  ')}`);
+    return 2;
+  }
+  if (e instanceof NatsServerMissing) {
+    log.error(e.message);
+    return 3;
+  }
+  const err = e as NodeJS.ErrnoException;
+  if (err?.code === 'ENOENT' && err.path) {
+    log.error(`file not found: ${err.path}`);
+    return 2;
+  }
+  log.error(err?.stack ?? String(e));
+  return 3;
+}
+
+const program = new Command()
+  .name('phasemap')
+  .description('Map the phases of PINN training: sweeps over NATS JetStream, metrics as Parquet.')
+  .showHelpAfterError();
+
+program
+  .command('run')
+  .description('run a sweep spec to completion (re-running the same spec on the same DIR runs only what is not done)')
+  .argument('<spec>', 'sweep spec, YAML or JSON')
+  .option('--out <dir>', 'output directory (default: results/<sweep name>)')
+  .option('--nats <url>', 'NATS server URL(s), comma-separated (default: start a private nats-server)')
+  .option('--slots <n>', `local worker slots, 0 = none (default: CPU cores, ${availableParallelism()} here)`, intArg('--slots', 0))
+  .addOption(new Option('--backend <name>', 'tfjs backend').choices(['auto', 'wasm', 'cpu', 'tensorflow']).default('auto'))
+  .action(async (spec: string, o: { out?: string; nats?: string; slots?: number; backend: 'auto' | 'wasm' | 'cpu' | 'tensorflow' }) => {
+    const ac = new AbortController();
+    let interrupts = 0;
+    const onSignal = (sig: string) => {
+      if (++interrupts > 1) process.exit(130);
+      log.warn(`${sig}: stopping; running trials are handed back to the queue (again to force)`);
+      ac.abort();
+    };
+    process.on('SIGINT', () => onSignal('SIGINT'));
+    process.on('SIGTERM', () => onSignal('SIGTERM'));
+    try {
+      const s = await runSweep({ spec, out: o.out, nats: o.nats, slots: o.slots, backend: o.backend, signal: ac.signal });
+      if (s.interrupted) {
+        log.warn(`interrupted: ${s.done}/${s.queued} trial(s) of this run done; run the same command again to go on (${s.dir})`);
+        process.exitCode = 130;
+      } else if (s.failed.length) {
+        log.error(`${s.failed.length} of ${s.queued} trial(s) failed (${s.dir}):\n${s.failed.map((f) => `  ${f.trial_id}: ${f.error ?? 'unknown error'}`).join('\n')}`);
+        process.exitCode = 1;
+      } else {
+        log.info(`done: ${s.total} trial(s) of the sweep done (${s.queued} run now) → ${s.dir}`);
+        process.exitCode = 0;
+      }
+    } catch (e) {
+      process.exitCode = fail(e);
+    }
+  });
+
+program
+  .command('validate')
+  .description('check a sweep spec and list its trials without running anything')
+  .argument('<spec>', 'sweep spec, YAML or JSON')
+  .action(async (spec: string) => {
+    try {
+      const s = await loadSweep(spec);
+      process.stdout.write(`${s.name}: ${s.trials.length} trial(s)\n`);
+      for (const t of s.trials) process.stdout.write(`  ${t.trial_id}  ${JSON.stringify(t.grid_values)}\n`);
+    } catch (e) {
+      process.exitCode = fail(e);
+    }
+  });
+
+program.parseAsync().catch((e) => {
+  process.exitCode = fail(e);
+});

@@ -1,0 +1,150 @@
+/**
+ * Collector: consumes a sweep's output stream (metrics chunks and trial results), writes Parquet,
+ * and acknowledges a message only after what it carried is durably on disk (at-least-once; rows
+ * redelivered after a crash are dropped by (trial_id, attempt, step) in MetricsStore).
+ */
+import { jetstream, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { Table } from 'apache-arrow';
+import type { TrialRecord } from '../schemas/parquet.js';
+import type { TrialResultMessage } from '../schemas/trial.js';
+import { collectorConsumer, OUT_STREAM } from '../schemas/transport.js';
+import { decodeMetricsMessage, MetricsStore, splitMetricsTable, writeTrialsParquet } from './parquet-store.js';
+
+export interface CollectorOptions {
+  nc: NatsConnection;
+  sweep: string;
+  dir: string;
+  /** Every trial of DIR (this run's and earlier runs'), keyed by trial id; updated in place. */
+  records: Map<string, TrialRecord>;
+  /** Called after a trial's final record is on disk. */
+  onTrialFinished?: (r: TrialRecord, result: TrialResultMessage) => void;
+  onWarning?: (msg: string) => void;
+  /** Flush buffered rows at least this often (ms); well under the consumer's ack wait. */
+  flushEveryMs?: number;
+  /** Flush when this many messages wait for their ack. */
+  flushAtMessages?: number;
+}
+
+interface Buffered {
+  trialId: string;
+  attempt: number;
+  tables: Table[];
+}
+
+export class Collector {
+  private readonly store: MetricsStore;
+  private readonly buffers = new Map<string, Buffered>();
+  private pending: JsMsg[] = [];
+  private recordsDirty = false;
+  private finished: Array<[TrialRecord, TrialResultMessage]> = [];
+  private messages: ConsumerMessages | null = null;
+  private loop: Promise<void> | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private flushing: Promise<void> = Promise.resolve();
+  /** Metric rows written to Parquet by this collector. */
+  rowsWritten = 0;
+
+  constructor(private readonly opts: CollectorOptions) {
+    this.store = new MetricsStore(opts.dir);
+  }
+
+  /** Starts consuming the sweep's output stream. */
+  async start(): Promise<void> {
+    const js = jetstream(this.opts.nc);
+    const consumer = await js.consumers.get(OUT_STREAM, collectorConsumer(this.opts.sweep));
+    this.messages = await consumer.consume({ max_messages: 512 });
+    this.timer = setInterval(() => void this.flushSerial(), this.opts.flushEveryMs ?? 5_000);
+    this.loop = (async () => {
+      for await (const m of this.messages!) {
+        try {
+          await this.handle(m);
+        } catch (e) {
+          this.opts.onWarning?.(`collector: message ${m.subject} #${m.seq} rejected: ${(e as Error).message}`);
+          m.term((e as Error).message.slice(0, 200));
+        }
+      }
+    })();
+  }
+
+  private async handle(m: JsMsg): Promise<void> {
+    if (m.subject.endsWith('.metrics')) {
+      for (const part of splitMetricsTable(decodeMetricsMessage(m.data))) {
+        const key = `${part.trial_id}#${part.attempt}`;
+        const b = this.buffers.get(key) ?? { trialId: part.trial_id, attempt: part.attempt, tables: [] };
+        b.tables.push(part.table);
+        this.buffers.set(key, b);
+      }
+      this.pending.push(m);
+      if (this.pending.length >= (this.opts.flushAtMessages ?? 5_000)) await this.flushSerial();
+      return;
+    }
+    const result = JSON.parse(m.string()) as TrialResultMessage;
+    this.pending.push(m);
+    const r = this.opts.records.get(result.trial_id);
+    if (!r) {
+      this.opts.onWarning?.(`collector: result for unknown trial ${result.trial_id} (not in this sweep's DIR); kept in the stream's ack only`);
+    } else if (r.status !== 'done') {
+      // A failed attempt never overwrites a done one; a later done overwrites failed.
+      Object.assign(r, {
+        status: result.status,
+        attempts: Math.max(r.attempts, result.attempt),
+        started_at: new Date(result.started_at),
+        finished_at: new Date(result.finished_at),
+        wall_seconds: result.wall_seconds,
+        final_loss: result.final_loss,
+        final_rel_l2: result.final_rel_l2,
+        diverged: result.diverged,
+        host: result.host,
+        device: result.device,
+        backend: result.backend,
+        error: result.error,
+      } satisfies Partial<TrialRecord>);
+      this.recordsDirty = true;
+      this.finished.push([r, result]);
+    }
+    // A result ends its attempt: write its rows and the trial record now.
+    await this.flushSerial();
+  }
+
+  private flushSerial(): Promise<void> {
+    this.flushing = this.flushing.then(() => this.flush()).catch((e: Error) => this.opts.onWarning?.(`collector: flush failed, will retry: ${e.message}`));
+    return this.flushing;
+  }
+
+  /** Writes buffered parts and the trials file, then acks the messages they came from. */
+  private async flush(): Promise<void> {
+    if (!this.pending.length && !this.recordsDirty) return;
+    const msgs = this.pending;
+    this.pending = [];
+    const buffers = [...this.buffers.values()];
+    this.buffers.clear();
+    try {
+      for (const b of buffers) {
+        const table = b.tables.length === 1 ? b.tables[0]! : b.tables[0]!.concat(...b.tables.slice(1));
+        const { rows } = await this.store.writePart(b.trialId, b.attempt, table);
+        this.rowsWritten += rows;
+      }
+      if (this.recordsDirty) {
+        this.recordsDirty = false;
+        await writeTrialsParquet(this.opts.dir, [...this.opts.records.values()]);
+      }
+    } catch (e) {
+      // Nothing is acked: JetStream redelivers after the ack wait, and duplicates are dropped by step.
+      this.recordsDirty = true;
+      throw e;
+    }
+    for (const m of msgs) m.ack();
+    const done = this.finished;
+    this.finished = [];
+    for (const [r, res] of done) this.opts.onTrialFinished?.(r, res);
+  }
+
+  /** Flushes what is buffered and stops consuming. */
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await this.flushSerial();
+    await this.messages?.close();
+    await this.loop;
+  }
+}

@@ -1,0 +1,95 @@
+/**
+ * The orchestrator's side of the transport: JetStream resources, trial publishing, trial state in
+ * KV. (The collector's consumer lives in collector.ts; workers have their own side in worker/agent.ts.)
+ */
+import { AckPolicy, jetstream, jetstreamManager, RetentionPolicy, StorageType, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
+import { Kvm, type KV } from '@nats-io/kv';
+import { connect, nanos, type NatsConnection } from '@nats-io/transport-node';
+import type { TrialMessage, TrialState } from '../schemas/trial.js';
+import {
+  collectorConsumer,
+  OUT_ACK_WAIT_MS,
+  OUT_STREAM,
+  outFilter,
+  STATE_BUCKET,
+  stateKey,
+  TRIALS_STREAM,
+  trialsSubject,
+  workerConsumerConfig,
+} from '../schemas/transport.js';
+
+export interface Transport {
+  nc: NatsConnection;
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+  kv: KV;
+}
+
+/** Connects with reconnects forever (a restarted server is waited for). */
+export async function connectNats(url: string, name: string): Promise<NatsConnection> {
+  return connect({ servers: url.split(','), name, maxReconnectAttempts: -1, reconnectTimeWait: 500 });
+}
+
+async function ensureStream(jsm: JetStreamManager, name: string, subjects: string[]): Promise<void> {
+  try {
+    await jsm.streams.info(name);
+  } catch {
+    await jsm.streams.add({ name, subjects, retention: RetentionPolicy.Workqueue, storage: StorageType.File, max_msg_size: -1 });
+  }
+}
+
+/**
+ * Creates (idempotently) the trials and output work-queue streams, the shared worker consumer,
+ * the sweep's collector consumer and the trial-state KV bucket.
+ */
+export async function ensureResources(nc: NatsConnection, sweep: string): Promise<Transport> {
+  const jsm = await jetstreamManager(nc);
+  await ensureStream(jsm, TRIALS_STREAM, ['phasemap.trials.>']);
+  await ensureStream(jsm, OUT_STREAM, ['phasemap.out.>']);
+  const w = workerConsumerConfig();
+  await jsm.consumers.add(TRIALS_STREAM, {
+    durable_name: w.durable_name,
+    ack_policy: AckPolicy.Explicit,
+    ack_wait: nanos(w.ack_wait_ms),
+    max_deliver: w.max_deliver,
+    max_ack_pending: w.max_ack_pending,
+  }).catch(async (e) => {
+    // Already there with the same name: fine.
+    await jsm.consumers.info(TRIALS_STREAM, w.durable_name).catch(() => { throw e; });
+  });
+  await jsm.consumers.add(OUT_STREAM, {
+    durable_name: collectorConsumer(sweep),
+    filter_subject: outFilter(sweep),
+    ack_policy: AckPolicy.Explicit,
+    ack_wait: nanos(OUT_ACK_WAIT_MS),
+    max_ack_pending: 20_000,
+    max_deliver: -1,
+  }).catch(async (e) => {
+    await jsm.consumers.info(OUT_STREAM, collectorConsumer(sweep)).catch(() => { throw e; });
+  });
+  const js = jetstream(nc);
+  const kv = await new Kvm(js).create(STATE_BUCKET, { history: 1 });
+  return { nc, js, jsm, kv };
+}
+
+/**
+ * Publishes trials to the work queue after removing this sweep's stale queued messages (from an
+ * interrupted earlier run). Nats-Msg-Id = trial_id; when the server's duplicate window still holds
+ * that id from a run seconds ago, the trial is republished under `<trial_id>.<runNonce>` so it is queued.
+ * @returns the number of trials queued.
+ */
+export async function publishTrials(t: Transport, sweep: string, trials: TrialMessage[], runNonce: string): Promise<number> {
+  await t.jsm.streams.purge(TRIALS_STREAM, { filter: trialsSubject(sweep) });
+  const enc = new TextEncoder();
+  const now = new Date().toISOString();
+  let n = 0;
+  for (const m of trials) {
+    const data = enc.encode(JSON.stringify(m));
+    const ack = await t.js.publish(trialsSubject(sweep), data, { msgID: m.trial_id });
+    if (ack.duplicate) await t.js.publish(trialsSubject(sweep), data, { msgID: `${m.trial_id}.${runNonce}` });
+    const state: TrialState = { status: 'queued', attempt: 0, owner: null, updated_at: now };
+    await t.kv.put(stateKey(sweep, m.trial_id), JSON.stringify(state));
+    n++;
+  }
+  return n;
+}

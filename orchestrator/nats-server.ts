@@ -1,0 +1,94 @@
+/**
+ * The embedded default: a private nats-server (from PATH) with JetStream on, bound to loopback on a
+ * free port, its store inside the sweep directory. Stopped when the run ends.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdir } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { connect } from '@nats-io/transport-node';
+
+export interface EmbeddedNats {
+  url: string;
+  stop(): Promise<void>;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Error for a missing nats-server binary, with how to install it. */
+export class NatsServerMissing extends Error {
+  constructor(bin: string) {
+    super(
+      `nats-server not found (looked for '${bin}' on PATH). phasemap needs nats-server >= 2.9 with JetStream for its embedded default.\n` +
+        `  Debian/Ubuntu: sudo apt-get install nats-server\n  macOS: brew install nats-server\n` +
+        `  or start your own server and pass --nats nats://HOST:4222`,
+    );
+    this.name = 'NatsServerMissing';
+  }
+}
+
+/**
+ * Starts nats-server with `-js -a 127.0.0.1 -p <free port> -sd <storeDir>` and waits until it accepts clients.
+ * @param storeDir JetStream store directory (created).
+ * @throws NatsServerMissing when the binary is not found; Error when it exits or does not answer within 15 s.
+ */
+export async function startEmbeddedNats(storeDir: string, bin = process.env.PHASEMAP_NATS_SERVER ?? 'nats-server'): Promise<EmbeddedNats> {
+  await mkdir(storeDir, { recursive: true });
+  const port = await freePort();
+  const url = `nats://127.0.0.1:${port}`;
+  let stderr = '';
+  const child: ChildProcess = spawn(bin, ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', storeDir, '--server_name', `phasemap-embedded-${port}`], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  child.stderr?.on('data', (d: Buffer) => {
+    stderr = (stderr + d.toString()).slice(-4000);
+  });
+  const exited = new Promise<Error>((resolve) => {
+    child.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'ENOENT' ? new NatsServerMissing(bin) : e));
+    child.once('exit', (code, sig) => resolve(new Error(`nats-server exited (code ${code}, signal ${sig}) before it was ready:\n${stderr}`)));
+  });
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const r = await Promise.race([
+      exited,
+      connect({ servers: url, reconnect: false, timeout: 500 }).then(
+        async (nc) => {
+          await nc.close();
+          return true as const;
+        },
+        () => false as const,
+      ),
+    ]);
+    if (r instanceof Error) throw r;
+    if (r) break;
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`nats-server did not accept clients on ${url} within 15 s:\n${stderr}`);
+    }
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  return {
+    url,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const done = new Promise<void>((res) => child.once('exit', () => res()));
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await done;
+      clearTimeout(t);
+    },
+  };
+}
+
+/** The store directory of the embedded server inside DIR. */
+export const embeddedStoreDir = (dir: string) => join(dir, '.nats');

@@ -1,0 +1,192 @@
+/**
+ * `phasemap run`: resolve the spec, work out which trials DIR still needs, start (or join) NATS,
+ * publish, run a local worker and the collector, and wait until every trial of this run is done or failed.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, writeFile, rename } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { SWEEP_FILE, type TrialRecord } from '../schemas/parquet.js';
+import type { TrialConfig } from '../schemas/sweep.js';
+import type { BackendRequest, TrialMessage } from '../schemas/trial.js';
+import { progressSubject, type ProgressMessage } from '../schemas/transport.js';
+import { WorkerAgent } from '../worker/agent.js';
+import { Collector } from './collector.js';
+import { connectNats, ensureResources, publishTrials } from './jetstream.js';
+import { embeddedStoreDir, startEmbeddedNats, type EmbeddedNats } from './nats-server.js';
+import { readTrialsParquet, writeTrialsParquet } from './parquet-store.js';
+import { plainLogger, SweepProgress, type Logger } from './progress.js';
+import { loadSweep, type ResolvedSweep } from './spec.js';
+
+export interface RunOptions {
+  spec: string;
+  /** Output DIR; default `results/<sweep name>`. */
+  out?: string;
+  /** NATS URL(s), comma-separated; none = embedded nats-server. */
+  nats?: string;
+  /** Local worker slots; 0 = no local worker. Default: CPU cores. */
+  slots?: number;
+  backend?: BackendRequest;
+  /** Live progress bar (default: stderr is a TTY). */
+  tty?: boolean;
+  log?: Logger;
+  /** Stop waiting after this many ms (tests); default none. */
+  signal?: AbortSignal;
+}
+
+export interface RunSummary {
+  dir: string;
+  total: number;
+  queued: number;
+  done: number;
+  failed: Array<{ trial_id: string; error: string | null }>;
+  /** True when the run was interrupted before every trial finished. */
+  interrupted: boolean;
+}
+
+interface SweepFile {
+  name: string;
+  description?: string;
+  spec: unknown;
+  trials: Array<{ trial_id: string; config: TrialConfig; grid_values?: Record<string, unknown> }>;
+}
+
+async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}`;
+  await writeFile(tmp, `${JSON.stringify(value, null, 2)}\n`);
+  await rename(tmp, path);
+}
+
+/**
+ * Merges this spec's trials with what DIR already holds (sweep.json + trials.parquet).
+ * @throws Error when DIR holds a different sweep.
+ */
+async function loadDirState(dir: string, sweep: ResolvedSweep): Promise<{ records: Map<string, TrialRecord>; file: SweepFile }> {
+  const path = join(dir, SWEEP_FILE);
+  let prev: SweepFile | null = null;
+  if (existsSync(path)) {
+    prev = JSON.parse(await readFile(path, 'utf8')) as SweepFile;
+    if (prev.name !== sweep.name)
+      throw new Error(`--out ${dir}: holds sweep '${prev.name}', not '${sweep.name}'; choose another --out (or delete that directory)`);
+  }
+  const trials = new Map<string, SweepFile['trials'][number]>();
+  for (const t of prev?.trials ?? []) trials.set(t.trial_id, t);
+  for (const t of sweep.trials) trials.set(t.trial_id, { trial_id: t.trial_id, config: t.config, grid_values: t.grid_values });
+  const rows = new Map((await readTrialsParquet(dir)).map((r) => [r.trial_id, r]));
+  const records = new Map<string, TrialRecord>();
+  for (const t of trials.values()) {
+    const row = rows.get(t.trial_id);
+    const get = <T>(k: string) => (row?.[k] ?? null) as T | null;
+    records.set(t.trial_id, {
+      trial_id: t.trial_id,
+      sweep: sweep.name,
+      config: t.config,
+      status: (row?.status as TrialRecord['status'] | undefined) ?? 'queued',
+      attempts: row?.attempts ?? 0,
+      started_at: row?.started_at ?? null,
+      finished_at: row?.finished_at ?? null,
+      wall_seconds: get<number>('wall_seconds'),
+      final_loss: get<number>('final_loss'),
+      final_rel_l2: get<number>('final_rel_l2'),
+      diverged: get<boolean>('diverged'),
+      host: get<string>('host'),
+      device: get<string>('device'),
+      backend: get<string>('backend'),
+      error: get<string>('error'),
+    });
+  }
+  const file: SweepFile = { name: sweep.name, description: sweep.description, spec: sweep.spec, trials: [...trials.values()] };
+  return { records, file };
+}
+
+/** Runs a sweep to completion. Never throws for a trial's failure: see RunSummary.failed. */
+export async function runSweep(opts: RunOptions): Promise<RunSummary> {
+  const base = opts.log ?? plainLogger();
+  const sweep = await loadSweep(opts.spec);
+  const dir = resolve(opts.out ?? join('results', sweep.name));
+  await mkdir(dir, { recursive: true });
+  const { records, file } = await loadDirState(dir, sweep);
+  await writeJsonAtomic(join(dir, SWEEP_FILE), file);
+
+  const toRun = sweep.trials.filter((t) => records.get(t.trial_id)!.status !== 'done');
+  for (const t of toRun) records.get(t.trial_id)!.status = 'queued';
+  await writeTrialsParquet(dir, [...records.values()]);
+  const summary: RunSummary = { dir, total: sweep.trials.length, queued: toRun.length, done: 0, failed: [], interrupted: false };
+  base.info(`sweep ${sweep.name}: ${sweep.trials.length} trial(s), ${sweep.trials.length - toRun.length} already done in ${dir}, ${toRun.length} to run`);
+  if (toRun.length === 0) return summary;
+
+  let embedded: EmbeddedNats | null = null;
+  let nc: NatsConnection | null = null;
+  let agent: WorkerAgent | null = null;
+  let collector: Collector | null = null;
+  const progress = new SweepProgress(toRun.length, toRun.reduce((s, t) => s + t.config.train.steps, 0), opts.tty ?? Boolean(process.stderr.isTTY), base);
+  const log = progress.log;
+  try {
+    if (!opts.nats) {
+      embedded = await startEmbeddedNats(embeddedStoreDir(dir));
+      log.info(`embedded nats-server on ${embedded.url} (store ${embeddedStoreDir(dir)})`);
+    }
+    nc = await connectNats(opts.nats ?? embedded!.url, `phasemap-run-${sweep.name}`);
+    const transport = await ensureResources(nc, sweep.name);
+
+    const waiting = new Set(toRun.map((t) => t.trial_id));
+    let allDone!: () => void;
+    const finished = new Promise<void>((r) => (allDone = r));
+    collector = new Collector({
+      nc,
+      sweep: sweep.name,
+      dir,
+      records,
+      onWarning: (m) => log.warn(m),
+      onTrialFinished: (r, res) => {
+        if (!waiting.delete(r.trial_id)) return;
+        progress.onFinished(r.trial_id, r.status, res.steps_done);
+        log.info(
+          `trial ${r.trial_id} ${r.status} (attempt ${res.attempt}, ${res.wall_seconds.toFixed(1)} s, final loss ${res.final_loss?.toPrecision(4) ?? '-'}, rel_l2 ${res.final_rel_l2?.toPrecision(4) ?? '-'}${res.diverged ? ', diverged' : ''}${res.error ? `, error: ${res.error}` : ''})`,
+        );
+        if (waiting.size === 0) allDone();
+      },
+    });
+    await collector.start();
+    const sub = nc.subscribe(progressSubject(sweep.name), {
+      callback: (_e, m) => {
+        try {
+          progress.onProgress(m.json<ProgressMessage>());
+        } catch {
+          /* best effort */
+        }
+      },
+    });
+
+    const messages: TrialMessage[] = toRun.map((t) => ({ sweep: sweep.name, trial_id: t.trial_id, config: t.config, backend: opts.backend ?? 'auto' }));
+    const n = await publishTrials(transport, sweep.name, messages, randomBytes(4).toString('hex'));
+    log.info(`queued ${n} trial(s) on ${opts.nats ? opts.nats : 'the embedded server'}`);
+
+    const slots = opts.slots ?? availableParallelism();
+    if (slots > 0) {
+      agent = new WorkerAgent({ nc, slots, backend: opts.backend ?? 'auto', log });
+      await agent.start();
+    } else log.info('no local worker (--slots 0): waiting for workers on the cluster');
+
+    const aborted = new Promise<'aborted'>((r) => {
+      if (opts.signal?.aborted) r('aborted');
+      opts.signal?.addEventListener('abort', () => r('aborted'), { once: true });
+    });
+    if ((await Promise.race([finished.then(() => 'done' as const), aborted])) === 'aborted') summary.interrupted = true;
+    sub.unsubscribe();
+  } finally {
+    progress.stop();
+    await agent?.stop(summary.interrupted);
+    await collector?.stop();
+    await nc?.drain().catch(() => undefined);
+    await embedded?.stop();
+  }
+  for (const t of toRun) {
+    const r = records.get(t.trial_id)!;
+    if (r.status === 'done') summary.done++;
+    else if (r.status === 'failed') summary.failed.push({ trial_id: r.trial_id, error: r.error });
+  }
+  return summary;
+}

@@ -1,0 +1,104 @@
+/**
+ * Output layout of a sweep directory DIR and the columns of `DIR/trials.parquet`.
+ *
+ *   DIR/sweep.json                                           the spec as resolved (+ trial ids)
+ *   DIR/trials.parquet                                       one row per trial (TRIAL_COLUMNS)
+ *   DIR/metrics/trial_id=<id>/attempt=<n>/part-<k>.parquet   per-step rows (schemas/metrics.ts)
+ */
+import { Bool, Field, Float64, Int32, Schema, TimestampMillisecond, Utf8, type DataType } from 'apache-arrow';
+import type { TrialConfig } from './sweep.js';
+
+export const SWEEP_FILE = 'sweep.json';
+export const TRIALS_FILE = 'trials.parquet';
+export const METRICS_DIR = 'metrics';
+
+/** Trial ids are `t` + 16 lowercase hex digits: safe as a path segment and never read as a number by hive partitioning. */
+export const TRIAL_ID_PATTERN = /^t[0-9a-f]{16}$/;
+
+/** Relative path of one metrics part. Throws on a trial id that is not a trial id (never steers a path outside DIR). */
+export function metricsPartPath(trialId: string, attempt: number, part: number): string {
+  if (!TRIAL_ID_PATTERN.test(trialId)) throw new Error(`trial_id: got ${JSON.stringify(trialId)}, expected t + 16 hex digits`);
+  if (!Number.isInteger(attempt) || attempt < 1) throw new Error(`attempt: got ${attempt}, expected an integer >= 1`);
+  if (!Number.isInteger(part) || part < 0) throw new Error(`part: got ${part}, expected an integer >= 0`);
+  return `${METRICS_DIR}/trial_id=${trialId}/attempt=${attempt}/part-${String(part).padStart(5, '0')}.parquet`;
+}
+
+/** What the orchestrator knows of a trial's run (filled from result messages). */
+export interface TrialRecord {
+  trial_id: string;
+  sweep: string;
+  config: TrialConfig;
+  status: 'queued' | 'running' | 'done' | 'failed';
+  attempts: number;
+  started_at: Date | null;
+  finished_at: Date | null;
+  wall_seconds: number | null;
+  final_loss: number | null;
+  final_rel_l2: number | null;
+  diverged: boolean | null;
+  host: string | null;
+  device: string | null;
+  backend: string | null;
+  error: string | null;
+}
+
+interface Column {
+  name: string;
+  type: DataType;
+  get: (r: TrialRecord) => unknown;
+}
+
+const num = (v: unknown): number | null => (typeof v === 'number' ? v : null);
+const cfg = (r: TrialRecord) => r.config;
+
+/**
+ * Columns of trials.parquet, in order: every trial parameter as its own column (null where a
+ * problem or strategy lacks it), then the run record. `batch_size` is the effective batch
+ * (N for `full`), `batch_full` says whether it was `full`.
+ */
+export const TRIAL_COLUMNS: Column[] = [
+  { name: 'trial_id', type: new Utf8(), get: (r) => r.trial_id },
+  { name: 'sweep', type: new Utf8(), get: (r) => r.sweep },
+  { name: 'problem', type: new Utf8(), get: (r) => cfg(r).problem.name },
+  { name: 'problem_a1', type: new Float64(), get: (r) => num((cfg(r).problem as { a1?: number }).a1) },
+  { name: 'problem_a2', type: new Float64(), get: (r) => num((cfg(r).problem as { a2?: number }).a2) },
+  { name: 'problem_k', type: new Float64(), get: (r) => num((cfg(r).problem as { k?: number }).k) },
+  { name: 'n_collocation', type: new Int32(), get: (r) => cfg(r).problem.n_collocation },
+  { name: 'n_boundary', type: new Int32(), get: (r) => cfg(r).problem.n_boundary },
+  { name: 'w_bc', type: new Float64(), get: (r) => cfg(r).problem.w_bc },
+  { name: 'eval_grid', type: new Int32(), get: (r) => cfg(r).problem.eval_grid },
+  { name: 'width', type: new Int32(), get: (r) => cfg(r).model.width },
+  { name: 'depth', type: new Int32(), get: (r) => cfg(r).model.depth },
+  { name: 'steps', type: new Int32(), get: (r) => cfg(r).train.steps },
+  { name: 'lr', type: new Float64(), get: (r) => cfg(r).train.lr },
+  { name: 'batch_size', type: new Int32(), get: (r) => (cfg(r).train.batch_size === 'full' ? cfg(r).problem.n_collocation : cfg(r).train.batch_size) },
+  { name: 'batch_full', type: new Bool(), get: (r) => cfg(r).train.batch_size === 'full' },
+  { name: 'lr_decay_rate', type: new Float64(), get: (r) => cfg(r).train.lr_decay.rate },
+  { name: 'lr_decay_every', type: new Int32(), get: (r) => cfg(r).train.lr_decay.every },
+  { name: 'log_every', type: new Int32(), get: (r) => cfg(r).train.log_every },
+  { name: 'eval_every', type: new Int32(), get: (r) => cfg(r).train.eval_every },
+  { name: 'strategy', type: new Utf8(), get: (r) => cfg(r).strategy.name },
+  { name: 'strategy_eta', type: new Float64(), get: (r) => num((cfg(r).strategy as { eta?: number }).eta) },
+  { name: 'strategy_gamma', type: new Float64(), get: (r) => num((cfg(r).strategy as { gamma?: number }).gamma) },
+  { name: 'diagnostics_every', type: new Int32(), get: (r) => cfg(r).diagnostics.every },
+  { name: 'snr_batches', type: new Int32(), get: (r) => cfg(r).diagnostics.snr_batches },
+  { name: 'seed', type: new Int32(), get: (r) => cfg(r).seed },
+  { name: 'status', type: new Utf8(), get: (r) => r.status },
+  { name: 'attempts', type: new Int32(), get: (r) => r.attempts },
+  { name: 'started_at', type: new TimestampMillisecond(), get: (r) => r.started_at },
+  { name: 'finished_at', type: new TimestampMillisecond(), get: (r) => r.finished_at },
+  { name: 'wall_seconds', type: new Float64(), get: (r) => r.wall_seconds },
+  { name: 'final_loss', type: new Float64(), get: (r) => r.final_loss },
+  { name: 'final_rel_l2', type: new Float64(), get: (r) => r.final_rel_l2 },
+  { name: 'diverged', type: new Bool(), get: (r) => r.diverged },
+  { name: 'host', type: new Utf8(), get: (r) => r.host },
+  { name: 'device', type: new Utf8(), get: (r) => r.device },
+  { name: 'backend', type: new Utf8(), get: (r) => r.backend },
+  { name: 'error', type: new Utf8(), get: (r) => r.error },
+];
+
+/** Arrow schema of trials.parquet (all columns nullable except trial_id, sweep, status, attempts). */
+export function trialsSchema(): Schema {
+  const required = new Set(['trial_id', 'sweep', 'status', 'attempts']);
+  return new Schema(TRIAL_COLUMNS.map((c) => new Field(c.name, c.type, !required.has(c.name))));
+}

@@ -1,0 +1,153 @@
+/**
+ * Sweep spec and trial config: the contract between the user, the orchestrator and the worker.
+ *
+ * The JSON Schema is built with TypeBox so that the TypeScript types and the schema emitted as
+ * `schemas/sweep.schema.json` come from one source. Field names follow science.md (§2–§5).
+ */
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+
+const Int = (opts: { minimum?: number; maximum?: number; default?: number; description?: string }) =>
+  Type.Integer(opts);
+
+/** Fields every problem shares (science.md §2–§3). */
+const problemCommon = {
+  n_collocation: Int({ minimum: 4, maximum: 10_000_000, default: 1000, description: 'N, the number of collocation points (Latin hypercube, seeded).' }),
+  n_boundary: Int({ minimum: 1, maximum: 1_000_000, default: 100, description: 'Boundary points per edge of the domain.' }),
+  w_bc: Type.Number({ exclusiveMinimum: 0, maximum: 1e6, default: 1, description: 'Weight w_bc of the boundary term in the loss.' }),
+  eval_grid: Int({ minimum: 2, maximum: 4096, default: 101, description: 'Points per axis of the evaluation grid for rel_l2.' }),
+};
+
+export const Helmholtz2dSchema = Type.Object(
+  {
+    name: Type.Literal('helmholtz2d'),
+    a1: Type.Number({ minimum: -1000, maximum: 1000, default: 1, description: 'u* = sin(a1 π x) sin(a2 π y)' }),
+    a2: Type.Number({ minimum: -1000, maximum: 1000, default: 4 }),
+    k: Type.Number({ minimum: 0, maximum: 1000, default: 1, description: 'Wave number k in u_xx + u_yy + k² u = q.' }),
+    ...problemCommon,
+  },
+  { additionalProperties: false, description: 'Helmholtz on [-1,1]², u = 0 on the boundary (science.md §3).' },
+);
+
+export const Poisson2dSchema = Type.Object(
+  { name: Type.Literal('poisson2d'), ...problemCommon },
+  { additionalProperties: false, description: 'Poisson on [-1,1]², u* = sin(π x) sin(π y) (science.md §3).' },
+);
+
+export const ModelSchema = Type.Object(
+  {
+    width: Int({ minimum: 1, maximum: 4096, default: 32, description: 'Units per hidden layer.' }),
+    depth: Int({ minimum: 1, maximum: 64, default: 4, description: 'Number of hidden tanh layers.' }),
+  },
+  { additionalProperties: false, default: {} },
+);
+
+export const LrDecaySchema = Type.Object(
+  {
+    rate: Type.Number({ exclusiveMinimum: 0, maximum: 1, default: 0.9, description: 'lr_k = lr_0 · rate^floor(k / every)' }),
+    every: Int({ minimum: 1, maximum: 1_000_000_000, default: 5000 }),
+  },
+  { additionalProperties: false, default: {} },
+);
+
+export const TrainSchema = Type.Object(
+  {
+    steps: Int({ minimum: 1, maximum: 100_000_000, default: 1000, description: 'Adam steps.' }),
+    lr: Type.Number({ exclusiveMinimum: 0, maximum: 10, default: 1e-3, description: 'Initial learning rate lr_0.' }),
+    batch_size: Type.Union([Type.Literal('full'), Int({ minimum: 1, maximum: 10_000_000 })], {
+      default: 'full',
+      description: "'full' = all N collocation points every step; a number n_b < N = mini-batches drawn without replacement within an epoch.",
+    }),
+    lr_decay: LrDecaySchema,
+    log_every: Int({ minimum: 1, maximum: 1_000_000, default: 10, description: 'A metrics row every this many steps.' }),
+    eval_every: Int({ minimum: 1, maximum: 1_000_000, default: 100, description: 'rel_l2 every this many steps (a multiple of log_every).' }),
+  },
+  { additionalProperties: false, default: {} },
+);
+
+export const VanillaSchema = Type.Object({ name: Type.Literal('vanilla') }, { additionalProperties: false, description: 'λ_i ≡ 1.' });
+
+export const RbaSchema = Type.Object(
+  {
+    name: Type.Literal('rba'),
+    eta: Type.Number({ exclusiveMinimum: 0, maximum: 1, default: 1e-3, description: 'η* in λ_i ← γ λ_i + η* |r_i| / max_j |r_j| (science.md §4).' }),
+    gamma: Type.Number({ minimum: 0, exclusiveMaximum: 1, default: 0.999, description: 'Decay γ.' }),
+  },
+  { additionalProperties: false, description: 'Residual-based attention (science.md §4).' },
+);
+
+export const DiagnosticsSchema = Type.Object(
+  {
+    every: Int({ minimum: 0, maximum: 100_000_000, default: 100, description: 'snr, snr_layers, grad_order every this many steps (a multiple of log_every); 0 = off.' }),
+    snr_batches: Int({ minimum: 2, maximum: 100_000, default: 10, description: 'B, the fixed batches of the SNR split; must divide n_collocation (science.md §5).' }),
+  },
+  { additionalProperties: false, default: {} },
+);
+
+export const problemSchemas = { helmholtz2d: Helmholtz2dSchema, poisson2d: Poisson2dSchema } as const;
+export const strategySchemas = { vanilla: VanillaSchema, rba: RbaSchema } as const;
+
+export const ProblemSchema = Type.Union([Helmholtz2dSchema, Poisson2dSchema]);
+export const StrategySchema = Type.Union([VanillaSchema, RbaSchema], { default: { name: 'vanilla' } });
+
+const trialFields = {
+  problem: ProblemSchema,
+  model: ModelSchema,
+  train: TrainSchema,
+  strategy: StrategySchema,
+  diagnostics: DiagnosticsSchema,
+  seed: Int({ minimum: 0, maximum: 2 ** 31 - 1, default: 0, description: 'Seeds weights, collocation points, batches.' }),
+};
+
+/** One fully resolved trial (defaults applied). */
+export const TrialConfigSchema = Type.Object(trialFields, { additionalProperties: false });
+
+/** A value of `grid`: a non-empty list of values for one dotted path. */
+const GridSchema = Type.Record(Type.String({ pattern: '^[a-z_][a-z0-9_]*(\\.[a-z_][a-z0-9_]*)*$' }), Type.Array(Type.Unknown(), { minItems: 1 }), {
+  default: {},
+  description: 'Dotted paths into the trial config → lists of values, expanded as a cartesian product. A value may be a whole object (e.g. a strategy with its options).',
+});
+
+/** The sweep spec as written (YAML or JSON). Base fields may be partial where `grid` supplies them. */
+export const SweepSpecSchema = Type.Object(
+  {
+    $schema: Type.Optional(Type.String()),
+    name: Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$', description: 'Sweep name: letters, digits, _ and -; namespaces subjects, KV keys and the default output DIR.' }),
+    description: Type.Optional(Type.String()),
+    problem: Type.Optional(Type.Unknown()),
+    model: Type.Optional(Type.Unknown()),
+    train: Type.Optional(Type.Unknown()),
+    strategy: Type.Optional(Type.Unknown()),
+    diagnostics: Type.Optional(Type.Unknown()),
+    seed: Type.Optional(Type.Unknown()),
+    grid: Type.Optional(GridSchema),
+  },
+  { additionalProperties: false, title: 'phasemap sweep spec' },
+);
+
+export type Helmholtz2dConfig = Static<typeof Helmholtz2dSchema>;
+export type Poisson2dConfig = Static<typeof Poisson2dSchema>;
+export type ProblemConfig = Static<typeof ProblemSchema>;
+export type ModelConfig = Static<typeof ModelSchema>;
+export type TrainConfig = Static<typeof TrainSchema>;
+export type StrategyConfig = Static<typeof StrategySchema>;
+export type DiagnosticsConfig = Static<typeof DiagnosticsSchema>;
+export type TrialConfig = Static<typeof TrialConfigSchema>;
+export type SweepSpec = Static<typeof SweepSpecSchema>;
+
+/**
+ * The schema emitted for editors: the sweep spec with the base trial fields typed as they are
+ * after expansion (each optional, since `grid` may supply them).
+ */
+export function editorSchema(): TSchema {
+  const props: Record<string, TSchema> = {
+    $schema: Type.String(),
+    name: SweepSpecSchema.properties.name,
+    description: Type.String(),
+    grid: GridSchema,
+  };
+  for (const [k, v] of Object.entries(trialFields)) props[k] = Type.Optional(v as TSchema);
+  return Type.Object(
+    { ...props, $schema: Type.Optional(Type.String()), description: Type.Optional(Type.String()), grid: Type.Optional(GridSchema) },
+    { additionalProperties: false, title: 'phasemap sweep spec' },
+  );
+}

@@ -1,0 +1,58 @@
+/**
+ * Messages between the orchestrator and the workers (JetStream payloads, JSON).
+ * Subjects and stream names live in orchestrator/ and worker/ transport modules; the payloads live here.
+ */
+import type { TrialConfig } from './sweep.js';
+
+/** Backend names a user may request (`--backend`). `auto` resolves on the worker. */
+export type BackendRequest = 'auto' | 'wasm' | 'cpu' | 'tensorflow';
+/** A resolved tfjs backend. */
+export type BackendName = 'wasm' | 'cpu' | 'tensorflow';
+
+/** Published once per trial on the trials work queue, with `Nats-Msg-Id` = trial_id. */
+export interface TrialMessage {
+  sweep: string;
+  trial_id: string;
+  config: TrialConfig;
+  /** Backend requested by the sweep's orchestrator; a worker's own --backend overrides it. */
+  backend?: BackendRequest;
+}
+
+/** Terminal status of one attempt as the worker reports it. */
+export type AttemptStatus = 'done' | 'failed';
+
+/** Trial status as the orchestrator records it in trials.parquet and the KV bucket. */
+export type TrialStatus = 'queued' | 'running' | 'done' | 'failed';
+
+/** Published by a worker on the results subject after every metrics chunk of the attempt is acknowledged by JetStream. */
+export interface TrialResultMessage {
+  sweep: string;
+  trial_id: string;
+  attempt: number;
+  status: AttemptStatus;
+  /** ISO-8601 UTC. */
+  started_at: string;
+  finished_at: string;
+  wall_seconds: number;
+  /** Last logged loss (may be NaN when the trial diverged). */
+  final_loss: number | null;
+  final_rel_l2: number | null;
+  /** True when the loss became NaN/Inf and training stopped early: a scientific result, not a failure. */
+  diverged: boolean;
+  steps_done: number;
+  /** Metric rows published for this attempt (after chunking). */
+  rows: number;
+  host: string;
+  device: string;
+  backend: BackendName | '';
+  error: string | null;
+}
+
+/** Trial state kept in the KV bucket (key `<sweep>.<trial_id>`). */
+export interface TrialState {
+  status: TrialStatus;
+  attempt: number;
+  owner: string | null;
+  updated_at: string;
+  error?: string | null;
+}

@@ -1,0 +1,99 @@
+/**
+ * Backend selection for the trainer (tfjs-core engine, one per thread).
+ *
+ * The engine is process/thread global in tfjs, so `initBackend` sets the backend for the whole
+ * thread (main thread, a worker_threads thread or a piscina worker). Nothing here loads a backend at
+ * import time: every backend module is imported dynamically on first use.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+
+/** Names accepted by `initBackend`; `tensorflow` is the tfjs-node(-gpu) native binding. */
+export type BackendName = 'wasm' | 'cpu' | 'tensorflow';
+
+const require = createRequire(import.meta.url);
+let wasmPathsSet = false;
+
+/** Directory (with trailing separator) holding the tfjs-backend-wasm `.wasm` binaries in node_modules. */
+export function wasmDir(): string {
+  // The package's "main" is dist/tf-backend-wasm.node.js; the .wasm files sit next to it.
+  return path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm')) + path.sep;
+}
+
+async function loadWasm(): Promise<void> {
+  const wasm = await import('@tensorflow/tfjs-backend-wasm');
+  if (!wasmPathsSet && tf.findBackend('wasm') == null) {
+    // In Node the emscripten loader reads the binary from this prefix with fs; setting it explicitly
+    // makes the lookup independent of the caller's cwd and of the thread it runs in.
+    wasm.setWasmPaths(wasmDir());
+  }
+  wasmPathsSet = true;
+}
+
+async function loadTensorflow(): Promise<string> {
+  const errors: string[] = [];
+  // Module names are held in variables so that neither tsc nor the loader needs them to exist.
+  for (const spec of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
+    try {
+      await import(spec);
+      return spec;
+    } catch (e) {
+      errors.push(`${spec}: ${(e as Error).message.split('\n')[0]}`);
+    }
+  }
+  throw new Error(
+    `backend 'tensorflow' unavailable: neither @tensorflow/tfjs-node-gpu nor @tensorflow/tfjs-node could be loaded ` +
+      `(install one of them, matching @tensorflow/tfjs-core ${tf.version_core}). ${errors.join('; ')}`,
+  );
+}
+
+/**
+ * Load and activate a tfjs backend for the current thread.
+ *
+ * - `wasm`: @tensorflow/tfjs-backend-wasm, with the wasm binary paths set from node_modules (works
+ *   in the main thread and in worker_threads / piscina threads; single-threaded in Node).
+ * - `cpu`: @tensorflow/tfjs-backend-cpu (pure JS, slow, always available).
+ * - `tensorflow`: dynamic import of `@tensorflow/tfjs-node-gpu`, then `@tensorflow/tfjs-node`.
+ *
+ * @returns the name of the active backend (== `name`).
+ * @throws Error with an explanatory message if the backend cannot be loaded or initialised
+ *   (never at import time of this module).
+ */
+export async function initBackend(name: BackendName): Promise<BackendName> {
+  if (name === 'wasm') await loadWasm();
+  else if (name === 'cpu') await import('@tensorflow/tfjs-backend-cpu');
+  else if (name === 'tensorflow') await loadTensorflow();
+  else throw new Error(`unknown backend '${String(name)}' (expected wasm | cpu | tensorflow)`);
+  let ok = false;
+  try {
+    ok = await tf.setBackend(name);
+  } catch (e) {
+    throw new Error(`backend '${name}' failed to initialise: ${(e as Error).message ?? String(e)}`);
+  }
+  if (!ok || tf.getBackend() !== name) throw new Error(`backend '${name}' failed to initialise (tf.setBackend returned false)`);
+  await tf.ready();
+  return name;
+}
+
+/**
+ * Pick the best available backend for `auto`: `tensorflow` if tfjs-node-gpu or tfjs-node loads,
+ * else `wasm`, else `cpu`. Activates it (as `initBackend`) and returns its name.
+ * @throws only if not even the cpu backend can be initialised.
+ */
+export async function detectBackend(): Promise<BackendName> {
+  for (const name of ['tensorflow', 'wasm'] as const) {
+    try {
+      return await initBackend(name);
+    } catch {
+      /* try the next */
+    }
+  }
+  return initBackend('cpu');
+}
+
+/** Name of the active tfjs backend, if it is one of ours. */
+export function currentBackend(): BackendName | null {
+  const b = tf.getBackend();
+  return b === 'wasm' || b === 'cpu' || b === 'tensorflow' ? b : null;
+}

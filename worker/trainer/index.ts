@@ -1,0 +1,18 @@
+/** Public API of the PINN trainer (science.md §2–§5). */
+export { initBackend, detectBackend, currentBackend, wasmDir, type BackendName } from './backend.js';
+export { Rng, BatchSampler, latinHypercube, hashString } from './rng.js';
+export {
+  makeProblem, registerProblem, problemNames, Helmholtz2d, Poisson2d, linspace, boxBoundary2d, tensorGrid,
+  type Problem, type ProblemFactory, type DerivSpec, type Fields, type ConditionSet,
+} from './problems.js';
+export { Mlp, mlpForward, mlpValue, mlpShapes, xavierInit, type MlpParams } from './network.js';
+export { Adam, staircaseLr, type AdamOptions } from './adam.js';
+export { vanilla, rba, rbaUpdate, stopGradient, makeStrategy, type Strategy, type StrategyState } from './strategies.js';
+export { residualOf, residualLoss, boundaryLoss, sqError } from './loss.js';
+export {
+  makeSnrSplit, perBatchGradients, snrFromBatchGradients, gradientSnr, type SnrSplit, type SnrResult, type BoundaryData,
+} from './diagnostics.js';
+export {
+  trainTrial, setupTrial, lossAndGrads, evalRelL2, evalSnr,
+  type TrainSummary, type TrainHooks, type TrainOptions, type TrialSetup, type StepLoss,
+} from './train.js';

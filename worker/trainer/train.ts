@@ -1,0 +1,283 @@
+/**
+ * Training of one PINN trial (science.md §2–§5) from a resolved TrialConfig, emitting MetricRows.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { MetricRow } from '../../schemas/metrics.js';
+import type { TrialConfig } from '../../schemas/sweep.js';
+import { Adam, staircaseLr } from './adam.js';
+import { currentBackend, detectBackend, initBackend, type BackendName } from './backend.js';
+import { gradientSnr, makeSnrSplit, type BoundaryData, type SnrResult, type SnrSplit } from './diagnostics.js';
+import { boundaryLoss, residualLoss, sqError } from './loss.js';
+import { Mlp, mlpForward } from './network.js';
+import { makeProblem, type Problem } from './problems.js';
+import { BatchSampler, Rng } from './rng.js';
+import { makeStrategy, type Strategy, type StrategyState } from './strategies.js';
+
+/** Summary returned by `trainTrial`. */
+export interface TrainSummary {
+  /** Adam updates applied (== train.steps unless stopped or diverged). */
+  steps_done: number;
+  /** Loss of the last logged row (NaN/Inf if diverged). */
+  final_loss: number;
+  /** rel_l2 of the last row that computed it (always the last step unless stopped/diverged). */
+  final_rel_l2: number | null;
+  /** True if a logged loss was NaN/Inf (that row is logged, training stops). */
+  diverged: boolean;
+  /** True if `hooks.shouldStop` stopped the run early. */
+  stopped: boolean;
+  backend: BackendName;
+  /** Seconds spent in training (after setup). */
+  wall_seconds: number;
+}
+
+/** Callbacks of `trainTrial`. */
+export interface TrainHooks {
+  /** Receives logged rows in order, in chunks (~100 rows or ~1 s, and at the end); awaited. */
+  onRows(rows: MetricRow[]): void | Promise<void>;
+  /** Progress: `step` steps done out of `steps` (called on logged steps and at the end). */
+  onProgress?(step: number, steps: number): void;
+  /** Polled before every step; returning true ends the run after flushing rows (no extra row). */
+  shouldStop?(): boolean;
+}
+
+/** Options of `trainTrial`. */
+export interface TrainOptions {
+  /** Backend to use; default: the active one if it is wasm/cpu/tensorflow, else `detectBackend()`. */
+  backend?: BackendName;
+  /** Flush rows after this many (default 100). */
+  flushRows?: number;
+  /** Flush rows after this many ms (default 1000). */
+  flushMs?: number;
+}
+
+/**
+ * Everything one trial trains on, built deterministically from the config (seeded streams
+ * 'weights', 'collocation', 'batches', 'snr_split' of `config.seed`). All tensors carry a leading
+ * group axis of 1. Call `dispose()` when done.
+ */
+export interface TrialSetup {
+  config: TrialConfig;
+  problem: Problem;
+  /** N collocation points, row-major float64 [N, d] (checkpoint `collocation`, original order). */
+  points: Float64Array;
+  n: number;
+  d: number;
+  /** Collocation points [1, N, d] and forcing [1, N]. */
+  xColl: tf.Tensor;
+  qColl: tf.Tensor;
+  bc: BoundaryData & { points: Float64Array; values: Float64Array };
+  /** Evaluation grid [1, M, d], reference u* [M] and Σ u*² (float64). */
+  xEval: tf.Tensor;
+  uStar: tf.Tensor;
+  uStarNorm2: number;
+  net: Mlp;
+  adam: Adam;
+  strategy: Strategy;
+  state: StrategyState;
+  /** Mini-batch sampler, or null for full batch. */
+  sampler: BatchSampler | null;
+  /** The fixed SNR split, or null when diagnostics are off. */
+  split: SnrSplit | null;
+  dispose(): void;
+}
+
+/**
+ * Build the problem data, network (Xavier-normal), Adam state, strategy state, mini-batch sampler and
+ * SNR split of a trial on the active backend.
+ * @throws Error on an unknown problem/strategy or if snr_batches does not divide N (diagnostics on).
+ */
+export function setupTrial(config: TrialConfig): TrialSetup {
+  const problem = makeProblem(config.problem);
+  const d = problem.inputOrder.length;
+  const n = config.problem.n_collocation;
+  const points = problem.collocation(n, Rng.stream(config.seed, 'collocation'));
+  const q = problem.forcing(points, n);
+  const bcSet = problem.boundary(config.problem.n_boundary);
+  const grid = problem.evalGrid(config.problem.eval_grid);
+  const uStarArr = problem.reference(grid.points, grid.count);
+  let uStarNorm2 = 0;
+  for (const v of uStarArr) uStarNorm2 += v * v;
+  const net = Mlp.xavier(d, config.model.width, config.model.depth, Rng.stream(config.seed, 'weights'));
+  const adam = new Adam(net.variables());
+  const strategy = makeStrategy(config.strategy);
+  const state = strategy.init(n);
+  const bs = config.train.batch_size;
+  const sampler = bs !== 'full' && bs < n ? new BatchSampler(n, bs, Rng.stream(config.seed, 'batches')) : null;
+  const split = config.diagnostics.every > 0 ? makeSnrSplit(points, q, n, d, config.diagnostics.snr_batches, Rng.stream(config.seed, 'snr_split')) : null;
+  const xColl = tf.tensor3d(Float32Array.from(points), [1, n, d]);
+  const qColl = tf.tensor2d(Float32Array.from(q), [1, n]);
+  const bc = {
+    x: tf.tensor3d(Float32Array.from(bcSet.points), [1, bcSet.count, d]),
+    g: tf.tensor2d(Float32Array.from(bcSet.values), [1, bcSet.count]),
+    wBc: config.problem.w_bc,
+    points: bcSet.points,
+    values: bcSet.values,
+  };
+  const xEval = tf.tensor3d(Float32Array.from(grid.points), [1, grid.count, d]);
+  const uStar = tf.tensor1d(Float32Array.from(uStarArr));
+  return {
+    config, problem, points, n, d, xColl, qColl, bc, xEval, uStar, uStarNorm2, net, adam, strategy, state, sampler, split,
+    dispose() {
+      tf.dispose([xColl, qColl, bc.x, bc.g, xEval, uStar]);
+      split?.dispose();
+      state.dispose();
+      adam.dispose();
+      net.dispose();
+    },
+  };
+}
+
+/** Loss tensors of one step (scalars, kept; caller disposes). */
+export interface StepLoss {
+  loss: tf.Tensor;
+  lossResidual: tf.Tensor;
+  lossBoundary: tf.Tensor;
+}
+
+/**
+ * One gradient evaluation at the current parameters on the batch `idx` (int32 [n_b] or null = all
+ * N points): applies the strategy's λ update for this batch (science.md §4; committed before
+ * returning), forms L = mean (λ r)² + w_bc·mean bc² (science.md §2) and its gradients w.r.t. the
+ * network variables (weights then biases). Does not update parameters.
+ */
+export function lossAndGrads(s: TrialSetup, idx: tf.Tensor | null): StepLoss & { grads: tf.Tensor[] } {
+  const vars = s.net.variables();
+  let lossResidual: tf.Tensor | null = null;
+  let lossBoundary: tf.Tensor | null = null;
+  const { value, grads } = tf.variableGrads(() => {
+    const x = idx ? tf.gather(s.xColl, idx, 1) : s.xColl;
+    const q = idx ? tf.gather(s.qColl, idx, 1) : s.qColl;
+    const f = mlpForward(s.net.params(), x, s.problem.derivs, s.problem.inputOrder);
+    const r = s.problem.residual(f, q); // [1, n_b]
+    const lam = s.state.batchWeights(r, idx);
+    const lr = tf.sum(residualLoss(r, lam));
+    const lb = tf.sum(boundaryLoss(s.net.params(), s.bc.x, s.bc.g, s.bc.wBc));
+    lossResidual = tf.keep(lr);
+    lossBoundary = tf.keep(lb);
+    return tf.add(lr, lb) as tf.Scalar;
+  }, vars);
+  s.state.commit();
+  return { loss: value, lossResidual: lossResidual!, lossBoundary: lossBoundary!, grads: vars.map((v) => grads[v.name]!) };
+}
+
+/** rel_l2 = ‖u − u*‖₂ / ‖u*‖₂ on the evaluation grid (science.md §2), current parameters. */
+export function evalRelL2(s: TrialSetup): number {
+  const e = sqError(s.net.params(), s.xEval, s.uStar);
+  const v = e.dataSync()[0]!;
+  e.dispose();
+  return Math.sqrt(v / s.uStarNorm2);
+}
+
+/** snr, snr_layers, grad_order (science.md §5) at the current parameters and current λ. */
+export function evalSnr(s: TrialSetup): SnrResult {
+  if (!s.split) throw new Error('diagnostics are off (diagnostics.every = 0)');
+  return gradientSnr(s.problem, s.net.params(), s.split, s.state.lambda(), s.bc);
+}
+
+async function resolveBackend(want?: BackendName): Promise<BackendName> {
+  const cur = currentBackend();
+  if (want) return cur === want ? want : initBackend(want);
+  return cur ?? detectBackend();
+}
+
+/**
+ * Train one trial (science.md §2–§5).
+ *
+ * Steps k = 0..steps−1. For each step: lr_k (staircase), the batch, λ update (strategy), loss and
+ * gradients, then — on logged steps (k % log_every == 0 and the last step) — a MetricRow of the state
+ * BEFORE step k's update (for RBA with λ after step k's update): loss, loss_residual, loss_boundary,
+ * wall_seconds (since training start), rel_l2 when k % eval_every == 0 or last, snr/snr_layers/
+ * grad_order when diagnostics.every > 0 and (k % every == 0 or last), else null; then the Adam update.
+ * Losses are read back on logged steps only, so a NaN/Inf loss is detected at the next logged step:
+ * that row is logged, training stops, and the summary has diverged = true (no exception).
+ * Deterministic: same config + same backend → identical numbers.
+ *
+ * @throws Error on an invalid config (unknown problem/strategy, snr_batches not dividing N) or an
+ *   unavailable backend; errors thrown by `hooks.onRows` propagate.
+ */
+export async function trainTrial(config: TrialConfig, hooks: TrainHooks, opts: TrainOptions = {}): Promise<TrainSummary> {
+  const backend = await resolveBackend(opts.backend);
+  const flushRows = opts.flushRows ?? 100;
+  const flushMs = opts.flushMs ?? 1000;
+  const s = setupTrial(config);
+  const { steps, lr: lr0, lr_decay, log_every, eval_every } = config.train;
+  const diagEvery = config.diagnostics.every;
+  let buffer: MetricRow[] = [];
+  let lastFlush = performance.now();
+  const flush = async () => {
+    if (buffer.length === 0) return;
+    const rows = buffer;
+    buffer = [];
+    lastFlush = performance.now();
+    await hooks.onRows(rows);
+  };
+  let stepsDone = 0;
+  let finalLoss = NaN;
+  let finalRel: number | null = null;
+  let diverged = false;
+  let stopped = false;
+  const t0 = performance.now();
+  try {
+    for (let k = 0; k < steps; k++) {
+      if (hooks.shouldStop?.()) {
+        stopped = true;
+        break;
+      }
+      const lr = staircaseLr(lr0, lr_decay.rate, lr_decay.every, k);
+      const idxArr = s.sampler ? s.sampler.next() : null;
+      const idx = idxArr ? tf.tensor1d(idxArr, 'int32') : null;
+      const step = lossAndGrads(s, idx);
+      const last = k === steps - 1;
+      const logged = k % log_every === 0 || last;
+      try {
+        if (logged) {
+          const [loss, lres, lbc] = [step.loss, step.lossResidual, step.lossBoundary].map((t) => t.dataSync()[0]!) as [number, number, number];
+          const finite = Number.isFinite(loss);
+          const rel_l2 = k % eval_every === 0 || last || !finite ? evalRelL2(s) : null;
+          let snr: SnrResult | null = null;
+          if (diagEvery > 0 && (k % diagEvery === 0 || last) && finite) snr = evalSnr(s);
+          buffer.push({
+            step: k,
+            lr,
+            loss,
+            loss_residual: lres,
+            loss_boundary: lbc,
+            wall_seconds: (performance.now() - t0) / 1000,
+            rel_l2,
+            snr: snr ? snr.snr : null,
+            snr_layers: snr ? snr.snr_layers : null,
+            grad_order: snr ? snr.grad_order : null,
+          });
+          finalLoss = loss;
+          if (rel_l2 !== null) finalRel = rel_l2;
+          if (!finite) {
+            diverged = true;
+            break;
+          }
+        }
+        s.adam.step(step.grads, lr);
+        stepsDone = k + 1;
+      } finally {
+        tf.dispose([step.loss, step.lossResidual, step.lossBoundary, ...step.grads]);
+        idx?.dispose();
+      }
+      if (logged) {
+        hooks.onProgress?.(stepsDone, steps);
+        if (buffer.length >= flushRows || performance.now() - lastFlush >= flushMs) await flush();
+      }
+    }
+    await flush();
+    hooks.onProgress?.(stepsDone, steps);
+  } finally {
+    s.dispose();
+  }
+  return {
+    steps_done: stepsDone,
+    final_loss: finalLoss,
+    final_rel_l2: finalRel,
+    diverged,
+    stopped,
+    backend,
+    wall_seconds: (performance.now() - t0) / 1000,
+  };
+}
