@@ -3,7 +3,7 @@
  *
  * Pure and synchronous: meant to run inside a worker thread. Columns are built directly as typed
  * arrays and wrapped with `makeData` (no per-value Arrow builders), then the record batch is
- * sliced into chunks that each serialize to at most `maxBytes` bytes.
+ * built per chunk so that each serializes to at most `maxBytes` bytes.
  */
 import {
   Field,
@@ -195,11 +195,12 @@ function rowBytes(r: KeyedMetricRow): number {
 export function encodeMetricChunks(rows: KeyedMetricRow[], maxBytes: number): Uint8Array[] {
   if (!Number.isInteger(maxBytes) || maxBytes <= 0) throw new RangeError(`maxBytes: got ${maxBytes}, expected a positive integer`);
   if (rows.length === 0) return [];
-  const batch = buildMetricsBatch(rows, true);
   const out: Uint8Array[] = [];
+  // One batch per chunk, built from that chunk's rows: a slice of one big batch would carry the
+  // validity bitmaps of every following row (apache-arrow 21 serializes sliced bitmaps untruncated).
 
   const emit = (lo: number, hi: number): void => {
-    const bytes = toStream(batch.slice(lo, hi));
+    const bytes = toStream(buildMetricsBatch(rows.slice(lo, hi), true));
     if (bytes.length <= maxBytes) {
       out.push(bytes);
       return;

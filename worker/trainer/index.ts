@@ -16,3 +16,4 @@ export {
   trainTrial, setupTrial, lossAndGrads, evalRelL2, evalSnr,
   type TrainSummary, type TrainHooks, type TrainOptions, type TrialSetup, type StepLoss,
 } from './train.js';
+export { ensureGradients } from './gradients.js';

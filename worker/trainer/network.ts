@@ -15,6 +15,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { DerivSpec, Fields } from './problems.js';
 import type { Rng } from './rng.js';
+import './gradients.js';
 
 /** Parameters of an MLP: weights[l] [in, out] or [G, in, out]; biases[l] [out] or [G, out]. */
 export interface MlpParams {

@@ -7,6 +7,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { StrategyConfig } from '../../schemas/sweep.js';
+import './gradients.js';
 
 /** Per-trial state of a strategy (λ over the N collocation points). */
 export interface StrategyState {
@@ -47,7 +48,7 @@ export const vanilla: Strategy = {
  * function of x: returns f(x) with d f / d x treated as 0.
  */
 export function stopGradient(x: tf.Tensor, f: (x: tf.Tensor) => tf.Tensor = (t) => tf.clone(t)): tf.Tensor {
-  const g = tf.customGrad(((xi: tf.Tensor) => ({ value: f(xi), gradFunc: () => tf.zerosLike(xi) })) as unknown as tf.CustomGradientFunc<tf.Tensor>);
+  const g = tf.customGrad(((xi: tf.Tensor) => ({ value: f(xi), gradFunc: () => tf.zerosLike(xi) })) as unknown as Parameters<typeof tf.customGrad>[0]);
   return g(x);
 }
 

@@ -1,0 +1,137 @@
+/**
+ * End to end: the real CLI, a real nats-server (embedded, and external via --nats), real worker
+ * threads training real PINNs, Parquet read back through DuckDB.
+ */
+import { existsSync } from 'node:fs';
+import { readdir, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import test from 'ava';
+import { duck, runCli, startNats, tempDir } from './helpers.js';
+
+const tiny = (lrs: string, name = 'tiny') => `
+name: ${name}
+problem: {name: helmholtz2d, a1: 1, a2: 2, n_collocation: 64, n_boundary: 8, eval_grid: 11}
+model: {width: 8, depth: 2}
+train: {steps: 20, log_every: 5, eval_every: 10}
+diagnostics: {every: 10, snr_batches: 4}
+grid:
+  train.lr: ${lrs}
+  strategy: [{name: vanilla}, {name: rba, eta: 0.01, gamma: 0.99}]
+`;
+
+async function partFiles(dir: string): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  const walk = async (d: string): Promise<void> => {
+    for (const e of await readdir(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) await walk(p);
+      else out.set(p, (await stat(p)).mtimeMs);
+    }
+  };
+  await walk(join(dir, 'metrics'));
+  return out;
+}
+
+test.serial('phasemap run: a tiny sweep end to end, re-run runs nothing, a grown grid runs only the new trials', async (t) => {
+  const work = await tempDir('e2e');
+  const spec = join(work, 'tiny.yaml');
+  const out = join(work, 'out');
+  await writeFile(spec, tiny('[0.001, 0.01]'));
+
+  const r1 = await runCli(['run', spec, '--out', out, '--slots', '2', '--backend', 'wasm']);
+  t.is(r1.code, 0, r1.stderr);
+  t.regex(r1.stderr, /4 to run/);
+
+  const trials = await duck(`SELECT trial_id, status, attempts, backend, device, host, lr, strategy, batch_size, final_rel_l2, error FROM '${out}/trials.parquet' ORDER BY lr, strategy`);
+  t.is(trials.length, 4);
+  t.deepEqual(trials.map((r) => r.status), ['done', 'done', 'done', 'done']);
+  t.deepEqual(trials.map((r) => `${r.lr}/${r.strategy}`), ['0.001/rba', '0.001/vanilla', '0.01/rba', '0.01/vanilla']);
+  for (const r of trials) {
+    t.is(r.attempts, 1);
+    t.is(r.backend, 'wasm');
+    t.is(r.device, 'cpu');
+    t.is(r.batch_size, 64);
+    t.is(r.error, null);
+    t.true(typeof r.host === 'string' && r.host.length > 0);
+    t.true(Number.isFinite(r.final_rel_l2 as number));
+  }
+
+  const m = await duck(`
+    SELECT trial_id, count(*) AS n, count(snr) AS n_snr, count(rel_l2) AS n_rel,
+           list(step ORDER BY step) AS steps, list(step ORDER BY step) FILTER (WHERE snr IS NOT NULL) AS snr_steps,
+           bool_and(isfinite(snr)) AS snr_finite, bool_and(isfinite(rel_l2)) AS rel_finite,
+           min(len(snr_layers)) AS layers_min, max(len(snr_layers)) AS layers_max, max(attempt) AS attempt
+    FROM read_parquet('${out}/metrics/**/*.parquet', hive_partitioning = true) GROUP BY trial_id`);
+  t.is(m.length, 4);
+  for (const r of m) {
+    t.is(Number(r.n), 5);
+    t.deepEqual((r.steps as { items: number[] }).items ?? r.steps, [0, 5, 10, 15, 19]);
+    t.is(Number(r.n_snr), 3);
+    t.is(Number(r.n_rel), 3);
+    t.true(r.snr_finite as boolean);
+    t.true(r.rel_finite as boolean);
+    t.is(Number(r.layers_min), 3);
+    t.is(Number(r.layers_max), 3);
+    t.is(Number(r.attempt), 1);
+  }
+
+  const joined = await duck(`
+    SELECT t.lr, t.batch_size, t.strategy, m.step, m.snr, m.rel_l2
+    FROM read_parquet('${out}/metrics/**/*.parquet', hive_partitioning = true) m
+    JOIN '${out}/trials.parquet' t USING (trial_id)`);
+  t.is(joined.length, 20);
+
+  const before = await partFiles(out);
+  const r2 = await runCli(['run', spec, '--out', out, '--slots', '2', '--backend', 'wasm']);
+  t.is(r2.code, 0, r2.stderr);
+  t.regex(r2.stderr, /4 trial\(s\), 4 already done in .*, 0 to run/);
+  t.deepEqual(await partFiles(out), before);
+
+  await writeFile(spec, tiny('[0.001, 0.01, 0.03]'));
+  const r3 = await runCli(['run', spec, '--out', out, '--slots', '2', '--backend', 'wasm']);
+  t.is(r3.code, 0, r3.stderr);
+  t.regex(r3.stderr, /6 trial\(s\), 4 already done in .*, 2 to run/);
+  const after = await partFiles(out);
+  for (const [p, mtime] of before) t.is(after.get(p), mtime, `${p} rewritten`);
+  const counts = await duck(`SELECT status, count(*) AS n FROM '${out}/trials.parquet' GROUP BY status`);
+  t.deepEqual(counts.map((r) => [r.status, Number(r.n)]), [['done', 6]]);
+  const rows = await duck(`SELECT count(*) AS n FROM read_parquet('${out}/metrics/**/*.parquet', hive_partitioning = true)`);
+  t.is(Number(rows[0]!.n), 30);
+});
+
+test.serial('phasemap run --nats: against a server it did not start', async (t) => {
+  const work = await tempDir('e2e-nats');
+  const nats = await startNats(join(work, 'store'));
+  try {
+    const spec = join(work, 'one.yaml');
+    await writeFile(spec, tiny('[0.001]', 'ext').replace(/strategy: \[.*\]/, 'strategy: [{name: vanilla}]'));
+    const r = await runCli(['run', spec, '--out', join(work, 'out'), '--nats', nats.url, '--slots', '1', '--backend', 'wasm']);
+    t.is(r.code, 0, r.stderr);
+    t.notRegex(r.stderr, /embedded nats-server/);
+    const rows = await duck(`SELECT count(*) AS n FROM read_parquet('${work}/out/metrics/**/*.parquet', hive_partitioning = true)`);
+    t.is(Number(rows[0]!.n), 5);
+  } finally {
+    await nats.stop();
+  }
+});
+
+test('a spec with a typo fails before anything runs and names the key', async (t) => {
+  const work = await tempDir('e2e-typo');
+  const spec = join(work, 'typo.yaml');
+  await writeFile(spec, tiny('[0.001]').replace('log_every', 'log_evrey'));
+  const r = await runCli(['run', spec, '--out', join(work, 'out')]);
+  t.is(r.code, 2);
+  t.regex(r.stderr, /train\.log_evrey: got 5, expected .*did you mean 'log_every'/);
+  t.false(existsSync(join(work, 'out')));
+});
+
+test('a missing nats-server binary says how to install it', async (t) => {
+  const work = await tempDir('e2e-nobin');
+  const spec = join(work, 's.yaml');
+  await writeFile(spec, tiny('[0.001]'));
+  process.env.PHASEMAP_NATS_SERVER = '/nonexistent/nats-server';
+  const r = await runCli(['run', spec, '--out', join(work, 'out')]);
+  delete process.env.PHASEMAP_NATS_SERVER;
+  t.is(r.code, 3);
+  t.regex(r.stderr, /nats-server not found.*\n.*apt-get install nats-server/);
+});

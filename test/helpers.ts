@@ -1,0 +1,54 @@
+/** Test helpers: DuckDB queries over what phasemap wrote, a real nats-server, the CLI as a process. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { DuckDBInstance } from '@duckdb/node-api';
+import { startEmbeddedNats } from '../orchestrator/nats-server.js';
+
+/** Runs SQL in an in-memory DuckDB and returns rows as objects (BIGINT as bigint). */
+export async function duck(sql: string): Promise<Record<string, unknown>[]> {
+  const db = await DuckDBInstance.create(':memory:');
+  const conn = await db.connect();
+  try {
+    const reader = await conn.runAndReadAll(sql);
+    return reader.getRowObjects() as Record<string, unknown>[];
+  } finally {
+    conn.closeSync();
+  }
+}
+
+export const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
+export const cliPath = join(repoRoot, 'dist/orchestrator/cli.js');
+
+export async function tempDir(prefix: string): Promise<string> {
+  return mkdtemp(join(tmpdir(), `phasemap-${prefix}-`));
+}
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `phasemap ARGS` as a child process (not a TTY). */
+export function runCli(args: string[], opts: { cwd?: string; timeoutMs?: number } = {}): Promise<CliResult> & { child: ChildProcess } {
+  const child = spawn(process.execPath, [cliPath, ...args], { cwd: opts.cwd ?? repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 240_000);
+  const p = new Promise<CliResult>((resolve) =>
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    }),
+  ) as Promise<CliResult> & { child: ChildProcess };
+  p.child = child;
+  return p;
+}
+
+/** A real nats-server with JetStream for a test. */
+export const startNats = startEmbeddedNats;

@@ -1,0 +1,104 @@
+import test from 'ava';
+import { parseSpecText, resolveSweep, SpecErrors, trialId } from '../orchestrator/spec.js';
+
+function errorsOf(yaml: string): string[] {
+  try {
+    resolveSweep(parseSpecText(yaml, 'spec.yaml'), 'spec.yaml');
+  } catch (e) {
+    if (e instanceof SpecErrors) return e.errors.map((x) => x.message);
+    throw e;
+  }
+  return [];
+}
+
+const base = `
+name: t
+problem: {name: helmholtz2d, a1: 1, a2: 4, n_collocation: 64}
+model: {width: 8, depth: 2}
+train: {steps: 10, log_every: 5, eval_every: 5}
+diagnostics: {every: 5, snr_batches: 4}
+`;
+
+test('a typo\'d key is rejected with its path, value and a suggestion', (t) => {
+  const errs = errorsOf(`${base.replace('steps: 10', 'stesp: 10')}`);
+  t.is(errs.length, 1);
+  t.regex(errs[0]!, /^spec\.yaml: train\.stesp: got 10, expected .*did you mean 'steps'/);
+});
+
+test('an unknown top-level key names itself', (t) => {
+  const errs = errorsOf(`${base}lerning_rate: 0.1\n`);
+  t.deepEqual(errs.length, 1);
+  t.regex(errs[0]!, /lerning_rate: got 0\.1, expected/);
+});
+
+test('wrong types and out-of-range values name the field, the value and what was expected', (t) => {
+  const errs = errorsOf(base.replace('steps: 10', 'steps: ten').replace('width: 8', 'width: 0'));
+  t.true(errs.some((e) => /train\.steps: got "ten", expected a value of type integer/.test(e)), errs.join('\n'));
+  t.true(errs.some((e) => /model\.width: got 0, expected a number >= 1/.test(e)), errs.join('\n'));
+});
+
+test('a bad grid value names the grid key and its index', (t) => {
+  const errs = errorsOf(`${base}grid:\n  train.lr: [0.001, -0.5]\n  strategy: [{name: vanilla}, {name: rab}]\n`);
+  t.true(errs.some((e) => e.includes('grid.train.lr[1] → train.lr: got -0.5, expected a number > 0')), errs.join('\n'));
+  t.true(errs.some((e) => e.includes("grid.strategy[1] → strategy.name: got \"rab\", expected one of vanilla, rba (did you mean 'rba'?)")), errs.join('\n'));
+});
+
+test('batch_size accepts full or an integer, nothing else', (t) => {
+  const errs = errorsOf(base.replace('steps: 10', 'steps: 10, batch_size: half'));
+  t.is(errs.length, 1);
+  t.regex(errs[0]!, /train\.batch_size: got "half", expected "full" or a value of type integer/);
+  t.regex(errorsOf(base.replace('steps: 10', 'steps: 10, batch_size: 100'))[0]!, /train\.batch_size: got 100, expected .*<= problem\.n_collocation \(64\)/);
+});
+
+test('cross-field rules: snr_batches divides N; cadences are multiples of log_every', (t) => {
+  t.regex(errorsOf(base.replace('snr_batches: 4', 'snr_batches: 5'))[0]!, /diagnostics\.snr_batches: got 5, expected a divisor of problem\.n_collocation \(64\)/);
+  t.regex(errorsOf(base.replace('eval_every: 5', 'eval_every: 7'))[0]!, /train\.eval_every: got 7, expected a multiple of train\.log_every \(5\)/);
+});
+
+test('a grid key outside the trial config is rejected', (t) => {
+  t.regex(errorsOf(`${base}grid:\n  optimizer.lr: [1]\n`)[0]!, /grid\.optimizer\.lr: got "optimizer\.lr", expected a dotted path into one of problem/);
+});
+
+test('grid expansion is the cartesian product, defaults applied, objects as values', (t) => {
+  const s = resolveSweep(parseSpecText(`${base}grid:\n  train.lr: [0.001, 0.01, 0.1]\n  train.batch_size: [full, 16]\n  strategy: [{name: vanilla}, {name: rba, eta: 0.01}]\n`));
+  t.is(s.trials.length, 12);
+  const combos = s.trials.map((x) => `${x.config.train.lr}|${x.config.train.batch_size}|${x.config.strategy.name}`);
+  t.is(new Set(combos).size, 12);
+  t.deepEqual(combos.slice(0, 4), ['0.001|full|vanilla', '0.001|full|rba', '0.001|16|vanilla', '0.001|16|rba']);
+  const rba = s.trials[1]!.config.strategy;
+  t.deepEqual(rba, { name: 'rba', eta: 0.01, gamma: 0.999 });
+  t.deepEqual(s.trials[0]!.config.train.lr_decay, { rate: 0.9, every: 5000 });
+  t.is(s.trials[0]!.config.seed, 0);
+  t.is(s.trials[0]!.config.problem.n_boundary, 100);
+  t.true(s.trials.every((x) => /^t[0-9a-f]{16}$/.test(x.trial_id)));
+  t.is(new Set(s.trials.map((x) => x.trial_id)).size, 12);
+});
+
+test('trial ids are stable under key reordering and explicit defaults, and change with any value', (t) => {
+  const a = resolveSweep(parseSpecText(`${base}grid:\n  train.lr: [0.001, 0.01]\n`));
+  const b = resolveSweep(parseSpecText(`
+grid:
+  train.lr: [0.001, 0.01]
+diagnostics: {snr_batches: 4, every: 5}
+train: {eval_every: 5, log_every: 5, steps: 10, batch_size: full, lr_decay: {every: 5000, rate: 0.9}}
+model: {depth: 2, width: 8}
+strategy: {name: vanilla}
+seed: 0
+problem: {n_collocation: 64, a2: 4, a1: 1, name: helmholtz2d, k: 1}
+name: other-name
+`));
+  t.deepEqual(a.trials.map((x) => x.trial_id), b.trials.map((x) => x.trial_id));
+  const c = resolveSweep(parseSpecText(`${base}seed: 1\ngrid:\n  train.lr: [0.001, 0.01]\n`));
+  t.notDeepEqual(a.trials.map((x) => x.trial_id), c.trials.map((x) => x.trial_id));
+  t.is(trialId(a.trials[0]!.config), a.trials[0]!.trial_id);
+});
+
+test('JSON specs are accepted', (t) => {
+  const s = resolveSweep(parseSpecText(JSON.stringify({ name: 'j', problem: { name: 'poisson2d', n_collocation: 64 }, diagnostics: { snr_batches: 4 } })));
+  t.is(s.trials.length, 1);
+  t.is(s.trials[0]!.config.problem.name, 'poisson2d');
+});
+
+test('a sweep name that cannot be a subject token is rejected', (t) => {
+  t.regex(errorsOf(base.replace('name: t', 'name: my sweep.v2'))[0]!, /name: got "my sweep\.v2", expected a string matching/);
+});
