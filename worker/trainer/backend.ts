@@ -73,7 +73,31 @@ export async function initBackend(name: BackendName): Promise<BackendName> {
   }
   if (!ok || tf.getBackend() !== name) throw new Error(`backend '${name}' failed to initialise (tf.setBackend returned false)`);
   await tf.ready();
+  if (name === 'wasm') patchWasmIdentity();
   return name;
+}
+
+let identityPatched = false;
+/**
+ * The wasm backend's Identity kernel copies its input. tfjs-core's engine runs Identity to save every
+ * tensor a gradient needs (engine.clone), so with the default kernel each recorded op copies its
+ * inputs. Tensors are immutable, so a zero-copy Identity that shares the data (refcounted, exactly
+ * like the wasm Reshape kernel does) is equivalent and much cheaper.
+ */
+function patchWasmIdentity(): void {
+  if (identityPatched) return;
+  identityPatched = true;
+  tf.unregisterKernel('Identity', 'wasm');
+  tf.registerKernel({
+    kernelName: 'Identity',
+    backendName: 'wasm',
+    kernelFunc: ({ inputs, backend }) => {
+      const x = (inputs as { x: tf.TensorInfo }).x;
+      if (x.dtype === 'string') throw new Error('Identity: string tensors unsupported');
+      (backend as unknown as { incRef(id: unknown): void }).incRef(x.dataId);
+      return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+    },
+  });
 }
 
 /**

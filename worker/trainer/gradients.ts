@@ -77,8 +77,12 @@ const configs: tf.GradConfig[] = [
       const dy = dyIn as tf.Tensor;
       const [a, b] = saved as [tf.Tensor, tf.Tensor];
       const { transposeA, transposeB } = attrs as { transposeA: boolean; transposeB: boolean };
-      const mm = (x: tf.Tensor, y: tf.Tensor, tx: boolean, ty: boolean) => tf.matMul(x, y, tx, ty);
-      if (!transposeA && !transposeB) return { a: () => mm(dy, b, false, true), b: () => mm(a, dy, true, false) };
+      // Transposes are done explicitly (cheap for the small operand) instead of via matMul's
+      // transpose flags: the wasm backend's transposed matmul path is several times slower.
+      const T = (x: tf.Tensor) => tf.transpose(x, x.rank === 2 ? [1, 0] : [0, 2, 1]);
+      const mm = (x: tf.Tensor, y: tf.Tensor, tx: boolean, ty: boolean) => tf.matMul(tx ? T(x) : x, ty ? T(y) : y);
+      const reduceBatch = (g: tf.Tensor, like: tf.Tensor) => (g.rank > like.rank ? tf.sum(g, 0) : g);
+      if (!transposeA && !transposeB) return { a: () => reduceBatch(mm(dy, b, false, true), a), b: () => reduceBatch(mm(a, dy, true, false), b) };
       if (!transposeA && transposeB) return { a: () => mm(dy, b, false, false), b: () => mm(dy, a, true, false) };
       if (transposeA && !transposeB) return { a: () => mm(b, dy, false, true), b: () => mm(a, dy, false, false) };
       return { a: () => mm(b, dy, true, true), b: () => mm(dy, a, true, true) };

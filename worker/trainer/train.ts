@@ -97,13 +97,14 @@ export function setupTrial(config: TrialConfig): TrialSetup {
   const uStarArr = problem.reference(grid.points, grid.count);
   let uStarNorm2 = 0;
   for (const v of uStarArr) uStarNorm2 += v * v;
-  const net = Mlp.xavier(d, config.model.width, config.model.depth, Rng.stream(config.seed, 'weights'));
-  const adam = new Adam(net.variables());
   const strategy = makeStrategy(config.strategy);
-  const state = strategy.init(n);
   const bs = config.train.batch_size;
   const sampler = bs !== 'full' && bs < n ? new BatchSampler(n, bs, Rng.stream(config.seed, 'batches')) : null;
+  // The split validates snr_batches; build it before any other tensor so a bad config leaks nothing.
   const split = config.diagnostics.every > 0 ? makeSnrSplit(points, q, n, d, config.diagnostics.snr_batches, Rng.stream(config.seed, 'snr_split')) : null;
+  const net = Mlp.xavier(d, config.model.width, config.model.depth, Rng.stream(config.seed, 'weights'));
+  const adam = new Adam(net.variables());
+  const state = strategy.init(n);
   const xColl = tf.tensor3d(Float32Array.from(points), [1, n, d]);
   const qColl = tf.tensor2d(Float32Array.from(q), [1, n]);
   const bc = {
