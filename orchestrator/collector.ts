@@ -4,11 +4,12 @@
  * redelivered after a crash are dropped by (trial_id, attempt, step) in MetricsStore).
  */
 import { jetstream, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
+import type { KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Table } from 'apache-arrow';
 import type { TrialRecord } from '../schemas/parquet.js';
-import type { TrialResultMessage } from '../schemas/trial.js';
-import { collectorConsumer, OUT_STREAM } from '../schemas/transport.js';
+import type { TrialResultMessage, TrialState } from '../schemas/trial.js';
+import { collectorConsumer, OUT_STREAM, stateKey } from '../schemas/transport.js';
 import { decodeMetricsMessage, MetricsStore, splitMetricsTable, writeTrialsParquet } from './parquet-store.js';
 
 export interface CollectorOptions {
@@ -17,6 +18,8 @@ export interface CollectorOptions {
   dir: string;
   /** Every trial of DIR (this run's and earlier runs'), keyed by trial id; updated in place. */
   records: Map<string, TrialRecord>;
+  /** Trial-state bucket: terminal states are put there once on disk. */
+  kv?: KV;
   /** Called after a trial's final record is on disk. */
   onTrialFinished?: (r: TrialRecord, result: TrialResultMessage) => void;
   onWarning?: (msg: string) => void;
@@ -79,8 +82,26 @@ export class Collector {
       if (this.pending.length >= (this.opts.flushAtMessages ?? 5_000)) await this.flushSerial();
       return;
     }
-    const result = JSON.parse(m.string()) as TrialResultMessage;
     this.pending.push(m);
+    this.applyResult(JSON.parse(m.string()) as TrialResultMessage);
+    // A result ends its attempt: write its rows and the trial record now.
+    await this.flushSerial();
+  }
+
+  /**
+   * Records a trial as failed without a result from a worker (e.g. its message reached
+   * max_deliver because its workers kept dying) and writes trials.parquet.
+   */
+  async markFailed(trialId: string, attempt: number, error: string): Promise<void> {
+    const now = new Date().toISOString();
+    this.applyResult({
+      sweep: this.opts.sweep, trial_id: trialId, attempt, status: 'failed', started_at: now, finished_at: now, wall_seconds: 0,
+      final_loss: null, final_rel_l2: null, diverged: false, steps_done: 0, rows: 0, host: '', device: '', backend: '', error,
+    });
+    await this.flushSerial();
+  }
+
+  private applyResult(result: TrialResultMessage): void {
     const r = this.opts.records.get(result.trial_id);
     if (!r) {
       this.opts.onWarning?.(`collector: result for unknown trial ${result.trial_id} (not in this sweep's DIR); kept in the stream's ack only`);
@@ -103,8 +124,6 @@ export class Collector {
       this.recordsDirty = true;
       this.finished.push([r, result]);
     }
-    // A result ends its attempt: write its rows and the trial record now.
-    await this.flushSerial();
   }
 
   private flushSerial(): Promise<void> {
@@ -137,7 +156,11 @@ export class Collector {
     for (const m of msgs) m.ack();
     const done = this.finished;
     this.finished = [];
-    for (const [r, res] of done) this.opts.onTrialFinished?.(r, res);
+    for (const [r, res] of done) {
+      const state: TrialState = { status: r.status, attempt: res.attempt, owner: res.host || null, updated_at: new Date().toISOString(), error: r.error };
+      await this.opts.kv?.put(stateKey(this.opts.sweep, r.trial_id), JSON.stringify(state)).catch((e: Error) => this.opts.onWarning?.(`collector: trial state not updated: ${e.message}`));
+      this.opts.onTrialFinished?.(r, res);
+    }
   }
 
   /** Flushes what is buffered and stops consuming. */

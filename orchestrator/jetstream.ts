@@ -4,7 +4,7 @@
  */
 import { AckPolicy, jetstream, jetstreamManager, RetentionPolicy, StorageType, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
-import { connect, nanos, type NatsConnection } from '@nats-io/transport-node';
+import { connect, nanos, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import type { TrialMessage, TrialState } from '../schemas/trial.js';
 import {
   collectorConsumer,
@@ -15,6 +15,7 @@ import {
   stateKey,
   TRIALS_STREAM,
   trialsSubject,
+  WORKER_CONSUMER,
   workerConsumerConfig,
 } from '../schemas/transport.js';
 
@@ -92,4 +93,25 @@ export async function publishTrials(t: Transport, sweep: string, trials: TrialMe
     n++;
   }
   return n;
+}
+
+/**
+ * Watches JetStream's max-deliveries advisory on the worker consumer: a trial whose message was
+ * delivered `max_deliver` times without an ack (its workers kept dying) would otherwise wait forever.
+ * Calls `onLost` for this sweep's trials and deletes the dead message from the queue.
+ */
+export function watchMaxDeliveries(t: Transport, sweep: string, onLost: (trialId: string, deliveries: number) => void): Subscription {
+  const subject = `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.${TRIALS_STREAM}.${WORKER_CONSUMER}`;
+  return t.nc.subscribe(subject, {
+    callback: (_e, m) => {
+      void (async () => {
+        const adv = m.json<{ stream_seq: number; deliveries: number }>();
+        const stored = await t.jsm.streams.getMessage(TRIALS_STREAM, { seq: adv.stream_seq });
+        if (!stored || stored.subject !== trialsSubject(sweep)) return;
+        const trial = stored.json<TrialMessage>();
+        await t.jsm.streams.deleteMessage(TRIALS_STREAM, adv.stream_seq);
+        onLost(trial.trial_id, adv.deliveries);
+      })().catch(() => undefined);
+    },
+  });
 }

@@ -14,7 +14,7 @@ import type { BackendRequest, TrialMessage } from '../schemas/trial.js';
 import { progressSubject, type ProgressMessage } from '../schemas/transport.js';
 import { WorkerAgent } from '../worker/agent.js';
 import { Collector } from './collector.js';
-import { connectNats, ensureResources, publishTrials } from './jetstream.js';
+import { connectNats, ensureResources, publishTrials, watchMaxDeliveries } from './jetstream.js';
 import { embeddedStoreDir, startEmbeddedNats, type EmbeddedNats } from './nats-server.js';
 import { readTrialsParquet, writeTrialsParquet } from './parquet-store.js';
 import { plainLogger, SweepProgress, type Logger } from './progress.js';
@@ -139,6 +139,7 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
       sweep: sweep.name,
       dir,
       records,
+      kv: transport.kv,
       onWarning: (m) => log.warn(m),
       onTrialFinished: (r, res) => {
         if (!waiting.delete(r.trial_id)) return;
@@ -160,6 +161,10 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
       },
     });
 
+    const lost = watchMaxDeliveries(transport, sweep.name, (id, deliveries) => {
+      void collector!.markFailed(id, deliveries, `no worker finished it: delivered ${deliveries} times without an ack (workers died or were stopped)`);
+    });
+
     const messages: TrialMessage[] = toRun.map((t) => ({ sweep: sweep.name, trial_id: t.trial_id, config: t.config, backend: opts.backend ?? 'auto' }));
     const n = await publishTrials(transport, sweep.name, messages, randomBytes(4).toString('hex'));
     log.info(`queued ${n} trial(s) on ${opts.nats ? opts.nats : 'the embedded server'}`);
@@ -176,6 +181,7 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
     });
     if ((await Promise.race([finished.then(() => 'done' as const), aborted])) === 'aborted') summary.interrupted = true;
     sub.unsubscribe();
+    lost.unsubscribe();
   } finally {
     progress.stop();
     await agent?.stop(summary.interrupted);

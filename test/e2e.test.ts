@@ -5,7 +5,11 @@
 import { existsSync } from 'node:fs';
 import { readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { jetstream } from '@nats-io/jetstream';
+import { Kvm } from '@nats-io/kv';
+import { connect } from '@nats-io/transport-node';
 import test from 'ava';
+import { STATE_BUCKET } from '../schemas/transport.js';
 import { duck, runCli, startNats, tempDir } from './helpers.js';
 
 const tiny = (lrs: string, name = 'tiny') => `
@@ -110,6 +114,15 @@ test.serial('phasemap run --nats: against a server it did not start', async (t) 
     t.notRegex(r.stderr, /embedded nats-server/);
     const rows = await duck(`SELECT count(*) AS n FROM read_parquet('${work}/out/metrics/**/*.parquet', hive_partitioning = true)`);
     t.is(Number(rows[0]!.n), 5);
+    const [trial] = await duck(`SELECT trial_id FROM '${work}/out/trials.parquet'`);
+    const nc = await connect({ servers: nats.url });
+    try {
+      const kv = await new Kvm(jetstream(nc)).open(STATE_BUCKET);
+      const state = (await kv.get(`ext.${trial!.trial_id as string}`))?.json<{ status: string; attempt: number }>();
+      t.deepEqual([state?.status, state?.attempt], ['done', 1]);
+    } finally {
+      await nc.close();
+    }
   } finally {
     await nats.stop();
   }
@@ -129,9 +142,26 @@ test('a missing nats-server binary says how to install it', async (t) => {
   const work = await tempDir('e2e-nobin');
   const spec = join(work, 's.yaml');
   await writeFile(spec, tiny('[0.001]'));
-  process.env.PHASEMAP_NATS_SERVER = '/nonexistent/nats-server';
-  const r = await runCli(['run', spec, '--out', join(work, 'out')]);
-  delete process.env.PHASEMAP_NATS_SERVER;
+  const r = await runCli(['run', spec, '--out', join(work, 'out')], { env: { PHASEMAP_NATS_SERVER: '/nonexistent/nats-server' } });
   t.is(r.code, 3);
   t.regex(r.stderr, /nats-server not found.*\n.*apt-get install nats-server/);
+});
+
+test('trials that throw are recorded failed with their error; the run exits 1 with a summary', async (t) => {
+  // The tensorflow backend is not installed here: every trial fails in its slot process at start.
+  const work = await tempDir('e2e-fail');
+  const spec = join(work, 'f.yaml');
+  const out = join(work, 'out');
+  await writeFile(spec, tiny('[0.001]', 'fails'));
+  const r = await runCli(['run', spec, '--out', out, '--slots', '1', '--backend', 'tensorflow']);
+  t.is(r.code, 1, r.stderr);
+  t.regex(r.stderr, /2 of 2 trial\(s\) failed/);
+  const rows = await duck(`SELECT status, attempts, error, backend FROM '${out}/trials.parquet'`);
+  t.is(rows.length, 2);
+  for (const row of rows) {
+    t.is(row.status, 'failed');
+    t.is(row.attempts, 1);
+    t.regex(row.error as string, /tensorflow/);
+    t.true((r.stderr as string).includes((row.error as string).split('\n')[0]!));
+  }
 });
