@@ -3,7 +3,7 @@
  * and acknowledges a message only after what it carried is durably on disk (at-least-once; rows
  * redelivered after a crash are dropped by (trial_id, attempt, step) in MetricsStore).
  */
-import { jetstream, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
 import type { KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Table } from 'apache-arrow';
@@ -160,6 +160,25 @@ export class Collector {
       const state: TrialState = { status: r.status, attempt: res.attempt, owner: res.host || null, updated_at: new Date().toISOString(), error: r.error };
       await this.opts.kv?.put(stateKey(this.opts.sweep, r.trial_id), JSON.stringify(state)).catch((e: Error) => this.opts.onWarning?.(`collector: trial state not updated: ${e.message}`));
       this.opts.onTrialFinished?.(r, res);
+    }
+  }
+
+  /**
+   * Waits until the sweep's output stream holds nothing unwritten: every message delivered, on disk
+   * and acked (what an earlier, interrupted run left behind). Gives up with a warning after `timeoutMs`.
+   */
+  async settle(timeoutMs = 30_000): Promise<void> {
+    const jsm = await jetstreamManager(this.opts.nc);
+    const t0 = Date.now();
+    for (;;) {
+      const info = await jsm.consumers.info(OUT_STREAM, collectorConsumer(this.opts.sweep));
+      if (info.num_pending === 0 && info.num_ack_pending === 0) return;
+      await this.flushSerial();
+      if (Date.now() - t0 > timeoutMs) {
+        this.opts.onWarning?.(`collector: output stream not settled after ${timeoutMs / 1000} s (${info.num_pending} pending, ${info.num_ack_pending} unacked); going on`);
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 100));
     }
   }
 

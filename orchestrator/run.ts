@@ -4,11 +4,11 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, writeFile, rename } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile, rename } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { SWEEP_FILE, type TrialRecord } from '../schemas/parquet.js';
+import { METRICS_DIR, SWEEP_FILE, type TrialRecord } from '../schemas/parquet.js';
 import type { TrialConfig } from '../schemas/sweep.js';
 import type { BackendRequest, TrialMessage } from '../schemas/trial.js';
 import { progressSubject, type ProgressMessage } from '../schemas/transport.js';
@@ -101,6 +101,16 @@ async function loadDirState(dir: string, sweep: ResolvedSweep): Promise<{ record
   return { records, file };
 }
 
+/** The highest attempt number with metrics on disk for a trial (0 when none). */
+async function attemptsOnDisk(dir: string, trialId: string): Promise<number> {
+  try {
+    const names = await readdir(join(dir, METRICS_DIR, `trial_id=${trialId}`));
+    return Math.max(0, ...names.map((n) => /^attempt=(\d+)$/.exec(n)?.[1]).filter(Boolean).map(Number));
+  } catch {
+    return 0;
+  }
+}
+
 /** Runs a sweep to completion. Never throws for a trial's failure: see RunSummary.failed. */
 export async function runSweep(opts: RunOptions): Promise<RunSummary> {
   const base = opts.log ?? plainLogger();
@@ -110,19 +120,20 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
   const { records, file } = await loadDirState(dir, sweep);
   await writeJsonAtomic(join(dir, SWEEP_FILE), file);
 
-  const toRun = sweep.trials.filter((t) => records.get(t.trial_id)!.status !== 'done');
-  for (const t of toRun) records.get(t.trial_id)!.status = 'queued';
-  await writeTrialsParquet(dir, [...records.values()]);
+  let toRun = sweep.trials.filter((t) => records.get(t.trial_id)!.status !== 'done');
   const summary: RunSummary = { dir, total: sweep.trials.length, queued: toRun.length, done: 0, failed: [], interrupted: false };
   base.info(`sweep ${sweep.name}: ${sweep.trials.length} trial(s), ${sweep.trials.length - toRun.length} already done in ${dir}, ${toRun.length} to run`);
-  if (toRun.length === 0) return summary;
+  if (toRun.length === 0) {
+    await writeTrialsParquet(dir, [...records.values()]);
+    return summary;
+  }
 
   let embedded: EmbeddedNats | null = null;
   let nc: NatsConnection | null = null;
   let agent: WorkerAgent | null = null;
   let collector: Collector | null = null;
-  const progress = new SweepProgress(toRun.length, toRun.reduce((s, t) => s + t.config.train.steps, 0), opts.tty ?? Boolean(process.stderr.isTTY), base);
-  const log = progress.log;
+  let progress: SweepProgress | null = null;
+  let log: Logger = base;
   try {
     if (!opts.nats) {
       embedded = await startEmbeddedNats(embeddedStoreDir(dir));
@@ -131,7 +142,7 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
     nc = await connectNats(opts.nats ?? embedded!.url, `phasemap-run-${sweep.name}`);
     const transport = await ensureResources(nc, sweep.name);
 
-    const waiting = new Set(toRun.map((t) => t.trial_id));
+    let waiting: Set<string> | null = null;
     let allDone!: () => void;
     const finished = new Promise<void>((r) => (allDone = r));
     collector = new Collector({
@@ -142,8 +153,8 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
       kv: transport.kv,
       onWarning: (m) => log.warn(m),
       onTrialFinished: (r, res) => {
-        if (!waiting.delete(r.trial_id)) return;
-        progress.onFinished(r.trial_id, r.status, res.steps_done);
+        if (!waiting?.delete(r.trial_id)) return;
+        progress?.onFinished(r.trial_id, r.status, res.steps_done);
         log.info(
           `trial ${r.trial_id} ${r.status} (attempt ${res.attempt}, ${res.wall_seconds.toFixed(1)} s, final loss ${res.final_loss?.toPrecision(4) ?? '-'}, rel_l2 ${res.final_rel_l2?.toPrecision(4) ?? '-'}${res.diverged ? ', diverged' : ''}${res.error ? `, error: ${res.error}` : ''})`,
         );
@@ -151,21 +162,36 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
       },
     });
     await collector.start();
+    // Whatever an earlier, interrupted run left in the output stream is written first: a trial it
+    // finished is not run again, and attempt numbers below never collide with an attempt on disk.
+    await collector.settle();
+    toRun = toRun.filter((t) => records.get(t.trial_id)!.status !== 'done');
+    for (const t of toRun) records.get(t.trial_id)!.status = 'queued';
+    await writeTrialsParquet(dir, [...records.values()]);
+    summary.queued = toRun.length;
+    if (toRun.length === 0) return summary;
+    waiting = new Set(toRun.map((t) => t.trial_id));
+
+    progress = new SweepProgress(toRun.length, toRun.reduce((s, t) => s + t.config.train.steps, 0), opts.tty ?? Boolean(process.stderr.isTTY), base);
+    log = progress.log;
     const sub = nc.subscribe(progressSubject(sweep.name), {
       callback: (_e, m) => {
         try {
-          progress.onProgress(m.json<ProgressMessage>());
+          progress!.onProgress(m.json<ProgressMessage>());
         } catch {
           /* best effort */
         }
       },
     });
-
     const lost = watchMaxDeliveries(transport, sweep.name, (id, deliveries) => {
       void collector!.markFailed(id, deliveries, `no worker finished it: delivered ${deliveries} times without an ack (workers died or were stopped)`);
     });
 
-    const messages: TrialMessage[] = toRun.map((t) => ({ sweep: sweep.name, trial_id: t.trial_id, config: t.config, backend: opts.backend ?? 'auto' }));
+    const messages: TrialMessage[] = [];
+    for (const t of toRun) {
+      const attempt_base = Math.max(records.get(t.trial_id)!.attempts, await attemptsOnDisk(dir, t.trial_id));
+      messages.push({ sweep: sweep.name, trial_id: t.trial_id, config: t.config, backend: opts.backend ?? 'auto', attempt_base });
+    }
     const n = await publishTrials(transport, sweep.name, messages, randomBytes(4).toString('hex'));
     log.info(`queued ${n} trial(s) on ${opts.nats ? opts.nats : 'the embedded server'}`);
 
@@ -183,7 +209,7 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
     sub.unsubscribe();
     lost.unsubscribe();
   } finally {
-    progress.stop();
+    progress?.stop();
     await agent?.stop(summary.interrupted);
     await collector?.stop();
     await nc?.drain().catch(() => undefined);

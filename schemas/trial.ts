@@ -16,6 +16,11 @@ export interface TrialMessage {
   config: TrialConfig;
   /** Backend requested by the sweep's orchestrator; a worker's own --backend overrides it. */
   backend?: BackendRequest;
+  /**
+   * Attempts this trial already had in DIR (earlier runs, interrupted or failed). A worker numbers its
+   * attempt `attempt_base + delivery count`, so an attempt number is never reused for a trial.
+   */
+  attempt_base?: number;
 }
 
 /** Terminal status of one attempt as the worker reports it. */

@@ -149,7 +149,7 @@ export class WorkerAgent {
       m.term('not JSON');
       return;
     }
-    const attempt = m.info.deliveryCount;
+    const attempt = (trial.attempt_base ?? 0) + m.info.deliveryCount;
     const key = `${trial.trial_id}#${attempt}`;
     this.running.set(key, m);
     const heartbeat = setInterval(() => m.working(), TRIAL_ACK_WAIT_MS / 3);
