@@ -19,15 +19,19 @@ import {
   type TrialConfig,
 } from '../schemas/sweep.js';
 
-/** A spec error: names the field path, the value found and what was expected. */
+/**
+ * A spec error: names the field path, the value found and what was expected. An unknown key reads
+ * `PATH: unknown key, expected one of the keys … (did you mean …?)`, since its value is not what is wrong.
+ */
 export class SpecError extends Error {
   constructor(
     readonly path: string,
     readonly value: unknown,
     readonly expected: string,
     readonly source?: string,
+    readonly unknownKey = false,
   ) {
-    super(`${source ? `${source}: ` : ''}${path}: got ${show(value)}, expected ${expected}`);
+    super(`${source ? `${source}: ` : ''}${path}: ${unknownKey ? 'unknown key' : `got ${show(value)}`}, expected ${expected}`);
     this.name = 'SpecError';
   }
 }
@@ -113,7 +117,7 @@ function toSpecErrors(errors: ErrorObject[], data: unknown, prefix: string, root
         const allowed = allowedKeys(e.instancePath, root);
         const near = allowed.filter((k) => levenshtein(k, key) <= 2);
         err = new SpecError(join(key), (value as Record<string, unknown>)[key],
-          `no such key (unknown key '${key}'${near.length ? `; did you mean '${near[0]}'?` : ''}; allowed: ${allowed.join(', ')})`);
+          `one of the keys ${allowed.join(', ')}${near.length ? ` (did you mean '${near[0]}'?)` : ''}`, undefined, true);
         break;
       }
       case 'required':
@@ -150,7 +154,7 @@ function toSpecErrors(errors: ErrorObject[], data: unknown, prefix: string, root
   // A union (e.g. batch_size: 'full' | integer) reports each branch; merge them into one line per path.
   const byPath = new Map<string, SpecError[]>();
   for (const e of out) byPath.set(e.path, [...(byPath.get(e.path) ?? []), e]);
-  return [...byPath.values()].map((es) => (es.length === 1 ? es[0]! : new SpecError(es[0]!.path, es[0]!.value, es.map((e) => e.expected).join(' or '))));
+  return [...byPath.values()].map((es) => (es.length === 1 ? es[0]! : new SpecError(es[0]!.path, es[0]!.value, es.map((e) => e.expected).join(' or '), undefined, es[0]!.unknownKey)));
 }
 
 function validateObject(schema: TSchema, data: unknown, prefix: string): SpecError[] {
@@ -183,7 +187,7 @@ export function resolveTrialConfig(cfg: Record<string, unknown>): SpecError[] {
   const errs: SpecError[] = [];
   for (const k of Object.keys(cfg))
     if (!(TRIAL_KEYS as readonly string[]).includes(k))
-      errs.push(new SpecError(k, cfg[k], `no such key (allowed: ${TRIAL_KEYS.join(', ')}, name, description, grid)`));
+      errs.push(new SpecError(k, cfg[k], `one of the keys name, description, ${TRIAL_KEYS.join(', ')}, grid`, undefined, true));
   for (const k of ['model', 'train', 'diagnostics'] as const) if (cfg[k] === undefined) cfg[k] = {};
   if (cfg.strategy === undefined) cfg.strategy = { name: 'vanilla' };
   if (cfg.seed === undefined) cfg.seed = 0;
@@ -245,7 +249,7 @@ function* product(entries: [string, unknown[]][]): Generator<Record<string, unkn
  */
 export function resolveSweep(raw: unknown, source?: string): ResolvedSweep {
   const fail = (errs: SpecError[]) => {
-    throw new SpecErrors(errs.map((e) => new SpecError(e.path, e.value, e.expected, source)));
+    throw new SpecErrors(errs.map((e) => new SpecError(e.path, e.value, e.expected, source, e.unknownKey)));
   };
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) fail([new SpecError('(spec)', raw, 'a mapping with name, problem, model, train, strategy, diagnostics, seed, grid')]);
   const topErrs = validateObject(SweepSpecSchema, raw, '');
@@ -273,7 +277,7 @@ export function resolveSweep(raw: unknown, source?: string): ResolvedSweep {
       for (const e of errs) {
         const g = grid.find(([k]) => e.path === k || e.path.startsWith(`${k}.`) || k.startsWith(`${e.path}.`));
         const at = g ? `grid.${g[0]}[${g[1].indexOf(combo[g[0]])}] → ${e.path}` : e.path;
-        const err = new SpecError(at, e.value, e.expected);
+        const err = new SpecError(at, e.value, e.expected, undefined, e.unknownKey);
         if (!errors.some((x) => x.message === err.message)) errors.push(err);
       }
       continue;

@@ -134,7 +134,7 @@ test('a spec with a typo fails before anything runs and names the key', async (t
   await writeFile(spec, tiny('[0.001]').replace('log_every', 'log_evrey'));
   const r = await runCli(['run', spec, '--out', join(work, 'out')]);
   t.is(r.code, 2);
-  t.regex(r.stderr, /train\.log_evrey: got 5, expected .*did you mean 'log_every'/);
+  t.regex(r.stderr, /train\.log_evrey: unknown key, expected one of the keys steps, .* \(did you mean 'log_every'\?\)/);
   t.false(existsSync(join(work, 'out')));
 });
 

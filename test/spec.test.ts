@@ -22,13 +22,13 @@ diagnostics: {every: 5, snr_batches: 4}
 test('a typo\'d key is rejected with its path, value and a suggestion', (t) => {
   const errs = errorsOf(`${base.replace('steps: 10', 'stesp: 10')}`);
   t.is(errs.length, 1);
-  t.regex(errs[0]!, /^spec\.yaml: train\.stesp: got 10, expected .*did you mean 'steps'/);
+  t.is(errs[0]!, "spec.yaml: train.stesp: unknown key, expected one of the keys steps, lr, batch_size, lr_decay, log_every, eval_every (did you mean 'steps'?)");
 });
 
 test('an unknown top-level key names itself', (t) => {
   const errs = errorsOf(`${base}lerning_rate: 0.1\n`);
   t.deepEqual(errs.length, 1);
-  t.regex(errs[0]!, /lerning_rate: got 0\.1, expected/);
+  t.regex(errs[0]!, /^spec\.yaml: lerning_rate: unknown key, expected one of the keys \$schema, name, description, problem/);
 });
 
 test('wrong types and out-of-range values name the field, the value and what was expected', (t) => {
