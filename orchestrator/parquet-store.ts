@@ -26,7 +26,7 @@ import {
 import { Compression, Table as WasmTable, WriterPropertiesBuilder, readParquet, writeParquet } from 'parquet-wasm';
 import { partMetricsSchema, wireMetricsSchema, METRIC_COLUMNS, type MetricRow } from '../schemas/metrics.js';
 import { METRICS_DIR, TRIALS_FILE, TRIAL_COLUMNS, TRIAL_ID_PATTERN, metricsPartPath, trialsSchema, type TrialRecord } from '../schemas/parquet.js';
-import { buildMetricsBatch } from '../worker/metrics-encoder.js';
+import { buildMetricsBatch } from '../schemas/metrics-batch.js';
 
 // ---------------------------------------------------------------------------------------------
 // Arrow <-> Parquet
