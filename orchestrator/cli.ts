@@ -5,8 +5,9 @@
  *   phasemap validate SPEC
  * Exit codes: 0 every trial done; 1 some trial failed; 2 bad input (spec, flags); 3 runtime error; 130 interrupted.
  */
+import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { NatsServerMissing } from './nats-server.js';
 import { plainLogger } from './progress.js';
 import { runSweep } from './run.js';
@@ -36,14 +37,22 @@ function fail(e: unknown): number {
     log.error(`file not found: ${err.path}`);
     return 2;
   }
-  log.error(err?.stack ?? String(e));
+  // Runtime errors that phasemap words itself need no stack trace.
+  log.error(err instanceof Error && /^--nats /.test(err.message) ? err.message : (err?.stack ?? String(e)));
   return 3;
 }
+
+const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
 const program = new Command()
   .name('phasemap')
   .description('Map the phases of PINN training: sweeps over NATS JetStream, metrics as Parquet.')
-  .showHelpAfterError();
+  .version(pkg.version)
+  .showHelpAfterError()
+  // Usage errors exit 2 (1 means "some trial failed"); help and --version exit 0.
+  .exitOverride((e: CommanderError) => {
+    process.exit(e.exitCode === 0 ? 0 : 2);
+  });
 
 program
   .command('run')
@@ -87,7 +96,7 @@ program
   .action(async (spec: string) => {
     try {
       const s = await loadSweep(spec);
-      process.stdout.write(`${s.name}: ${s.trials.length} trial(s)\n`);
+      process.stdout.write(`${s.name}: ${s.trials.length} trial(s)${s.duplicates ? ` (${s.duplicates} duplicate grid combination(s) merged)` : ''}\n`);
       for (const t of s.trials) process.stdout.write(`  ${t.trial_id}  ${JSON.stringify(t.grid_values)}\n`);
     } catch (e) {
       process.exitCode = fail(e);
@@ -95,5 +104,5 @@ program
   });
 
 program.parseAsync().catch((e) => {
-  process.exitCode = fail(e);
+  process.exitCode = e instanceof CommanderError ? 2 : fail(e);
 });

@@ -29,7 +29,7 @@ async function freePort(): Promise<number> {
 export class NatsServerMissing extends Error {
   constructor(bin: string) {
     super(
-      `nats-server not found (looked for '${bin}' on PATH). phasemap needs nats-server >= 2.9 with JetStream for its embedded default.\n` +
+      `nats-server not found (${bin.includes('/') ? `no executable at '${bin}'` : `looked for '${bin}' on PATH`}). phasemap needs nats-server >= 2.9 with JetStream for its embedded default.\n` +
         `  Debian/Ubuntu: sudo apt-get install nats-server\n  macOS: brew install nats-server\n` +
         `  or start your own server and pass --nats nats://HOST:4222`,
     );

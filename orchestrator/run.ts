@@ -115,6 +115,7 @@ async function attemptsOnDisk(dir: string, trialId: string): Promise<number> {
 export async function runSweep(opts: RunOptions): Promise<RunSummary> {
   const base = opts.log ?? plainLogger();
   const sweep = await loadSweep(opts.spec);
+  if (sweep.duplicates) base.warn(`${sweep.duplicates} grid combination(s) resolve to a trial already in the grid (same config); each runs once`);
   const dir = resolve(opts.out ?? join('results', sweep.name));
   await mkdir(dir, { recursive: true });
   const { records, file } = await loadDirState(dir, sweep);
@@ -139,7 +140,9 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
       embedded = await startEmbeddedNats(embeddedStoreDir(dir));
       log.info(`embedded nats-server on ${embedded.url} (store ${embeddedStoreDir(dir)})`);
     }
-    nc = await connectNats(opts.nats ?? embedded!.url, `phasemap-run-${sweep.name}`);
+    nc = await connectNats(opts.nats ?? embedded!.url, `phasemap-run-${sweep.name}`).catch((e: Error) => {
+      throw new Error(`--nats ${opts.nats ?? embedded!.url}: cannot connect (${e.message}); is nats-server running there with JetStream (-js)?`);
+    });
     const transport = await ensureResources(nc, sweep.name);
 
     let waiting: Set<string> | null = null;

@@ -56,6 +56,8 @@ export interface ResolvedSweep {
   description?: string;
   spec: SweepSpec;
   trials: ResolvedTrial[];
+  /** Grid combinations that resolved to a trial already in `trials` (same config, same id), dropped. */
+  duplicates: number;
 }
 
 /** RFC 8785 (JCS) canonical JSON; the package is CommonJS with an ESM-style default in its types. */
@@ -146,6 +148,9 @@ function toSpecErrors(errors: ErrorObject[], data: unknown, prefix: string, root
       default:
         err = new SpecError(join(), value, e.message ?? e.keyword);
     }
+    // A union branch that is a constant (batch_size: 'full') also fails on its type ("must be
+    // string"): the constant says it better.
+    if (e.keyword === 'type' && errors.some((o) => o.keyword === 'const' && o.instancePath === e.instancePath && typeof o.params.allowedValue === p.type)) continue;
     if (!seen.has(err.message)) {
       seen.add(err.message);
       out.push(err);
@@ -252,23 +257,24 @@ export function resolveSweep(raw: unknown, source?: string): ResolvedSweep {
     throw new SpecErrors(errs.map((e) => new SpecError(e.path, e.value, e.expected, source, e.unknownKey)));
   };
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) fail([new SpecError('(spec)', raw, 'a mapping with name, problem, model, train, strategy, diagnostics, seed, grid')]);
-  const topErrs = validateObject(SweepSpecSchema, raw, '');
-  if (topErrs.length) fail(topErrs);
+  // Top-level errors (unknown keys, the name, the grid's shape) are reported together with the
+  // trials' errors where the grid can still be expanded, so a user fixes everything in one round.
+  const errors = validateObject(SweepSpecSchema, raw, '');
   const spec = raw as SweepSpec;
-  const grid = Object.entries(spec.grid ?? {});
-  const gridErrs: SpecError[] = [];
+  const gridOk = !errors.some((e) => e.path === 'grid' || e.path.startsWith('grid.'));
+  const grid = gridOk ? Object.entries(spec.grid ?? {}) : [];
   for (const [key] of grid) {
     const head = key.split('.')[0]!;
     if (!(TRIAL_KEYS as readonly string[]).includes(head))
-      gridErrs.push(new SpecError(`grid.${key}`, key, `a dotted path into one of ${TRIAL_KEYS.join(', ')}`));
+      errors.push(new SpecError(`grid.${key}`, key, `a dotted path into one of ${TRIAL_KEYS.join(', ')}`));
   }
-  if (gridErrs.length) fail(gridErrs);
+  if (!gridOk || errors.some((e) => e.path.startsWith('grid.'))) fail(errors);
   const base: Record<string, unknown> = {};
   for (const k of TRIAL_KEYS) if ((spec as Record<string, unknown>)[k] !== undefined) base[k] = structuredClone((spec as Record<string, unknown>)[k]);
 
   const trials: ResolvedTrial[] = [];
   const ids = new Set<string>();
-  const errors: SpecError[] = [];
+  let duplicates = 0;
   for (const combo of product(grid)) {
     const cfg = structuredClone(base);
     for (const [k, v] of Object.entries(combo)) setPath(cfg, k.split('.'), v);
@@ -284,12 +290,15 @@ export function resolveSweep(raw: unknown, source?: string): ResolvedSweep {
     }
     const config = cfg as unknown as TrialConfig;
     const id = trialId(config);
-    if (ids.has(id)) continue;
+    if (ids.has(id)) {
+      duplicates++;
+      continue;
+    }
     ids.add(id);
     trials.push({ trial_id: id, config, grid_values: combo });
   }
   if (errors.length) fail(errors);
-  return { name: spec.name, description: spec.description, spec, trials };
+  return { name: spec.name, description: spec.description, spec, trials, duplicates };
 }
 
 /** Parses YAML (JSON is accepted: it is YAML) with line numbers in syntax errors. */

@@ -102,3 +102,22 @@ test('JSON specs are accepted', (t) => {
 test('a sweep name that cannot be a subject token is rejected', (t) => {
   t.regex(errorsOf(base.replace('name: t', 'name: my sweep.v2'))[0]!, /name: got "my sweep\.v2", expected a string matching/);
 });
+
+test('every error is reported in one round: top-level, nested and grid-expanded alike', (t) => {
+  const errs = errorsOf(`
+name: bad name
+seeed: 3
+problem: {name: poisson2d, a1: 2, n_collocation: 64}
+strategy: {name: rba, eta: -1}
+train: {batch_size: 0}
+diagnostics: {snr_batches: 4}
+`);
+  t.deepEqual(errs.map((e) => e.replace(/^spec\.yaml: /, '').split(':')[0]), ['seeed', 'name', 'problem.a1', 'strategy.eta', 'train.batch_size']);
+  t.true(errs.includes('spec.yaml: train.batch_size: got 0, expected "full" or a number >= 1'), errs.join('\n'));
+});
+
+test('grid combinations that resolve to the same trial run once and are counted', (t) => {
+  const s = resolveSweep(parseSpecText(`${base}grid:\n  seed: [1, 1, 2]\n`));
+  t.is(s.trials.length, 2);
+  t.is(s.duplicates, 1);
+});
