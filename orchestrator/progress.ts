@@ -3,6 +3,7 @@
  * bar on a TTY (cli-progress), plain log lines otherwise.
  */
 import cliProgress from 'cli-progress';
+import { createConsola } from 'consola';
 import type { ProgressMessage } from '../schemas/transport.js';
 
 export interface Logger {
@@ -11,10 +12,10 @@ export interface Logger {
   error(msg: string): void;
 }
 
-/** Plain line logger to stderr with an ISO timestamp (the TTY bar routes lines above itself). */
+/** Plain `[level] message` lines on stderr (consola's basic reporter); stdout stays for data. */
 export function plainLogger(stream: NodeJS.WriteStream = process.stderr): Logger {
-  const line = (level: string, msg: string) => stream.write(`${new Date().toISOString()} ${level} ${msg}\n`);
-  return { info: (m) => line('info ', m), warn: (m) => line('warn ', m), error: (m) => line('error', m) };
+  const c = createConsola({ stdout: stream, stderr: stream, fancy: false });
+  return { info: (m) => c.info(m), warn: (m) => c.warn(m), error: (m) => c.error(m) };
 }
 
 function fmtEta(s: number): string {
@@ -54,8 +55,8 @@ export class SweepProgress {
         cliProgress.Presets.shades_classic,
       );
       this.single = this.bar.create(total, 0, { running: 0, failed: 0, sps: '0', eta_s: '--' });
-      const via = (level: string) => (m: string) => this.bar!.log(`${level} ${m}\n`);
-      this.log = { info: via('info '), warn: via('warn '), error: via('error') };
+      const via = (level: string) => (m: string) => this.bar!.log(`[${level}] ${m}\n`);
+      this.log = { info: via('info'), warn: via('warn'), error: via('error') };
     } else {
       this.bar = null;
       this.single = null;
