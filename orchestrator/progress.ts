@@ -14,7 +14,8 @@ export interface Logger {
 
 /** Plain `[level] message` lines on stderr (consola's basic reporter); stdout stays for data. */
 export function plainLogger(stream: NodeJS.WriteStream = process.stderr): Logger {
-  const c = createConsola({ stdout: stream, stderr: stream, fancy: false });
+  // An explicit level: consola would otherwise hide info lines under NODE_ENV=test or CI.
+  const c = createConsola({ stdout: stream, stderr: stream, fancy: false, level: 3 });
   return { info: (m) => c.info(m), warn: (m) => c.warn(m), error: (m) => c.error(m) };
 }
 
