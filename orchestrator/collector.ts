@@ -11,6 +11,7 @@ import type { TrialRecord } from '../schemas/parquet.js';
 import type { TrialResultMessage, TrialState } from '../schemas/trial.js';
 import { collectorConsumer, OUT_STREAM, stateKey } from '../schemas/transport.js';
 import { decodeMetricsMessage, MetricsStore, splitMetricsTable, writeTrialsParquet } from './parquet-store.js';
+import { attemptPhases, DEFAULT_PHASE_PARAMS, type PhaseParams } from './phases.js';
 
 export interface CollectorOptions {
   nc: NatsConnection;
@@ -20,6 +21,8 @@ export interface CollectorOptions {
   records: Map<string, TrialRecord>;
   /** Trial-state bucket: terminal states are put there once on disk. */
   kv?: KV;
+  /** Thresholds of the phase record of each done trial (the spec's `analysis:` block); default DEFAULT_PHASE_PARAMS. */
+  analysis?: PhaseParams;
   /** Called after a trial's final record is on disk. */
   onTrialFinished?: (r: TrialRecord, result: TrialResultMessage) => void;
   onWarning?: (msg: string) => void;
@@ -41,6 +44,8 @@ export class Collector {
   private pending: JsMsg[] = [];
   private recordsDirty = false;
   private finished: Array<[TrialRecord, TrialResultMessage]> = [];
+  /** Done attempts whose phase record is still to be read from their parts (after those are on disk). */
+  private toAnalyze: Array<[TrialRecord, TrialResultMessage]> = [];
   private messages: ConsumerMessages | null = null;
   private loop: Promise<void> | null = null;
   private timer: NodeJS.Timeout | null = null;
@@ -120,9 +125,26 @@ export class Collector {
         device: result.device,
         backend: result.backend,
         error: result.error,
+        t_diffusion: null,
+        t_equilibrium: null,
+        final_phase: null,
       } satisfies Partial<TrialRecord>);
       this.recordsDirty = true;
       this.finished.push([r, result]);
+      if (result.status === 'done') this.toAnalyze.push([r, result]);
+    }
+  }
+
+  /**
+   * Sets a done trial's phase record from its attempt's parts. A part that cannot be read leaves the
+   * phases null with a warning rather than holding the trial's result back.
+   */
+  private async analyze(r: TrialRecord, res: TrialResultMessage): Promise<void> {
+    if (r.status !== 'done') return;
+    try {
+      Object.assign(r, await attemptPhases(this.opts.dir, r.trial_id, res.attempt, this.opts.analysis ?? DEFAULT_PHASE_PARAMS, res.diverged));
+    } catch (e) {
+      this.opts.onWarning?.(`collector: phases of trial ${r.trial_id} attempt ${res.attempt} not read: ${(e as Error).message}`);
     }
   }
 
@@ -144,6 +166,10 @@ export class Collector {
         const { rows } = await this.store.writePart(b.trialId, b.attempt, table);
         this.rowsWritten += rows;
       }
+      // Every row of a done attempt is on disk now (its result came after its metrics): read its phases.
+      const analyze = this.toAnalyze;
+      this.toAnalyze = [];
+      for (const [r, res] of analyze) await this.analyze(r, res);
       if (this.recordsDirty) {
         this.recordsDirty = false;
         await writeTrialsParquet(this.opts.dir, [...this.opts.records.values()]);

@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import {
+  DataType,
   Field,
   RecordBatch,
   Schema,
@@ -127,7 +128,7 @@ function rowsFromTable(table: Table, keyed: boolean): Array<MetricRow & { trial_
   const rows: Array<Record<string, unknown>> = new Array(n);
   for (let i = 0; i < n; i++) rows[i] = {};
   for (const { name, vec } of cols) {
-    if (name === 'snr_layers') {
+    if (DataType.isList(vec.type)) {
       for (let i = 0; i < n; i++) {
         const v = vec.get(i) as Vector | null;
         rows[i][name] = v === null ? null : Array.from(v.toArray() as Float64Array);

@@ -9,7 +9,7 @@ import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { METRICS_DIR, SWEEP_FILE, type TrialRecord } from '../schemas/parquet.js';
-import type { TrialConfig } from '../schemas/sweep.js';
+import type { AnalysisConfig, TrialConfig } from '../schemas/sweep.js';
 import type { BackendRequest, TrialMessage } from '../schemas/trial.js';
 import { progressSubject, type ProgressMessage } from '../schemas/transport.js';
 import { WorkerAgent } from '../worker/agent.js';
@@ -17,6 +17,7 @@ import { Collector } from './collector.js';
 import { connectNats, ensureResources, publishTrials, watchMaxDeliveries } from './jetstream.js';
 import { embeddedStoreDir, startEmbeddedNats, type EmbeddedNats } from './nats-server.js';
 import { readTrialsParquet, writeTrialsParquet } from './parquet-store.js';
+import { attemptPhases } from './phases.js';
 import { plainLogger, SweepProgress, type Logger } from './progress.js';
 import { loadSweep, type ResolvedSweep } from './spec.js';
 
@@ -50,6 +51,8 @@ interface SweepFile {
   name: string;
   description?: string;
   spec: unknown;
+  /** The resolved `analysis:` block the phase records in trials.parquet were read with. */
+  analysis?: AnalysisConfig;
   trials: Array<{ trial_id: string; config: TrialConfig; grid_values?: Record<string, unknown> }>;
 }
 
@@ -63,7 +66,7 @@ async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
  * Merges this spec's trials with what DIR already holds (sweep.json + trials.parquet).
  * @throws Error when DIR holds a different sweep.
  */
-async function loadDirState(dir: string, sweep: ResolvedSweep): Promise<{ records: Map<string, TrialRecord>; file: SweepFile }> {
+async function loadDirState(dir: string, sweep: ResolvedSweep): Promise<{ records: Map<string, TrialRecord>; file: SweepFile; prevAnalysis: AnalysisConfig | null }> {
   const path = join(dir, SWEEP_FILE);
   let prev: SweepFile | null = null;
   if (existsSync(path)) {
@@ -95,10 +98,35 @@ async function loadDirState(dir: string, sweep: ResolvedSweep): Promise<{ record
       device: get<string>('device'),
       backend: get<string>('backend'),
       error: get<string>('error'),
+      t_diffusion: get<number>('t_diffusion'),
+      t_equilibrium: get<number>('t_equilibrium'),
+      final_phase: get<TrialRecord['final_phase'] & string>('final_phase'),
     });
   }
-  const file: SweepFile = { name: sweep.name, description: sweep.description, spec: sweep.spec, trials: [...trials.values()] };
-  return { records, file };
+  const file: SweepFile = { name: sweep.name, description: sweep.description, spec: sweep.spec, analysis: sweep.analysis, trials: [...trials.values()] };
+  return { records, file, prevAnalysis: prev?.analysis ?? null };
+}
+
+const sameAnalysis = (a: AnalysisConfig | null, b: AnalysisConfig): boolean =>
+  a !== null && Object.keys(b).length === Object.keys(a).length && Object.entries(b).every(([k, v]) => (a as Record<string, unknown>)[k] === v);
+
+/**
+ * Re-reads the phase record of every done trial from its metrics on disk, when DIR's records were
+ * read with other `analysis:` thresholds than this spec's (or before phases were recorded), so that
+ * trials.parquet always matches the thresholds sweep.json names.
+ */
+async function refreshPhases(dir: string, records: Map<string, TrialRecord>, analysis: AnalysisConfig, log: Logger): Promise<number> {
+  let n = 0;
+  for (const r of records.values()) {
+    if (r.status !== 'done' || r.attempts < 1) continue;
+    try {
+      Object.assign(r, await attemptPhases(dir, r.trial_id, r.attempts, analysis, r.diverged === true));
+      n++;
+    } catch (e) {
+      log.warn(`phases of trial ${r.trial_id} not re-read: ${(e as Error).message}`);
+    }
+  }
+  return n;
 }
 
 /** The highest attempt number with metrics on disk for a trial (0 when none). */
@@ -118,7 +146,15 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
   if (sweep.duplicates) base.warn(`${sweep.duplicates} grid combination(s) resolve to a trial already in the grid (same config); each runs once`);
   const dir = resolve(opts.out ?? join('results', sweep.name));
   await mkdir(dir, { recursive: true });
-  const { records, file } = await loadDirState(dir, sweep);
+  const { records, file, prevAnalysis } = await loadDirState(dir, sweep);
+  if (!sameAnalysis(prevAnalysis, sweep.analysis)) {
+    const n = await refreshPhases(dir, records, sweep.analysis, base);
+    if (n) {
+      // Before sweep.json names the new thresholds, so that the two never disagree on disk.
+      await writeTrialsParquet(dir, [...records.values()]);
+      base.info(`analysis thresholds differ from those ${dir} was read with: phases of ${n} done trial(s) re-read`);
+    }
+  }
   await writeJsonAtomic(join(dir, SWEEP_FILE), file);
 
   let toRun = sweep.trials.filter((t) => records.get(t.trial_id)!.status !== 'done');
@@ -154,6 +190,7 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
       dir,
       records,
       kv: transport.kv,
+      analysis: sweep.analysis,
       onWarning: (m) => log.warn(m),
       onTrialFinished: (r, res) => {
         if (!waiting?.delete(r.trial_id)) return;

@@ -9,12 +9,14 @@ import canonicalizeModule from 'canonicalize';
 import { parseDocument } from 'yaml';
 import { Type, type TSchema } from '@sinclair/typebox';
 import {
+  AnalysisSchema,
   DiagnosticsSchema,
   ModelSchema,
   SweepSpecSchema,
   TrainSchema,
   problemSchemas,
   strategySchemas,
+  type AnalysisConfig,
   type SweepSpec,
   type TrialConfig,
 } from '../schemas/sweep.js';
@@ -55,6 +57,8 @@ export interface ResolvedSweep {
   name: string;
   description?: string;
   spec: SweepSpec;
+  /** The `analysis:` block with defaults applied: thresholds of the phase record (not part of any trial). */
+  analysis: AnalysisConfig;
   trials: ResolvedTrial[];
   /** Grid combinations that resolved to a trial already in `trials` (same config, same id), dropped. */
   duplicates: number;
@@ -261,6 +265,8 @@ export function resolveSweep(raw: unknown, source?: string): ResolvedSweep {
   // trials' errors where the grid can still be expanded, so a user fixes everything in one round.
   const errors = validateObject(SweepSpecSchema, raw, '');
   const spec = raw as SweepSpec;
+  const analysis = resolveAnalysis(spec.analysis);
+  errors.push(...analysis.errors);
   const gridOk = !errors.some((e) => e.path === 'grid' || e.path.startsWith('grid.'));
   const grid = gridOk ? Object.entries(spec.grid ?? {}) : [];
   for (const [key] of grid) {
@@ -298,7 +304,19 @@ export function resolveSweep(raw: unknown, source?: string): ResolvedSweep {
     trials.push({ trial_id: id, config, grid_values: combo });
   }
   if (errors.length) fail(errors);
-  return { name: spec.name, description: spec.description, spec, trials, duplicates };
+  return { name: spec.name, description: spec.description, spec, analysis: analysis.value, trials, duplicates };
+}
+
+/** Validates the spec's `analysis:` block (absent = all defaults) into a new object with defaults applied. */
+function resolveAnalysis(raw: unknown): { value: AnalysisConfig; errors: SpecError[] } {
+  const value = (raw === undefined ? {} : structuredClone(raw)) as AnalysisConfig;
+  const errors = validateObject(AnalysisSchema, value, 'analysis');
+  if (errors.length) return { value, errors };
+  if (value.smooth_window % 2 === 0)
+    errors.push(new SpecError('analysis.smooth_window', value.smooth_window, 'an odd integer (a centered moving average)'));
+  // In the schema's order (sweep.json reads the same whatever order the spec wrote them in).
+  const ordered = Object.fromEntries(Object.keys(AnalysisSchema.properties).map((k) => [k, (value as Record<string, unknown>)[k]]));
+  return { value: ordered as AnalysisConfig, errors };
 }
 
 /** Parses YAML (JSON is accepted: it is YAML) with line numbers in syntax errors. */

@@ -5,10 +5,12 @@
  * per-value Arrow builders).
  */
 import {
+  DataType,
   Field,
   Float64,
   Int32,
   List,
+  Precision,
   RecordBatch,
   Schema,
   Struct,
@@ -70,22 +72,33 @@ function float64Column(n: number, rows: readonly MetricRow[], name: keyof Metric
   return makeData({ type: new Float64(), length: n, nullCount: nulls, nullBitmap: bits ?? undefined, data: values });
 }
 
-function listColumn(n: number, rows: readonly MetricRow[], type: List<Float64>): Data<List<Float64>> {
+/**
+ * A List<Float64> column (per-layer values such as snr_layers) from the row field `name`: each value
+ * an array of numbers, or null (a real Arrow null; a null list, not an empty one).
+ */
+function listColumn(n: number, rows: readonly MetricRow[], name: keyof MetricRow, type: List<Float64>, nullable: boolean): Data<List<Float64>> {
   const offsets = new Int32Array(n + 1);
   let total = 0;
   for (let i = 0; i < n; i++) {
-    const v = rows[i].snr_layers;
-    if (v !== null && v !== undefined) total += v.length;
+    const v = rows[i][name];
+    if (Array.isArray(v)) {
+      for (let j = 0; j < v.length; j++) {
+        if (typeof v[j] !== 'number') throw new TypeError(`metrics row ${i}: ${name}[${j}] must be a number, got ${JSON.stringify(v[j])}`);
+      }
+      total += v.length;
+    } else if (!(v === null && nullable)) {
+      throw new TypeError(`metrics row ${i}: ${name} must be an array of numbers${nullable ? ' or null' : ''}, got ${JSON.stringify(v)}`);
+    }
     offsets[i + 1] = total;
   }
   const child = new Float64Array(total);
   let at = 0;
   for (let i = 0; i < n; i++) {
-    const v = rows[i].snr_layers;
-    if (v === null || v === undefined) continue;
+    const v = rows[i][name] as number[] | null;
+    if (v === null) continue;
     for (let j = 0; j < v.length; j++) child[at++] = v[j];
   }
-  const { bits, nulls } = bitmap(n, (i) => rows[i].snr_layers != null);
+  const { bits, nulls } = bitmap(n, (i) => rows[i][name] !== null);
   return makeData({
     type,
     length: n,
@@ -132,23 +145,15 @@ export function buildMetricsBatch(rows: readonly MetricRow[], keyed: boolean): R
   const schema: Schema = keyed ? wireMetricsSchema() : partMetricsSchema();
   const n = rows.length;
   const children: Data[] = [];
+  // One builder per Arrow type of the schema: a new column of an existing type needs no code here.
   for (const f of schema.fields) {
-    switch (f.name) {
-      case 'trial_id':
-        children.push(utf8Column(n, rows as readonly KeyedMetricRow[]));
-        break;
-      case 'attempt':
-        children.push(int32Column(n, rows, 'attempt', (r: KeyedMetricRow) => r.attempt));
-        break;
-      case 'step':
-        children.push(int32Column(n, rows, 'step', (r: MetricRow) => r.step));
-        break;
-      case 'snr_layers':
-        children.push(listColumn(n, rows, f.type as List<Float64>));
-        break;
-      default:
-        children.push(float64Column(n, rows, f.name as keyof MetricRow, f.nullable));
-    }
+    const name = f.name as keyof KeyedMetricRow;
+    if (DataType.isUtf8(f.type) && name === 'trial_id') children.push(utf8Column(n, rows as readonly KeyedMetricRow[]));
+    else if (DataType.isInt(f.type) && f.type.bitWidth === 32 && f.type.isSigned) children.push(int32Column(n, rows, name, (r: KeyedMetricRow) => r[name]));
+    else if (DataType.isFloat(f.type) && f.type.precision === Precision.DOUBLE) children.push(float64Column(n, rows, name as keyof MetricRow, f.nullable));
+    else if (DataType.isList(f.type) && DataType.isFloat(f.type.children[0].type)) {
+      children.push(listColumn(n, rows, name as keyof MetricRow, f.type as List<Float64>, f.nullable));
+    } else throw new Error(`buildMetricsBatch: no column builder for field ${name}: ${f.type}`);
   }
   const data = makeData({ type: new Struct(schema.fields as Field[]), length: n, nullCount: 0, children });
   return new RecordBatch(schema, data);

@@ -30,12 +30,46 @@ export interface MetricRow {
   snr_layers: number[] | null;
   /** ‖μ‖ / ‖RMS‖ in [0, 1]. */
   grad_order: number | null;
+  /**
+   * ‖m̂‖₂ / ‖sqrt(v̂) + ε‖₂ over all parameters (weights and biases) from Adam's bias-corrected
+   * moments before step k's update; null at t = 0 (no update yet, the moments are zero) and off the
+   * diagnostics cadence.
+   */
+  snr_adam: number | null;
+  /**
+   * φ_R = mean_k c_k / sqrt(mean_k c_k²), c_k = mean |r_i| (no λ) over the collocation points in cell
+   * k of a 10 × 10 grid over the 2-D input domain, empty cells skipped; in (0, 1]. Null for inputs
+   * that are not 2-D.
+   */
+  res_homogeneity: number | null;
+  /** Per hidden layer, input side first: % (0–100) of samples in a unit's lowest or highest activation bin, mean over units. */
+  saturation_layers: number[] | null;
+  /** Per hidden layer, input side first: entropy in bits of the binned activation vectors over the N points. */
+  entropy_layers: number[] | null;
+  /** mean_i λ_i over the N collocation points (1 for vanilla, λ ≡ 1). */
+  lambda_mean: number | null;
+  /** max_i λ_i over the N collocation points (1 for vanilla). */
+  lambda_max: number | null;
 }
 
 /** Columns of a row, in order, excluding the keys. */
 export const METRIC_COLUMNS = [
   'step', 'lr', 'loss', 'loss_residual', 'loss_boundary', 'wall_seconds', 'rel_l2', 'snr', 'snr_layers', 'grad_order',
+  'snr_adam', 'res_homogeneity', 'saturation_layers', 'entropy_layers', 'lambda_mean', 'lambda_max',
 ] as const;
+
+/** The columns computed on the diagnostics cadence (`diagnostics.every` steps and the last step), null elsewhere. */
+export const DIAGNOSTIC_COLUMNS = [
+  'snr', 'snr_layers', 'grad_order', 'snr_adam', 'res_homogeneity', 'saturation_layers', 'entropy_layers', 'lambda_mean', 'lambda_max',
+] as const;
+
+/** Values of the diagnostic columns of one row. */
+export type DiagnosticValues = Pick<MetricRow, (typeof DIAGNOSTIC_COLUMNS)[number]>;
+
+/** A per-layer column: List<Float64> (DuckDB DOUBLE[]), items non-null. */
+function float64List(): List<Float64> {
+  return new List(new Field('item', new Float64(), true));
+}
 
 function rowFields(): Field[] {
   return [
@@ -47,8 +81,14 @@ function rowFields(): Field[] {
     new Field('wall_seconds', new Float64(), false),
     new Field('rel_l2', new Float64(), true),
     new Field('snr', new Float64(), true),
-    new Field('snr_layers', new List(new Field('item', new Float64(), true)), true),
+    new Field('snr_layers', float64List(), true),
     new Field('grad_order', new Float64(), true),
+    new Field('snr_adam', new Float64(), true),
+    new Field('res_homogeneity', new Float64(), true),
+    new Field('saturation_layers', float64List(), true),
+    new Field('entropy_layers', float64List(), true),
+    new Field('lambda_mean', new Float64(), true),
+    new Field('lambda_max', new Float64(), true),
   ];
 }
 

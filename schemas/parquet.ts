@@ -7,6 +7,7 @@
  */
 import { Bool, Field, Float64, Int32, Schema, TimestampMillisecond, Utf8, type DataType } from 'apache-arrow';
 import type { TrialConfig } from './sweep.js';
+import type { FinalPhase } from './trial.js';
 
 export const SWEEP_FILE = 'sweep.json';
 export const TRIALS_FILE = 'trials.parquet';
@@ -40,6 +41,10 @@ export interface TrialRecord {
   device: string | null;
   backend: string | null;
   error: string | null;
+  /** Phase record of the finished attempt (science.md §6, orchestrator/phases.ts); null until done, and for a failed trial. */
+  t_diffusion: number | null;
+  t_equilibrium: number | null;
+  final_phase: FinalPhase | null;
 }
 
 interface Column {
@@ -53,8 +58,9 @@ const cfg = (r: TrialRecord) => r.config;
 
 /**
  * Columns of trials.parquet, in order: every trial parameter as its own column (null where a
- * problem or strategy lacks it), then the run record. `batch_size` is the effective batch
- * (N for `full`), `batch_full` says whether it was `full`.
+ * problem or strategy lacks it), then the run record, then the phase record (t_diffusion,
+ * t_equilibrium: steps; final_phase). `batch_size` is the effective batch (N for `full`),
+ * `batch_full` says whether it was `full`.
  */
 export const TRIAL_COLUMNS: Column[] = [
   { name: 'trial_id', type: new Utf8(), get: (r) => r.trial_id },
@@ -95,6 +101,9 @@ export const TRIAL_COLUMNS: Column[] = [
   { name: 'device', type: new Utf8(), get: (r) => r.device },
   { name: 'backend', type: new Utf8(), get: (r) => r.backend },
   { name: 'error', type: new Utf8(), get: (r) => r.error },
+  { name: 't_diffusion', type: new Int32(), get: (r) => r.t_diffusion },
+  { name: 't_equilibrium', type: new Int32(), get: (r) => r.t_equilibrium },
+  { name: 'final_phase', type: new Utf8(), get: (r) => r.final_phase },
 ];
 
 /** Arrow schema of trials.parquet (all columns nullable except trial_id, sweep, status, attempts). */

@@ -77,10 +77,29 @@ export const RbaSchema = Type.Object(
 
 export const DiagnosticsSchema = Type.Object(
   {
-    every: Int({ minimum: 0, maximum: 100_000_000, default: 100, description: 'snr, snr_layers, grad_order every this many steps (a multiple of log_every); 0 = off.' }),
+    every: Int({ minimum: 0, maximum: 100_000_000, default: 100, description: 'snr, snr_layers, grad_order, snr_adam, res_homogeneity, saturation_layers, entropy_layers, lambda_mean, lambda_max every this many steps (a multiple of log_every) and at the last step; 0 = off.' }),
     snr_batches: Int({ minimum: 2, maximum: 100_000, default: 10, description: 'B, the fixed batches of the SNR split; must divide n_collocation (science.md §5).' }),
   },
   { additionalProperties: false, default: {} },
+);
+
+/**
+ * Thresholds of the phase record (science.md §6; orchestrator/phases.ts applies them). Not part of
+ * the trial config: changing them changes no trial id, only how finished trials are read.
+ */
+export const AnalysisSchema = Type.Object(
+  {
+    smooth_window: Int({ minimum: 1, maximum: 1001, default: 5, description: 'Width, in logged SNR points (odd), of the centered moving average of log10 SNR; truncated at the ends of the series.' }),
+    outlier_decades: Type.Number({ exclusiveMinimum: 0, maximum: 100, default: 3, description: 'Leading logged SNR points this many decades or more above the median log10 SNR of all later points are dropped before smoothing (RBA with λ⁰ = 0: every batch loss is the same boundary term at step 0).' }),
+    diffusion_threshold: Type.Number({ minimum: -20, maximum: 20, default: 0, description: 'log10 SNR below which a trial is in diffusion (0 = SNR 1).' }),
+    diffusion_drop: Type.Number({ minimum: 0, maximum: 20, default: 1, description: 'Decades the smoothed SNR must also have fallen below its maximum so far (the fitting peak) to enter diffusion.' }),
+    sustain_points: Int({ minimum: 1, maximum: 1_000_000, default: 10, description: 'Logged SNR points a phase must last: diffusion stays below diffusion_threshold this long from its first point; equilibrium needs this many points from its first to the end of the run.' }),
+    rise_decades: Type.Number({ exclusiveMinimum: 0, maximum: 20, default: 1, description: 'Rise of the smoothed log10 SNR, in decades, that marks the diffusion-equilibrium transition.' }),
+    rise_window: Int({ minimum: 1, maximum: 1_000_000, default: 10, description: 'Logged SNR points within which the rise must happen (it is measured from the lowest smoothed value of the last rise_window points).' }),
+    level_margin: Type.Number({ minimum: 0, maximum: 20, default: 0.25, description: 'Decades above the diffusion level (median smoothed log10 SNR from t_diffusion to the start of the rise) the SNR must stay, from the rise to the end of the run.' }),
+    divergence_factor: Type.Number({ exclusiveMinimum: 1, maximum: 1e300, default: 1e4, description: 'A trial diverged when its loss became NaN/Inf, or rose to this factor times its running minimum and stayed there to the end of the run.' }),
+  },
+  { additionalProperties: false, default: {}, description: 'How phases are read from the SNR series (science.md §6); not part of any trial config.' },
 );
 
 export const problemSchemas = { helmholtz2d: Helmholtz2dSchema, poisson2d: Poisson2dSchema } as const;
@@ -120,6 +139,7 @@ export const SweepSpecSchema = Type.Object(
     diagnostics: Type.Optional(Type.Unknown()),
     seed: Type.Optional(Type.Unknown()),
     grid: Type.Optional(GridSchema),
+    analysis: Type.Optional(Type.Unknown()),
   },
   { additionalProperties: false, title: 'phasemap sweep spec' },
 );
@@ -132,6 +152,7 @@ export type TrainConfig = Static<typeof TrainSchema>;
 export type StrategyConfig = Static<typeof StrategySchema>;
 export type DiagnosticsConfig = Static<typeof DiagnosticsSchema>;
 export type TrialConfig = Static<typeof TrialConfigSchema>;
+export type AnalysisConfig = Static<typeof AnalysisSchema>;
 export type SweepSpec = Static<typeof SweepSpecSchema>;
 
 /**
@@ -147,7 +168,13 @@ export function editorSchema(): TSchema {
   };
   for (const [k, v] of Object.entries(trialFields)) props[k] = Type.Optional(v as TSchema);
   return Type.Object(
-    { ...props, $schema: Type.Optional(Type.String()), description: Type.Optional(Type.String()), grid: Type.Optional(GridSchema) },
+    {
+      ...props,
+      $schema: Type.Optional(Type.String()),
+      description: Type.Optional(Type.String()),
+      grid: Type.Optional(GridSchema),
+      analysis: Type.Optional(AnalysisSchema),
+    },
     { additionalProperties: false, title: 'phasemap sweep spec' },
   );
 }

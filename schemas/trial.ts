@@ -53,6 +53,23 @@ export interface TrialResultMessage {
   error: string | null;
 }
 
+/**
+ * Where a trial's training ended, read from its SNR and loss series (science.md §6; rules in
+ * orchestrator/phases.ts): `diverged` (loss NaN/Inf or blew up), `equilibrium` (reached diffusion
+ * equilibrium), `diffusion` (fell into diffusion, never left it), `fitting` (no diffusion seen,
+ * including a trial without SNR diagnostics).
+ */
+export type FinalPhase = 'diverged' | 'fitting' | 'diffusion' | 'equilibrium';
+
+/** A trial's phase record: the steps of its transitions (null when not seen) and its final phase. */
+export interface PhaseRecord {
+  /** First step of the diffusion phase, or null. */
+  t_diffusion: number | null;
+  /** First step of diffusion equilibrium, or null. */
+  t_equilibrium: number | null;
+  final_phase: FinalPhase;
+}
+
 /** Trial state kept in the KV bucket (key `<sweep>.<trial_id>`). */
 export interface TrialState {
   status: TrialStatus;

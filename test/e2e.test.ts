@@ -3,13 +3,14 @@
  * threads training real PINNs, Parquet read back through DuckDB.
  */
 import { existsSync } from 'node:fs';
-import { readdir, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { jetstream } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { connect } from '@nats-io/transport-node';
 import test from 'ava';
 import { STATE_BUCKET } from '../schemas/transport.js';
+import { DEFAULT_PHASE_PARAMS } from '../orchestrator/phases.js';
 import { duck, runCli, startNats, tempDir } from './helpers.js';
 
 const tiny = (lrs: string, name = 'tiny') => `
@@ -79,17 +80,32 @@ test.serial('phasemap run: a tiny sweep end to end, re-run runs nothing, a grown
     t.is(Number(r.attempt), 1);
   }
 
+  // The phase record: three typed columns; with 3 SNR points per trial (fewer than sustain_points)
+  // no transition can be read, so every trial ends in 'fitting' (or 'diverged').
+  const phaseTypes = await duck(`SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM '${out}/trials.parquet') WHERE column_name IN ('t_diffusion', 't_equilibrium', 'final_phase')`);
+  t.deepEqual(phaseTypes.map((r) => `${r.column_name} ${r.column_type}`), ['t_diffusion INTEGER', 't_equilibrium INTEGER', 'final_phase VARCHAR']);
+  const phases = await duck(`SELECT t_diffusion, t_equilibrium, final_phase, diverged FROM '${out}/trials.parquet'`);
+  for (const r of phases) t.deepEqual([r.t_diffusion, r.t_equilibrium, r.final_phase], [null, null, r.diverged ? 'diverged' : 'fitting']);
+  const sweepFile = JSON.parse(await readFile(join(out, 'sweep.json'), 'utf8')) as { analysis: unknown };
+  t.deepEqual(sweepFile.analysis, { ...DEFAULT_PHASE_PARAMS });
+
   const joined = await duck(`
     SELECT t.lr, t.batch_size, t.strategy, m.step, m.snr, m.rel_l2
     FROM read_parquet('${out}/metrics/**/*.parquet', hive_partitioning = true) m
     JOIN '${out}/trials.parquet' t USING (trial_id)`);
   t.is(joined.length, 20);
 
+  // Re-run with other analysis thresholds: the same trial ids (nothing runs), phases re-read from disk.
   const before = await partFiles(out);
+  await writeFile(spec, `${tiny('[0.001, 0.01]')}analysis: {sustain_points: 2}\n`);
   const r2 = await runCli(['run', spec, '--out', out, '--slots', '2', '--backend', 'wasm']);
   t.is(r2.code, 0, r2.stderr);
   t.regex(r2.stderr, /4 trial\(s\), 4 already done in .*, 0 to run/);
+  t.regex(r2.stderr, /phases of 4 done trial\(s\) re-read/);
   t.deepEqual(await partFiles(out), before);
+  t.is((JSON.parse(await readFile(join(out, 'sweep.json'), 'utf8')) as { analysis: { sustain_points: number } }).analysis.sustain_points, 2);
+  const reread = await duck(`SELECT final_phase FROM '${out}/trials.parquet'`);
+  for (const r of reread) t.true(['fitting', 'diffusion', 'equilibrium', 'diverged'].includes(r.final_phase as string));
 
   await writeFile(spec, tiny('[0.001, 0.01, 0.03]'));
   const r3 = await runCli(['run', spec, '--out', out, '--slots', '2', '--backend', 'wasm']);
@@ -156,10 +172,11 @@ test('trials that throw are recorded failed with their error; the run exits 1 wi
   const r = await runCli(['run', spec, '--out', out, '--slots', '1', '--backend', 'tensorflow']);
   t.is(r.code, 1, r.stderr);
   t.regex(r.stderr, /2 of 2 trial\(s\) failed/);
-  const rows = await duck(`SELECT status, attempts, error, backend FROM '${out}/trials.parquet'`);
+  const rows = await duck(`SELECT status, attempts, error, backend, t_diffusion, t_equilibrium, final_phase FROM '${out}/trials.parquet'`);
   t.is(rows.length, 2);
   for (const row of rows) {
     t.is(row.status, 'failed');
+    t.deepEqual([row.t_diffusion, row.t_equilibrium, row.final_phase], [null, null, null]);
     t.is(row.attempts, 1);
     t.regex(row.error as string, /tensorflow/);
     t.true((r.stderr as string).includes((row.error as string).split('\n')[0]!));

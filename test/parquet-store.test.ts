@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { Field, Float64, Int32, Schema, Table, tableFromIPC, tableToIPC, Utf8, vectorFromArray, makeData, RecordBatch, Struct } from 'apache-arrow';
-import { DEFAULT_MAX_MESSAGE_BYTES, wireMetricsSchema, type MetricRow } from '../schemas/metrics.js';
+import { DEFAULT_MAX_MESSAGE_BYTES, METRIC_COLUMNS, wireMetricsSchema, type MetricRow } from '../schemas/metrics.js';
 import { TRIAL_COLUMNS, type TrialRecord } from '../schemas/parquet.js';
 import type { TrialConfig } from '../schemas/sweep.js';
 import { encodeMetricChunks, type KeyedMetricRow } from '../worker/metrics-encoder.js';
@@ -20,7 +20,11 @@ const T1 = 't0123456789abcdef';
 const T2 = 'tfedcba9876543210';
 const T3 = 't00000000000000ff';
 
-/** Realistic rows: a row every `logEvery` steps; rel_l2, snr, snr_layers (length 4), grad_order every 10th row. */
+/**
+ * Realistic rows: a row every `logEvery` steps; rel_l2 and the diagnostic columns (snr, snr_layers
+ * (length 4), grad_order, snr_adam (null at step 0), res_homogeneity, saturation_layers and
+ * entropy_layers (length 3), lambda_mean, lambda_max) every 10th row.
+ */
 function makeRows(trialId: string, attempt: number, n: number, from = 0, logEvery = 10): KeyedMetricRow[] {
   const rows: KeyedMetricRow[] = new Array(n);
   for (let j = 0; j < n; j++) {
@@ -40,6 +44,12 @@ function makeRows(trialId: string, attempt: number, n: number, from = 0, logEver
       snr: diag ? 1 + Math.cos(i) : null,
       snr_layers: diag ? [i + 0.25, i + 0.5, i + 0.75, i + 1] : null,
       grad_order: diag ? 0.5 + 0.4 * Math.sin(i) : null,
+      snr_adam: diag && step > 0 ? 0.1 + 0.05 * Math.cos(i) : null,
+      res_homogeneity: diag ? 0.9 - 0.001 * i : null,
+      saturation_layers: diag ? [i % 100, 12.5, 50 + 0.125] : null,
+      entropy_layers: diag ? [Math.log2(1000), 9.5 + i / 1024, 0] : null,
+      lambda_mean: diag ? 1 - 1 / (2 + i) : null,
+      lambda_max: diag ? 1 : null,
     };
   }
   return rows;
@@ -74,6 +84,9 @@ function record(trialId: string, cfg: TrialConfig, status: TrialRecord['status']
     device: done ? 'cpu' : null,
     backend: done ? 'wasm' : null,
     error: null,
+    t_diffusion: null,
+    t_equilibrium: null,
+    final_phase: null,
   };
 }
 
@@ -98,12 +111,16 @@ async function duck() {
 
 const metricsGlob = (dir: string) => `read_parquet('${join(dir, 'metrics')}/**/*.parquet', hive_partitioning = true)`;
 
+const LIST_COLUMNS = ['snr_layers', 'saturation_layers', 'entropy_layers'];
+
 /** Row of a decoded table back as a plain object (lists as number[]). */
 function tableRows(table: Table): Array<Record<string, unknown>> {
   return table.toArray().map((r) => {
     const o = r.toJSON() as Record<string, unknown>;
-    const l = o.snr_layers as { toArray(): Float64Array } | null;
-    o.snr_layers = l === null ? null : Array.from(l.toArray());
+    for (const c of LIST_COLUMNS) {
+      const l = o[c] as { toArray(): Float64Array } | null;
+      o[c] = l === null ? null : Array.from(l.toArray());
+    }
     return o;
   });
 }
@@ -129,6 +146,9 @@ test('encodeMetricChunks: small maxBytes → several self-contained chunks ≤ m
   const first = decodeMetricsMessage(chunks[0]);
   t.is(first.getChild('snr')!.nullCount, first.numRows - Math.ceil(first.numRows / 10));
   t.is(first.getChild('snr_layers')!.nullCount, first.getChild('snr')!.nullCount);
+  for (const c of ['res_homogeneity', ...LIST_COLUMNS, 'lambda_mean', 'lambda_max']) t.is(first.getChild(c)!.nullCount, first.getChild('snr')!.nullCount, c);
+  t.is(first.getChild('snr_adam')!.nullCount, first.getChild('snr')!.nullCount + 1, 'snr_adam is also null at step 0');
+  t.is(String(first.schema.fields.find((f) => f.name === 'entropy_layers')!.type), 'List<Float64>');
 });
 
 test('encodeMetricChunks: default maxBytes packs many rows per message; empty input → []', (t) => {
@@ -152,6 +172,12 @@ test('encodeMetricChunks: one row larger than maxBytes is a clear error; bad inp
   const bad2 = makeRows(T1, 1, 2);
   (bad2[0] as { loss: number | null }).loss = null;
   t.throws(() => encodeMetricChunks(bad2, 4096), { message: /row 0: loss must be a number/ });
+  const bad3 = makeRows(T1, 1, 2);
+  (bad3[0] as unknown as { entropy_layers: unknown }).entropy_layers = [1, 'x'];
+  t.throws(() => encodeMetricChunks(bad3, 4096), { message: /row 0: entropy_layers\[1\] must be a number/ });
+  const bad4 = makeRows(T1, 1, 2);
+  (bad4[1] as unknown as { saturation_layers: unknown }).saturation_layers = 3;
+  t.throws(() => encodeMetricChunks(bad4, 4096), { message: /row 1: saturation_layers must be an array of numbers or null/ });
 });
 
 test('decodeMetricsMessage: a schema that differs from the wire schema names the field', (t) => {
@@ -219,10 +245,20 @@ test('round trip: encode → decode → MetricsStore → Parquet, read back with
     snr: 'DOUBLE',
     snr_layers: 'DOUBLE[]',
     grad_order: 'DOUBLE',
+    snr_adam: 'DOUBLE',
+    res_homogeneity: 'DOUBLE',
+    saturation_layers: 'DOUBLE[]',
+    entropy_layers: 'DOUBLE[]',
+    lambda_mean: 'DOUBLE',
+    lambda_max: 'DOUBLE',
     attempt: 'BIGINT',
     trial_id: 'VARCHAR',
   });
-  t.deepEqual(desc.rows.map((r) => r.column_name), ['step', 'lr', 'loss', 'loss_residual', 'loss_boundary', 'wall_seconds', 'rel_l2', 'snr', 'snr_layers', 'grad_order', 'attempt', 'trial_id']); // hive columns come last (DuckDB orders them by name)
+  t.deepEqual(desc.rows.map((r) => r.column_name), [...METRIC_COLUMNS, 'attempt', 'trial_id']); // hive columns come last (DuckDB orders them by name)
+  t.deepEqual([...METRIC_COLUMNS], [
+    'step', 'lr', 'loss', 'loss_residual', 'loss_boundary', 'wall_seconds', 'rel_l2', 'snr', 'snr_layers', 'grad_order',
+    'snr_adam', 'res_homogeneity', 'saturation_layers', 'entropy_layers', 'lambda_mean', 'lambda_max',
+  ]);
 
   // Null placement: diagnostics exactly on every 10th row (step % 100 == 0), nowhere else.
   const nulls = await db.all(
@@ -230,13 +266,30 @@ test('round trip: encode → decode → MetricsStore → Parquet, read back with
             bool_and((snr IS NULL) = (step % 100 <> 0)) AS b,
             bool_and((snr_layers IS NULL) = (step % 100 <> 0)) AS c,
             bool_and((rel_l2 IS NULL) = (grad_order IS NULL)) AS d,
-            count(*) FILTER (WHERE lr IS NULL OR loss IS NULL) AS e
+            count(*) FILTER (WHERE lr IS NULL OR loss IS NULL) AS e,
+            bool_and((snr IS NULL) = (res_homogeneity IS NULL) AND (snr IS NULL) = (saturation_layers IS NULL)
+                     AND (snr IS NULL) = (entropy_layers IS NULL) AND (snr IS NULL) = (lambda_mean IS NULL)
+                     AND (snr IS NULL) = (lambda_max IS NULL)) AS f,
+            bool_and((snr_adam IS NULL) = (snr IS NULL OR step = 0)) AS g
      FROM ${metricsGlob(dir)}`,
   );
-  t.deepEqual(nulls.rows[0], { a: true, b: true, c: true, d: true, e: 0n });
+  t.deepEqual(nulls.rows[0], { a: true, b: true, c: true, d: true, e: 0n, f: true, g: true });
 
   const one = await db.all(`SELECT snr_layers, snr_layers[2] AS second, len(snr_layers) AS k, lr, wall_seconds FROM ${metricsGlob(dir)} WHERE trial_id = '${T2}' AND step = 1200`);
   t.deepEqual(one.rows, [{ snr_layers: [120.25, 120.5, 120.75, 121], second: 120.5, k: 4n, lr: 1e-3, wall_seconds: 1200 * 0.0123 }]);
+  // The new diagnostic columns read back exactly (DOUBLE and DOUBLE[]); per-layer lists index like snr_layers.
+  const diag = await db.all(
+    `SELECT snr_adam, res_homogeneity, saturation_layers, entropy_layers, entropy_layers[2] AS h2, len(saturation_layers) AS ls,
+            lambda_mean, lambda_max FROM ${metricsGlob(dir)} WHERE trial_id = '${T2}' AND step IN (0, 1200) ORDER BY step`,
+  );
+  t.deepEqual(diag.types, ['DOUBLE', 'DOUBLE', 'DOUBLE[]', 'DOUBLE[]', 'DOUBLE', 'BIGINT', 'DOUBLE', 'DOUBLE']);
+  t.deepEqual(diag.rows, [
+    { snr_adam: null, res_homogeneity: 0.9, saturation_layers: [0, 12.5, 50.125], entropy_layers: [Math.log2(1000), 9.5, 0], h2: 9.5, ls: 3n, lambda_mean: 0.5, lambda_max: 1 },
+    {
+      snr_adam: 0.1 + 0.05 * Math.cos(120), res_homogeneity: 0.9 - 0.001 * 120, saturation_layers: [20, 12.5, 50.125],
+      entropy_layers: [Math.log2(1000), 9.5 + 120 / 1024, 0], h2: 9.5 + 120 / 1024, ls: 3n, lambda_mean: 1 - 1 / 122, lambda_max: 1,
+    },
+  ]);
   // Within a part, rows are sorted by step.
   const order = await db.all(`SELECT bool_and(step > prev) AS sorted FROM (SELECT step, lag(step, 1, -1) OVER (PARTITION BY filename ORDER BY file_row_number) AS prev FROM read_parquet('${join(dir, 'metrics')}/**/*.parquet', filename = true, file_row_number = true))`);
   t.deepEqual(order.rows, [{ sorted: true }]);
@@ -404,10 +457,15 @@ test('splitMetricsTable / writePart: interleaved trials and unsorted steps are g
   const [msg] = encodeMetricChunks(mixed, 1 << 20);
   const parts = splitMetricsTable(decodeMetricsMessage(msg));
   t.deepEqual(parts.map((p) => [p.trial_id, p.attempt, p.table.numRows]), [[T1, 1, 4], [T2, 3, 2]]);
-  t.deepEqual(parts[0].table.schema.fields.map((f) => f.name), ['step', 'lr', 'loss', 'loss_residual', 'loss_boundary', 'wall_seconds', 'rel_l2', 'snr', 'snr_layers', 'grad_order']);
+  t.deepEqual(parts[0].table.schema.fields.map((f) => f.name), [...METRIC_COLUMNS]);
   const p0 = tableRows(parts[0].table);
   t.deepEqual(p0.map((r) => r.step), [0, 0, 10, 20]);
   t.deepEqual(p0[0].snr_layers, [0.25, 0.5, 0.75, 1]);
+  // The slow path (rows regrouped through objects) keeps every list column and null.
+  t.deepEqual(p0[0].saturation_layers, [0, 12.5, 50.125]);
+  t.deepEqual(p0[0].entropy_layers, [Math.log2(1000), 9.5, 0]);
+  t.is(p0[0].snr_adam, null);
+  t.is(p0[2].entropy_layers, null);
   t.is(p0[2].snr, null);
   const store = new MetricsStore(dir);
   t.is((await store.writePart(T1, 1, parts[0].table)).rows, 3); // the duplicate step is written once

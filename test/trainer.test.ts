@@ -3,7 +3,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { Worker } from 'node:worker_threads';
 import type { MetricRow } from '../schemas/metrics.js';
 import {
-  Helmholtz2d, Mlp, Poisson2d, Rng, evalSnr, initBackend, lossAndGrads, makeProblem, mlpForward, mlpShapes, setupTrial,
+  Helmholtz2d, Mlp, Poisson2d, Rng, evalDiagnostics, evalSnr, initBackend, lossAndGrads, makeProblem, mlpForward, mlpShapes, setupTrial,
   staircaseLr, trainTrial, xavierInit, type TrainSummary,
 } from '../worker/trainer/index.js';
 import { testBackend, tinyConfig } from './trainer-helpers.js';
@@ -158,6 +158,18 @@ test.serial('reproducible: two runs of the same config give identical rows; no t
   for (const r of a.rows) {
     t.true(Math.abs(r.loss - (r.loss_residual + r.loss_boundary)) < 1e-5 * r.loss);
     if (r.snr !== null) t.is(r.snr_layers!.length, 3);
+    // The other diagnostic columns share snr's cadence (snr_adam: not at step 0, Adam's t = 0).
+    const diag = r.snr !== null;
+    t.is(r.snr_adam !== null, diag && r.step > 0, `snr_adam at ${r.step}`);
+    for (const v of [r.res_homogeneity, r.saturation_layers, r.entropy_layers, r.lambda_mean, r.lambda_max]) t.is(v !== null, diag);
+    if (!diag) continue;
+    t.true(r.res_homogeneity! > 0 && r.res_homogeneity! <= 1);
+    t.is(r.saturation_layers!.length, 2, 'one per hidden layer');
+    t.is(r.entropy_layers!.length, 2);
+    for (const v of r.saturation_layers!) t.true(v >= 0 && v <= 100);
+    for (const v of r.entropy_layers!) t.true(v >= 0 && v <= Math.log2(64) + 1e-12);
+    t.true(r.lambda_max! > 0 && r.lambda_max! <= 1 && r.lambda_mean! <= r.lambda_max!);
+    if (r.step > 0) t.true(r.snr_adam! > 0 && Number.isFinite(r.snr_adam!));
   }
   t.is(a.summary.steps_done, 31);
   t.false(a.summary.diverged);
@@ -189,7 +201,7 @@ test('loss decreases on a short helmholtz run', async (t) => {
   const { rows, summary } = await run(cfg);
   t.log(rows.map((r) => `${r.step}: loss ${r.loss.toExponential(3)} rel_l2 ${r.rel_l2?.toFixed(3)}`).join('\n'));
   t.true(rows.at(-1)!.loss < 0.2 * rows[0]!.loss, `loss ${rows[0]!.loss} → ${rows.at(-1)!.loss}`);
-  t.true(rows.every((r) => r.snr === null));
+  t.true(rows.every((r) => r.snr === null && r.snr_adam === null && r.entropy_layers === null && r.lambda_mean === null));
 });
 
 test('divergence: a NaN loss is logged, training stops, diverged = true', async (t) => {
@@ -255,12 +267,21 @@ test.serial('timing (reported, not asserted): ms/step and snr cost', async (t) =
       let t0 = performance.now();
       for (let i = 0; i < steps; i++) step();
       const stepMs = (performance.now() - t0) / steps;
+      // snr alone and all diagnostics, interleaved (the machine is shared): fastest of a few runs each.
       evalSnr(s);
-      t0 = performance.now();
-      const nsnr = Math.max(2, Math.floor(steps / 4));
-      for (let i = 0; i < nsnr; i++) evalSnr(s);
-      const snrMs = (performance.now() - t0) / nsnr;
-      return { stepMs, snrMs };
+      evalDiagnostics(s);
+      let snrMs = Infinity;
+      let diagMs = Infinity;
+      const nsnr = Math.max(3, Math.floor(steps / 4));
+      for (let i = 0; i < nsnr; i++) {
+        t0 = performance.now();
+        evalSnr(s);
+        snrMs = Math.min(snrMs, performance.now() - t0);
+        t0 = performance.now();
+        evalDiagnostics(s);
+        diagMs = Math.min(diagMs, performance.now() - t0);
+      }
+      return { stepMs, snrMs, diagMs };
     } finally {
       s.dispose();
     }
@@ -275,5 +296,8 @@ test.serial('timing (reported, not asserted): ms/step and snr cost', async (t) =
     8,
   );
   t.log(`[${backend}] helmholtz2d 4×32, N=2560 full batch, 400 bc pts: ${big.stepMs.toFixed(1)} ms/step; snr B=10: ${big.snrMs.toFixed(1)} ms (${(big.snrMs / big.stepMs).toFixed(2)}× a step)`);
+  for (const [name, m] of [['3×20, N=512', small], ['4×32, N=2560', big]] as const) {
+    t.log(`[${backend}] ${name}: snr alone ${m.snrMs.toFixed(1)} ms, all diagnostics (evalDiagnostics) ${m.diagMs.toFixed(1)} ms: ${(m.diagMs - m.snrMs).toFixed(1)} ms extra (${((m.diagMs - m.snrMs) / m.stepMs).toFixed(2)}× a step; fastest runs)`);
+  }
   t.pass();
 });

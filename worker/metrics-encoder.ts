@@ -4,8 +4,9 @@
  * Pure and synchronous: meant to run inside a worker thread. The record batch is built per chunk
  * (schemas/metrics-batch.ts) so that each serializes to at most `maxBytes` bytes.
  */
-import { RecordBatch, Table, tableToIPC } from 'apache-arrow';
+import { DataType, RecordBatch, Table, tableToIPC } from 'apache-arrow';
 import { buildMetricsBatch, type KeyedMetricRow } from '../schemas/metrics-batch.js';
+import { wireMetricsSchema } from '../schemas/metrics.js';
 
 export type { KeyedMetricRow };
 
@@ -21,18 +22,42 @@ function streamOverhead(): number {
   return overheadBytes;
 }
 
+/** Per-row layout of the wire schema: fixed bytes per row, and the List<Float64> columns. */
+let layout: { fixed: number; lists: Array<keyof KeyedMetricRow> } | null = null;
+function rowLayout(): { fixed: number; lists: Array<keyof KeyedMetricRow> } {
+  if (layout) return layout;
+  let fixed = 0;
+  const lists: Array<keyof KeyedMetricRow> = [];
+  for (const f of wireMetricsSchema().fields) {
+    if (DataType.isList(f.type)) {
+      fixed += 4; // offset
+      lists.push(f.name as keyof KeyedMetricRow);
+    } else if (DataType.isUtf8(f.type)) fixed += 4; // offset (+ the string bytes)
+    else fixed += (f.type as { bitWidth?: number }).bitWidth === 32 ? 4 : 8;
+    if (f.nullable) fixed += 1 / 8; // validity bit
+  }
+  layout = { fixed: Math.ceil(fixed), lists };
+  return layout;
+}
+
 /** Estimated IPC body bytes of one row (values, offsets, bitmap bits; no padding). */
 function rowBytes(r: KeyedMetricRow): number {
-  // attempt 4 + step 4 + 8 float64s × 8 + trial_id offset 4 + list offset 4 + ~2 bytes of bitmaps.
-  return 82 + r.trial_id.length + (r.snr_layers ? r.snr_layers.length * 8 : 0);
+  const { fixed, lists } = rowLayout();
+  let b = fixed + r.trial_id.length;
+  for (const name of lists) {
+    const v = r[name] as number[] | null;
+    if (v) b += v.length * 8;
+  }
+  return b;
 }
 
 /**
  * Encodes keyed metric rows as Arrow IPC stream messages of at most `maxBytes` bytes each.
  *
  * Every returned Uint8Array is one self-contained Arrow IPC *stream* (schema message, one record
- * batch, end-of-stream marker) with exactly `wireMetricsSchema()`; `snr_layers` is a
- * List<Float64>, and null values (rel_l2, snr, snr_layers, grad_order) are real Arrow nulls. Rows
+ * batch, end-of-stream marker) with exactly `wireMetricsSchema()`; the per-layer columns (snr_layers,
+ * saturation_layers, entropy_layers) are List<Float64>, and null values (rel_l2 and the diagnostic
+ * columns off their cadence, snr_adam at step 0, ...) are real Arrow nulls. Rows
  * keep their input order; rows of several trials/attempts may share a chunk. The chunk boundaries
  * are first chosen from a per-row size estimate, then any chunk that still serializes larger than
  * `maxBytes` is halved recursively.
@@ -68,8 +93,9 @@ export function encodeMetricChunks(rows: KeyedMetricRow[], maxBytes: number): Ui
     emit(mid, hi);
   };
 
-  // Greedy packing on the estimate, keeping a margin for per-buffer padding (8 bytes × ~30 buffers).
-  const budget = maxBytes - streamOverhead() - 256;
+  // Greedy packing on the estimate, keeping a margin for per-buffer padding (up to 8 bytes for each
+  // of the ≤ 3 buffers of every column, list children included).
+  const budget = maxBytes - streamOverhead() - 8 * 3 * (wireMetricsSchema().fields.length + rowLayout().lists.length);
   let lo = 0;
   let acc = 0;
   for (let i = 0; i < rows.length; i++) {

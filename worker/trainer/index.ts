@@ -10,10 +10,13 @@ export { Adam, staircaseLr, type AdamOptions } from './adam.js';
 export { vanilla, rba, rbaUpdate, stopGradient, makeStrategy, type Strategy, type StrategyState } from './strategies.js';
 export { residualOf, residualLoss, boundaryLoss, sqError } from './loss.js';
 export {
-  makeSnrSplit, perBatchGradients, snrFromBatchGradients, gradientSnr, type SnrSplit, type SnrResult, type BoundaryData,
+  makeSnrSplit, perBatchGradients, perBatchGradientsAndResidual, snrFromBatchGradients, gradientSnr, gradientSnrWithResidual,
+  adamSnr, gridCells, residualHomogeneity, binActivations, binnedSaturation, binnedEntropy, activationStats, forEachHiddenActivation,
+  hiddenLayerStats, lambdaStats, RES_GRID_CELLS, ACTIVATION_MEAN_BINS,
+  type SnrSplit, type SnrResult, type BoundaryData, type ActivationBins,
 } from './diagnostics.js';
 export {
-  trainTrial, setupTrial, lossAndGrads, evalRelL2, evalSnr,
+  trainTrial, setupTrial, lossAndGrads, evalRelL2, evalSnr, evalDiagnostics, nullDiagnostics,
   type TrainSummary, type TrainHooks, type TrainOptions, type TrialSetup, type StepLoss,
 } from './train.js';
 export { ensureGradients } from './gradients.js';

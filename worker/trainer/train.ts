@@ -2,11 +2,14 @@
  * Training of one PINN trial (science.md §2–§5) from a resolved TrialConfig, emitting MetricRows.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import type { MetricRow } from '../../schemas/metrics.js';
+import type { DiagnosticValues, MetricRow } from '../../schemas/metrics.js';
 import type { TrialConfig } from '../../schemas/sweep.js';
 import { Adam, staircaseLr } from './adam.js';
 import { currentBackend, detectBackend, initBackend, type BackendName } from './backend.js';
-import { gradientSnr, makeSnrSplit, type BoundaryData, type SnrResult, type SnrSplit } from './diagnostics.js';
+import {
+  adamSnr, gradientSnr, gradientSnrWithResidual, gridCells, hiddenLayerStats, lambdaStats, makeSnrSplit, residualHomogeneity,
+  type BoundaryData, type SnrResult, type SnrSplit,
+} from './diagnostics.js';
 import { boundaryLoss, residualLoss, sqError } from './loss.js';
 import { Mlp, mlpForward } from './network.js';
 import { makeProblem, type Problem } from './problems.js';
@@ -78,6 +81,11 @@ export interface TrialSetup {
   sampler: BatchSampler | null;
   /** The fixed SNR split, or null when diagnostics are off. */
   split: SnrSplit | null;
+  /**
+   * res_homogeneity grid cell (`gridCells`, 10 × 10 over `problem.domain`) of each collocation point,
+   * Int32Array [N] in the original order; null when diagnostics are off or the inputs are not 2-D.
+   */
+  cells: Int32Array | null;
   dispose(): void;
 }
 
@@ -102,6 +110,7 @@ export function setupTrial(config: TrialConfig): TrialSetup {
   const sampler = bs !== 'full' && bs < n ? new BatchSampler(n, bs, Rng.stream(config.seed, 'batches')) : null;
   // The split validates snr_batches; build it before any other tensor so a bad config leaks nothing.
   const split = config.diagnostics.every > 0 ? makeSnrSplit(points, q, n, d, config.diagnostics.snr_batches, Rng.stream(config.seed, 'snr_split')) : null;
+  const cells = split ? gridCells(points, n, problem.domain) : null;
   const net = Mlp.xavier(d, config.model.width, config.model.depth, Rng.stream(config.seed, 'weights'));
   const adam = new Adam(net.variables());
   const state = strategy.init(n);
@@ -117,7 +126,7 @@ export function setupTrial(config: TrialConfig): TrialSetup {
   const xEval = tf.tensor3d(Float32Array.from(grid.points), [1, grid.count, d]);
   const uStar = tf.tensor1d(Float32Array.from(uStarArr));
   return {
-    config, problem, points, n, d, xColl, qColl, bc, xEval, uStar, uStarNorm2, net, adam, strategy, state, sampler, split,
+    config, problem, points, n, d, xColl, qColl, bc, xEval, uStar, uStarNorm2, net, adam, strategy, state, sampler, split, cells,
     dispose() {
       tf.dispose([xColl, qColl, bc.x, bc.g, xEval, uStar]);
       split?.dispose();
@@ -175,6 +184,38 @@ export function evalSnr(s: TrialSetup): SnrResult {
   return gradientSnr(s.problem, s.net.params(), s.split, s.state.lambda(), s.bc);
 }
 
+/** Every diagnostic column null: the values of a row off the diagnostics cadence. */
+export function nullDiagnostics(): DiagnosticValues {
+  return {
+    snr: null, snr_layers: null, grad_order: null, snr_adam: null, res_homogeneity: null,
+    saturation_layers: null, entropy_layers: null, lambda_mean: null, lambda_max: null,
+  };
+}
+
+/**
+ * All diagnostic columns (science.md §5) at the current parameters, λ and Adam state:
+ * snr, snr_layers, grad_order and — from the same one-pass per-batch gradients — the residual r at
+ * all N points for res_homogeneity (null for non-2-D inputs); snr_adam from Adam's moments (null at
+ * t = 0); saturation_layers, entropy_layers from one value-only forward pass over the N points, read
+ * back a hidden layer at a time; lambda_mean, lambda_max over the N points (1, 1 for vanilla).
+ */
+export function evalDiagnostics(s: TrialSetup): DiagnosticValues {
+  if (!s.split) throw new Error('diagnostics are off (diagnostics.every = 0)');
+  const lambda = s.state.lambda();
+  const g = gradientSnrWithResidual(s.problem, s.net.params(), s.split, lambda, s.bc);
+  const layers = hiddenLayerStats(s.net.params(), s.xColl);
+  return {
+    snr: g.snr,
+    snr_layers: g.snr_layers,
+    grad_order: g.grad_order,
+    snr_adam: adamSnr(s.adam),
+    res_homogeneity: s.cells ? residualHomogeneity(g.residual, s.cells) : null,
+    saturation_layers: layers.saturation_layers,
+    entropy_layers: layers.entropy_layers,
+    ...lambdaStats(lambda),
+  };
+}
+
 async function resolveBackend(want?: BackendName): Promise<BackendName> {
   const cur = currentBackend();
   if (want) return cur === want ? want : initBackend(want);
@@ -187,8 +228,10 @@ async function resolveBackend(want?: BackendName): Promise<BackendName> {
  * Steps k = 0..steps−1. For each step: lr_k (staircase), the batch, λ update (strategy), loss and
  * gradients, then — on logged steps (k % log_every == 0 and the last step) — a MetricRow of the state
  * BEFORE step k's update (for RBA with λ after step k's update): loss, loss_residual, loss_boundary,
- * wall_seconds (since training start), rel_l2 when k % eval_every == 0 or last, snr/snr_layers/
- * grad_order when diagnostics.every > 0 and (k % every == 0 or last), else null; then the Adam update.
+ * wall_seconds (since training start), rel_l2 when k % eval_every == 0 or last, the diagnostic columns
+ * (`evalDiagnostics`: snr, snr_layers, grad_order, snr_adam, res_homogeneity, saturation_layers,
+ * entropy_layers, lambda_mean, lambda_max) when diagnostics.every > 0 and (k % every == 0 or last),
+ * else null; then the Adam update.
  * Losses are read back on logged steps only, so a NaN/Inf loss is detected at the next logged step:
  * that row is logged, training stops, and the summary has diverged = true (no exception).
  * Deterministic: same config + same backend → identical numbers.
@@ -235,8 +278,7 @@ export async function trainTrial(config: TrialConfig, hooks: TrainHooks, opts: T
           const [loss, lres, lbc] = [step.loss, step.lossResidual, step.lossBoundary].map((t) => t.dataSync()[0]!) as [number, number, number];
           const finite = Number.isFinite(loss);
           const rel_l2 = k % eval_every === 0 || last || !finite ? evalRelL2(s) : null;
-          let snr: SnrResult | null = null;
-          if (diagEvery > 0 && (k % diagEvery === 0 || last) && finite) snr = evalSnr(s);
+          const diag = diagEvery > 0 && (k % diagEvery === 0 || last) && finite ? evalDiagnostics(s) : nullDiagnostics();
           buffer.push({
             step: k,
             lr,
@@ -245,9 +287,7 @@ export async function trainTrial(config: TrialConfig, hooks: TrainHooks, opts: T
             loss_boundary: lbc,
             wall_seconds: (performance.now() - t0) / 1000,
             rel_l2,
-            snr: snr ? snr.snr : null,
-            snr_layers: snr ? snr.snr_layers : null,
-            grad_order: snr ? snr.grad_order : null,
+            ...diag,
           });
           finalLoss = loss;
           if (rel_l2 !== null) finalRel = rel_l2;
