@@ -3,11 +3,13 @@
  * phasemap command line.
  *   phasemap run SPEC [--out DIR] [--nats URL] [--slots N] [--backend auto|wasm|cpu|tensorflow]
  *   phasemap validate SPEC
+ *   phasemap diagram DIR [--x lr] [--y batch_size] [--facet strategy | --no-facet]
  * Exit codes: 0 every trial done; 1 some trial failed; 2 bad input (spec, flags); 3 runtime error; 130 interrupted.
  */
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { buildDiagram, DIAGRAM_FILE, renderDiagram, type DiagramAxes } from './diagram.js';
 import { NatsServerMissing } from './nats-server.js';
 import { plainLogger } from './progress.js';
 import { runSweep } from './run.js';
@@ -84,6 +86,13 @@ program
         log.info(`done: ${s.total} trial(s) of the sweep done (${s.queued} run now) → ${s.dir}`);
         process.exitCode = 0;
       }
+      if (!s.interrupted) {
+        const axes: DiagramAxes = { x: 'lr', y: 'batch_size', facet: 'strategy' };
+        await buildDiagram(s.dir, axes).then(
+          (cells) => process.stdout.write(renderDiagram(cells, axes)),
+          (e: Error) => log.warn(`phase diagram not written: ${e.message}`),
+        );
+      }
     } catch (e) {
       process.exitCode = fail(e);
     }
@@ -100,6 +109,27 @@ program
       for (const t of s.trials) process.stdout.write(`  ${t.trial_id}  ${JSON.stringify(t.grid_values)}\n`);
     } catch (e) {
       process.exitCode = fail(e);
+    }
+  });
+
+program
+  .command('diagram')
+  .description(`aggregate a sweep's trials into DIR/${DIAGRAM_FILE} (per cell: trials, share of each final phase, median t_equilibrium, median and best final_rel_l2) and print it`)
+  .argument('<dir>', 'a sweep output directory')
+  .option('--x <column>', 'trials.parquet column on the horizontal axis', 'lr')
+  .option('--y <column>', 'trials.parquet column on the vertical axis', 'batch_size')
+  .option('--facet <column>', 'one table per value of this column', 'strategy')
+  .option('--no-facet', 'a single table')
+  .action(async (dir: string, o: { x: string; y: string; facet: string | false }) => {
+    try {
+      const axes: DiagramAxes = { x: o.x, y: o.y, facet: o.facet || null };
+      process.stdout.write(renderDiagram(await buildDiagram(dir, axes), axes));
+    } catch (e) {
+      const msg = (e as Error).message;
+      if (/^(--x|--y|--facet|.*: no trials\.parquet)/.test(msg)) {
+        log.error(msg);
+        process.exitCode = 2;
+      } else process.exitCode = fail(e);
     }
   });
 

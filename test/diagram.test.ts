@@ -1,0 +1,80 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import test from 'ava';
+import { buildDiagram, DIAGRAM_FILE, renderDiagram } from '../orchestrator/diagram.js';
+import { writeTrialsParquet } from '../orchestrator/parquet-store.js';
+import { parseSpecText, resolveSweep } from '../orchestrator/spec.js';
+import type { FinalPhase } from '../schemas/trial.js';
+import type { TrialRecord } from '../schemas/parquet.js';
+import { duck, tempDir } from './helpers.js';
+
+// 2 strategies × 2 lr × 3 seeds; phases, t_equilibrium and rel_l2 chosen per trial so every cell's
+// aggregate is known by hand.
+const sweep = resolveSweep(parseSpecText(`
+name: diag
+problem: {name: poisson2d, n_collocation: 64}
+diagnostics: {snr_batches: 4}
+grid:
+  strategy: [{name: vanilla}, {name: rba}]
+  train.lr: [0.001, 0.01]
+  seed: [0, 1, 2]
+`));
+
+const plan: Record<string, Array<[FinalPhase, number | null, number]>> = {
+  // [final_phase, t_equilibrium, final_rel_l2] for seeds 0, 1, 2
+  'vanilla|0.001': [['equilibrium', 3000, 0.05], ['diffusion', null, 0.2], ['equilibrium', 4000, 0.03]],
+  'vanilla|0.01': [['diverged', null, 10], ['diverged', null, 20], ['fitting', null, 1]],
+  'rba|0.001': [['equilibrium', 1000, 0.004], ['equilibrium', 1200, 0.002], ['equilibrium', 1100, 0.003]],
+  'rba|0.01': [['diffusion', null, 0.5], ['equilibrium', 800, 0.1], ['failed' as FinalPhase, null, NaN]],
+};
+
+function records(): TrialRecord[] {
+  return sweep.trials.map((t) => {
+    const [phase, tde, rel] = plan[`${t.config.strategy.name}|${t.config.train.lr}`]![t.config.seed]!;
+    const failed = (phase as string) === 'failed';
+    return {
+      trial_id: t.trial_id, sweep: 'diag', config: t.config, status: failed ? 'failed' : 'done', attempts: 1,
+      started_at: null, finished_at: null, wall_seconds: 1, final_loss: 1, final_rel_l2: failed ? null : rel,
+      diverged: phase === 'diverged', host: 'h', device: 'cpu', backend: 'wasm', error: failed ? 'boom' : null,
+      t_diffusion: null, t_equilibrium: tde, final_phase: failed ? null : phase,
+    };
+  });
+}
+
+test('phase_diagram.parquet aggregates done trials per (facet, x, y) cell', async (t) => {
+  const dir = await tempDir('diagram');
+  await writeTrialsParquet(dir, records());
+  const cells = await buildDiagram(dir, { x: 'lr', y: 'batch_size', facet: 'strategy' });
+  t.true(existsSync(join(dir, DIAGRAM_FILE)));
+  const rows = await duck(`SELECT * FROM '${join(dir, DIAGRAM_FILE)}' ORDER BY facet, x`);
+  t.is(rows.length, 4);
+  t.deepEqual(rows.map((r) => [r.facet, r.x, r.y, r.trials]), [
+    ['rba', 0.001, 64, 3], ['rba', 0.01, 64, 2], ['vanilla', 0.001, 64, 3], ['vanilla', 0.01, 64, 3],
+  ]);
+  const by = (f: string, x: number) => cells.find((c) => c.facet === f && c.x === x)!;
+  t.deepEqual([by('vanilla', 0.001).share_equilibrium, by('vanilla', 0.001).share_diffusion], [2 / 3, 1 / 3]);
+  t.is(by('vanilla', 0.001).median_t_equilibrium, 3500);
+  t.is(by('vanilla', 0.001).median_final_rel_l2, 0.05);
+  t.is(by('vanilla', 0.001).best_final_rel_l2, 0.03);
+  t.deepEqual([by('vanilla', 0.01).share_diverged, by('vanilla', 0.01).share_fitting], [2 / 3, 1 / 3]);
+  t.is(by('vanilla', 0.01).median_t_equilibrium, null);
+  t.is(by('rba', 0.001).share_equilibrium, 1);
+  t.is(by('rba', 0.001).median_t_equilibrium, 1100);
+  t.is(by('rba', 0.001).median_final_rel_l2, 0.003);
+  // The failed trial is not in the cell.
+  t.deepEqual([by('rba', 0.01).share_diffusion, by('rba', 0.01).share_equilibrium, by('rba', 0.01).median_t_equilibrium], [0.5, 0.5, 800]);
+  const types = await duck(`SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM '${join(dir, DIAGRAM_FILE)}')`);
+  t.deepEqual(types.map((r) => `${r.column_name}:${r.column_type}`), [
+    'facet:VARCHAR', 'x:DOUBLE', 'y:INTEGER', 'trials:INTEGER', 'share_diverged:DOUBLE', 'share_fitting:DOUBLE',
+    'share_diffusion:DOUBLE', 'share_equilibrium:DOUBLE', 'median_t_equilibrium:DOUBLE', 'median_final_rel_l2:DOUBLE', 'best_final_rel_l2:DOUBLE',
+  ]);
+  const text = renderDiagram(cells, { x: 'lr', y: 'batch_size', facet: 'strategy' });
+  t.regex(text, /strategy = rba[\s\S]*DE 3\/3[\s\S]*t_DE 1100[\s\S]*rel_l2 3\.0e-3/);
+  t.regex(text, /strategy = vanilla[\s\S]*div 2\/3/);
+});
+
+test('a diagram axis that is not a trials column is named in the error', async (t) => {
+  const dir = await tempDir('diagram-bad');
+  await writeTrialsParquet(dir, records());
+  await t.throwsAsync(buildDiagram(dir, { x: 'lr; DROP TABLE x', y: 'batch_size', facet: null }), { message: /^--x: got "lr; DROP TABLE x", expected a trials\.parquet column: trial_id/ });
+});
