@@ -16,6 +16,11 @@ import { runSweep } from './run.js';
 import { loadSweep, SpecErrors } from './spec.js';
 
 const log = plainLogger();
+// `phasemap validate SPEC | head` closes stdout early: that is not an error.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') process.exit(0);
+  throw e;
+});
 
 function intArg(name: string, min: number) {
   return (v: string) => {
