@@ -1,6 +1,6 @@
 /**
- * Collector: consumes a sweep's output stream (metrics chunks and trial results), writes Parquet,
- * and acknowledges a message only after what it carried is durably on disk (at-least-once; rows
+ * Collector: consumes a sweep's output stream (metrics chunks, checkpoint chunks and trial results),
+ * writes Parquet and checkpoint files (orchestrator/checkpoints.ts), and acknowledges a message only after what it carried is durably on disk (at-least-once; rows
  * redelivered after a crash are dropped by (trial_id, attempt, step) in MetricsStore).
  */
 import { jetstream, jetstreamManager, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
@@ -10,6 +10,7 @@ import type { Table } from 'apache-arrow';
 import type { TrialRecord } from '../schemas/parquet.js';
 import type { TrialResultMessage, TrialState } from '../schemas/trial.js';
 import { collectorConsumer, OUT_STREAM, stateKey } from '../schemas/transport.js';
+import { CheckpointAssembler, parseChunkHeaders } from './checkpoints.js';
 import { decodeMetricsMessage, MetricsStore, splitMetricsTable, writeTrialsParquet } from './parquet-store.js';
 import { attemptPhases, DEFAULT_PHASE_PARAMS, type PhaseParams } from './phases.js';
 
@@ -50,11 +51,18 @@ export class Collector {
   private loop: Promise<void> | null = null;
   private timer: NodeJS.Timeout | null = null;
   private flushing: Promise<void> = Promise.resolve();
+  private readonly checkpoints: CheckpointAssembler<JsMsg>;
   /** Metric rows written to Parquet by this collector. */
   rowsWritten = 0;
 
   constructor(private readonly opts: CollectorOptions) {
     this.store = new MetricsStore(opts.dir);
+    this.checkpoints = new CheckpointAssembler<JsMsg>(opts.dir, opts.onWarning);
+  }
+
+  /** Checkpoint files written by this collector. */
+  get checkpointsWritten(): number {
+    return this.checkpoints.filesWritten;
   }
 
   /** Starts consuming the sweep's output stream. */
@@ -76,6 +84,20 @@ export class Collector {
   }
 
   private async handle(m: JsMsg): Promise<void> {
+    if (m.subject.includes('.checkpoint.')) {
+      // Written durably when its last chunk arrives; its messages are acked only then (not in flush).
+      const info = parseChunkHeaders((k) => m.headers?.get(k) || undefined);
+      if (!this.opts.records.has(info.trialId)) {
+        this.opts.onWarning?.(`collector: checkpoint chunk of unknown trial ${info.trialId} (not in this sweep's DIR); dropped`);
+        m.ack();
+        return;
+      }
+      const rel = await this.checkpoints.add(info, m.data, m);
+      for (const x of rel.ack) x.ack();
+      for (const x of rel.term) x.term('checkpoint does not match its sha256');
+      for (const x of rel.nak) x.nak(5_000);
+      return;
+    }
     if (m.subject.endsWith('.metrics')) {
       for (const part of splitMetricsTable(decodeMetricsMessage(m.data))) {
         const key = `${part.trial_id}#${part.attempt}`;
@@ -88,7 +110,9 @@ export class Collector {
       return;
     }
     this.pending.push(m);
-    this.applyResult(JSON.parse(m.string()) as TrialResultMessage);
+    const result = JSON.parse(m.string()) as TrialResultMessage;
+    for (const x of this.checkpoints.supersede(result.trial_id, result.attempt)) x.ack();
+    this.applyResult(result);
     // A result ends its attempt: write its rows and the trial record now.
     await this.flushSerial();
   }

@@ -46,7 +46,7 @@ function fromParquet(bytes: Uint8Array, columns?: string[]): Table {
 }
 
 /** Writes `bytes` to `path` atomically and durably: temp file in the same folder, fsync, rename, fsync folder. */
-async function writeFileDurable(path: string, bytes: Uint8Array): Promise<void> {
+export async function writeFileDurable(path: string, bytes: Uint8Array): Promise<void> {
   const dir = dirname(path);
   const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
   const fh = await open(tmp, 'wx');

@@ -190,7 +190,7 @@ const SeedSchema = Type.Integer({ minimum: 0, maximum: 2 ** 31 - 1 });
 /**
  * Validates one trial config in place, applying defaults. Returns the errors (empty = valid).
  * Cross-field rules: batch_size ≤ n_collocation; snr_batches divides n_collocation (science.md §5:
- * B equal fixed batches); eval_every and diagnostics.every are multiples of log_every.
+ * B equal fixed batches); eval_every, diagnostics.every and train.checkpoint_every are multiples of log_every.
  */
 export function resolveTrialConfig(cfg: Record<string, unknown>): SpecError[] {
   const errs: SpecError[] = [];
@@ -217,12 +217,22 @@ export function resolveTrialConfig(cfg: Record<string, unknown>): SpecError[] {
     errs.push(new SpecError('train.eval_every', c.train.eval_every, `a multiple of train.log_every (${c.train.log_every})`));
   if (c.diagnostics.every % c.train.log_every !== 0)
     errs.push(new SpecError('diagnostics.every', c.diagnostics.every, `0 or a multiple of train.log_every (${c.train.log_every})`));
+  if (c.train.checkpoint_every % c.train.log_every !== 0)
+    errs.push(new SpecError('train.checkpoint_every', c.train.checkpoint_every, `0 or a multiple of train.log_every (${c.train.log_every}): a checkpoint holds the state a logged row was computed from`));
   return errs;
 }
 
-/** Stable content hash of a resolved trial config: `t` + first 16 hex digits of SHA-256 over its RFC 8785 canonical JSON. */
+/**
+ * Stable content hash of a resolved trial config: `t` + first 16 hex digits of SHA-256 over its RFC 8785
+ * canonical JSON. `train.checkpoint_every` = 0 (the default) is left out of the hash, so adding that key
+ * changed no existing trial id; a non-zero value is part of the id (a trial that writes checkpoints).
+ */
 export function trialId(config: TrialConfig): string {
-  const canon = canonicalize(config);
+  const hashed =
+    config.train.checkpoint_every === 0 || config.train.checkpoint_every === undefined
+      ? { ...config, train: Object.fromEntries(Object.entries(config.train).filter(([k]) => k !== 'checkpoint_every')) }
+      : config;
+  const canon = canonicalize(hashed);
   if (canon === undefined) throw new Error('trial config cannot be canonicalized');
   return `t${createHash('sha256').update(canon).digest('hex').slice(0, 16)}`;
 }

@@ -18,7 +18,11 @@ export interface MetricRow {
   loss: number;
   /** mean_i (λ_i r_i)² over the step's batch. */
   loss_residual: number;
-  /** w_bc · mean_j (u(x_j) − g(x_j))² (weighted, as it enters L). */
+  /**
+   * The whole boundary/initial term as it enters L (weighted): w_bc · mean_j (u(x_j) − g(x_j))², plus
+   * w_ic · mean_k (u(x_k, 0) − u0(x_k))² for time-dependent problems (for allen_cahn1d the boundary
+   * part is the periodic term). loss = loss_residual + loss_boundary.
+   */
   loss_boundary: number;
   /** Seconds since the attempt started training. */
   wall_seconds: number;

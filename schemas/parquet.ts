@@ -4,6 +4,7 @@
  *   DIR/sweep.json                                           the spec as resolved (+ trial ids)
  *   DIR/trials.parquet                                       one row per trial (TRIAL_COLUMNS)
  *   DIR/metrics/trial_id=<id>/attempt=<n>/part-<k>.parquet   per-step rows (schemas/metrics.ts)
+ *   DIR/checkpoints/<id>/step-<n>.safetensors                checkpoints (science.md §7, schemas/safetensors.ts)
  */
 import { Bool, Field, Float64, Int32, Schema, TimestampMillisecond, Utf8, type DataType } from 'apache-arrow';
 import type { TrialConfig } from './sweep.js';
@@ -12,6 +13,7 @@ import type { FinalPhase } from './trial.js';
 export const SWEEP_FILE = 'sweep.json';
 export const TRIALS_FILE = 'trials.parquet';
 export const METRICS_DIR = 'metrics';
+export const CHECKPOINTS_DIR = 'checkpoints';
 
 /** Trial ids are `t` + 16 lowercase hex digits: safe as a path segment and never read as a number by hive partitioning. */
 export const TRIAL_ID_PATTERN = /^t[0-9a-f]{16}$/;
@@ -22,6 +24,13 @@ export function metricsPartPath(trialId: string, attempt: number, part: number):
   if (!Number.isInteger(attempt) || attempt < 1) throw new Error(`attempt: got ${attempt}, expected an integer >= 1`);
   if (!Number.isInteger(part) || part < 0) throw new Error(`part: got ${part}, expected an integer >= 0`);
   return `${METRICS_DIR}/trial_id=${trialId}/attempt=${attempt}/part-${String(part).padStart(5, '0')}.parquet`;
+}
+
+/** Relative path of one checkpoint. Throws on a trial id that is not a trial id or a step that is not an integer ≥ 0. */
+export function checkpointPath(trialId: string, step: number): string {
+  if (!TRIAL_ID_PATTERN.test(trialId)) throw new Error(`trial_id: got ${JSON.stringify(trialId)}, expected t + 16 hex digits`);
+  if (!Number.isSafeInteger(step) || step < 0) throw new Error(`step: got ${step}, expected an integer >= 0`);
+  return `${CHECKPOINTS_DIR}/${trialId}/step-${step}.safetensors`;
 }
 
 /** What the orchestrator knows of a trial's run (filled from result messages). */
@@ -54,6 +63,7 @@ interface Column {
 }
 
 const num = (v: unknown): number | null => (typeof v === 'number' ? v : null);
+const str = (v: unknown): string | null => (typeof v === 'string' ? v : null);
 const cfg = (r: TrialRecord) => r.config;
 
 /**
@@ -69,9 +79,13 @@ export const TRIAL_COLUMNS: Column[] = [
   { name: 'problem_a1', type: new Float64(), get: (r) => num((cfg(r).problem as { a1?: number }).a1) },
   { name: 'problem_a2', type: new Float64(), get: (r) => num((cfg(r).problem as { a2?: number }).a2) },
   { name: 'problem_k', type: new Float64(), get: (r) => num((cfg(r).problem as { k?: number }).k) },
+  { name: 'problem_nu', type: new Float64(), get: (r) => num((cfg(r).problem as { nu?: number }).nu) },
+  { name: 'problem_d', type: new Float64(), get: (r) => num((cfg(r).problem as { d?: number }).d) },
   { name: 'n_collocation', type: new Int32(), get: (r) => cfg(r).problem.n_collocation },
   { name: 'n_boundary', type: new Int32(), get: (r) => cfg(r).problem.n_boundary },
   { name: 'w_bc', type: new Float64(), get: (r) => cfg(r).problem.w_bc },
+  { name: 'n_initial', type: new Int32(), get: (r) => num((cfg(r).problem as { n_initial?: number }).n_initial) },
+  { name: 'w_ic', type: new Float64(), get: (r) => num((cfg(r).problem as { w_ic?: number }).w_ic) },
   { name: 'eval_grid', type: new Int32(), get: (r) => cfg(r).problem.eval_grid },
   { name: 'width', type: new Int32(), get: (r) => cfg(r).model.width },
   { name: 'depth', type: new Int32(), get: (r) => cfg(r).model.depth },
@@ -86,6 +100,10 @@ export const TRIAL_COLUMNS: Column[] = [
   { name: 'strategy', type: new Utf8(), get: (r) => cfg(r).strategy.name },
   { name: 'strategy_eta', type: new Float64(), get: (r) => num((cfg(r).strategy as { eta?: number }).eta) },
   { name: 'strategy_gamma', type: new Float64(), get: (r) => num((cfg(r).strategy as { gamma?: number }).gamma) },
+  { name: 'strategy_normalization', type: new Utf8(), get: (r) => str((cfg(r).strategy as { normalization?: string }).normalization) },
+  { name: 'strategy_init', type: new Utf8(), get: (r) => str((cfg(r).strategy as { init?: string }).init) },
+  { name: 'strategy_lr', type: new Float64(), get: (r) => num((cfg(r).strategy as { lr?: number }).lr) },
+  { name: 'strategy_freeze_step', type: new Int32(), get: (r) => num((cfg(r).strategy as { freeze_step?: number | null }).freeze_step) },
   { name: 'diagnostics_every', type: new Int32(), get: (r) => cfg(r).diagnostics.every },
   { name: 'snr_batches', type: new Int32(), get: (r) => cfg(r).diagnostics.snr_batches },
   { name: 'seed', type: new Int32(), get: (r) => cfg(r).seed },

@@ -33,6 +33,44 @@ export const Poisson2dSchema = Type.Object(
   { additionalProperties: false, description: 'Poisson on [-1,1]², u* = sin(π x) sin(π y) (science.md §3).' },
 );
 
+/**
+ * Fields of the time-dependent problems on x ∈ [−1, 1], t ∈ [0, 1] (science.md §2–§3): the common
+ * fields with n_boundary read per boundary edge in t, plus the initial-condition set and weight.
+ */
+const problemTimeCommon = {
+  ...problemCommon,
+  n_collocation: Int({ minimum: 4, maximum: 10_000_000, default: 1000, description: 'N, the number of collocation points in (x, t) (Latin hypercube, seeded).' }),
+  n_boundary: Int({ minimum: 1, maximum: 1_000_000, default: 100, description: 'Boundary points per boundary edge (x = −1 and x = +1), evenly spaced in t ∈ [0, 1].' }),
+  n_initial: Int({ minimum: 1, maximum: 1_000_000, default: 100, description: 'Initial-condition points on t = 0, evenly spaced in x ∈ [−1, 1].' }),
+  w_ic: Type.Number({ exclusiveMinimum: 0, maximum: 1e6, default: 1, description: 'Weight w_ic of the initial-condition term w_ic · mean_k (u(x_k, 0) − u0(x_k))² in the loss.' }),
+  eval_grid: Int({ minimum: 2, maximum: 4096, default: 101, description: 'Points per axis (x and t, both ends included) of the evaluation grid for rel_l2.' }),
+};
+
+export const Burgers1dSchema = Type.Object(
+  {
+    name: Type.Literal('burgers1d'),
+    nu: Type.Number({ minimum: 1e-4, maximum: 10, default: 0.01 / Math.PI, description: 'Viscosity ν in u_t + u u_x − ν u_xx = 0 (default 0.01/π).' }),
+    ...problemTimeCommon,
+  },
+  {
+    additionalProperties: false,
+    description: 'Viscous Burgers on x ∈ [−1,1], t ∈ [0,1], u(x,0) = −sin(πx), u(±1,t) = 0; reference by Cole–Hopf (science.md §3).',
+  },
+);
+
+export const AllenCahn1dSchema = Type.Object(
+  {
+    name: Type.Literal('allen_cahn1d'),
+    d: Type.Number({ minimum: 0, maximum: 10, default: 1e-4, description: 'Diffusion d in u_t − d u_xx + 5u³ − 5u = 0 (default 1e-4).' }),
+    ...problemTimeCommon,
+  },
+  {
+    additionalProperties: false,
+    description:
+      'Allen–Cahn on x ∈ [−1,1] periodic, t ∈ [0,1], u(x,0) = x² cos(πx); boundary term w_bc · mean_j [(u(−1,t_j) − u(1,t_j))² + (u_x(−1,t_j) − u_x(1,t_j))²]; reference by Fourier pseudo-spectral ETDRK4 (science.md §3).',
+  },
+);
+
 export const ModelSchema = Type.Object(
   {
     width: Int({ minimum: 1, maximum: 4096, default: 32, description: 'Units per hidden layer.' }),
@@ -60,6 +98,13 @@ export const TrainSchema = Type.Object(
     lr_decay: LrDecaySchema,
     log_every: Int({ minimum: 1, maximum: 1_000_000, default: 10, description: 'A metrics row every this many steps.' }),
     eval_every: Int({ minimum: 1, maximum: 1_000_000, default: 100, description: 'rel_l2 every this many steps (a multiple of log_every).' }),
+    checkpoint_every: Int({
+      minimum: 0,
+      maximum: 100_000_000,
+      default: 0,
+      description:
+        'A checkpoint (DIR/checkpoints/<trial_id>/step-<n>.safetensors, science.md §7) every this many steps (a multiple of log_every: the state a logged row was computed from); 0 = only the final one. A final checkpoint of the state after the last update (step = steps done, not a logged row) is always written.',
+    }),
   },
   { additionalProperties: false, default: {} },
 );
@@ -71,8 +116,34 @@ export const RbaSchema = Type.Object(
     name: Type.Literal('rba'),
     eta: Type.Number({ exclusiveMinimum: 0, maximum: 1, default: 1e-3, description: 'η* in λ_i ← γ λ_i + η* |r_i| / max_j |r_j| (science.md §4).' }),
     gamma: Type.Number({ minimum: 0, exclusiveMaximum: 1, default: 0.999, description: 'Decay γ.' }),
+    normalization: Type.Union([Type.Literal('max'), Type.Literal('minmax')], {
+      default: 'max',
+      description:
+        "Normalised residual in the update, over the step's batch: 'max' = |r_i| / max_j |r_j| (0 if all r are 0); 'minmax' = (|r_i| − min_j |r_j|) / (max_j |r_j| − min_j |r_j|), falling back to the 'max' form when max = min.",
+    }),
+    init: Type.Union([Type.Literal('zero'), Type.Literal('residual')], {
+      default: 'zero',
+      description:
+        "'zero' = λ⁰ = 0; 'residual' = the first step (step 0) sets λ of its batch to the normalised residual (λ¹ = |r|/max|r|, or the minmax form) instead of γ·0 + η*·that; points outside step 0's batch keep λ⁰ = 0 and follow the usual update.",
+    }),
   },
   { additionalProperties: false, description: 'Residual-based attention (science.md §4).' },
+);
+
+export const SaSchema = Type.Object(
+  {
+    name: Type.Literal('sa'),
+    lr: Type.Number({ exclusiveMinimum: 0, maximum: 10, default: 5e-3, description: 'Learning rate of the λ Adam (gradient ascent on the loss; β1, β2, ε as the network Adam; no decay).' }),
+    freeze_step: Type.Union([Int({ minimum: 0, maximum: 100_000_000 }), Type.Null()], {
+      default: null,
+      description: 'λ is updated after steps k < freeze_step only (0 = never: λ stays at its U(0,1) init); null = never frozen.',
+    }),
+  },
+  {
+    additionalProperties: false,
+    description:
+      'Self-adaptive weights (science.md §4): λ_i ~ U(0,1) (seeded), trained by gradient ascent on the same loss with their own Adam; with mini-batches only the batch points (and their own Adam moments and step counts) change.',
+  },
 );
 
 export const DiagnosticsSchema = Type.Object(
@@ -102,11 +173,11 @@ export const AnalysisSchema = Type.Object(
   { additionalProperties: false, default: {}, description: 'How phases are read from the SNR series (science.md §6); not part of any trial config.' },
 );
 
-export const problemSchemas = { helmholtz2d: Helmholtz2dSchema, poisson2d: Poisson2dSchema } as const;
-export const strategySchemas = { vanilla: VanillaSchema, rba: RbaSchema } as const;
+export const problemSchemas = { helmholtz2d: Helmholtz2dSchema, poisson2d: Poisson2dSchema, burgers1d: Burgers1dSchema, allen_cahn1d: AllenCahn1dSchema } as const;
+export const strategySchemas = { vanilla: VanillaSchema, rba: RbaSchema, sa: SaSchema } as const;
 
-export const ProblemSchema = Type.Union([Helmholtz2dSchema, Poisson2dSchema]);
-export const StrategySchema = Type.Union([VanillaSchema, RbaSchema], { default: { name: 'vanilla' } });
+export const ProblemSchema = Type.Union([Helmholtz2dSchema, Poisson2dSchema, Burgers1dSchema, AllenCahn1dSchema]);
+export const StrategySchema = Type.Union([VanillaSchema, RbaSchema, SaSchema], { default: { name: 'vanilla' } });
 
 const trialFields = {
   problem: ProblemSchema,
@@ -146,10 +217,14 @@ export const SweepSpecSchema = Type.Object(
 
 export type Helmholtz2dConfig = Static<typeof Helmholtz2dSchema>;
 export type Poisson2dConfig = Static<typeof Poisson2dSchema>;
+export type Burgers1dConfig = Static<typeof Burgers1dSchema>;
+export type AllenCahn1dConfig = Static<typeof AllenCahn1dSchema>;
 export type ProblemConfig = Static<typeof ProblemSchema>;
 export type ModelConfig = Static<typeof ModelSchema>;
 export type TrainConfig = Static<typeof TrainSchema>;
 export type StrategyConfig = Static<typeof StrategySchema>;
+export type RbaConfig = Static<typeof RbaSchema>;
+export type SaConfig = Static<typeof SaSchema>;
 export type DiagnosticsConfig = Static<typeof DiagnosticsSchema>;
 export type TrialConfig = Static<typeof TrialConfigSchema>;
 export type AnalysisConfig = Static<typeof AnalysisSchema>;

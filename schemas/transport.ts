@@ -7,6 +7,10 @@
  * - Stream PHASEMAP_OUT (work queue): `phasemap.out.<sweep>.metrics` (Arrow IPC streams, ≤ max
  *   payload) and `phasemap.out.<sweep>.result.<trial_id>` (TrialResultMessage JSON), consumed by
  *   the sweep's collector (durable `collector-<sweep>`), acknowledged once on disk.
+ * - Same stream: `phasemap.out.<sweep>.checkpoint.<trial_id>`: checkpoint files (safetensors, science.md
+ *   §7) cut into chunks ≤ max payload, one message per chunk with the CKPT_HEADERS headers; all chunks of
+ *   an attempt's checkpoints are published in order before its result message. The collector
+ *   reassembles them, checks the sha256 and writes DIR/checkpoints/<trial_id>/step-<n>.safetensors.
  * - Core subject `phasemap.progress.<sweep>` (no persistence): ProgressMessage every ~second.
  * - KV bucket `phasemap_trials`: key `<sweep>.<trial_id>` → TrialState.
  */
@@ -19,6 +23,31 @@ export const trialsSubject = (sweep: string) => `phasemap.trials.${sweep}`;
 export const metricsSubject = (sweep: string) => `phasemap.out.${sweep}.metrics`;
 export const resultSubject = (sweep: string, trialId: string) => `phasemap.out.${sweep}.result.${trialId}`;
 export const outFilter = (sweep: string) => `phasemap.out.${sweep}.>`;
+export const checkpointSubject = (sweep: string, trialId: string) => `phasemap.out.${sweep}.checkpoint.${trialId}`;
+
+/** NATS headers of a checkpoint chunk message (all decimal integers except the trial id and the sha256). */
+export const CKPT_HEADERS = {
+  trialId: 'Phasemap-Trial-Id',
+  attempt: 'Phasemap-Attempt',
+  /** The checkpoint's step n (file `step-<n>.safetensors`). */
+  step: 'Phasemap-Step',
+  /** 0-based index of this chunk. */
+  chunk: 'Phasemap-Chunk',
+  /** Number of chunks of this checkpoint (≥ 1). */
+  chunks: 'Phasemap-Chunks',
+  /** Size of the whole file in bytes. */
+  totalBytes: 'Phasemap-Total-Bytes',
+  /** Lowercase hex SHA-256 of the whole file. */
+  sha256: 'Phasemap-Sha256',
+} as const;
+
+/** Cuts `bytes` into chunks of at most `maxBytes` (at least one chunk, even for an empty file). */
+export function chunkBytes(bytes: Uint8Array, maxBytes: number): Uint8Array[] {
+  if (!(maxBytes >= 1)) throw new Error(`chunkBytes: maxBytes ${maxBytes}`);
+  const out: Uint8Array[] = [];
+  for (let at = 0; at < bytes.length || out.length === 0; at += maxBytes) out.push(bytes.subarray(at, Math.min(bytes.length, at + maxBytes)));
+  return out;
+}
 export const progressSubject = (sweep: string) => `phasemap.progress.${sweep}`;
 export const collectorConsumer = (sweep: string) => `collector-${sweep}`;
 export const stateKey = (sweep: string, trialId: string) => `${sweep}.${trialId}`;

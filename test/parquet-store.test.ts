@@ -334,8 +334,8 @@ test('trials.parquet: exact columns and types from TRIAL_COLUMNS, read back, joi
 
   const records = [
     record(T1, config(1e-3, 'full', { name: 'vanilla' }, true), 'done', true),
-    record(T2, config(1e-2, 100, { name: 'rba', eta: 1e-3, gamma: 0.999 }, false), 'done', true),
-    record(T3, config(1e-1, 250, { name: 'vanilla' }, false), 'queued', false),
+    record(T2, config(1e-2, 100, { name: 'rba', eta: 1e-3, gamma: 0.999, normalization: 'minmax', init: 'residual' }, false), 'done', true),
+    record(T3, config(1e-1, 250, { name: 'sa', lr: 5e-3, freeze_step: 40 }, false), 'queued', false),
   ];
   await writeTrialsParquet(dir, records);
   t.deepEqual(await readdir(dir), ['trials.parquet']);
@@ -350,11 +350,17 @@ test('trials.parquet: exact columns and types from TRIAL_COLUMNS, read back, joi
   const rows = await db.all(`SELECT trial_id, problem, problem_a1, batch_size, batch_full, strategy, strategy_eta, status, attempts, started_at FROM '${join(dir, 'trials.parquet')}' ORDER BY trial_id`);
   t.is(rows.rows.length, records.length);
   t.deepEqual(rows.rows.map((r) => [r.trial_id, r.problem, r.problem_a1, r.batch_size, r.batch_full, r.strategy, r.strategy_eta, r.status, r.attempts]), [
-    [T3, 'poisson2d', null, 250, false, 'vanilla', null, 'queued', 0],
+    [T3, 'poisson2d', null, 250, false, 'sa', null, 'queued', 0],
     [T1, 'helmholtz2d', 1, 1000, true, 'vanilla', null, 'done', 1],
     [T2, 'poisson2d', null, 100, false, 'rba', 1e-3, 'done', 1],
   ]);
   t.is((rows.rows[1].started_at as Date).toISOString(), '2025-01-02T03:04:05.678Z');
+  const strat = await db.all(`SELECT trial_id, strategy_normalization, strategy_init, strategy_lr, strategy_freeze_step FROM '${join(dir, 'trials.parquet')}' ORDER BY trial_id`);
+  t.deepEqual(strat.rows.map((r) => [r.trial_id, r.strategy_normalization, r.strategy_init, r.strategy_lr, r.strategy_freeze_step]), [
+    [T3, null, null, 5e-3, 40],
+    [T1, null, null, null, null],
+    [T2, 'minmax', 'residual', null, null],
+  ]);
 
   const back = await readTrialsParquet(dir);
   t.deepEqual(back.map((r) => [r.trial_id, r.status, r.attempts]), [[T1, 'done', 1], [T2, 'done', 1], [T3, 'queued', 0]]);

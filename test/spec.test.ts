@@ -22,7 +22,7 @@ diagnostics: {every: 5, snr_batches: 4}
 test('a typo\'d key is rejected with its path, value and a suggestion', (t) => {
   const errs = errorsOf(`${base.replace('steps: 10', 'stesp: 10')}`);
   t.is(errs.length, 1);
-  t.is(errs[0]!, "spec.yaml: train.stesp: unknown key, expected one of the keys steps, lr, batch_size, lr_decay, log_every, eval_every (did you mean 'steps'?)");
+  t.is(errs[0]!, "spec.yaml: train.stesp: unknown key, expected one of the keys steps, lr, batch_size, lr_decay, log_every, eval_every, checkpoint_every (did you mean 'steps'?)");
 });
 
 test('an unknown top-level key names itself', (t) => {
@@ -40,7 +40,7 @@ test('wrong types and out-of-range values name the field, the value and what was
 test('a bad grid value names the grid key and its index', (t) => {
   const errs = errorsOf(`${base}grid:\n  train.lr: [0.001, -0.5]\n  strategy: [{name: vanilla}, {name: rab}]\n`);
   t.true(errs.some((e) => e.includes('grid.train.lr[1] → train.lr: got -0.5, expected a number > 0')), errs.join('\n'));
-  t.true(errs.some((e) => e.includes("grid.strategy[1] → strategy.name: got \"rab\", expected one of vanilla, rba (did you mean 'rba'?)")), errs.join('\n'));
+  t.true(errs.some((e) => e.includes("grid.strategy[1] → strategy.name: got \"rab\", expected one of vanilla, rba, sa (did you mean 'rba'?)")), errs.join('\n'));
 });
 
 test('batch_size accepts full or an integer, nothing else', (t) => {
@@ -66,7 +66,7 @@ test('grid expansion is the cartesian product, defaults applied, objects as valu
   t.is(new Set(combos).size, 12);
   t.deepEqual(combos.slice(0, 4), ['0.001|full|vanilla', '0.001|full|rba', '0.001|16|vanilla', '0.001|16|rba']);
   const rba = s.trials[1]!.config.strategy;
-  t.deepEqual(rba, { name: 'rba', eta: 0.01, gamma: 0.999 });
+  t.deepEqual(rba, { name: 'rba', eta: 0.01, gamma: 0.999, normalization: 'max', init: 'zero' });
   t.deepEqual(s.trials[0]!.config.train.lr_decay, { rate: 0.9, every: 5000 });
   t.is(s.trials[0]!.config.seed, 0);
   t.is(s.trials[0]!.config.problem.n_boundary, 100);

@@ -20,7 +20,7 @@ export function tinyConfig(over: { [K in keyof TrialConfig]?: Partial<TrialConfi
   const base: TrialConfig = {
     problem: { name: 'helmholtz2d', a1: 1, a2: 1, k: 1, n_collocation: 64, n_boundary: 8, w_bc: 1, eval_grid: 11 },
     model: { width: 8, depth: 2 },
-    train: { steps: 30, lr: 1e-2, batch_size: 'full', lr_decay: { rate: 0.9, every: 10 }, log_every: 5, eval_every: 10 },
+    train: { steps: 30, lr: 1e-2, batch_size: 'full', lr_decay: { rate: 0.9, every: 10 }, log_every: 5, eval_every: 10, checkpoint_every: 0 },
     strategy: { name: 'vanilla' },
     diagnostics: { every: 10, snr_batches: 4 },
     seed: 7,

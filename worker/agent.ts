@@ -1,19 +1,23 @@
 /**
- * Worker agent: pulls trials from JetStream, runs each on a free slot, publishes its metrics chunks
- * and result, keeps the trial message alive with in-progress acks while it trains, and acks only
+ * Worker agent: pulls trials from JetStream, runs each on a free slot, publishes its metrics chunks,
+ * checkpoint chunks (schemas/transport.ts) and result, keeps the trial message alive with in-progress acks while it trains, and acks only
  * after everything of the attempt is stored by JetStream. Never blocks its event loop: training runs
  * in slot threads or processes.
  */
 import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
 import { promisify } from 'node:util';
 import { AckPolicy, jetstream, jetstreamManager, type Consumer, type JetStreamClient, type JsMsg } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
-import { nanos, type NatsConnection } from '@nats-io/transport-node';
+import { headers, nanos, type NatsConnection } from '@nats-io/transport-node';
 import { DEFAULT_MAX_MESSAGE_BYTES } from '../schemas/metrics.js';
 import type { BackendName, BackendRequest, TrialMessage, TrialResultMessage, TrialState } from '../schemas/trial.js';
 import {
+  checkpointSubject,
+  chunkBytes,
+  CKPT_HEADERS,
   metricsSubject,
   progressSubject,
   resultSubject,
@@ -164,6 +168,25 @@ export class WorkerAgent {
         if (e.type === 'metrics') {
           chain = chain.then(() => this.js.publish(metricsSubject(trial.sweep), e.bytes)).catch((err: Error) => {
             publishError ??= err;
+          });
+        } else if (e.type === 'checkpoint') {
+          // One message per chunk, in order, before the result (schemas/transport.ts CKPT_HEADERS).
+          const sha = createHash('sha256').update(e.bytes).digest('hex');
+          // Headers count against max_payload too: keep each chunk 1 KiB under the server's limit.
+          const serverMax = nc.info?.max_payload ?? DEFAULT_MAX_MESSAGE_BYTES;
+          const parts = chunkBytes(e.bytes, Math.max(1024, Math.min(this.maxBytes, serverMax - 1024)));
+          parts.forEach((part, i) => {
+            const h = headers();
+            h.set(CKPT_HEADERS.trialId, trial.trial_id);
+            h.set(CKPT_HEADERS.attempt, String(attempt));
+            h.set(CKPT_HEADERS.step, String(e.step));
+            h.set(CKPT_HEADERS.chunk, String(i));
+            h.set(CKPT_HEADERS.chunks, String(parts.length));
+            h.set(CKPT_HEADERS.totalBytes, String(e.bytes.length));
+            h.set(CKPT_HEADERS.sha256, sha);
+            chain = chain.then(() => this.js.publish(checkpointSubject(trial.sweep, trial.trial_id), part, { headers: h })).catch((err: Error) => {
+              publishError ??= err;
+            });
           });
         } else if (e.type === 'progress') {
           const p: ProgressMessage = { trial_id: trial.trial_id, attempt, step: e.step, steps: e.steps, worker: this.name };

@@ -6,6 +6,7 @@
 import { hostname } from 'node:os';
 import type { MetricRow } from '../schemas/metrics.js';
 import type { BackendName, TrialMessage } from '../schemas/trial.js';
+import { encodeSafetensors } from '../schemas/safetensors.js';
 import { encodeMetricChunks } from './metrics-encoder.js';
 import { initBackend, trainTrial } from './trainer/index.js';
 
@@ -21,6 +22,8 @@ export interface SlotTask {
 export type SlotEvent =
   | { type: 'metrics'; bytes: Uint8Array }
   | { type: 'progress'; step: number; steps: number }
+  /** One whole checkpoint file (safetensors, science.md §7) of step `step`; the agent chunks and publishes it. */
+  | { type: 'checkpoint'; step: number; bytes: Uint8Array }
   | { type: 'end' };
 
 export interface SlotOutcome {
@@ -66,6 +69,11 @@ export async function runSlotTask(task: SlotTask, post: (e: SlotEvent, transfer?
         const keyed = batch.map((r) => ({ trial_id: task.trial.trial_id, attempt: task.attempt, ...r }));
         for (const bytes of encodeMetricChunks(keyed, task.maxBytes)) post({ type: 'metrics', bytes }, [bytes.buffer as ArrayBuffer]);
         rows += batch.length;
+      },
+      onCheckpoint: (c) => {
+        const metadata = { ...c.metadata, trial_id: task.trial.trial_id, attempt: String(task.attempt) };
+        const bytes = encodeSafetensors(c.tensors, metadata);
+        post({ type: 'checkpoint', step: c.step, bytes }, [bytes.buffer as ArrayBuffer]);
       },
       onProgress: (step: number, steps: number) => {
         const now = Date.now();

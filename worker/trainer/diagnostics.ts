@@ -9,7 +9,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { Adam } from './adam.js';
-import { boundaryLoss, residualOf, residualLoss } from './loss.js';
+import { conditionsLoss, residualOf, residualLoss, type ConditionTerm } from './loss.js';
 import type { MlpParams } from './network.js';
 import type { Problem } from './problems.js';
 import type { Rng } from './rng.js';
@@ -65,15 +65,26 @@ export interface SnrResult {
   grad_order: number;
 }
 
-/** Boundary data of one trial: points [1, m, d], targets [1, m], weight w_bc. */
+/**
+ * Boundary data of one trial: points [1, m, d], targets [1, m], weight w_bc of the Dirichlet
+ * boundary term — and, when `terms` is given, the full list of condition terms (boundary and
+ * initial, `value` or `periodic`), which then replaces (x, g, wBc) as the boundary/initial term.
+ */
 export interface BoundaryData {
   x: tf.Tensor;
   g: tf.Tensor;
   wBc: number;
+  terms?: ConditionTerm[];
+}
+
+/** The condition terms of `bc`: `bc.terms`, or the single `value` term (x, g, wBc). */
+export function conditionTermsOf(bc: BoundaryData): ConditionTerm[] {
+  return bc.terms ?? [{ name: 'bc', kind: 'value', x: bc.x, g: bc.g, w: bc.wBc }];
 }
 
 /**
- * Per-batch gradients g_b of L_b = mean_{i∈b} (λ_i r_i)² + w_bc·mean_j (u(x_j) − g_j)² with respect to
+ * Per-batch gradients g_b of L_b = mean_{i∈b} (λ_i r_i)² + (full boundary/initial term: the condition
+ * terms of `bc`, e.g. w_bc·mean_j (u(x_j) − g_j)² [+ w_ic·mean_k (u(x_k,0) − u0_k)²]) with respect to
  * the weight matrices only (biases excluded), for all B batches in one pass: every batch gets its own
  * copy of each weight matrix ([B, in, out]), the batches go through a batched matmul, and the sum of
  * the batch residual losses is differentiated w.r.t. the copies; the boundary-term gradient (the same
@@ -109,7 +120,8 @@ export function perBatchGradientsAndResidual(
       kept.residual = tf.keep(r);
       return tf.sum(residualLoss(r, lamB));
     })(copies);
-    const bcGrads = tf.grads((...ws: tf.Tensor[]) => tf.sum(boundaryLoss({ weights: ws, biases: params.biases }, bc.x, bc.g, bc.wBc)))(
+    const terms = conditionTermsOf(bc);
+    const bcGrads = tf.grads((...ws: tf.Tensor[]) => tf.sum(conditionsLoss({ weights: ws, biases: params.biases }, terms, problem.inputOrder)))(
       params.weights,
     );
     return resGrads.map((g, l) => tf.add(g, bcGrads[l]!));

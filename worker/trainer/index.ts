@@ -2,16 +2,20 @@
 export { initBackend, detectBackend, currentBackend, wasmDir, type BackendName } from './backend.js';
 export { Rng, BatchSampler, latinHypercube, hashString } from './rng.js';
 export {
-  makeProblem, registerProblem, problemNames, Helmholtz2d, Poisson2d, linspace, boxBoundary2d, tensorGrid,
-  type Problem, type ProblemFactory, type DerivSpec, type Fields, type ConditionSet,
+  makeProblem, registerProblem, problemNames, Helmholtz2d, Poisson2d, Burgers1d, AllenCahn1d, problemConditions, linspace, boxBoundary2d,
+  xtBoundary, tensorGrid,
+  type Problem, type ProblemFactory, type DerivSpec, type Fields, type ConditionSet, type ConditionKind, type ConditionSpec,
 } from './problems.js';
 export { Mlp, mlpForward, mlpValue, mlpShapes, xavierInit, type MlpParams } from './network.js';
 export { Adam, staircaseLr, type AdamOptions } from './adam.js';
-export { vanilla, rba, rbaUpdate, stopGradient, makeStrategy, type Strategy, type StrategyState } from './strategies.js';
-export { residualOf, residualLoss, boundaryLoss, sqError } from './loss.js';
+export {
+  vanilla, rba, rbaUpdate, rbaNormalize, sa, stopGradient, makeStrategy,
+  type Strategy, type StrategyState, type RbaOptions, type RbaNormalization, type RbaInit, type SaOptions, type SaState,
+} from './strategies.js';
+export { residualOf, residualLoss, boundaryLoss, conditionTermLoss, conditionsLoss, sqError, type ConditionTerm } from './loss.js';
 export {
   makeSnrSplit, perBatchGradients, perBatchGradientsAndResidual, snrFromBatchGradients, gradientSnr, gradientSnrWithResidual,
-  adamSnr, gridCells, residualHomogeneity, binActivations, binnedSaturation, binnedEntropy, activationStats, forEachHiddenActivation,
+  conditionTermsOf, adamSnr, gridCells, residualHomogeneity, binActivations, binnedSaturation, binnedEntropy, activationStats, forEachHiddenActivation,
   hiddenLayerStats, lambdaStats, RES_GRID_CELLS, ACTIVATION_MEAN_BINS,
   type SnrSplit, type SnrResult, type BoundaryData, type ActivationBins,
 } from './diagnostics.js';
@@ -20,3 +24,4 @@ export {
   type TrainSummary, type TrainHooks, type TrainOptions, type TrialSetup, type StepLoss,
 } from './train.js';
 export { ensureGradients } from './gradients.js';
+export { captureCheckpoint, type CheckpointData } from './checkpoint.js';

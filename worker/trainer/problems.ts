@@ -8,6 +8,9 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { ProblemConfig } from '../../schemas/sweep.js';
 import { latinHypercube, type Rng } from './rng.js';
+import {
+  ALLEN_CAHN_D, ALLEN_CAHN_DT, ALLEN_CAHN_MODES, allenCahnOnPoints, burgersOnPoints, BURGERS_NODES, BURGERS_NU, cachedReference, defaultReferenceCacheDir,
+} from './reference/index.js';
 
 /** Which input derivatives of u a problem's residual needs (indices into `inputOrder`). */
 export interface DerivSpec {
@@ -23,13 +26,26 @@ export interface DerivSpec {
  */
 export type Fields = Record<string, tf.Tensor>;
 
+/**
+ * How a condition set enters the loss (science.md §2), weighted by its w:
+ *  - `value` (Dirichlet / initial): w · mean_j (u(x_j) − g_j)²;
+ *  - `periodic`: the m points are two halves of m/2 points each, point j of the first half paired
+ *    with point j of the second (same t, x at the two ends of the periodic axis `axis`):
+ *    w · mean_j [(u(a_j) − u(b_j))² + (u_{x}(a_j) − u_{x}(b_j))²] over the m/2 pairs (targets unused, 0).
+ */
+export type ConditionKind = 'value' | 'periodic';
+
 /** A set of conditioning points (boundary or initial) with target values. */
 export interface ConditionSet {
   /** Row-major [m, d] float64 points. */
   points: Float64Array;
-  /** Targets g(x_j), [m]. */
+  /** Targets g(x_j), [m] (zeros for a periodic set). */
   values: Float64Array;
   count: number;
+  /** How the set enters the loss; default `value`. */
+  kind?: ConditionKind;
+  /** For `periodic`: the index (into `inputOrder`) of the periodic input. */
+  axis?: number;
 }
 
 /** One PDE problem instance (parameters bound). */
@@ -46,7 +62,7 @@ export interface Problem {
   collocation(n: number, rng: Rng): Float64Array;
   /** Boundary-condition set (for the 2-D box: `perEdge` evenly spaced points on each edge, g = 0). */
   boundary(perEdge: number): ConditionSet;
-  /** Initial-condition set (time-dependent problems only), else null. */
+  /** Initial-condition set (time-dependent problems only: `perAxis` points on t = 0, targets u0), else absent or null. */
   initial?(perAxis: number): ConditionSet | null;
   /** Forcing q at the given points, [n] float64 (all zeros for homogeneous PDEs). */
   forcing(points: Float64Array, n: number): Float64Array;
@@ -183,12 +199,188 @@ export class Poisson2d extends Box2dProblem {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Time-dependent problems on x ∈ [−1, 1], t ∈ [0, 1] (input order ['x', 't'])
+
+const XT: ReadonlyArray<readonly [number, number]> = [
+  [-1, 1],
+  [0, 1],
+];
+
+/**
+ * Dirichlet boundary of the 1-D + time domain [x0,x1]×[t0,t1]: `perEdge` evenly spaced times
+ * (linspace, ends included) on x = x0, then the same times on x = x1; 2·perEdge points, targets 0.
+ * With `kind` = 'periodic' the same points form the pairs (x0, t_j) ↔ (x1, t_j) of a periodic set.
+ */
+export function xtBoundary(domain: ReadonlyArray<readonly [number, number]>, perEdge: number, kind: ConditionKind = 'value'): ConditionSet {
+  const [[x0, x1], [t0, t1]] = domain as [[number, number], [number, number]];
+  const ts = linspace(t0, t1, perEdge);
+  const m = 2 * perEdge;
+  const points = new Float64Array(m * 2);
+  for (let j = 0; j < perEdge; j++) {
+    points[2 * j] = x0;
+    points[2 * j + 1] = ts[j]!;
+    points[2 * (perEdge + j)] = x1;
+    points[2 * (perEdge + j) + 1] = ts[j]!;
+  }
+  return kind === 'periodic' ? { points, values: new Float64Array(m), count: m, kind, axis: 0 } : { points, values: new Float64Array(m), count: m };
+}
+
+/** Where the reference cache lives on disk: `defaultReferenceCacheDir()`, or memory only if PHASEMAP_REFERENCE_CACHE=off. */
+function referenceCacheOpts(): { dir?: string } {
+  return process.env.PHASEMAP_REFERENCE_CACHE === 'off' ? {} : { dir: defaultReferenceCacheDir() };
+}
+
+/** Shared base of the x × t problems: Latin-hypercube collocation, t = 0 initial set, tensor eval grid. */
+abstract class XtProblem implements Problem {
+  abstract readonly name: string;
+  abstract readonly params: Record<string, number>;
+  readonly inputOrder = ['x', 't'] as const;
+  readonly domain = XT;
+  /** u_x, u_t and u_xx. */
+  readonly derivs: DerivSpec = { first: [0, 1], second: [0] };
+  collocation(n: number, rng: Rng): Float64Array {
+    return latinHypercube(n, this.domain, rng);
+  }
+  abstract boundary(perEdge: number): ConditionSet;
+  /** `perAxis` evenly spaced x in [−1, 1] (ends included) at t = 0, targets u0(x). */
+  initial(perAxis: number): ConditionSet {
+    const xs = linspace(this.domain[0]![0], this.domain[0]![1], perAxis);
+    const points = new Float64Array(2 * perAxis);
+    const values = new Float64Array(perAxis);
+    for (let k = 0; k < perAxis; k++) {
+      points[2 * k] = xs[k]!;
+      points[2 * k + 1] = this.domain[1]![0];
+      values[k] = this.u0(xs[k]!);
+    }
+    return { points, values, count: perAxis };
+  }
+  /** The initial condition u0(x). */
+  abstract u0(x: number): number;
+  /** Homogeneous PDEs: q ≡ 0. */
+  forcing(_points: Float64Array, n: number): Float64Array {
+    return new Float64Array(n);
+  }
+  abstract residual(f: Fields, q: tf.Tensor): tf.Tensor;
+  /** The reference solver at arbitrary points (uncached). */
+  abstract solve(points: Float64Array, n: number): Float64Array;
+  /** Solver settings that the reference depends on besides `params` (part of the cache key). */
+  abstract solverKey(): Record<string, number>;
+  /**
+   * u* at the points through `cachedReference` (memo + disk cache), keyed on the problem name, its
+   * parameters, the solver settings and the points (by content): computed once per problem
+   * configuration and evaluation grid, not per trial.
+   */
+  reference(points: Float64Array, n: number): Float64Array {
+    const pts = points.length === 2 * n ? points : points.slice(0, 2 * n);
+    return cachedReference({ problem: this.name, params: this.params, solver: this.solverKey(), points: pts }, () => this.solve(pts, n), referenceCacheOpts());
+  }
+  evalGrid(perAxis: number) {
+    return tensorGrid(this.domain, perAxis);
+  }
+}
+
+/**
+ * burgers1d (science.md §3): r = u_t + u u_x − ν u_xx on x ∈ [−1, 1], t ∈ [0, 1];
+ * u(x, 0) = −sin(πx) (initial set, `value` term weighted by w_ic); u(±1, t) = 0 (boundary set:
+ * `perEdge` times on each of x = −1 and x = +1, `value` term weighted by w_bc).
+ * Reference: Cole–Hopf + Gauss–Hermite (`burgersOnPoints`) with max(200, ⌈200·√(ν₀/ν)⌉) nodes
+ * (ν₀ = 0.01/π: the integrand's peaks narrow like √ν), capped at 2000.
+ */
+export class Burgers1d extends XtProblem {
+  readonly name = 'burgers1d';
+  readonly params: { nu: number };
+  readonly nodes: number;
+  constructor(nu: number = BURGERS_NU) {
+    super();
+    this.params = { nu };
+    this.nodes = Math.min(2000, Math.max(BURGERS_NODES, Math.ceil(BURGERS_NODES * Math.sqrt(BURGERS_NU / nu) - 1e-9)));
+  }
+  u0(x: number): number {
+    return -Math.sin(Math.PI * x);
+  }
+  boundary(perEdge: number): ConditionSet {
+    return xtBoundary(this.domain, perEdge);
+  }
+  residual(f: Fields, _q: tf.Tensor): tf.Tensor {
+    const nu = this.params.nu;
+    return tf.tidy(() => tf.sub(tf.add(f.u_t!, tf.mul(f.u!, f.u_x!)), tf.mul(f.u_xx!, nu)));
+  }
+  solve(points: Float64Array, n: number): Float64Array {
+    return burgersOnPoints(points, n, this.params.nu, this.nodes);
+  }
+  solverKey() {
+    return { nodes: this.nodes };
+  }
+}
+
+/**
+ * allen_cahn1d (science.md §3): r = u_t − d u_xx + 5u³ − 5u on x ∈ [−1, 1] (periodic), t ∈ [0, 1];
+ * u(x, 0) = x² cos(πx) (initial set, `value` term weighted by w_ic).
+ * Periodic boundary (a choice; science.md §2 leaves it open): `perEdge` times t_j, the boundary set
+ * holds (−1, t_j) then (1, t_j), and the term is
+ *   w_bc · mean_j [(u(−1, t_j) − u(1, t_j))² + (u_x(−1, t_j) − u_x(1, t_j))²]
+ * (`periodic` kind: value and first x-derivative match across the ends; u0 itself is periodic in
+ * value but not in u_x, whose jump at t = 0 the PDE smooths out at once).
+ * Reference: Fourier pseudo-spectral + ETDRK4 (`allenCahnOnPoints`, 512 modes, dt 2.5e-3), the
+ * Fourier interpolant evaluated on the (x, t) evaluation grid.
+ */
+export class AllenCahn1d extends XtProblem {
+  readonly name = 'allen_cahn1d';
+  readonly params: { d: number };
+  constructor(d = ALLEN_CAHN_D) {
+    super();
+    this.params = { d };
+  }
+  u0(x: number): number {
+    return x * x * Math.cos(Math.PI * x);
+  }
+  boundary(perEdge: number): ConditionSet {
+    return xtBoundary(this.domain, perEdge, 'periodic');
+  }
+  residual(f: Fields, _q: tf.Tensor): tf.Tensor {
+    const d = this.params.d;
+    return tf.tidy(() => {
+      const u = f.u!;
+      // 5u³ − 5u = 5u(u² − 1)
+      return tf.add(tf.sub(f.u_t!, tf.mul(f.u_xx!, d)), tf.mul(tf.mul(u, 5), tf.sub(tf.square(u), 1)));
+    });
+  }
+  solve(points: Float64Array, n: number): Float64Array {
+    return allenCahnOnPoints(points, n, this.params.d, { modes: ALLEN_CAHN_MODES, dt: ALLEN_CAHN_DT });
+  }
+  solverKey() {
+    return { modes: ALLEN_CAHN_MODES, dt: ALLEN_CAHN_DT };
+  }
+}
+
+/** One condition term of a trial's loss: its set and weight (science.md §2, §7 `loss_weights`). */
+export interface ConditionSpec {
+  /** `bc` (boundary, weight w_bc) or `ic` (initial, weight w_ic). */
+  name: 'bc' | 'ic';
+  set: ConditionSet;
+  w: number;
+}
+
+/**
+ * The condition terms of a problem under its config: the boundary set (n_boundary, w_bc), then —
+ * for a problem with an initial condition — the initial set (n_initial, w_ic). Their weighted sum
+ * is the "boundary/initial term" of the loss (science.md §2) and of every SNR batch loss (§5).
+ */
+export function problemConditions(problem: Problem, cfg: ProblemConfig): ConditionSpec[] {
+  const out: ConditionSpec[] = [{ name: 'bc', set: problem.boundary(cfg.n_boundary), w: cfg.w_bc }];
+  const c = cfg as { n_initial?: number; w_ic?: number };
+  const ic = problem.initial && c.n_initial !== undefined ? problem.initial(c.n_initial) : null;
+  if (ic) out.push({ name: 'ic', set: ic, w: c.w_ic ?? 1 });
+  return out;
+}
+
 /** Builds a Problem from its config section. */
 export type ProblemFactory = (cfg: ProblemConfig) => Problem;
 
 const registry = new Map<string, ProblemFactory>();
 
-/** Register a problem under its config `name` (later: burgers1d, allen_cahn1d). */
+/** Register a problem under its config `name`. */
 export function registerProblem(name: string, factory: ProblemFactory): void {
   registry.set(name, factory);
 }
@@ -213,3 +405,11 @@ registerProblem('helmholtz2d', (cfg) => {
   return new Helmholtz2d(cfg.a1, cfg.a2, cfg.k);
 });
 registerProblem('poisson2d', () => new Poisson2d());
+registerProblem('burgers1d', (cfg) => {
+  if (cfg.name !== 'burgers1d') throw new Error('expected burgers1d config');
+  return new Burgers1d(cfg.nu);
+});
+registerProblem('allen_cahn1d', (cfg) => {
+  if (cfg.name !== 'allen_cahn1d') throw new Error('expected allen_cahn1d config');
+  return new AllenCahn1d(cfg.d);
+});

@@ -8,13 +8,14 @@ import { Adam, staircaseLr } from './adam.js';
 import { currentBackend, detectBackend, initBackend, type BackendName } from './backend.js';
 import {
   adamSnr, gradientSnr, gradientSnrWithResidual, gridCells, hiddenLayerStats, lambdaStats, makeSnrSplit, residualHomogeneity,
-  type BoundaryData, type SnrResult, type SnrSplit,
+  conditionTermsOf, type BoundaryData, type SnrResult, type SnrSplit,
 } from './diagnostics.js';
-import { boundaryLoss, residualLoss, sqError } from './loss.js';
+import { conditionsLoss, residualLoss, sqError, type ConditionTerm } from './loss.js';
 import { Mlp, mlpForward } from './network.js';
-import { makeProblem, type Problem } from './problems.js';
+import { makeProblem, problemConditions, type Problem } from './problems.js';
 import { BatchSampler, Rng } from './rng.js';
 import { makeStrategy, type Strategy, type StrategyState } from './strategies.js';
+import { captureCheckpoint, type CheckpointData } from './checkpoint.js';
 
 /** Summary returned by `trainTrial`. */
 export interface TrainSummary {
@@ -41,6 +42,13 @@ export interface TrainHooks {
   onProgress?(step: number, steps: number): void;
   /** Polled before every step; returning true ends the run after flushing rows (no extra row). */
   shouldStop?(): boolean;
+  /**
+   * Receives checkpoints (science.md §7; `checkpoint.ts`) in step order: every train.checkpoint_every
+   * steps (on logged steps: the state that step's row was computed from) and a final one (`final`:
+   * the state after the last update, step = steps done; its loss is not logged). Awaited. Without this
+   * hook no checkpoint is read back.
+   */
+  onCheckpoint?(c: CheckpointData): void | Promise<void>;
 }
 
 /** Options of `trainTrial`. */
@@ -68,7 +76,14 @@ export interface TrialSetup {
   /** Collocation points [1, N, d] and forcing [1, N]. */
   xColl: tf.Tensor;
   qColl: tf.Tensor;
-  bc: BoundaryData & { points: Float64Array; values: Float64Array };
+  /**
+   * The boundary set (x, g, wBc; `points`, `values` = checkpoint `boundary.*`) and, in `terms`, every
+   * condition term of the loss (boundary, then initial for time-dependent problems): their weighted
+   * sum is the boundary/initial term of L (science.md §2) and of each SNR batch loss (§5).
+   */
+  bc: BoundaryData & { points: Float64Array; values: Float64Array; terms: ConditionTerm[] };
+  /** The initial set (checkpoint `initial.points`, `initial.values`; weight w_ic), or null. */
+  initial: { points: Float64Array; values: Float64Array; wIc: number } | null;
   /** Evaluation grid [1, M, d], reference u* [M] and Σ u*² (float64). */
   xEval: tf.Tensor;
   uStar: tf.Tensor;
@@ -100,12 +115,14 @@ export function setupTrial(config: TrialConfig): TrialSetup {
   const n = config.problem.n_collocation;
   const points = problem.collocation(n, Rng.stream(config.seed, 'collocation'));
   const q = problem.forcing(points, n);
-  const bcSet = problem.boundary(config.problem.n_boundary);
+  const conds = problemConditions(problem, config.problem);
+  const bcSet = conds[0]!.set;
+  const icSpec = conds.find((c) => c.name === 'ic') ?? null;
   const grid = problem.evalGrid(config.problem.eval_grid);
   const uStarArr = problem.reference(grid.points, grid.count);
   let uStarNorm2 = 0;
   for (const v of uStarArr) uStarNorm2 += v * v;
-  const strategy = makeStrategy(config.strategy);
+  const strategy = makeStrategy(config.strategy, config.seed);
   const bs = config.train.batch_size;
   const sampler = bs !== 'full' && bs < n ? new BatchSampler(n, bs, Rng.stream(config.seed, 'batches')) : null;
   // The split validates snr_batches; build it before any other tensor so a bad config leaks nothing.
@@ -116,19 +133,24 @@ export function setupTrial(config: TrialConfig): TrialSetup {
   const state = strategy.init(n);
   const xColl = tf.tensor3d(Float32Array.from(points), [1, n, d]);
   const qColl = tf.tensor2d(Float32Array.from(q), [1, n]);
-  const bc = {
-    x: tf.tensor3d(Float32Array.from(bcSet.points), [1, bcSet.count, d]),
-    g: tf.tensor2d(Float32Array.from(bcSet.values), [1, bcSet.count]),
-    wBc: config.problem.w_bc,
-    points: bcSet.points,
-    values: bcSet.values,
-  };
+  const bcX = tf.tensor3d(Float32Array.from(bcSet.points), [1, bcSet.count, d]);
+  const bcG = tf.tensor2d(Float32Array.from(bcSet.values), [1, bcSet.count]);
+  const terms: ConditionTerm[] = conds.map((c, j) => ({
+    name: c.name,
+    kind: c.set.kind ?? 'value',
+    x: j === 0 ? bcX : tf.tensor3d(Float32Array.from(c.set.points), [1, c.set.count, d]),
+    g: j === 0 ? bcG : tf.tensor2d(Float32Array.from(c.set.values), [1, c.set.count]),
+    w: c.w,
+    ...(c.set.axis !== undefined ? { axis: c.set.axis } : {}),
+  }));
+  const bc = { x: bcX, g: bcG, wBc: config.problem.w_bc, points: bcSet.points, values: bcSet.values, terms };
+  const initial = icSpec ? { points: icSpec.set.points, values: icSpec.set.values, wIc: icSpec.w } : null;
   const xEval = tf.tensor3d(Float32Array.from(grid.points), [1, grid.count, d]);
   const uStar = tf.tensor1d(Float32Array.from(uStarArr));
   return {
-    config, problem, points, n, d, xColl, qColl, bc, xEval, uStar, uStarNorm2, net, adam, strategy, state, sampler, split, cells,
+    config, problem, points, n, d, xColl, qColl, bc, initial, xEval, uStar, uStarNorm2, net, adam, strategy, state, sampler, split, cells,
     dispose() {
-      tf.dispose([xColl, qColl, bc.x, bc.g, xEval, uStar]);
+      tf.dispose([xColl, qColl, bc.x, bc.g, xEval, uStar, ...terms.slice(1).flatMap((t) => [t.x, t.g])]);
       split?.dispose();
       state.dispose();
       adam.dispose();
@@ -147,7 +169,8 @@ export interface StepLoss {
 /**
  * One gradient evaluation at the current parameters on the batch `idx` (int32 [n_b] or null = all
  * N points): applies the strategy's λ update for this batch (science.md §4; committed before
- * returning), forms L = mean (λ r)² + w_bc·mean bc² (science.md §2) and its gradients w.r.t. the
+ * returning; for SA: applies the previous step's λ ascent and records this step's), forms L = mean (λ r)² + the condition terms (w_bc·mean bc² [+ w_ic·mean ic²], or the
+ * periodic boundary term; science.md §2) and its gradients w.r.t. the
  * network variables (weights then biases). Does not update parameters.
  */
 export function lossAndGrads(s: TrialSetup, idx: tf.Tensor | null): StepLoss & { grads: tf.Tensor[] } {
@@ -161,7 +184,7 @@ export function lossAndGrads(s: TrialSetup, idx: tf.Tensor | null): StepLoss & {
     const r = s.problem.residual(f, q); // [1, n_b]
     const lam = s.state.batchWeights(r, idx);
     const lr = tf.sum(residualLoss(r, lam));
-    const lb = tf.sum(boundaryLoss(s.net.params(), s.bc.x, s.bc.g, s.bc.wBc));
+    const lb = tf.sum(conditionsLoss(s.net.params(), conditionTermsOf(s.bc), s.problem.inputOrder));
     lossResidual = tf.keep(lr);
     lossBoundary = tf.keep(lb);
     return tf.add(lr, lb) as tf.Scalar;
@@ -227,11 +250,16 @@ async function resolveBackend(want?: BackendName): Promise<BackendName> {
  *
  * Steps k = 0..steps−1. For each step: lr_k (staircase), the batch, λ update (strategy), loss and
  * gradients, then — on logged steps (k % log_every == 0 and the last step) — a MetricRow of the state
- * BEFORE step k's update (for RBA with λ after step k's update): loss, loss_residual, loss_boundary,
+ * BEFORE step k's update (for RBA with λ after step k's update; for SA with λ^k, before the ascent that
+ * step k's gradient gives, which is applied when step k+1 forms its loss): loss, loss_residual, loss_boundary,
  * wall_seconds (since training start), rel_l2 when k % eval_every == 0 or last, the diagnostic columns
  * (`evalDiagnostics`: snr, snr_layers, grad_order, snr_adam, res_homogeneity, saturation_layers,
  * entropy_layers, lambda_mean, lambda_max) when diagnostics.every > 0 and (k % every == 0 or last),
  * else null; then the Adam update.
+ * Checkpoints (`hooks.onCheckpoint`, science.md §7): on logged steps k with train.checkpoint_every > 0
+ * and k % checkpoint_every == 0, captured right after the row (same state: before step k's update, λ
+ * after step k's update), and a final one after the loop (step = steps_done, the state after the last
+ * update; no row is logged for it), unless stopped early.
  * Losses are read back on logged steps only, so a NaN/Inf loss is detected at the next logged step:
  * that row is logged, training stops, and the summary has diverged = true (no exception).
  * Deterministic: same config + same backend → identical numbers.
@@ -246,6 +274,9 @@ export async function trainTrial(config: TrialConfig, hooks: TrainHooks, opts: T
   const s = setupTrial(config);
   const { steps, lr: lr0, lr_decay, log_every, eval_every } = config.train;
   const diagEvery = config.diagnostics.every;
+  const ckptEvery = config.train.checkpoint_every ?? 0;
+  let ckpt: CheckpointData | null = null;
+  let lastCkptStep = -1;
   let buffer: MetricRow[] = [];
   let lastFlush = performance.now();
   const flush = async () => {
@@ -289,6 +320,7 @@ export async function trainTrial(config: TrialConfig, hooks: TrainHooks, opts: T
             rel_l2,
             ...diag,
           });
+          if (hooks.onCheckpoint && ckptEvery > 0 && k % ckptEvery === 0) ckpt = captureCheckpoint(s, k, { final: false, lr, batch: idxArr });
           finalLoss = loss;
           if (rel_l2 !== null) finalRel = rel_l2;
           if (!finite) {
@@ -302,12 +334,27 @@ export async function trainTrial(config: TrialConfig, hooks: TrainHooks, opts: T
         tf.dispose([step.loss, step.lossResidual, step.lossBoundary, ...step.grads]);
         idx?.dispose();
       }
+      if (ckpt) {
+        lastCkptStep = ckpt.step;
+        await hooks.onCheckpoint!(ckpt);
+        ckpt = null;
+      }
       if (logged) {
         hooks.onProgress?.(stepsDone, steps);
         if (buffer.length >= flushRows || performance.now() - lastFlush >= flushMs) await flush();
       }
     }
     await flush();
+    // A checkpoint captured on the step that diverged (the loop broke before sending it).
+    if (ckpt) {
+      lastCkptStep = ckpt.step;
+      await hooks.onCheckpoint!(ckpt);
+      ckpt = null;
+    }
+    // The final checkpoint: the state after the last update (not a logged row), unless stopped early or
+    // already sent (divergence at a checkpoint step: nothing was updated after it).
+    if (hooks.onCheckpoint && !stopped && lastCkptStep !== stepsDone)
+      await hooks.onCheckpoint(captureCheckpoint(s, stepsDone, { final: true, lr: staircaseLr(lr0, lr_decay.rate, lr_decay.every, stepsDone), batch: null }));
     hooks.onProgress?.(stepsDone, steps);
   } finally {
     s.dispose();
