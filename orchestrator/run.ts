@@ -230,7 +230,10 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
     const messages: TrialMessage[] = [];
     for (const t of toRun) {
       const attempt_base = Math.max(records.get(t.trial_id)!.attempts, await attemptsOnDisk(dir, t.trial_id));
-      messages.push({ sweep: sweep.name, trial_id: t.trial_id, config: t.config, backend: opts.backend ?? 'auto', attempt_base });
+      messages.push({
+        sweep: sweep.name, trial_id: t.trial_id, config: t.config, backend: opts.backend ?? 'auto', attempt_base,
+        divergence_factor: sweep.analysis.divergence_factor,
+      });
     }
     const n = await publishTrials(transport, sweep.name, messages, randomBytes(4).toString('hex'));
     log.info(`queued ${n} trial(s) on ${opts.nats ? opts.nats : 'the embedded server'}`);

@@ -168,7 +168,7 @@ export const AnalysisSchema = Type.Object(
     rise_decades: Type.Number({ exclusiveMinimum: 0, maximum: 20, default: 1, description: 'Rise of the smoothed log10 SNR, in decades, that marks the diffusion-equilibrium transition.' }),
     rise_window: Int({ minimum: 1, maximum: 1_000_000, default: 10, description: 'Logged SNR points within which the rise must happen (it is measured from the lowest smoothed value of the last rise_window points).' }),
     level_margin: Type.Number({ minimum: 0, maximum: 20, default: 0.25, description: 'Decades above the diffusion level (median smoothed log10 SNR from t_diffusion to the start of the rise) the SNR must stay, from the rise to the end of the run.' }),
-    divergence_factor: Type.Number({ exclusiveMinimum: 1, maximum: 1e300, default: 1e4, description: 'A trial diverged when its loss became NaN/Inf, or rose to this factor times its running minimum and stayed there to the end of the run.' }),
+    divergence_factor: Type.Number({ exclusiveMinimum: 1, maximum: 1e300, default: 1e4, description: 'A trial diverged when its loss became NaN/Inf, or rose to this factor times its running minimum and stayed there to the end of the run; workers stop a trial early once its loss stays at or above it for 3 logged rows.' }),
   },
   { additionalProperties: false, default: {}, description: 'How phases are read from the SNR series (science.md §6); not part of any trial config.' },
 );

@@ -21,7 +21,15 @@ export interface TrialMessage {
    * attempt `attempt_base + delivery count`, so an attempt number is never reused for a trial.
    */
   attempt_base?: number;
+  /**
+   * The sweep's `analysis.divergence_factor`: a worker stops a trial (recorded diverged) once its
+   * loss stays ≥ this × its running minimum for DIVERGENCE_ROWS logged rows. Not part of the trial id.
+   */
+  divergence_factor?: number;
 }
+
+/** Consecutive logged rows above `divergence_factor` × the running minimum loss that stop a trial early. */
+export const DIVERGENCE_ROWS = 3;
 
 /** Terminal status of one attempt as the worker reports it. */
 export type AttemptStatus = 'done' | 'failed';

@@ -126,7 +126,7 @@ test('staircase lr', (t) => {
   t.true(Math.abs(staircaseLr(1e-3, 0.9, 5000, 10000) - 1e-3 * 0.81) < 1e-15);
 });
 
-async function run(cfg = tinyConfig(), opts: { flushRows?: number } = {}) {
+async function run(cfg = tinyConfig(), opts: { flushRows?: number; divergence?: { factor: number; rows: number } } = {}) {
   const rows: MetricRow[] = [];
   const chunks: number[] = [];
   const tensors: number[] = [];
@@ -211,6 +211,30 @@ test('divergence: a NaN loss is logged, training stops, diverged = true', async 
   t.true(summary.diverged, JSON.stringify(rows.slice(-2)));
   t.false(Number.isFinite(rows.at(-1)!.loss));
   t.true(summary.steps_done < 200);
+});
+
+test('divergence: an exploding loss stops the trial after the configured run of logged rows', async (t) => {
+  // Reference run: no early stop. Then the same run with a rule that is provably met on every row
+  // (loss ≥ 0.5 × running minimum always holds): it must stop after exactly 3 logged rows.
+  const cfg = tinyConfig({ train: { steps: 30, log_every: 5 } });
+  const free = await run(cfg);
+  t.false(free.summary.diverged);
+  t.is(free.summary.steps_done, 30);
+  const stopped = await run(cfg, { divergence: { factor: 0.5, rows: 3 } });
+  t.true(stopped.summary.diverged);
+  t.deepEqual(stopped.rows.map((r) => r.step), [0, 5, 10]);
+  t.is(stopped.summary.steps_done, 10);
+  t.deepEqual(stopped.rows.map((r) => r.loss), free.rows.slice(0, 3).map((r) => r.loss));
+  // A real blow-up (lr 10: the loss climbs ~1,500× before tanh saturation caps it) with factor 1e3:
+  // it stops on the third consecutive logged row at ≥ 1e3 × the running minimum, and not before.
+  const boom = await run(tinyConfig({ train: { lr: 10, steps: 300, log_every: 5 } }), { divergence: { factor: 1e3, rows: 3 } });
+  const losses = boom.rows.map((r) => r.loss);
+  t.true(boom.summary.diverged, losses.map((l) => l.toExponential(2)).join(' '));
+  const runMin = (i: number) => Math.min(...losses.slice(0, i + 1));
+  const above = losses.map((l, i) => l >= 1e3 * runMin(i));
+  t.deepEqual(above.slice(-3), [true, true, true]);
+  t.false(above.slice(0, -3).some((a, i) => a && above[i + 1] && above[i + 2]), 'no earlier run of 3');
+  t.true(boom.summary.steps_done < 300);
 });
 
 test('tensorflow backend: clear error when tfjs-node is not installed', async (t) => {

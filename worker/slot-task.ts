@@ -5,7 +5,7 @@
  */
 import { hostname } from 'node:os';
 import type { MetricRow } from '../schemas/metrics.js';
-import type { BackendName, TrialMessage } from '../schemas/trial.js';
+import { DIVERGENCE_ROWS, type BackendName, type TrialMessage } from '../schemas/trial.js';
 import { encodeSafetensors } from '../schemas/safetensors.js';
 import { encodeMetricChunks } from './metrics-encoder.js';
 import { initBackend, trainTrial } from './trainer/index.js';
@@ -82,7 +82,10 @@ export async function runSlotTask(task: SlotTask, post: (e: SlotEvent, transfer?
           post({ type: 'progress', step, steps });
         }
       },
-    }, { backend });
+    }, {
+      backend,
+      divergence: task.trial.divergence_factor ? { factor: task.trial.divergence_factor, rows: DIVERGENCE_ROWS } : undefined,
+    });
     const t1 = Date.now();
     return {
       ...base, status: 'done', error: null, backend, device: slotDevice(backend), rows,

@@ -59,6 +59,12 @@ export interface TrainOptions {
   flushRows?: number;
   /** Flush rows after this many ms (default 1000). */
   flushMs?: number;
+  /**
+   * Early stop on an exploding loss (science.md §6 "grew by orders of magnitude"): training stops,
+   * with diverged = true, once the logged loss has been ≥ `factor` × its running minimum on `rows`
+   * consecutive logged rows. Absent: only NaN/Inf stops a trial.
+   */
+  divergence?: { factor: number; rows: number };
 }
 
 /**
@@ -261,7 +267,9 @@ async function resolveBackend(want?: BackendName): Promise<BackendName> {
  * after step k's update), and a final one after the loop (step = steps_done, the state after the last
  * update; no row is logged for it), unless stopped early.
  * Losses are read back on logged steps only, so a NaN/Inf loss is detected at the next logged step:
- * that row is logged, training stops, and the summary has diverged = true (no exception).
+ * that row is logged, training stops, and the summary has diverged = true (no exception). With
+ * `opts.divergence`, a loss that stays ≥ factor × its running minimum for that many logged rows stops
+ * the trial the same way.
  * Deterministic: same config + same backend → identical numbers.
  *
  * @throws Error on an invalid config (unknown problem/strategy, snr_batches not dividing N) or an
@@ -291,6 +299,8 @@ export async function trainTrial(config: TrialConfig, hooks: TrainHooks, opts: T
   let finalRel: number | null = null;
   let diverged = false;
   let stopped = false;
+  let minLoss = Infinity;
+  let explodingRows = 0;
   const t0 = performance.now();
   try {
     for (let k = 0; k < steps; k++) {
@@ -324,6 +334,12 @@ export async function trainTrial(config: TrialConfig, hooks: TrainHooks, opts: T
           finalLoss = loss;
           if (rel_l2 !== null) finalRel = rel_l2;
           if (!finite) {
+            diverged = true;
+            break;
+          }
+          minLoss = Math.min(minLoss, loss);
+          explodingRows = opts.divergence && loss >= opts.divergence.factor * minLoss ? explodingRows + 1 : 0;
+          if (opts.divergence && explodingRows >= opts.divergence.rows) {
             diverged = true;
             break;
           }
