@@ -1,8 +1,9 @@
 /**
  * Checkpoints (science.md §7): the safetensors writer, the chunk reassembly of the collector, the spec
- * key train.checkpoint_every, and the promise end to end — a tiny sweep through the CLI, then
- * independent Python/NumPy code (test/recompute_checkpoint.py) recomputes each checkpointed step's loss,
- * snr, grad_order and res_homogeneity and must match the logged row to 1e-4 relative.
+ * key train.checkpoint_every, and the promise end to end — tiny sweeps through the CLI (helmholtz2d,
+ * burgers1d, allen_cahn1d), then independent Python/NumPy code (test/recompute_checkpoint.py) recomputes
+ * each checkpointed step's loss, snr, grad_order and res_homogeneity and must match the logged row to
+ * 1e-4 relative.
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -254,6 +255,86 @@ test.serial('phasemap run with checkpoint_every: layout of science.md §7, and N
   // Nothing but the checkpoints landed under checkpoints/ (no temp files left).
   for (const tr of trials) t.false((await readdir(join(out, 'checkpoints', tr.trial_id as string))).some((f) => f.includes('.tmp')));
 });
+
+// The time-dependent problems (inputs x, t): burgers1d (Dirichlet boundary + initial condition, both
+// `value` terms) and allen_cahn1d (periodic boundary pairs matching u and u_x, + initial condition).
+// RBA with η* = 0.1 (and, for Allen–Cahn, init: residual): with η* = 0.01 and λ⁰ = 0 the step-0 batch
+// gradients differ by ~1e-6 of their mean (SNR ~ 1e5), and a float32 SNR is then only good to ~eps32 · SNR.
+// w_bc = 10 for Allen–Cahn so that the u_x part of the periodic term moves the loss well above 1e-4.
+const sweeps1d = {
+  burgers1d: `
+name: ckptb
+problem: {name: burgers1d, n_collocation: 64, n_boundary: 6, n_initial: 10, w_ic: 2, eval_grid: 9}
+model: {width: 8, depth: 2}
+train: {steps: 30, lr: 0.01, log_every: 5, eval_every: 10, checkpoint_every: 10}
+diagnostics: {every: 10, snr_batches: 4}
+grid:
+  strategy: [{name: vanilla}, {name: rba, eta: 0.1, gamma: 0.9}]
+  train.batch_size: [full, 32]
+`,
+  allen_cahn1d: `
+name: ckpta
+problem: {name: allen_cahn1d, n_collocation: 64, n_boundary: 6, n_initial: 10, w_bc: 10, w_ic: 0.5, eval_grid: 9}
+model: {width: 8, depth: 2}
+train: {steps: 30, lr: 0.01, log_every: 5, eval_every: 10, checkpoint_every: 10}
+diagnostics: {every: 10, snr_batches: 4}
+grid:
+  strategy: [{name: vanilla}, {name: rba, eta: 0.1, gamma: 0.9, init: residual}]
+  train.batch_size: [full, 32]
+`,
+} as const;
+
+for (const [problem, text] of Object.entries(sweeps1d)) {
+  test.serial(`${problem}: NumPy recomputes every checkpointed row (x × t inputs, initial set, ${problem === 'allen_cahn1d' ? 'periodic' : 'Dirichlet'} boundary) to 1e-4`, async (t) => {
+    if (!(await numpyAvailable())) return t.fail('python3 with numpy is needed (scripts/setup.sh installs it)');
+    const work = await tempDir(`ckpt-${problem}`);
+    const spec = join(work, 'ckpt.yaml');
+    const out = join(work, 'out');
+    await writeFile(spec, text);
+    const r = await runCli(['run', spec, '--out', out, '--slots', '2', '--backend', 'wasm']);
+    t.is(r.code, 0, r.stderr);
+    const trials = await duck(`SELECT trial_id, strategy, batch_size FROM '${out}/trials.parquet' ORDER BY trial_id`);
+    t.is(trials.length, 4);
+    let compared = 0;
+    const worst: Record<string, number> = {};
+    for (const tr of trials) {
+      const id = tr.trial_id as string;
+      t.deepEqual((await readdir(join(out, 'checkpoints', id))).sort(), ['step-0.safetensors', 'step-10.safetensors', 'step-20.safetensors', 'step-30.safetensors'], id);
+      const ck = decodeSafetensors(await readFile(join(out, 'checkpoints', id, 'step-10.safetensors')));
+      t.deepEqual(ck.tensors.get('boundary.points')!.shape, [12, 2]);
+      t.deepEqual(ck.tensors.get('initial.points')!.shape, [10, 2]);
+      t.is(ck.tensors.has('batch'), tr.batch_size !== 64);
+      t.is(ck.metadata.input_order, '["x","t"]');
+      t.is(ck.metadata.problem, problem);
+      const kinds = (JSON.parse(ck.metadata.conditions!) as Array<{ name: string; kind: string }>).map((c) => `${c.name}:${c.kind}`);
+      t.deepEqual(kinds, [problem === 'allen_cahn1d' ? 'bc:periodic' : 'bc:value', 'ic:value']);
+      const rows = await duck(`
+        SELECT step, loss, snr, grad_order, res_homogeneity FROM read_parquet('${out}/metrics/trial_id=${id}/**/*.parquet') ORDER BY step`);
+      const byStep = new Map(rows.map((x) => [Number(x.step), x]));
+      for (const step of [0, 10, 20]) {
+        const { stdout } = await run('python3', [script, join(out, 'checkpoints', id, `step-${step}.safetensors`)]);
+        const got = JSON.parse(stdout) as Recomputed;
+        const row = byStep.get(step)!;
+        t.truthy(row, `row of step ${step}`);
+        t.is(got.step, step);
+        for (const k of ['loss', 'snr', 'grad_order', 'res_homogeneity'] as const) {
+          const want = row[k] as number;
+          t.true(Number.isFinite(want), `${id} step ${step} ${k} logged`);
+          const e = rel(got[k], want);
+          worst[k] = Math.max(worst[k] ?? 0, e);
+          t.true(e <= 1e-4, `${problem} ${id} (${tr.strategy}, batch ${tr.batch_size}) step ${step} ${k}: recomputed ${got[k]}, logged ${want}`);
+          compared++;
+        }
+      }
+    }
+    t.is(compared, 4 * 3 * 4);
+    t.log(`${problem}: max relative difference ${JSON.stringify(worst)}`);
+    // The hand-derived backprop through u_t, u_x, u_xx (and the periodic u_x jump) against central differences.
+    const some = trials[trials.length - 1]!.trial_id as string;
+    const chk = JSON.parse((await run('python3', [script, join(out, 'checkpoints', some, 'step-10.safetensors'), '--check-gradients'])).stdout) as { gradient_check_max_rel_err: number };
+    t.true(chk.gradient_check_max_rel_err < 1e-4, `gradient check: ${chk.gradient_check_max_rel_err}`);
+  });
+}
 
 test.serial('a checkpoint larger than the server max_payload travels in several chunks and is reassembled exactly', async (t) => {
   if (!(await numpyAvailable())) return t.fail('python3 with numpy is needed (scripts/setup.sh installs it)');
