@@ -19,6 +19,7 @@ import { checkpointPath } from '../schemas/parquet.js';
 import { decodeSafetensors, encodeSafetensors } from '../schemas/safetensors.js';
 import { chunkBytes, CKPT_HEADERS } from '../schemas/transport.js';
 import { duck, repoRoot, runCli, startNats, tempDir } from './helpers.js';
+import { TINY_SPEC } from './spec-helpers.js';
 
 const run = promisify(execFile);
 const script = join(repoRoot, 'test/recompute_checkpoint.py');
@@ -144,13 +145,7 @@ test('reassembly: bytes that do not hash to the header are never written; supers
 // ---------------------------------------------------------------------------------------------
 // spec
 
-const specBase = `
-name: t
-problem: {name: helmholtz2d, a1: 1, a2: 4, n_collocation: 64}
-model: {width: 8, depth: 2}
-train: {steps: 10, log_every: 5, eval_every: 5}
-diagnostics: {every: 5, snr_batches: 4}
-`;
+const specBase = TINY_SPEC;
 
 test('train.checkpoint_every: default 0 (no trial id changes), a multiple of log_every', (t) => {
   const plain = resolveSweep(parseSpecText(specBase, 's.yaml'), 's.yaml').trials[0]!;

@@ -13,8 +13,9 @@ import { Table as WasmTable, writeParquet } from 'parquet-wasm';
 import { metricsPartPath } from '../schemas/parquet.js';
 import { AnalysisSchema } from '../schemas/sweep.js';
 import { attemptPhases, DEFAULT_PHASE_PARAMS, detectPhases, readAttemptSeries, type PhaseSeries } from '../orchestrator/phases.js';
-import { parseSpecText, resolveSweep, SpecErrors } from '../orchestrator/spec.js';
+import { parseSpecText, resolveSweep } from '../orchestrator/spec.js';
 import { repoRoot } from './helpers.js';
+import { specErrors, TINY_SPEC } from './spec-helpers.js';
 
 const EVERY = 50;
 
@@ -233,23 +234,9 @@ test('readAttemptSeries / attemptPhases: parts of one attempt, in step order; ot
 // ---------------------------------------------------------------------------------------------
 // The spec's analysis: block
 
-const base = `
-name: t
-problem: {name: helmholtz2d, a1: 1, a2: 4, n_collocation: 64}
-model: {width: 8, depth: 2}
-train: {steps: 10, log_every: 5, eval_every: 5}
-diagnostics: {every: 5, snr_batches: 4}
-`;
+const base = TINY_SPEC;
 
-function errorsOf(yaml: string): string[] {
-  try {
-    resolveSweep(parseSpecText(yaml, 'spec.yaml'), 'spec.yaml');
-  } catch (e) {
-    if (e instanceof SpecErrors) return e.errors.map((x) => x.message);
-    throw e;
-  }
-  return [];
-}
+const errorsOf = specErrors;
 
 test('spec analysis: defaults when absent, values in schema order, trial ids unchanged', (t) => {
   const plain = resolveSweep(parseSpecText(base));

@@ -1,23 +1,10 @@
 import test from 'ava';
-import { parseSpecText, resolveSweep, SpecErrors, trialId } from '../orchestrator/spec.js';
+import { parseSpecText, resolveSweep, trialId } from '../orchestrator/spec.js';
+import { specErrors, TINY_SPEC } from './spec-helpers.js';
 
-function errorsOf(yaml: string): string[] {
-  try {
-    resolveSweep(parseSpecText(yaml, 'spec.yaml'), 'spec.yaml');
-  } catch (e) {
-    if (e instanceof SpecErrors) return e.errors.map((x) => x.message);
-    throw e;
-  }
-  return [];
-}
+const errorsOf = specErrors;
 
-const base = `
-name: t
-problem: {name: helmholtz2d, a1: 1, a2: 4, n_collocation: 64}
-model: {width: 8, depth: 2}
-train: {steps: 10, log_every: 5, eval_every: 5}
-diagnostics: {every: 5, snr_batches: 4}
-`;
+const base = TINY_SPEC;
 
 test('a typo\'d key is rejected with its path, value and a suggestion', (t) => {
   const errs = errorsOf(`${base.replace('steps: 10', 'stesp: 10')}`);

@@ -7,11 +7,12 @@ import test from 'ava';
 import * as tf from '@tensorflow/tfjs-core';
 import type { MetricRow } from '../schemas/metrics.js';
 import type { TrialConfig } from '../schemas/sweep.js';
-import { parseSpecText, resolveSweep, SpecErrors } from '../orchestrator/spec.js';
+import { parseSpecText, resolveSweep } from '../orchestrator/spec.js';
 import {
   evalDiagnostics, evalSnr, lossAndGrads, rba, rbaNormalize, rbaUpdate, Rng, sa, setupTrial, trainTrial, type SaState,
 } from '../worker/trainer/index.js';
 import { testBackend, tinyConfig } from './trainer-helpers.js';
+import { specErrors } from './spec-helpers.js';
 
 test.before(async () => {
   await testBackend();
@@ -322,15 +323,6 @@ train: {steps: 10, log_every: 5, eval_every: 5}
 diagnostics: {every: 5, snr_batches: 4}
 `;
 
-function specErrors(text: string): string[] {
-  try {
-    resolveSweep(parseSpecText(text, 'spec.yaml'), 'spec.yaml');
-    return [];
-  } catch (e) {
-    if (e instanceof SpecErrors) return e.errors.map((x) => x.message);
-    throw e;
-  }
-}
 
 test('spec: rba normalization/init and sa resolve with their defaults; bad values are named', (t) => {
   const s = resolveSweep(parseSpecText(`${base}grid:\n  strategy: [{name: rba}, {name: rba, normalization: minmax, init: residual}, {name: sa}, {name: sa, lr: 0.01, freeze_step: 100}]\n`));
