@@ -109,7 +109,8 @@ export class WorkerAgent {
     this.js = jetstream(nc);
     this.kv = await new Kvm(this.js).open(STATE_BUCKET);
     // Keep the payload limit a little under the server's: headers and framing share it.
-    this.maxBytes = Math.max(64 * 1024, (nc.info?.max_payload ?? DEFAULT_MAX_MESSAGE_BYTES) - 4096);
+    const maxPayload = nc.info?.max_payload ?? DEFAULT_MAX_MESSAGE_BYTES;
+    this.maxBytes = maxPayload - Math.min(4096, Math.floor(maxPayload / 8));
     const jsm = await jetstreamManager(nc);
     const w = workerConsumerConfig();
     await jsm.consumers.info(TRIALS_STREAM, WORKER_CONSUMER).catch(() =>

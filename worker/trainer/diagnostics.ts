@@ -93,25 +93,29 @@ export function conditionTermsOf(bc: BoundaryData): ConditionTerm[] {
  * @returns one tensor [B, in, out] per weight matrix, input layer first (caller disposes).
  */
 export function perBatchGradients(problem: Problem, params: MlpParams, split: SnrSplit, lambda: tf.Tensor | null, bc: BoundaryData): tf.Tensor[] {
-  const { grads, residual } = perBatchGradientsAndResidual(problem, params, split, lambda, bc);
-  residual.dispose();
+  const { resGrads, bcGrads, residual } = perBatchGradientParts(problem, params, split, lambda, bc);
+  const grads = tf.tidy(() => resGrads.map((g, l) => tf.add(g, bcGrads[l]!)));
+  tf.dispose([...resGrads, ...bcGrads, residual]);
   return grads;
 }
 
 /**
- * `perBatchGradients`, and the residual r [B, perBatch] (split order: row b holds the points
- * `split.order[b·perBatch ..]`) of the current network at every collocation point, as formed in
- * that same pass (no λ). Caller disposes both.
+ * The two parts of the per-batch gradients: g_b = resGrads[l][b] + bcGrads[l] (the boundary/initial
+ * term's gradient is the same for every batch), and the residual r [B, perBatch] (split order: row b
+ * holds the points `split.order[b·perBatch ..]`) of the current network at every collocation point,
+ * as formed in that same pass (no λ).
+ * Kept apart so that the spread over batches is taken without the common part (see
+ * `snrFromBatchGradients`). Caller disposes all.
  */
-export function perBatchGradientsAndResidual(
+export function perBatchGradientParts(
   problem: Problem,
   params: MlpParams,
   split: SnrSplit,
   lambda: tf.Tensor | null,
   bc: BoundaryData,
-): { grads: tf.Tensor[]; residual: tf.Tensor } {
+): { resGrads: tf.Tensor[]; bcGrads: tf.Tensor[]; residual: tf.Tensor } {
   const kept: { residual: tf.Tensor | null } = { residual: null };
-  const grads = tf.tidy(() => {
+  const parts = tf.tidy(() => {
     const B = split.B;
     const lamB = lambda ? tf.gather(lambda, split.idx) : null; // [B, per]
     const copies = params.weights.map((w) => tf.tile(tf.expandDims(w, 0), [B, 1, 1]));
@@ -124,25 +128,34 @@ export function perBatchGradientsAndResidual(
     const bcGrads = tf.grads((...ws: tf.Tensor[]) => tf.sum(conditionsLoss({ weights: ws, biases: params.biases }, terms, problem.inputOrder)))(
       params.weights,
     );
-    return resGrads.map((g, l) => tf.add(g, bcGrads[l]!));
+    return [...resGrads, ...bcGrads];
   });
-  return { grads, residual: kept.residual! };
+  const L = params.weights.length;
+  return { resGrads: parts.slice(0, L), bcGrads: parts.slice(L), residual: kept.residual! };
 }
 
 /**
  * From per-batch gradients ([B, ...] per weight matrix): per parameter j, μ_j = mean_b g_bj,
  * σ_j = std_b g_bj (population, ddof 0), RMS_j = sqrt(mean_b g_bj²) (science.md §5):
- *  snr = ‖μ‖₂/‖σ‖₂ over all matrices; snr_layers[l] = ‖μ_l‖_F/‖σ_l‖_F; grad_order = ‖μ‖₂/‖RMS‖₂.
+ *  snr = ‖μ‖₂/‖σ‖₂ over all matrices; snr_layers[l] = ‖μ_l‖_F/‖σ_l‖_F; grad_order = ‖μ‖₂/‖RMS‖₂,
+ *  with ‖RMS‖² = ‖σ‖² + ‖μ‖² (exact for ddof 0).
+ * @param common optional per-matrix part shared by every batch (the boundary/initial-term gradient,
+ *   shape [in, out]): the batch gradients are then gs[l][b] + common[l], and σ comes from gs alone.
  * Reductions run in float32 on the backend; one small readback.
  */
-export function snrFromBatchGradients(gs: tf.Tensor[]): SnrResult {
+export function snrFromBatchGradients(gs: tf.Tensor[], common?: tf.Tensor[]): SnrResult {
   const sums = tf.tidy(() =>
     tf.stack(
-      gs.map((g) => {
-        const mu = tf.mean(g, 0);
-        const varr = tf.mean(tf.square(tf.sub(g, mu)), 0);
-        const ms = tf.mean(tf.square(g), 0);
-        return tf.stack([tf.sum(tf.square(mu)), tf.sum(varr), tf.sum(ms)]);
+      gs.map((g, l) => {
+        // σ is shift-invariant: with a common part c (the same in every batch), σ is taken from g
+        // alone, μ = mean_b g + c and mean_b (g + c)² = σ² + μ² (ddof 0). In float32 this keeps σ
+        // exact when c dominates (e.g. RBA at λ ≈ 0, where every batch sees the same boundary term).
+        const m = tf.mean(g, 0);
+        const varr = tf.mean(tf.square(tf.sub(g, m)), 0);
+        const mu = common ? tf.add(m, common[l]!) : m;
+        const mu2 = tf.sum(tf.square(mu));
+        const var2 = tf.sum(varr);
+        return tf.stack([mu2, var2, tf.add(mu2, var2)]);
       }),
     ),
   );
@@ -166,11 +179,11 @@ export function snrFromBatchGradients(gs: tf.Tensor[]): SnrResult {
  * Cost ≈ one full-batch forward+backward over the N points plus one boundary backward.
  */
 export function gradientSnr(problem: Problem, params: MlpParams, split: SnrSplit, lambda: tf.Tensor | null, bc: BoundaryData): SnrResult {
-  const gs = perBatchGradients(problem, params, split, lambda, bc);
+  const { resGrads, bcGrads, residual } = perBatchGradientParts(problem, params, split, lambda, bc);
   try {
-    return snrFromBatchGradients(gs);
+    return snrFromBatchGradients(resGrads, bcGrads);
   } finally {
-    tf.dispose(gs);
+    tf.dispose([...resGrads, ...bcGrads, residual]);
   }
 }
 
@@ -185,15 +198,15 @@ export function gradientSnrWithResidual(
   lambda: tf.Tensor | null,
   bc: BoundaryData,
 ): SnrResult & { residual: Float32Array } {
-  const { grads, residual } = perBatchGradientsAndResidual(problem, params, split, lambda, bc);
+  const { resGrads, bcGrads, residual } = perBatchGradientParts(problem, params, split, lambda, bc);
   try {
-    const snr = snrFromBatchGradients(grads);
+    const snr = snrFromBatchGradients(resGrads, bcGrads);
     const rs = residual.dataSync();
     const out = new Float32Array(rs.length);
     for (let j = 0; j < rs.length; j++) out[split.order[j]!] = rs[j]!;
     return { ...snr, residual: out };
   } finally {
-    tf.dispose([...grads, residual]);
+    tf.dispose([...resGrads, ...bcGrads, residual]);
   }
 }
 
