@@ -8,9 +8,10 @@ import { burgersReference, burgersOnPoints } from '../worker/trainer/reference/b
 import { allenCahnReference, allenCahnOnPoints } from '../worker/trainer/reference/allen-cahn.js';
 import { cachedReference, clearReferenceMemo, referenceKeyHash, defaultReferenceCacheDir } from '../worker/trainer/reference/cache.js';
 
-// dist/test/reference.test.js → repository root; the public data lie in <repo>/../shared (CI too).
+// dist/test/reference.test.js → repository root; the public data lie in <repo>/../shared (CI too),
+// or where PHASEMAP_REFERENCE_DATA points.
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
-const dataDir = path.join(repoRoot, '..', 'shared', 'data', 'reference');
+const dataDir = process.env.PHASEMAP_REFERENCE_DATA ?? path.join(repoRoot, '..', 'shared', 'data', 'reference');
 
 interface Bench {
   x: number[];
