@@ -12,7 +12,7 @@ import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { connect } from '@nats-io/transport-node';
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { CheckpointAssembler, parseChunkHeaders, type ChunkInfo } from '../orchestrator/checkpoints.js';
 import { parseSpecText, resolveSweep, SpecErrors, trialId } from '../orchestrator/spec.js';
 import { checkpointPath } from '../schemas/parquet.js';
@@ -184,17 +184,22 @@ interface Recomputed {
 
 const rel = (a: number, b: number) => Math.abs(a - b) / Math.max(Math.abs(b), 1e-30);
 
-test.serial('phasemap run with checkpoint_every: layout of science.md §7, and NumPy recomputes every checkpointed row to 1e-4', async (t) => {
-  if (!(await numpyAvailable())) return t.fail('python3 with numpy is needed (scripts/setup.sh installs it)');
-  const work = await tempDir('ckpt-e2e');
+/** Runs `spec` through `phasemap run` (2 wasm slots) into a temp DIR; returns DIR and its trials. */
+async function runSpec(t: ExecutionContext, label: string, text: string): Promise<{ out: string; trials: Record<string, unknown>[] }> {
+  const work = await tempDir(label);
   const spec = join(work, 'ckpt.yaml');
   const out = join(work, 'out');
-  await writeFile(spec, sweep);
+  await writeFile(spec, text);
   const r = await runCli(['run', spec, '--out', out, '--slots', '2', '--backend', 'wasm']);
   t.is(r.code, 0, r.stderr);
-
   const trials = await duck(`SELECT trial_id, strategy, batch_size FROM '${out}/trials.parquet' ORDER BY trial_id`);
   t.is(trials.length, 4);
+  return { out, trials };
+}
+
+test.serial('phasemap run with checkpoint_every: layout of science.md §7, and NumPy recomputes every checkpointed row to 1e-4', async (t) => {
+  if (!(await numpyAvailable())) return t.fail('python3 with numpy is needed (scripts/setup.sh installs it)');
+  const { out, trials } = await runSpec(t, 'ckpt-e2e', sweep);
   let compared = 0;
   for (const tr of trials) {
     const id = tr.trial_id as string;
@@ -283,14 +288,7 @@ grid:
 for (const [problem, text] of Object.entries(sweeps1d)) {
   test.serial(`${problem}: NumPy recomputes every checkpointed row (x × t inputs, initial set, ${problem === 'allen_cahn1d' ? 'periodic' : 'Dirichlet'} boundary) to 1e-4`, async (t) => {
     if (!(await numpyAvailable())) return t.fail('python3 with numpy is needed (scripts/setup.sh installs it)');
-    const work = await tempDir(`ckpt-${problem}`);
-    const spec = join(work, 'ckpt.yaml');
-    const out = join(work, 'out');
-    await writeFile(spec, text);
-    const r = await runCli(['run', spec, '--out', out, '--slots', '2', '--backend', 'wasm']);
-    t.is(r.code, 0, r.stderr);
-    const trials = await duck(`SELECT trial_id, strategy, batch_size FROM '${out}/trials.parquet' ORDER BY trial_id`);
-    t.is(trials.length, 4);
+    const { out, trials } = await runSpec(t, `ckpt-${problem}`, text);
     let compared = 0;
     const worst: Record<string, number> = {};
     for (const tr of trials) {
