@@ -21,10 +21,13 @@ export interface DiagramAxes {
   facet: string | null;
 }
 
-/** One cell of the diagram (a row of phase_diagram.parquet). */
+/** One cell of the diagram (a row of phase_diagram.parquet, whose axis columns carry their trials.parquet names). */
 export interface DiagramCell {
+  /** Value of the facet column (null without a facet). */
   facet: unknown;
+  /** Value of the x column. */
   x: unknown;
+  /** Value of the y column. */
   y: unknown;
   /** Done trials in the cell. */
   trials: number;
@@ -49,7 +52,8 @@ const num = (v: unknown): number | null => (v === null || v === undefined ? null
 
 /**
  * Aggregates DIR/trials.parquet (done trials only) per (facet, x, y) cell and writes
- * DIR/phase_diagram.parquet (columns: facet, x, y, trials, share_<phase> for diverged, fitting,
+ * DIR/phase_diagram.parquet (columns: the facet column (if any), the x and y columns under their
+ * trials.parquet names, trials, share_<phase> for diverged, fitting,
  * diffusion, equilibrium — shares of the cell's trials in [0, 1] —, median_t_equilibrium (steps),
  * median_final_rel_l2, best_final_rel_l2). Replaced atomically.
  * @throws Error naming the flag when an axis is not a trials.parquet column, or when DIR has no trials.parquet.
@@ -57,20 +61,22 @@ const num = (v: unknown): number | null => (v === null || v === undefined ? null
 export async function buildDiagram(dir: string, axes: DiagramAxes): Promise<DiagramCell[]> {
   const x = column('--x', axes.x);
   const y = column('--y', axes.y);
-  const facet = axes.facet ? column('--facet', axes.facet) : 'NULL';
+  const facet = axes.facet ? column('--facet', axes.facet) : null;
+  const named = [axes.x, axes.y, ...(axes.facet ? [axes.facet] : [])];
+  if (new Set(named).size !== named.length) throw new Error(`--x, --y, --facet: got ${named.join(', ')}, expected three different columns`);
   const trials = join(dir, TRIALS_FILE);
   if (!existsSync(trials)) throw new Error(`${dir}: no ${TRIALS_FILE} (run a sweep with --out ${dir} first)`);
   const out = join(dir, DIAGRAM_FILE);
   const tmp = `${out}.tmp-${process.pid}`;
   const shares = PHASES.map((p) => `avg(CASE WHEN final_phase = '${p}' THEN 1.0 ELSE 0.0 END) AS share_${p}`).join(',\n      ');
   const select = `
-    SELECT ${facet} AS facet, ${x} AS x, ${y} AS y, count(*)::INTEGER AS trials,
+    SELECT ${facet ? `${facet}, ` : ''}${x}, ${y}, count(*)::INTEGER AS trials,
       ${shares},
       median(t_equilibrium)::DOUBLE AS median_t_equilibrium,
       median(final_rel_l2) AS median_final_rel_l2,
       min(final_rel_l2) AS best_final_rel_l2
     FROM read_parquet(${sqlString(trials)}) WHERE status = 'done'
-    GROUP BY ALL ORDER BY facet, y, x`;
+    GROUP BY ALL ORDER BY ${facet ? `${facet}, ` : ''}${y}, ${x}`;
   const db = await DuckDBInstance.create(':memory:');
   const conn = await db.connect();
   try {
@@ -78,7 +84,7 @@ export async function buildDiagram(dir: string, axes: DiagramAxes): Promise<Diag
     await rename(tmp, out);
     const rows = (await conn.runAndReadAll(`SELECT * FROM read_parquet(${sqlString(out)})`)).getRowObjects();
     return rows.map((r) => ({
-      facet: r.facet, x: r.x, y: r.y, trials: Number(r.trials),
+      facet: axes.facet ? r[axes.facet] : null, x: r[axes.x], y: r[axes.y], trials: Number(r.trials),
       share_diverged: Number(r.share_diverged), share_fitting: Number(r.share_fitting),
       share_diffusion: Number(r.share_diffusion), share_equilibrium: Number(r.share_equilibrium),
       median_t_equilibrium: num(r.median_t_equilibrium), median_final_rel_l2: num(r.median_final_rel_l2), best_final_rel_l2: num(r.best_final_rel_l2),
@@ -93,7 +99,8 @@ const fmt = (v: number | null, digits = 2) => (v === null || !Number.isFinite(v)
 /** The dominant phase of a cell with its share, e.g. `DE 3/4`. */
 function dominant(c: DiagramCell): string {
   const short = { diverged: 'div', fitting: 'fit', diffusion: 'diff', equilibrium: 'DE' } as const;
-  let best: (typeof PHASES)[number] = 'fitting';
+  // Ties go to the first in PHASES order, so a cell split between diverged and anything shows diverged.
+  let best: (typeof PHASES)[number] = PHASES[0];
   for (const p of PHASES) if (c[`share_${p}`] > c[`share_${best}`]) best = p;
   return `${short[best]} ${Math.round(c[`share_${best}`] * c.trials)}/${c.trials}`;
 }

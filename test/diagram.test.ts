@@ -46,9 +46,9 @@ test('phase_diagram.parquet aggregates done trials per (facet, x, y) cell', asyn
   await writeTrialsParquet(dir, records());
   const cells = await buildDiagram(dir, { x: 'lr', y: 'batch_size', facet: 'strategy' });
   t.true(existsSync(join(dir, DIAGRAM_FILE)));
-  const rows = await duck(`SELECT * FROM '${join(dir, DIAGRAM_FILE)}' ORDER BY facet, x`);
+  const rows = await duck(`SELECT * FROM '${join(dir, DIAGRAM_FILE)}' ORDER BY strategy, lr`);
   t.is(rows.length, 4);
-  t.deepEqual(rows.map((r) => [r.facet, r.x, r.y, r.trials]), [
+  t.deepEqual(rows.map((r) => [r.strategy, r.lr, r.batch_size, r.trials]), [
     ['rba', 0.001, 64, 3], ['rba', 0.01, 64, 2], ['vanilla', 0.001, 64, 3], ['vanilla', 0.01, 64, 3],
   ]);
   const by = (f: string, x: number) => cells.find((c) => c.facet === f && c.x === x)!;
@@ -65,12 +65,20 @@ test('phase_diagram.parquet aggregates done trials per (facet, x, y) cell', asyn
   t.deepEqual([by('rba', 0.01).share_diffusion, by('rba', 0.01).share_equilibrium, by('rba', 0.01).median_t_equilibrium], [0.5, 0.5, 800]);
   const types = await duck(`SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM '${join(dir, DIAGRAM_FILE)}')`);
   t.deepEqual(types.map((r) => `${r.column_name}:${r.column_type}`), [
-    'facet:VARCHAR', 'x:DOUBLE', 'y:INTEGER', 'trials:INTEGER', 'share_diverged:DOUBLE', 'share_fitting:DOUBLE',
+    'strategy:VARCHAR', 'lr:DOUBLE', 'batch_size:INTEGER', 'trials:INTEGER', 'share_diverged:DOUBLE', 'share_fitting:DOUBLE',
     'share_diffusion:DOUBLE', 'share_equilibrium:DOUBLE', 'median_t_equilibrium:DOUBLE', 'median_final_rel_l2:DOUBLE', 'best_final_rel_l2:DOUBLE',
   ]);
   const text = renderDiagram(cells, { x: 'lr', y: 'batch_size', facet: 'strategy' });
   t.regex(text, /strategy = rba[\s\S]*DE 3\/3[\s\S]*t_DE 1100[\s\S]*rel_l2 3\.0e-3/);
   t.regex(text, /strategy = vanilla[\s\S]*div 2\/3/);
+  // A 50/50 cell (seed 0, lr 0.01: vanilla diverged, rba diffusion) shows diverged; without a facet
+  // there is no facet column.
+  const seeds = await buildDiagram(dir, { x: 'seed', y: 'lr', facet: null });
+  const cols = await duck(`SELECT column_name FROM (DESCRIBE SELECT * FROM '${join(dir, DIAGRAM_FILE)}')`);
+  t.deepEqual(cols.slice(0, 3).map((r) => r.column_name), ['seed', 'lr', 'trials']);
+  const split = seeds.find((c) => c.x === 0 && c.y === 0.01)!;
+  t.deepEqual([split.trials, split.share_diverged, split.share_diffusion], [2, 0.5, 0.5]);
+  t.regex(renderDiagram([split], { x: 'seed', y: 'lr', facet: null }), /div 1\/2/);
 });
 
 test('a diagram axis that is not a trials column is named in the error', async (t) => {

@@ -48,8 +48,8 @@ test.serial('phasemap run: a tiny sweep end to end, re-run runs nothing, a grown
   t.regex(r1.stderr, /4 to run/);
   // The phase diagram is printed and written at the end of the sweep.
   t.regex(r1.stdout, /strategy = rba\n[\s\S]*batch_size \\ lr[\s\S]*strategy = vanilla/);
-  const cells = await duck(`SELECT facet, x, y, trials FROM '${out}/phase_diagram.parquet' ORDER BY facet, x`);
-  t.deepEqual(cells.map((c) => [c.facet, c.x, c.y, c.trials]), [['rba', 0.001, 64, 1], ['rba', 0.01, 64, 1], ['vanilla', 0.001, 64, 1], ['vanilla', 0.01, 64, 1]]);
+  const cells = await duck(`SELECT strategy, lr, batch_size, trials FROM '${out}/phase_diagram.parquet' ORDER BY strategy, lr`);
+  t.deepEqual(cells.map((c) => [c.strategy, c.lr, c.batch_size, c.trials]), [['rba', 0.001, 64, 1], ['rba', 0.01, 64, 1], ['vanilla', 0.001, 64, 1], ['vanilla', 0.01, 64, 1]]);
 
   const trials = await duck(`SELECT trial_id, status, attempts, backend, device, host, lr, strategy, batch_size, final_rel_l2, error FROM '${out}/trials.parquet' ORDER BY lr, strategy`);
   t.is(trials.length, 4);
