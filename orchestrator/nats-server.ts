@@ -77,9 +77,13 @@ export async function startEmbeddedNats(storeDir: string, bin = process.env.PHAS
     }
     await new Promise((res) => setTimeout(res, 100));
   }
+  // A run that ends through process.exit (e.g. a closed stdout) must not leave its server behind.
+  const onExit = () => child.kill('SIGTERM');
+  process.once('exit', onExit);
   return {
     url,
     async stop() {
+      process.off('exit', onExit);
       if (child.exitCode !== null || child.signalCode !== null) return;
       const done = new Promise<void>((res) => child.once('exit', () => res()));
       child.kill('SIGTERM');
