@@ -4,12 +4,15 @@
  *   phasemap run SPEC [--out DIR] [--nats URL] [--slots N] [--backend auto|wasm|cpu|tensorflow]
  *   phasemap validate SPEC
  *   phasemap diagram DIR [--x lr] [--y batch_size] [--facet strategy | --no-facet]
+ *   phasemap worker --nats URL [--slots N] [--backend …] [--name NAME]
  * Exit codes: 0 every trial done; 1 some trial failed; 2 bad input (spec, flags); 3 runtime error; 130 interrupted.
  */
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { WorkerAgent } from '../worker/agent.js';
 import { buildDiagram, DIAGRAM_FILE, renderDiagram, type DiagramAxes } from './diagram.js';
+import { connectNats } from './jetstream.js';
 import { NatsServerMissing } from './nats-server.js';
 import { plainLogger } from './progress.js';
 import { runSweep } from './run.js';
@@ -135,6 +138,35 @@ program
         log.error(msg);
         process.exitCode = 2;
       } else process.exitCode = fail(e);
+    }
+  });
+
+program
+  .command('worker')
+  .description("join a NATS cluster and work on any sweep's trials until stopped (SIGTERM/SIGINT hand running trials back)")
+  .requiredOption('--nats <url>', 'NATS server URL(s), comma-separated')
+  .option('--slots <n>', `trial slots (default: CPU cores, ${availableParallelism()} here)`, intArg('--slots', 1))
+  .addOption(new Option('--backend <name>', 'tfjs backend').choices(['auto', 'wasm', 'cpu', 'tensorflow']).default('auto'))
+  .option('--name <name>', 'worker name in trial state (default: HOST:PID)')
+  .action(async (o: { nats: string; slots?: number; backend: 'auto' | 'wasm' | 'cpu' | 'tensorflow'; name?: string }) => {
+    try {
+      const nc = await connectNats(o.nats, `phasemap-worker-${o.name ?? process.pid}`).catch((e: Error) => {
+        throw new Error(`--nats ${o.nats}: cannot connect (${e.message}); is nats-server running there with JetStream (-js)?`);
+      });
+      const agent = new WorkerAgent({ nc, slots: o.slots ?? availableParallelism(), backend: o.backend, name: o.name, log });
+      let stopping = false;
+      const stop = (sig: string) => {
+        if (stopping) process.exit(130);
+        stopping = true;
+        log.warn(`${sig}: handing ${agent.inFlight} running trial(s) back to the queue and stopping`);
+        void agent.stop(true).then(() => nc.drain()).then(() => process.exit(0), () => process.exit(0));
+      };
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      process.on('SIGINT', () => stop('SIGINT'));
+      await agent.start();
+      log.info(`worker ${agent.name}: pulling trials from ${o.nats}`);
+    } catch (e) {
+      process.exitCode = fail(e);
     }
   });
 

@@ -107,11 +107,22 @@ export class WorkerAgent {
     this.opts.log?.info(`worker ${this.name}: ${this.opts.slots} slot(s), backend ${this.backend}`);
     this.pool = makePool(this.backend, this.opts.slots);
     this.js = jetstream(nc);
-    this.kv = await new Kvm(this.js).open(STATE_BUCKET);
     // Keep the payload limit a little under the server's: headers and framing share it.
     const maxPayload = nc.info?.max_payload ?? DEFAULT_MAX_MESSAGE_BYTES;
     this.maxBytes = maxPayload - Math.min(4096, Math.floor(maxPayload / 8));
     const jsm = await jetstreamManager(nc);
+    // A worker may join a cluster before any orchestrator has created the streams and the bucket.
+    for (let waited = false; ; waited = true) {
+      try {
+        await jsm.streams.info(TRIALS_STREAM);
+        this.kv = await new Kvm(this.js).open(STATE_BUCKET);
+        break;
+      } catch {
+        if (this.stopping) return this.backend;
+        if (!waited) this.opts.log?.info(`worker ${this.name}: waiting for an orchestrator (phasemap run) to create the phasemap streams`);
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
     const w = workerConsumerConfig();
     await jsm.consumers.info(TRIALS_STREAM, WORKER_CONSUMER).catch(() =>
       jsm.consumers.add(TRIALS_STREAM, { durable_name: w.durable_name, ack_policy: AckPolicy.Explicit, ack_wait: nanos(w.ack_wait_ms), max_deliver: w.max_deliver, max_ack_pending: w.max_ack_pending }),
