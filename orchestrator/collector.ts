@@ -52,17 +52,10 @@ export class Collector {
   private timer: NodeJS.Timeout | null = null;
   private flushing: Promise<void> = Promise.resolve();
   private readonly checkpoints: CheckpointAssembler<JsMsg>;
-  /** Metric rows written to Parquet by this collector. */
-  rowsWritten = 0;
 
   constructor(private readonly opts: CollectorOptions) {
     this.store = new MetricsStore(opts.dir);
     this.checkpoints = new CheckpointAssembler<JsMsg>(opts.dir, opts.onWarning);
-  }
-
-  /** Checkpoint files written by this collector. */
-  get checkpointsWritten(): number {
-    return this.checkpoints.filesWritten;
   }
 
   /** Starts consuming the sweep's output stream. */
@@ -187,8 +180,7 @@ export class Collector {
     try {
       for (const b of buffers) {
         const table = b.tables.length === 1 ? b.tables[0]! : b.tables[0]!.concat(...b.tables.slice(1));
-        const { rows } = await this.store.writePart(b.trialId, b.attempt, table);
-        this.rowsWritten += rows;
+        await this.store.writePart(b.trialId, b.attempt, table);
       }
       // Every row of a done attempt is on disk now (its result came after its metrics): read its phases.
       const analyze = this.toAnalyze;

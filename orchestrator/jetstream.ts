@@ -47,16 +47,9 @@ export async function ensureResources(nc: NatsConnection, sweep: string): Promis
   const jsm = await jetstreamManager(nc);
   await ensureStream(jsm, TRIALS_STREAM, ['phasemap.trials.>']);
   await ensureStream(jsm, OUT_STREAM, ['phasemap.out.>']);
-  const w = workerConsumerConfig();
-  await jsm.consumers.add(TRIALS_STREAM, {
-    durable_name: w.durable_name,
-    ack_policy: AckPolicy.Explicit,
-    ack_wait: nanos(w.ack_wait_ms),
-    max_deliver: w.max_deliver,
-    max_ack_pending: w.max_ack_pending,
-  }).catch(async (e) => {
+  await jsm.consumers.add(TRIALS_STREAM, workerConsumerConfig()).catch(async (e) => {
     // Already there with the same name: fine.
-    await jsm.consumers.info(TRIALS_STREAM, w.durable_name).catch(() => { throw e; });
+    await jsm.consumers.info(TRIALS_STREAM, WORKER_CONSUMER).catch(() => { throw e; });
   });
   await jsm.consumers.add(OUT_STREAM, {
     durable_name: collectorConsumer(sweep),

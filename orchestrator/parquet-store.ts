@@ -26,7 +26,7 @@ import {
 } from 'apache-arrow';
 import { Compression, Table as WasmTable, WriterPropertiesBuilder, readParquet, writeParquet } from 'parquet-wasm';
 import { partMetricsSchema, wireMetricsSchema, METRIC_COLUMNS, type MetricRow } from '../schemas/metrics.js';
-import { METRICS_DIR, TRIALS_FILE, TRIAL_COLUMNS, TRIAL_ID_PATTERN, metricsPartPath, trialsSchema, type TrialRecord } from '../schemas/parquet.js';
+import { TRIALS_FILE, TRIAL_COLUMNS, TRIAL_ID_PATTERN, metricsPartPath, trialsSchema, type TrialRecord } from '../schemas/parquet.js';
 import { buildMetricsBatch } from '../schemas/metrics-batch.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -449,7 +449,3 @@ export async function readTrialsParquet(dir: string): Promise<TrialRow[]> {
   return out;
 }
 
-/** Absolute folder of all metrics parts of DIR (the `read_parquet` glob root). */
-export function metricsRoot(dir: string): string {
-  return join(dir, METRICS_DIR);
-}

@@ -66,11 +66,14 @@ export interface ProgressMessage {
   worker: string;
 }
 
-/** Config of the shared worker consumer on TRIALS_STREAM (created by whichever side comes first). */
+/**
+ * Config of the shared worker consumer on TRIALS_STREAM, in JetStream's consumer-config shape
+ * (`ack_wait` in nanoseconds), created by whichever side comes first.
+ */
 export const workerConsumerConfig = () => ({
   durable_name: WORKER_CONSUMER,
   ack_policy: 'explicit' as const,
-  ack_wait_ms: TRIAL_ACK_WAIT_MS,
+  ack_wait: TRIAL_ACK_WAIT_MS * 1_000_000,
   /** Redeliveries after a crashed worker; a trial that throws is reported `failed`, not redelivered. */
   max_deliver: 5,
   max_ack_pending: 100_000,

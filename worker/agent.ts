@@ -9,9 +9,9 @@ import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
 import { promisify } from 'node:util';
-import { AckPolicy, jetstream, jetstreamManager, type Consumer, type JetStreamClient, type JsMsg } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager, type Consumer, type JetStreamClient, type JsMsg } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
-import { headers, nanos, type NatsConnection } from '@nats-io/transport-node';
+import { headers, type NatsConnection } from '@nats-io/transport-node';
 import { DEFAULT_MAX_MESSAGE_BYTES } from '../schemas/metrics.js';
 import type { BackendName, BackendRequest, TrialMessage, TrialResultMessage, TrialState } from '../schemas/trial.js';
 import {
@@ -123,10 +123,7 @@ export class WorkerAgent {
         await new Promise((r) => setTimeout(r, 1000));
       }
     }
-    const w = workerConsumerConfig();
-    await jsm.consumers.info(TRIALS_STREAM, WORKER_CONSUMER).catch(() =>
-      jsm.consumers.add(TRIALS_STREAM, { durable_name: w.durable_name, ack_policy: AckPolicy.Explicit, ack_wait: nanos(w.ack_wait_ms), max_deliver: w.max_deliver, max_ack_pending: w.max_ack_pending }),
-    );
+    await jsm.consumers.info(TRIALS_STREAM, WORKER_CONSUMER).catch(() => jsm.consumers.add(TRIALS_STREAM, workerConsumerConfig()));
     this.consumer = await this.js.consumers.get(TRIALS_STREAM, WORKER_CONSUMER);
     this.loop = this.pull();
     return this.backend;

@@ -82,30 +82,20 @@ export function conditionTermsOf(bc: BoundaryData): ConditionTerm[] {
   return bc.terms ?? [{ name: 'bc', kind: 'value', x: bc.x, g: bc.g, w: bc.wBc }];
 }
 
+
 /**
  * Per-batch gradients g_b of L_b = mean_{i∈b} (λ_i r_i)² + (full boundary/initial term: the condition
  * terms of `bc`, e.g. w_bc·mean_j (u(x_j) − g_j)² [+ w_ic·mean_k (u(x_k,0) − u0_k)²]) with respect to
- * the weight matrices only (biases excluded), for all B batches in one pass: every batch gets its own
- * copy of each weight matrix ([B, in, out]), the batches go through a batched matmul, and the sum of
- * the batch residual losses is differentiated w.r.t. the copies; the boundary-term gradient (the same
- * for every b) is computed once and added.
+ * the weight matrices only (biases excluded), for all B batches in one pass (science.md §5): every
+ * batch gets its own copy of each weight matrix ([B, in, out]), the batches go through a batched
+ * matmul, and the sum of the batch residual losses is differentiated w.r.t. the copies.
+ * Returned in two parts, g_b = resGrads[l][b] + bcGrads[l]: the boundary/initial-term gradient is the
+ * same for every b, computed once, and kept apart so that the spread over batches is taken without
+ * it (see `snrFromBatchGradients`). Also the residual r [B, perBatch] (split order: row b holds the
+ * points `split.order[b·perBatch ..]`) of the current network at every collocation point, as formed
+ * in that same pass (no λ).
  * @param lambda current λ [N] (for RBA: as used in this step's loss), or null for λ ≡ 1.
- * @returns one tensor [B, in, out] per weight matrix, input layer first (caller disposes).
- */
-export function perBatchGradients(problem: Problem, params: MlpParams, split: SnrSplit, lambda: tf.Tensor | null, bc: BoundaryData): tf.Tensor[] {
-  const { resGrads, bcGrads, residual } = perBatchGradientParts(problem, params, split, lambda, bc);
-  const grads = tf.tidy(() => resGrads.map((g, l) => tf.add(g, bcGrads[l]!)));
-  tf.dispose([...resGrads, ...bcGrads, residual]);
-  return grads;
-}
-
-/**
- * The two parts of the per-batch gradients: g_b = resGrads[l][b] + bcGrads[l] (the boundary/initial
- * term's gradient is the same for every batch), and the residual r [B, perBatch] (split order: row b
- * holds the points `split.order[b·perBatch ..]`) of the current network at every collocation point,
- * as formed in that same pass (no λ).
- * Kept apart so that the spread over batches is taken without the common part (see
- * `snrFromBatchGradients`). Caller disposes all.
+ * @returns resGrads [B, in, out] and bcGrads [in, out] per weight matrix, input layer first; caller disposes all.
  */
 export function perBatchGradientParts(
   problem: Problem,

@@ -14,7 +14,7 @@ export {
 } from './strategies.js';
 export { residualOf, residualLoss, boundaryLoss, conditionTermLoss, conditionsLoss, sqError, type ConditionTerm } from './loss.js';
 export {
-  makeSnrSplit, perBatchGradients, perBatchGradientParts, snrFromBatchGradients, gradientSnr, gradientSnrWithResidual,
+  makeSnrSplit, perBatchGradientParts, snrFromBatchGradients, gradientSnr, gradientSnrWithResidual,
   conditionTermsOf, adamSnr, gridCells, residualHomogeneity, binActivations, binnedSaturation, binnedEntropy, activationStats, forEachHiddenActivation,
   hiddenLayerStats, lambdaStats, RES_GRID_CELLS, ACTIVATION_MEAN_BINS,
   type SnrSplit, type SnrResult, type BoundaryData, type ActivationBins,
