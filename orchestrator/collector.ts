@@ -9,13 +9,14 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import type { Table } from 'apache-arrow';
 import type { TrialRecord } from '../schemas/parquet.js';
 import type { TrialResultMessage, TrialState } from '../schemas/trial.js';
-import { collectorConsumer, OUT_STREAM, stateKey } from '../schemas/transport.js';
+import type { TransportNames } from '../schemas/transport.js';
 import { CheckpointAssembler, parseChunkHeaders } from './checkpoints.js';
 import { decodeMetricsMessage, MetricsStore, splitMetricsTable, writeTrialsParquet } from './parquet-store.js';
 import { attemptPhases, DEFAULT_PHASE_PARAMS, type PhaseParams } from './phases.js';
 
 export interface CollectorOptions {
   nc: NatsConnection;
+  names: TransportNames;
   sweep: string;
   dir: string;
   /** Every trial of DIR (this run's and earlier runs'), keyed by trial id; updated in place. */
@@ -61,7 +62,7 @@ export class Collector {
   /** Starts consuming the sweep's output stream. */
   async start(): Promise<void> {
     const js = jetstream(this.opts.nc);
-    const consumer = await js.consumers.get(OUT_STREAM, collectorConsumer(this.opts.sweep));
+    const consumer = await js.consumers.get(this.opts.names.outStream, this.opts.names.collector(this.opts.sweep));
     this.messages = await consumer.consume({ max_messages: 512 });
     this.timer = setInterval(() => void this.flushSerial(), this.opts.flushEveryMs ?? 5_000);
     this.loop = (async () => {
@@ -118,7 +119,7 @@ export class Collector {
     const now = new Date().toISOString();
     this.applyResult({
       sweep: this.opts.sweep, trial_id: trialId, attempt, status: 'failed', started_at: now, finished_at: now, wall_seconds: 0,
-      final_loss: null, final_rel_l2: null, diverged: false, steps_done: 0, rows: 0, host: '', device: '', backend: '', error,
+      final_loss: null, final_rel_l2: null, diverged: false, steps_done: 0, rows: 0, host: '', device: '', backend: '', worker: '', slot: '', visible_devices: null, resumed_from: null, error,
     });
     await this.flushSerial();
   }
@@ -141,6 +142,11 @@ export class Collector {
         host: result.host,
         device: result.device,
         backend: result.backend,
+        worker: result.worker || null,
+        slot: result.slot || null,
+        visible_devices: result.visible_devices,
+        resumed_from_attempt: result.resumed_from?.attempt ?? null,
+        resumed_from_step: result.resumed_from?.step ?? null,
         error: result.error,
         t_diffusion: null,
         t_equilibrium: null,
@@ -200,7 +206,7 @@ export class Collector {
     this.finished = [];
     for (const [r, res] of done) {
       const state: TrialState = { status: r.status, attempt: res.attempt, owner: res.host || null, updated_at: new Date().toISOString(), error: r.error };
-      await this.opts.kv?.put(stateKey(this.opts.sweep, r.trial_id), JSON.stringify(state)).catch((e: Error) => this.opts.onWarning?.(`collector: trial state not updated: ${e.message}`));
+      await this.opts.kv?.put(this.opts.names.stateKey(this.opts.sweep, r.trial_id), JSON.stringify(state)).catch((e: Error) => this.opts.onWarning?.(`collector: trial state not updated: ${e.message}`));
       this.opts.onTrialFinished?.(r, res);
     }
   }
@@ -213,7 +219,7 @@ export class Collector {
     const jsm = await jetstreamManager(this.opts.nc);
     const t0 = Date.now();
     for (;;) {
-      const info = await jsm.consumers.info(OUT_STREAM, collectorConsumer(this.opts.sweep));
+      const info = await jsm.consumers.info(this.opts.names.outStream, this.opts.names.collector(this.opts.sweep));
       if (info.num_pending === 0 && info.num_ack_pending === 0) return;
       await this.flushSerial();
       if (Date.now() - t0 > timeoutMs) {

@@ -11,7 +11,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { METRICS_DIR, SWEEP_FILE, type TrialRecord } from '../schemas/parquet.js';
 import type { AnalysisConfig, TrialConfig } from '../schemas/sweep.js';
 import type { BackendRequest, TrialMessage } from '../schemas/trial.js';
-import { progressSubject, type ProgressMessage } from '../schemas/transport.js';
+import { DEFAULT_NAMESPACE, transportNames, type ProgressMessage } from '../schemas/transport.js';
 import { WorkerAgent } from '../worker/agent.js';
 import { Collector } from './collector.js';
 import { connectNats, ensureResources, publishTrials, watchMaxDeliveries } from './jetstream.js';
@@ -30,6 +30,11 @@ export interface RunOptions {
   /** Local worker slots; 0 = no local worker. Default: CPU cores. */
   slots?: number;
   backend?: BackendRequest;
+  /** Namespace of subjects, streams and the state bucket (schemas/transport.ts); default `phasemap`. */
+  namespace?: string;
+  /** GPUs of the local worker (`all`, `none`, `0,2`) and slots per GPU: see worker/pool.ts. */
+  gpus?: string;
+  slotsPerGpu?: number;
   /** Live progress bar (default: stderr is a TTY). */
   tty?: boolean;
   log?: Logger;
@@ -97,6 +102,11 @@ async function loadDirState(dir: string, sweep: ResolvedSweep): Promise<{ record
       host: get<string>('host'),
       device: get<string>('device'),
       backend: get<string>('backend'),
+      worker: get<string>('worker'),
+      slot: get<string>('slot'),
+      visible_devices: get<string>('visible_devices'),
+      resumed_from_attempt: get<number>('resumed_from_attempt'),
+      resumed_from_step: get<number>('resumed_from_step'),
       error: get<string>('error'),
       t_diffusion: get<number>('t_diffusion'),
       t_equilibrium: get<number>('t_equilibrium'),
@@ -179,13 +189,15 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
     nc = await connectNats(opts.nats ?? embedded!.url, `phasemap-run-${sweep.name}`).catch((e: Error) => {
       throw new Error(`--nats ${opts.nats ?? embedded!.url}: cannot connect (${e.message}); is nats-server running there with JetStream (-js)?`);
     });
-    const transport = await ensureResources(nc, sweep.name);
+    const names = transportNames(opts.namespace ?? DEFAULT_NAMESPACE);
+    const transport = await ensureResources(nc, names, sweep.name);
 
     let waiting: Set<string> | null = null;
     let allDone!: () => void;
     const finished = new Promise<void>((r) => (allDone = r));
     collector = new Collector({
       nc,
+      names,
       sweep: sweep.name,
       dir,
       records,
@@ -214,7 +226,7 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
 
     progress = new SweepProgress(toRun.length, toRun.reduce((s, t) => s + t.config.train.steps, 0), opts.tty ?? Boolean(process.stderr.isTTY), base);
     log = progress.log;
-    const sub = nc.subscribe(progressSubject(sweep.name), {
+    const sub = nc.subscribe(names.progress(sweep.name), {
       callback: (_e, m) => {
         try {
           progress!.onProgress(m.json<ProgressMessage>());
@@ -235,12 +247,14 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
         divergence_factor: sweep.analysis.divergence_factor,
       });
     }
-    const n = await publishTrials(transport, sweep.name, messages, randomBytes(4).toString('hex'));
+    const pub = await publishTrials(transport, sweep.name, messages, randomBytes(4).toString('hex'));
+    const n = pub.queued;
+    if (pub.inStream) log.info(`${pub.inStream} trial(s) still queued or running from an earlier run: left as they are`);
     log.info(`queued ${n} trial(s) on ${opts.nats ? opts.nats : 'the embedded server'}`);
 
     const slots = opts.slots ?? availableParallelism();
     if (slots > 0) {
-      agent = new WorkerAgent({ nc, slots, backend: opts.backend ?? 'auto', log });
+      agent = new WorkerAgent({ nc, slots, backend: opts.backend ?? 'auto', namespace: names.ns, gpus: opts.gpus, slotsPerGpu: opts.slotsPerGpu, log });
       await agent.start();
     } else log.info('no local worker (--slots 0): waiting for workers on the cluster');
 

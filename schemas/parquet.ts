@@ -38,7 +38,7 @@ export interface TrialRecord {
   trial_id: string;
   sweep: string;
   config: TrialConfig;
-  status: 'queued' | 'running' | 'done' | 'failed';
+  status: 'queued' | 'running' | 'done' | 'failed' | 'cancelled';
   attempts: number;
   started_at: Date | null;
   finished_at: Date | null;
@@ -49,6 +49,13 @@ export interface TrialRecord {
   host: string | null;
   device: string | null;
   backend: string | null;
+  /** Worker name, slot and CUDA_VISIBLE_DEVICES of the slot process (TrialResultMessage). */
+  worker: string | null;
+  slot: string | null;
+  visible_devices: string | null;
+  /** The attempt and step this trial's finished attempt resumed from (null when it started from step 0). */
+  resumed_from_attempt: number | null;
+  resumed_from_step: number | null;
   error: string | null;
   /** Phase record of the finished attempt (science.md §6, orchestrator/phases.ts); null until done, and for a failed trial. */
   t_diffusion: number | null;
@@ -118,6 +125,11 @@ export const TRIAL_COLUMNS: Column[] = [
   { name: 'host', type: new Utf8(), get: (r) => r.host },
   { name: 'device', type: new Utf8(), get: (r) => r.device },
   { name: 'backend', type: new Utf8(), get: (r) => r.backend },
+  { name: 'worker', type: new Utf8(), get: (r) => r.worker },
+  { name: 'slot', type: new Utf8(), get: (r) => r.slot },
+  { name: 'visible_devices', type: new Utf8(), get: (r) => r.visible_devices },
+  { name: 'resumed_from_attempt', type: new Int32(), get: (r) => r.resumed_from_attempt },
+  { name: 'resumed_from_step', type: new Int32(), get: (r) => r.resumed_from_step },
   { name: 'error', type: new Utf8(), get: (r) => r.error },
   { name: 't_diffusion', type: new Int32(), get: (r) => r.t_diffusion },
   { name: 't_equilibrium', type: new Int32(), get: (r) => r.t_equilibrium },

@@ -26,16 +26,21 @@ export interface TrialMessage {
    * loss stays ≥ this × its running minimum for DIVERGENCE_ROWS logged rows. Not part of the trial id.
    */
   divergence_factor?: number;
+  /**
+   * Attempts of this trial in one run before it is recorded `failed`: a trial whose training throws is
+   * handed back for a retry until its delivery count reaches this (the sweep's `max_attempts`, default 3).
+   */
+  max_attempts?: number;
 }
 
 /** Consecutive logged rows above `divergence_factor` × the running minimum loss that stop a trial early. */
 export const DIVERGENCE_ROWS = 3;
 
 /** Terminal status of one attempt as the worker reports it. */
-export type AttemptStatus = 'done' | 'failed';
+export type AttemptStatus = 'done' | 'failed' | 'cancelled';
 
 /** Trial status as the orchestrator records it in trials.parquet and the KV bucket. */
-export type TrialStatus = 'queued' | 'running' | 'done' | 'failed';
+export type TrialStatus = 'queued' | 'running' | 'done' | 'failed' | 'cancelled';
 
 /** Published by a worker on the results subject after every metrics chunk of the attempt is acknowledged by JetStream. */
 export interface TrialResultMessage {
@@ -56,8 +61,20 @@ export interface TrialResultMessage {
   /** Metric rows published for this attempt (after chunking). */
   rows: number;
   host: string;
+  /** Where it computed: `cpu`, or `gpu:<id>` for the tensorflow backend on a pinned GPU slot. */
   device: string;
   backend: BackendName | '';
+  /** Worker name (`--name`, default HOST:PID). */
+  worker: string;
+  /** The worker's slot: `cpu<i>` (thread) or `gpu<id>.<k>` (process pinned to GPU id, k-th slot of it). */
+  slot: string;
+  /** CUDA_VISIBLE_DEVICES as the slot's own process saw it (null for thread slots and when unset). */
+  visible_devices: string | null;
+  /**
+   * Set when this attempt resumed from a checkpoint of an earlier attempt: its rows up to and
+   * including `step` are that attempt's, copied by the collector, so the attempt holds every step.
+   */
+  resumed_from: { attempt: number; step: number } | null;
   error: string | null;
 }
 
@@ -78,11 +95,30 @@ export interface PhaseRecord {
   final_phase: FinalPhase;
 }
 
-/** Trial state kept in the KV bucket (key `<sweep>.<trial_id>`). */
+/**
+ * Trial state kept in the KV bucket (key `<sweep>.<trial_id>`), changed only by compare-and-set on the
+ * entry's revision: `queued → running → done | failed | cancelled` (running → queued when a throwing
+ * trial is handed back for a retry; running → running when a redelivered trial is taken over from a
+ * worker that stopped heart-beating). Only the owner of a running trial may end it.
+ */
 export interface TrialState {
   status: TrialStatus;
+  /** The attempt this state is about (0 while never started). */
   attempt: number;
+  /** Worker name of the running (or last) attempt. */
   owner: string | null;
+  host?: string | null;
+  device?: string | null;
+  slot?: string | null;
+  backend?: string | null;
+  /** Last step reported by the owner's heartbeat, and the trial's steps. */
+  step?: number | null;
+  steps?: number | null;
+  /** Last heartbeat of the owner (ISO-8601); a running trial whose heartbeat is older than the ack wait has lost its worker. */
+  heartbeat_at?: string | null;
   updated_at: string;
+  /** Error of the last failed attempt (kept while a retry runs). */
   error?: string | null;
+  /** Terminal states: the result as published, so a worker that finds the trial redelivered can publish it again. */
+  result?: TrialResultMessage | null;
 }

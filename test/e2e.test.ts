@@ -9,7 +9,7 @@ import { jetstream } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { connect } from '@nats-io/transport-node';
 import test from 'ava';
-import { STATE_BUCKET } from '../schemas/transport.js';
+import { transportNames } from '../schemas/transport.js';
 import { DEFAULT_PHASE_PARAMS } from '../orchestrator/phases.js';
 import { duck, runCli, startNats, tempDir } from './helpers.js';
 
@@ -137,7 +137,7 @@ test.serial('phasemap run --nats: against a server it did not start', async (t) 
     const [trial] = await duck(`SELECT trial_id FROM '${work}/out/trials.parquet'`);
     const nc = await connect({ servers: nats.url });
     try {
-      const kv = await new Kvm(jetstream(nc)).open(STATE_BUCKET);
+      const kv = await new Kvm(jetstream(nc)).open(transportNames().stateBucket);
       const state = (await kv.get(`ext.${trial!.trial_id as string}`))?.json<{ status: string; attempt: number }>();
       t.deepEqual([state?.status, state?.attempt], ['done', 1]);
     } finally {

@@ -14,21 +14,7 @@ import { Kvm, type KV } from '@nats-io/kv';
 import { headers, type NatsConnection } from '@nats-io/transport-node';
 import { DEFAULT_MAX_MESSAGE_BYTES } from '../schemas/metrics.js';
 import type { BackendName, BackendRequest, TrialMessage, TrialResultMessage, TrialState } from '../schemas/trial.js';
-import {
-  checkpointSubject,
-  chunkBytes,
-  CKPT_HEADERS,
-  metricsSubject,
-  progressSubject,
-  resultSubject,
-  STATE_BUCKET,
-  stateKey,
-  TRIAL_ACK_WAIT_MS,
-  TRIALS_STREAM,
-  WORKER_CONSUMER,
-  workerConsumerConfig,
-  type ProgressMessage,
-} from '../schemas/transport.js';
+import { chunkBytes, CKPT_HEADERS, DEFAULT_NAMESPACE, transportNames, trialAckWaitMs, workerConsumerConfig, type ProgressMessage, type TransportNames } from '../schemas/transport.js';
 import { ProcessPool, ThreadPool, type SlotPool } from './pool.js';
 import type { SlotEvent } from './slot-task.js';
 
@@ -43,6 +29,12 @@ export interface AgentOptions {
   backend: BackendRequest;
   /** Worker name (owner in trial state). Default `<host>:<pid>`. */
   name?: string;
+  /** Namespace of subjects, streams and the state bucket (schemas/transport.ts); default `phasemap`. */
+  namespace?: string;
+  /** GPUs for per-device slot processes: `all` (nvidia-smi), `none`, or ids `0,2`; see worker/pool.ts. */
+  gpus?: string;
+  /** Slots per GPU (default 1). */
+  slotsPerGpu?: number;
   log?: AgentLog;
 }
 
@@ -95,9 +87,11 @@ export class WorkerAgent {
   private loop: Promise<void> | null = null;
   private wake: (() => void) | null = null;
   private maxBytes = DEFAULT_MAX_MESSAGE_BYTES;
+  private readonly names: TransportNames;
 
   constructor(private readonly opts: AgentOptions) {
     this.name = opts.name ?? `${hostname()}:${process.pid}`;
+    this.names = transportNames(opts.namespace ?? DEFAULT_NAMESPACE);
   }
 
   /** Resolves the backend, starts the slots and begins pulling trials. */
@@ -114,8 +108,8 @@ export class WorkerAgent {
     // A worker may join a cluster before any orchestrator has created the streams and the bucket.
     for (let waited = false; ; waited = true) {
       try {
-        await jsm.streams.info(TRIALS_STREAM);
-        this.kv = await new Kvm(this.js).open(STATE_BUCKET);
+        await jsm.streams.info(this.names.trialsStream);
+        this.kv = await new Kvm(this.js).open(this.names.stateBucket);
         break;
       } catch {
         if (this.stopping) return this.backend;
@@ -123,8 +117,8 @@ export class WorkerAgent {
         await new Promise((r) => setTimeout(r, 1000));
       }
     }
-    await jsm.consumers.info(TRIALS_STREAM, WORKER_CONSUMER).catch(() => jsm.consumers.add(TRIALS_STREAM, workerConsumerConfig()));
-    this.consumer = await this.js.consumers.get(TRIALS_STREAM, WORKER_CONSUMER);
+    await jsm.consumers.info(this.names.trialsStream, this.names.workerConsumer).catch(() => jsm.consumers.add(this.names.trialsStream, workerConsumerConfig(this.names)));
+    this.consumer = await this.js.consumers.get(this.names.trialsStream, this.names.workerConsumer);
     this.loop = this.pull();
     return this.backend;
   }
@@ -165,17 +159,17 @@ export class WorkerAgent {
     const attempt = (trial.attempt_base ?? 0) + m.info.deliveryCount;
     const key = `${trial.trial_id}#${attempt}`;
     this.running.set(key, m);
-    const heartbeat = setInterval(() => m.working(), TRIAL_ACK_WAIT_MS / 3);
+    const heartbeat = setInterval(() => m.working(), trialAckWaitMs() / 3);
     const { nc } = this.opts;
     const enc = new TextEncoder();
     try {
       const state: TrialState = { status: 'running', attempt, owner: this.name, updated_at: new Date().toISOString() };
-      await this.kv.put(stateKey(trial.sweep, trial.trial_id), JSON.stringify(state));
+      await this.kv.put(this.names.stateKey(trial.sweep, trial.trial_id), JSON.stringify(state));
       let chain: Promise<unknown> = Promise.resolve();
       let publishError: Error | null = null;
       const onEvent = (e: SlotEvent) => {
         if (e.type === 'metrics') {
-          chain = chain.then(() => this.js.publish(metricsSubject(trial.sweep), e.bytes)).catch((err: Error) => {
+          chain = chain.then(() => this.js.publish(this.names.metrics(trial.sweep), e.bytes)).catch((err: Error) => {
             publishError ??= err;
           });
         } else if (e.type === 'checkpoint') {
@@ -193,13 +187,13 @@ export class WorkerAgent {
             h.set(CKPT_HEADERS.chunks, String(parts.length));
             h.set(CKPT_HEADERS.totalBytes, String(e.bytes.length));
             h.set(CKPT_HEADERS.sha256, sha);
-            chain = chain.then(() => this.js.publish(checkpointSubject(trial.sweep, trial.trial_id), part, { headers: h })).catch((err: Error) => {
+            chain = chain.then(() => this.js.publish(this.names.checkpoint(trial.sweep, trial.trial_id), part, { headers: h })).catch((err: Error) => {
               publishError ??= err;
             });
           });
         } else if (e.type === 'progress') {
           const p: ProgressMessage = { trial_id: trial.trial_id, attempt, step: e.step, steps: e.steps, worker: this.name };
-          nc.publish(progressSubject(trial.sweep), enc.encode(JSON.stringify(p)));
+          nc.publish(this.names.progress(trial.sweep), enc.encode(JSON.stringify(p)));
         }
       };
       const out = await this.pool!.run({ trial, attempt, backend: this.backend!, maxBytes: this.maxBytes }, onEvent);
@@ -208,9 +202,9 @@ export class WorkerAgent {
       const result: TrialResultMessage = {
         sweep: trial.sweep, trial_id: trial.trial_id, attempt, status: out.status, started_at: out.started_at, finished_at: out.finished_at,
         wall_seconds: out.wall_seconds, final_loss: out.final_loss, final_rel_l2: out.final_rel_l2, diverged: out.diverged,
-        steps_done: out.steps_done, rows: out.rows, host: out.host, device: out.device, backend: out.backend, error: out.error,
+        steps_done: out.steps_done, rows: out.rows, host: out.host, device: out.device, backend: out.backend, worker: this.name, slot: '', visible_devices: null, resumed_from: null, error: out.error,
       };
-      await this.js.publish(resultSubject(trial.sweep, trial.trial_id), enc.encode(JSON.stringify(result)));
+      await this.js.publish(this.names.result(trial.sweep, trial.trial_id), enc.encode(JSON.stringify(result)));
       await m.ackAck();
       this.opts.log?.info(`worker ${this.name}: trial ${trial.trial_id} attempt ${attempt} ${out.status}${out.error ? `: ${out.error}` : ''}`);
     } catch (e) {
