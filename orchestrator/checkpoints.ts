@@ -10,8 +10,10 @@
  * are released for termination with a warning).
  */
 import { createHash } from 'node:crypto';
-import { mkdir, open, readFile, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { headers, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import { CKPT_REPLY_HEADERS, parseCheckpointRequest } from '../schemas/checkpoint-request.js';
 import { checkpointPath, CHECKPOINTS_DIR, TRIAL_ID_PATTERN } from '../schemas/parquet.js';
 import { CKPT_HEADERS } from '../schemas/transport.js';
 import { writeFileDurable } from './parquet-store.js';
@@ -200,4 +202,142 @@ export class CheckpointAssembler<M> {
     }
     return out;
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Serving checkpoints to workers that resume a trial
+
+const STEP_FILE = /^step-(\d{1,15})\.safetensors$/;
+
+/**
+ * Steps of the checkpoints on disk for one trial (DIR/checkpoints/<trial_id>/step-<n>.safetensors),
+ * ascending; [] when it has none. Temp files of a write in progress are not listed.
+ * @throws Error on a trial id that is not `t` + 16 hex digits (never reads outside DIR) or an I/O error other than ENOENT.
+ */
+export async function checkpointSteps(dir: string, trialId: string): Promise<number[]> {
+  const folder = dirname(join(dir, checkpointPath(trialId, 0)));
+  let names: string[];
+  try {
+    names = await readdir(folder);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw e;
+  }
+  return names.flatMap((n) => {
+    const m = STEP_FILE.exec(n);
+    return m ? [Number(m[1])] : [];
+  }).sort((a, b) => a - b);
+}
+
+/** The `attempt` metadata of a safetensors file from its first bytes (0 when absent or unreadable). */
+function attemptOf(head: Uint8Array): number {
+  try {
+    const n = Number(new DataView(head.buffer, head.byteOffset, 8).getBigUint64(0, true));
+    if (8 + n > head.length) return 0;
+    const meta = (JSON.parse(new TextDecoder().decode(head.subarray(8, 8 + n))) as { __metadata__?: Record<string, string> }).__metadata__;
+    const a = meta?.attempt;
+    return a !== undefined && /^[0-9]{1,9}$/.test(a) ? Number(a) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Options of `serveCheckpoints`. */
+export interface ServeCheckpointsOptions {
+  /** Told about refused requests and unreadable files. */
+  onWarning?(msg: string): void;
+}
+
+/**
+ * Answers checkpoint requests (schemas/checkpoint-request.ts) on the core NATS subject `subject`
+ * (`transportNames(ns).checkpointRequest(sweep)`) from the checkpoints under `dir` (science.md §7): a
+ * request `{trial_id, step?, offset}` gets the slice [offset, offset + len) of the trial's latest (or the
+ * given step's) checkpoint file, len = min(maxBytes, server max_payload − 1 KiB for the headers), with
+ * headers status `ok`, step, attempt (the file's metadata), total bytes and sha256 of the whole file;
+ * or status `none` when the trial has no checkpoint (that step); or `error` for a malformed request (a
+ * trial_id that is not `t` + 16 hex digits is refused before any path is formed: nothing outside
+ * DIR/checkpoints is ever read) or an offset past the end. Each reply reads one opened file (size, hash
+ * and slice from the same file even when it is replaced meanwhile); hashes are cached per file version.
+ *
+ * @param nc      connection of the orchestrator that owns DIR.
+ * @param maxBytes largest slice payload in bytes (≥ 1).
+ * @returns the subscription (unsubscribe or drain it to stop serving).
+ */
+export function serveCheckpoints(nc: NatsConnection, subject: string, dir: string, maxBytes: number, opts: ServeCheckpointsOptions = {}): Subscription {
+  if (!(Number.isSafeInteger(maxBytes) && maxBytes >= 1)) throw new Error(`serveCheckpoints: maxBytes ${maxBytes}`);
+  const serverMax = nc.info?.max_payload;
+  const slice = Math.max(1, Math.min(maxBytes, serverMax !== undefined ? serverMax - 1024 : maxBytes));
+  /** sha256 and attempt per file version (path, inode, size, mtime). */
+  const cache = new Map<string, { sha256: string; attempt: number }>();
+
+  const reply = (m: Msg, status: 'ok' | 'none' | 'error', fields: Record<string, string> = {}, data: Uint8Array = new Uint8Array(0)) => {
+    const h = headers();
+    h.set(CKPT_REPLY_HEADERS.status, status);
+    // Header values are one line of printable ASCII (an error message may quote the request).
+    for (const [k, v] of Object.entries(fields)) h.set(k, v.replace(/[^\x20-\x7e]/g, '?').slice(0, 300));
+    m.respond(data, { headers: h });
+  };
+
+  const answer = async (m: Msg): Promise<void> => {
+    let req;
+    try {
+      req = parseCheckpointRequest(m.data);
+    } catch (e) {
+      opts.onWarning?.(`checkpoint request refused: ${(e as Error).message}`);
+      return reply(m, 'error', { [CKPT_REPLY_HEADERS.error]: (e as Error).message });
+    }
+    const steps = await checkpointSteps(dir, req.trial_id);
+    const step = req.step ?? steps[steps.length - 1];
+    if (step === undefined || !steps.includes(step)) return reply(m, 'none');
+    const path = join(dir, checkpointPath(req.trial_id, step));
+    let fh;
+    try {
+      fh = await open(path, 'r');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return reply(m, 'none');
+      throw e;
+    }
+    try {
+      const st = await fh.stat();
+      const size = st.size;
+      if (req.offset > size) return reply(m, 'error', { [CKPT_REPLY_HEADERS.error]: `offset ${req.offset} is past the end of the ${size}-byte checkpoint` });
+      const key = `${path}#${st.ino}#${size}#${st.mtimeMs}`;
+      let info = cache.get(key);
+      if (!info) {
+        const all = new Uint8Array(size);
+        const { bytesRead } = await fh.read(all, 0, size, 0);
+        if (bytesRead !== size) throw new Error(`${path}: read ${bytesRead} of ${size} bytes`);
+        info = { sha256: sha256Hex(all), attempt: attemptOf(all) };
+        if (cache.size >= 64) cache.delete(cache.keys().next().value!);
+        cache.set(key, info);
+      }
+      const len = Math.min(slice, size - req.offset);
+      const data = new Uint8Array(len);
+      const { bytesRead } = await fh.read(data, 0, len, req.offset);
+      if (bytesRead !== len) throw new Error(`${path}: read ${bytesRead} of ${len} bytes at ${req.offset}`);
+      reply(m, 'ok', {
+        [CKPT_HEADERS.step]: String(step),
+        [CKPT_HEADERS.attempt]: String(info.attempt),
+        [CKPT_HEADERS.totalBytes]: String(size),
+        [CKPT_HEADERS.sha256]: info.sha256,
+        [CKPT_REPLY_HEADERS.offset]: String(req.offset),
+      }, data);
+    } finally {
+      await fh.close();
+    }
+  };
+
+  return nc.subscribe(subject, {
+    callback: (err, m) => {
+      if (err || !m.reply) return;
+      answer(m).catch((e: Error) => {
+        opts.onWarning?.(`checkpoint request on ${subject}: ${e.message}`);
+        try {
+          reply(m, 'error', { [CKPT_REPLY_HEADERS.error]: 'checkpoint not readable' });
+        } catch {
+          /* connection closing */
+        }
+      });
+    },
+  });
 }

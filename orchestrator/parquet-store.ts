@@ -352,6 +352,99 @@ export class MetricsStore {
     return this.commit(trialId, attempt, st, table, table.getChild('step')!.get(table.numRows - 1) as number);
   }
 
+  /**
+   * Completes a resumed attempt (science.md §7 checkpoints; worker/trainer/resume.ts): writes the rows
+   * of attempt `fromAttempt` with step < `beforeStep` into `toAttempt`'s partition (their `attempt` is
+   * then `toAttempt`, by the partition path) as one new part file, so that `toAttempt` — which resumed
+   * from `fromAttempt`'s checkpoint of step `beforeStep` and logged rows from that step on — holds every
+   * step exactly once.
+   *
+   * - Lineage: when `fromAttempt` was itself a resumed attempt that never finished (its rows start at
+   *   some step m > 0 and nobody copied its prefix), the rows below m come from the latest earlier
+   *   attempt holding rows below m, and so on down to attempt 1 (training is deterministic: every
+   *   attempt computed the same numbers for a step on the same backend).
+   * - Idempotent: steps already present in `toAttempt`'s partition (its own rows, or an earlier copy)
+   *   are never written again; a second call, e.g. after a collector crash, writes nothing.
+   * - Durable and atomic like `writePart` (temp + fsync + rename + fsync dir); serialized with the
+   *   attempt's `writePart` calls and numbered as its next part, so use this store's method when the
+   *   store also writes `toAttempt`.
+   * - Not subject to the duplicate watermark (the copied steps are below rows already written); the
+   *   watermark stays the largest step on disk.
+   * Call it after every row of the earlier attempts is on disk (the collector has written what its
+   * stream holds for them) and before reading the attempt's series (phase analysis).
+   *
+   * @param beforeStep rows with step < beforeStep are copied (the attempt's resumed_from.step).
+   * @returns the part written (null when nothing was missing), the rows written, and how many steps
+   *          below `beforeStep` the partition already held.
+   * @throws Error on a bad trial id, attempts not integers with 1 <= fromAttempt < toAttempt, a
+   *         negative beforeStep, an unreadable part file, or an I/O error.
+   */
+  async copyEarlierRows(trialId: string, fromAttempt: number, toAttempt: number, beforeStep: number): Promise<{ path: string | null; rows: number; already: number }> {
+    metricsPartPath(trialId, fromAttempt, 0);
+    metricsPartPath(trialId, toAttempt, 0);
+    if (!(fromAttempt < toAttempt)) throw new Error(`copyEarlierRows: fromAttempt ${fromAttempt} must be below toAttempt ${toAttempt}`);
+    if (!(beforeStep >= 0)) throw new Error(`copyEarlierRows: beforeStep ${beforeStep}`);
+    const key = `${trialId}/${toAttempt}`;
+    const prev = this.queues.get(key) ?? Promise.resolve();
+    const next = prev.catch(() => {}).then(() => this.copyNow(trialId, fromAttempt, toAttempt, beforeStep));
+    this.queues.set(key, next);
+    next
+      .catch(() => {})
+      .finally(() => {
+        if (this.queues.get(key) === next) this.queues.delete(key);
+      });
+    return await next;
+  }
+
+  /** Every row on disk of one attempt (all its part files), in file order; [] when it has none. */
+  private async attemptRows(trialId: string, attempt: number, columns?: string[]): Promise<MetricRow[]> {
+    const dir = this.attemptDir(trialId, attempt);
+    let names: string[];
+    try {
+      names = (await readdir(dir)).filter((n) => PART_FILE.test(n)).sort();
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw e;
+    }
+    const out: MetricRow[] = [];
+    for (const name of names) {
+      const table = fromParquet(await readFile(join(dir, name)), columns);
+      if (columns) {
+        const steps = table.getChild('step');
+        if (steps === null) throw new Error(`${join(dir, name)}: no step column`);
+        for (const step of steps.toArray() as Int32Array) out.push({ step } as MetricRow);
+      } else {
+        checkTable(table, partMetricsSchema(), join(dir, name));
+        out.push(...rowsFromTable(table, false));
+      }
+    }
+    return out;
+  }
+
+  private async copyNow(trialId: string, fromAttempt: number, toAttempt: number, beforeStep: number): Promise<{ path: string | null; rows: number; already: number }> {
+    const st = await this.state(trialId, toAttempt);
+    const have = new Set((await this.attemptRows(trialId, toAttempt, ['step'])).map((r) => r.step));
+    const already = [...have].filter((x) => x < beforeStep).length;
+    const taken = new Set(have);
+    const rows: MetricRow[] = [];
+    let below = beforeStep;
+    for (let a = fromAttempt; a >= 1 && below > 0; a--) {
+      let first = Infinity;
+      for (const r of await this.attemptRows(trialId, a)) {
+        if (r.step >= below) continue;
+        first = Math.min(first, r.step);
+        if (taken.has(r.step)) continue;
+        taken.add(r.step);
+        rows.push(r);
+      }
+      if (first !== Infinity) below = first; // earlier attempts fill only what lies below this one's rows
+    }
+    if (rows.length === 0) return { path: null, rows: 0, already };
+    const table = partTableFromRows(rows);
+    const { path } = await this.commit(trialId, toAttempt, st, table, table.getChild('step')!.get(table.numRows - 1) as number);
+    return { path, rows: rows.length, already };
+  }
+
   /** Writes a sorted, deduplicated part table as the next part file and advances the state. */
   private async commit(trialId: string, attempt: number, st: AttemptState, table: Table, maxStep: number): Promise<{ path: string; rows: number }> {
     const bytes = toParquet(table);
@@ -362,6 +455,15 @@ export class MetricsStore {
     st.watermark = Math.max(st.watermark, maxStep);
     return { path, rows: table.numRows };
   }
+}
+
+/**
+ * `MetricsStore.copyEarlierRows` on a store of its own for `dir` (see there: what is copied, lineage,
+ * idempotence, durability). Only for a DIR no live MetricsStore is writing `toAttempt` of: the collector
+ * calls its own store's method, which numbers the part after the attempt's other parts.
+ */
+export function copyEarlierRows(dir: string, trialId: string, fromAttempt: number, toAttempt: number, beforeStep: number): Promise<{ path: string | null; rows: number; already: number }> {
+  return new MetricsStore(dir).copyEarlierRows(trialId, fromAttempt, toAttempt, beforeStep);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,10 +9,14 @@
  *   boundary.points [M, d], boundary.values [M], initial.points [K, d], initial.values [K] (time-dependent problems)
  *   batch [n_b] int32: step n's mini-batch (indices into collocation; only for a periodic checkpoint of a
  *     trial with batch_size < N — a phasemap extension of §7: the batch the logged loss was computed on)
+ *   sa.adam.m [N], sa.adam.v [N], sa.adam.t [N] int32: for the `sa` strategy, the λ Adam's moments and
+ *     per-point step counts as of `lambda` (phasemap extension of §7, read by a resumed trial)
  * Metadata: trial_id, step, problem, problem_params, loss_weights, strategy, input_order (science.md §7),
  * and final ("true" for the end-of-training checkpoint), conditions (name, kind, weight of each condition
  * term: boundary `bc`, initial `ic`), lr (of step n), adam (β1, β2, ε), config (the
- * whole trial config). The worker sets trial_id (the trainer does not know it) and adds attempt.
+ * whole trial config), plus what `opts.extra` adds (the trainer: wall_seconds, divergence; final_loss,
+ * final_rel_l2, diverged on a final checkpoint — see worker/trainer/resume.ts). The worker sets trial_id
+ * (the trainer does not know it) and adds attempt.
  */
 import type { TrialConfig } from '../../schemas/sweep.js';
 import type { SafetensorsTensor } from '../../schemas/safetensors.js';
@@ -38,8 +42,9 @@ const i32 = (name: string, shape: number[], data: ArrayLike<number>): Safetensor
  * Reads the trial's current state into a CheckpointData (science.md §7). Call it where the state is the
  * one to record: in the trainer, after step n's loss and λ update and before its Adam update.
  * @param opts.batch step n's mini-batch indices (null for full batch or the final checkpoint).
+ * @param opts.extra further metadata entries (string values), added after the standard ones.
  */
-export function captureCheckpoint(s: TrialSetup, step: number, opts: { final: boolean; lr: number; batch: Int32Array | null; trialId?: string }): CheckpointData {
+export function captureCheckpoint(s: TrialSetup, step: number, opts: { final: boolean; lr: number; batch: Int32Array | null; trialId?: string; extra?: Record<string, string> }): CheckpointData {
   const { net, adam, config, problem, n, d } = s;
   const tensors: SafetensorsTensor[] = [];
   const names: string[] = [];
@@ -70,6 +75,12 @@ export function captureCheckpoint(s: TrialSetup, step: number, opts: { final: bo
     tensors.push(f32('initial.values', [ic.values.length], ic.values));
   }
   if (opts.batch) tensors.push(i32('batch', [opts.batch.length], opts.batch));
+  const saAdam = (s.state as { adamState?: () => { m: { dataSync(): unknown }; v: { dataSync(): unknown }; t: Int32Array } }).adamState?.();
+  if (saAdam) {
+    tensors.push(f32('sa.adam.m', [n], saAdam.m.dataSync() as Float32Array));
+    tensors.push(f32('sa.adam.v', [n], saAdam.v.dataSync() as Float32Array));
+    tensors.push(i32('sa.adam.t', [n], saAdam.t));
+  }
   const lossWeights: Record<string, number> = { bc: pc.w_bc };
   if (pc.w_ic !== undefined) lossWeights.ic = pc.w_ic;
   const metadata: Record<string, string> = {
@@ -90,6 +101,7 @@ export function captureCheckpoint(s: TrialSetup, step: number, opts: { final: bo
     lr: String(opts.lr),
     adam: JSON.stringify({ beta1: adam.beta1, beta2: adam.beta2, epsilon: adam.epsilon }),
     config: JSON.stringify(config),
+    ...opts.extra,
   };
   return { step, final: opts.final, tensors, metadata };
 }

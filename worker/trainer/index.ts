@@ -10,7 +10,7 @@ export { Mlp, mlpForward, mlpValue, mlpShapes, xavierInit, type MlpParams } from
 export { Adam, staircaseLr, type AdamOptions } from './adam.js';
 export {
   vanilla, rba, rbaUpdate, rbaNormalize, sa, stopGradient, makeStrategy,
-  type Strategy, type StrategyState, type RbaOptions, type RbaNormalization, type RbaInit, type SaOptions, type SaState,
+  type Strategy, type StrategyState, type RbaOptions, type RbaNormalization, type RbaInit, type SaOptions, type SaState, type StrategyResume,
 } from './strategies.js';
 export { residualOf, residualLoss, boundaryLoss, conditionTermLoss, conditionsLoss, sqError, type ConditionTerm } from './loss.js';
 export {
@@ -25,3 +25,4 @@ export {
 } from './train.js';
 export { ensureGradients } from './gradients.js';
 export { captureCheckpoint, type CheckpointData } from './checkpoint.js';
+export { restoreTrial, configDifference, ResumeError, type ResumeOptions, type RestoredState } from './resume.js';

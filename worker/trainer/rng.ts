@@ -130,14 +130,33 @@ export class BatchSampler {
   ) {
     if (!(batchSize >= 1 && batchSize <= n)) throw new Error(`batch size ${batchSize} must be in [1, ${n}]`);
   }
-  /** Indices of the next batch, Int32Array [batchSize]. */
-  next(): Int32Array {
+  /** Starts a new epoch when the current one cannot fill the next batch. */
+  private refill(): void {
     if (this.pos + this.batchSize > this.perm.length) {
       this.perm = this.rng.permutation(this.n);
       this.pos = 0;
     }
+  }
+  /** Indices of the next batch, Int32Array [batchSize]. */
+  next(): Int32Array {
+    this.refill();
     const out = this.perm.slice(this.pos, this.pos + this.batchSize);
     this.pos += this.batchSize;
     return out;
+  }
+  /**
+   * Skips `steps` batches exactly as `steps` calls of `next()` would (same random stream position,
+   * same epochs), without copying them out: a resumed trial's sampler at step s (worker/trainer/resume.ts).
+   */
+  skip(steps: number): void {
+    for (let i = 0; i < steps; i++) {
+      this.refill();
+      this.pos += this.batchSize;
+    }
+  }
+  /** The batch the next `next()` returns (a copy), without consuming it. */
+  peek(): Int32Array {
+    this.refill();
+    return this.perm.slice(this.pos, this.pos + this.batchSize);
   }
 }

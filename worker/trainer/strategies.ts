@@ -38,8 +38,24 @@ export interface Strategy {
   readonly name: string;
   /** JSON-able config (checkpoint `strategy` metadata). */
   readonly config: StrategyConfig;
-  /** New state for N collocation points; `lambda0` overrides the initial λ (tests, resume). */
-  init(n: number, lambda0?: Float32Array): StrategyState;
+  /**
+   * New state for N collocation points; `lambda0` overrides the initial λ (tests, resume). `resume`
+   * (with `lambda0`) restores the rest of a checkpointed state: only `sa` reads it (its λ Adam and step
+   * count); for `rba` the trainer skips the λ update of the resumed step itself (worker/trainer/resume.ts).
+   */
+  init(n: number, lambda0?: Float32Array, resume?: StrategyResume): StrategyState;
+}
+
+/**
+ * The part of a strategy's state beyond λ that a resumed trial restores (worker/trainer/resume.ts).
+ * `steps`: the step number k of the next `batchWeights` (the checkpoint's step). `lambdaAdam`: the `sa`
+ * λ Adam's moments m, v [N] and per-point step counts t [N] as of λ (checkpoint tensors
+ * `sa.adam.m`, `sa.adam.v`, `sa.adam.t`, a phasemap extension of science.md §7); absent: they restart
+ * from zero (the λ trajectory then differs from the uninterrupted run's).
+ */
+export interface StrategyResume {
+  steps: number;
+  lambdaAdam?: { m: Float32Array; v: Float32Array; t: Int32Array };
 }
 
 /** vanilla: λ_i ≡ 1 (science.md §4). */
@@ -211,7 +227,7 @@ export function sa(opts: SaOptions = {}): Strategy {
   return {
     name: 'sa',
     config: { name: 'sa', lr, freeze_step: freezeStep },
-    init(n: number, lambda0?: Float32Array): SaState {
+    init(n: number, lambda0?: Float32Array, resume?: StrategyResume): SaState {
       let init = lambda0;
       if (!init) {
         const rng = Rng.stream(seed, 'sa_lambda');
@@ -219,10 +235,12 @@ export function sa(opts: SaOptions = {}): Strategy {
         for (let i = 0; i < n; i++) init[i] = rng.uniform();
       }
       let lam: tf.Tensor = tf.tensor1d(init);
-      let m: tf.Tensor = tf.zeros([n]);
-      let v: tf.Tensor = tf.zeros([n]);
-      const counts = new Int32Array(n);
-      let stepCount = 0;
+      const restored = resume?.lambdaAdam;
+      if (restored && !(restored.m.length === n && restored.v.length === n && restored.t.length === n)) throw new Error(`sa: resumed λ Adam state has ${restored.m.length}/${restored.v.length}/${restored.t.length} values for ${n} points`);
+      let m: tf.Tensor = restored ? tf.tensor1d(restored.m) : tf.zeros([n]);
+      let v: tf.Tensor = restored ? tf.tensor1d(restored.v) : tf.zeros([n]);
+      const counts = restored ? Int32Array.from(restored.t) : new Int32Array(n);
+      let stepCount = resume?.steps ?? 0;
       /** What the last batchWeights saw: residual of group 0 [1, n_b], λ_b [1, n_b], batch indices. */
       let current: { r: tf.Tensor; lamB: tf.Tensor; idx: tf.Tensor | null } | null = null;
       /** The recorded ascent: λ gradient [n_b] and batch (null = all N, in order). */

@@ -16,6 +16,7 @@ import { makeProblem, problemConditions, type Problem } from './problems.js';
 import { BatchSampler, Rng } from './rng.js';
 import { makeStrategy, type Strategy, type StrategyState } from './strategies.js';
 import { captureCheckpoint, type CheckpointData } from './checkpoint.js';
+import { restoreTrial, type ResumeOptions } from './resume.js';
 
 /** Summary returned by `trainTrial`. */
 export interface TrainSummary {
@@ -30,8 +31,14 @@ export interface TrainSummary {
   /** True if `hooks.shouldStop` stopped the run early. */
   stopped: boolean;
   backend: BackendName;
-  /** Seconds spent in training (after setup). */
+  /** Seconds spent in training (after setup; for a resumed run, plus the checkpoint's wall_seconds). */
   wall_seconds: number;
+  /**
+   * The first step this run logged a row for: 0, or for a run resumed from a periodic checkpoint its
+   * step s, or train.steps for one resumed from a `final` checkpoint (nothing left to train). The rows
+   * of the earlier attempt with step < first_step complete this run's rows.
+   */
+  first_step: number;
 }
 
 /** Callbacks of `trainTrial`. */
@@ -45,8 +52,8 @@ export interface TrainHooks {
   /**
    * Receives checkpoints (science.md §7; `checkpoint.ts`) in step order: every train.checkpoint_every
    * steps (on logged steps: the state that step's row was computed from) and a final one (`final`:
-   * the state after the last update, step = steps done; its loss is not logged). Awaited. Without this
-   * hook no checkpoint is read back.
+   * the state after the last update, step = steps done; its loss is not logged). Awaited. Every row
+   * logged before a checkpoint is handed to `onRows` before it. Without this hook no checkpoint is read back.
    */
   onCheckpoint?(c: CheckpointData): void | Promise<void>;
 }
@@ -65,6 +72,15 @@ export interface TrainOptions {
    * consecutive logged rows. Absent: only NaN/Inf stops a trial.
    */
   divergence?: { factor: number; rows: number };
+  /**
+   * Resume from a checkpoint of this trial (science.md §7; worker/trainer/resume.ts): the run restores
+   * the state of the checkpoint's step s and trains steps s..steps−1, logging rows from step s on (the
+   * row of step s recomputed from the restored state: identical to the uninterrupted run's), and sends
+   * no checkpoint for step s itself (it exists). A `final` checkpoint: nothing is trained, no row is
+   * logged, the summary is the stored one. Throws `ResumeError` (before any hook is called) for a
+   * checkpoint that does not fit this trial, e.g. another config (the error names the field).
+   */
+  resume?: ResumeOptions;
 }
 
 /**
@@ -158,7 +174,7 @@ export function setupTrial(config: TrialConfig): TrialSetup {
     dispose() {
       tf.dispose([xColl, qColl, bc.x, bc.g, xEval, uStar, ...terms.slice(1).flatMap((t) => [t.x, t.g])]);
       split?.dispose();
-      state.dispose();
+      this.state.dispose(); // the current one: a resumed trial replaces it (resume.ts)
       adam.dispose();
       net.dispose();
     },
@@ -301,9 +317,20 @@ export async function trainTrial(config: TrialConfig, hooks: TrainHooks, opts: T
   let stopped = false;
   let minLoss = Infinity;
   let explodingRows = 0;
-  const t0 = performance.now();
+  let t0 = performance.now();
+  let start = 0;
   try {
-    for (let k = 0; k < steps; k++) {
+    if (opts.resume) {
+      const r = restoreTrial(s, opts.resume);
+      start = stepsDone = lastCkptStep = r.step; // the checkpoint of step s exists: not sent again
+      if (r.wallSeconds !== null) t0 -= r.wallSeconds * 1000;
+      if (r.divergence) ({ minLoss, explodingRows } = r.divergence);
+      if (r.final) {
+        start = steps; // nothing left to train
+        ({ loss: finalLoss, relL2: finalRel, diverged } = r.final);
+      }
+    }
+    for (let k = start; k < steps; k++) {
       if (hooks.shouldStop?.()) {
         stopped = true;
         break;
@@ -330,7 +357,11 @@ export async function trainTrial(config: TrialConfig, hooks: TrainHooks, opts: T
             rel_l2,
             ...diag,
           });
-          if (hooks.onCheckpoint && ckptEvery > 0 && k % ckptEvery === 0) ckpt = captureCheckpoint(s, k, { final: false, lr, batch: idxArr });
+          if (hooks.onCheckpoint && ckptEvery > 0 && k % ckptEvery === 0 && k !== lastCkptStep) {
+            // Resume bookkeeping (resume.ts): this row's wall clock and the divergence tracking before it.
+            const divergence = JSON.stringify({ min_loss: Number.isFinite(minLoss) ? minLoss : null, exploding_rows: explodingRows });
+            ckpt = captureCheckpoint(s, k, { final: false, lr, batch: idxArr, extra: { wall_seconds: String(buffer[buffer.length - 1]!.wall_seconds), divergence } });
+          }
           finalLoss = loss;
           if (rel_l2 !== null) finalRel = rel_l2;
           if (!finite) {
@@ -352,6 +383,9 @@ export async function trainTrial(config: TrialConfig, hooks: TrainHooks, opts: T
       }
       if (ckpt) {
         lastCkptStep = ckpt.step;
+        // Every row up to this step goes out before the checkpoint: a run killed after sending it has sent
+        // every row a resume from it does not recompute (the collector copies them, steps < s).
+        await flush();
         await hooks.onCheckpoint!(ckpt);
         ckpt = null;
       }
@@ -369,8 +403,11 @@ export async function trainTrial(config: TrialConfig, hooks: TrainHooks, opts: T
     }
     // The final checkpoint: the state after the last update (not a logged row), unless stopped early or
     // already sent (divergence at a checkpoint step: nothing was updated after it).
-    if (hooks.onCheckpoint && !stopped && lastCkptStep !== stepsDone)
-      await hooks.onCheckpoint(captureCheckpoint(s, stepsDone, { final: true, lr: staircaseLr(lr0, lr_decay.rate, lr_decay.every, stepsDone), batch: null }));
+    if (hooks.onCheckpoint && !stopped && lastCkptStep !== stepsDone) {
+      // The summary rides along: a run resumed from this checkpoint has nothing to train and reports it (resume.ts).
+      const extra = { final_loss: String(finalLoss), final_rel_l2: finalRel === null ? '' : String(finalRel), diverged: String(diverged) };
+      await hooks.onCheckpoint(captureCheckpoint(s, stepsDone, { final: true, lr: staircaseLr(lr0, lr_decay.rate, lr_decay.every, stepsDone), batch: null, extra }));
+    }
     hooks.onProgress?.(stepsDone, steps);
   } finally {
     s.dispose();
@@ -383,5 +420,6 @@ export async function trainTrial(config: TrialConfig, hooks: TrainHooks, opts: T
     stopped,
     backend,
     wall_seconds: (performance.now() - t0) / 1000,
+    first_step: start,
   };
 }
