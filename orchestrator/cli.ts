@@ -1,21 +1,28 @@
 #!/usr/bin/env node
 /**
  * phasemap command line.
- *   phasemap run SPEC [--out DIR] [--nats URL] [--slots N] [--backend auto|wasm|cpu|tensorflow]
+ *   phasemap run SPEC [--out DIR] [--nats URL] [--slots N] [--backend auto|wasm|cpu|tensorflow] [--gpus all|none|0,2,…] [--slots-per-gpu K]
  *   phasemap validate SPEC
  *   phasemap diagram DIR [--x lr] [--y batch_size] [--facet strategy | --no-facet]
- *   phasemap worker --nats URL [--slots N] [--backend …] [--name NAME]
- * Exit codes: 0 every trial done; 1 some trial failed; 2 bad input (spec, flags); 3 runtime error; 130 interrupted.
+ *   phasemap worker --nats URL [--slots N] [--gpus all|none|0,2,…] [--slots-per-gpu K] [--backend …] [--name NAME]
+ *   phasemap status [SWEEP] --nats URL [--json]
+ *   phasemap cancel SWEEP --nats URL [--wait S]
+ * Every command that talks to NATS takes --namespace and the credential/TLS flags of nats-connect.ts.
+ * Exit codes: 0 every trial done; 1 some trial failed or the sweep was cancelled; 2 bad input (spec, flags); 3 runtime error; 130 interrupted.
  */
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { WorkerAgent } from '../worker/agent.js';
+import { GpuDiscoveryError, parseGpus } from '../worker/gpus.js';
 import { buildDiagram, DIAGRAM_FILE, renderDiagram, type DiagramAxes } from './diagram.js';
 import { connectNats } from './jetstream.js';
+import { addNatsOptions, NatsConfigError, natsAuthForUrl, natsAuthFromOptions, redactUrl, type NatsCliOptions } from './nats-connect.js';
 import { NatsServerMissing } from './nats-server.js';
 import { plainLogger } from './progress.js';
 import { runSweep } from './run.js';
+import { cancelSweep, renderStatus, sweepStatus, workerAckWaitMs } from './control.js';
+import { checkNamespace, DEFAULT_NAMESPACE, transportNames, trialAckWaitMs } from '../schemas/transport.js';
 import { loadSweep, SpecErrors } from './spec.js';
 
 const log = plainLogger();
@@ -33,9 +40,28 @@ function intArg(name: string, min: number) {
   };
 }
 
+/** `--gpus`: validated here (exit 2 on a bad value), passed on as written. */
+function gpusArg(v: string): string {
+  try {
+    parseGpus(v);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+  return v;
+}
+const GPUS_HELP = 'GPUs to pin slot processes to (CUDA_VISIBLE_DEVICES), K per GPU; they replace --slots: all (nvidia-smi), none, or ids like 0,2 (default: all with --backend tensorflow when nvidia-smi lists GPUs, else none)';
+
 function fail(e: unknown): number {
   if (e instanceof SpecErrors) {
     log.error(`invalid sweep spec (nothing was run):\n  ${e.errors.map((x) => x.message).join('\n  ')}`);
+    return 2;
+  }
+  if (e instanceof GpuDiscoveryError) {
+    log.error(e.message);
+    return 2;
+  }
+  if (e instanceof NatsConfigError) {
+    log.error(e.message);
     return 2;
   }
   if (e instanceof NatsServerMissing) {
@@ -72,7 +98,11 @@ program
   .option('--nats <url>', 'NATS server URL(s), comma-separated (default: start a private nats-server)')
   .option('--slots <n>', `local worker slots, 0 = none (default: CPU cores, ${availableParallelism()} here)`, intArg('--slots', 0))
   .addOption(new Option('--backend <name>', 'tfjs backend').choices(['auto', 'wasm', 'cpu', 'tensorflow']).default('auto'))
-  .action(async (spec: string, o: { out?: string; nats?: string; slots?: number; backend: 'auto' | 'wasm' | 'cpu' | 'tensorflow' }) => {
+  .option('--gpus <list>', `local worker: ${GPUS_HELP}`, gpusArg)
+  .option('--slots-per-gpu <k>', 'local worker: slot processes per GPU (default 1)', intArg('--slots-per-gpu', 1))
+  .option('--namespace <ns>', 'namespace of subjects, streams and the state bucket (default: $PHASEMAP_NAMESPACE or phasemap)', (v: string) => namespaceArg(v))
+  .option('--replicas <n>', 'JetStream replicas of the streams and the state bucket when this run creates them (3 on a 3-node cluster; default 1)', intArg('--replicas', 1))
+  .action(async (spec: string, o: NatsCliOptions & { out?: string; nats?: string; slots?: number; backend: 'auto' | 'wasm' | 'cpu' | 'tensorflow'; gpus?: string; slotsPerGpu?: number; namespace?: string; replicas?: number }) => {
     const ac = new AbortController();
     let interrupts = 0;
     const onSignal = (sig: string) => {
@@ -83,12 +113,15 @@ program
     process.on('SIGINT', () => onSignal('SIGINT'));
     process.on('SIGTERM', () => onSignal('SIGTERM'));
     try {
-      const s = await runSweep({ spec, out: o.out, nats: o.nats, slots: o.slots, backend: o.backend, signal: ac.signal });
+      const s = await runSweep({ spec, out: o.out, nats: o.nats, natsAuth: natsAuthForUrl(o.nats, o), slots: o.slots, backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, replicas: o.replicas, signal: ac.signal });
       if (s.interrupted) {
         log.warn(`interrupted: ${s.done}/${s.queued} trial(s) of this run done; run the same command again to go on (${s.dir})`);
         process.exitCode = 130;
       } else if (s.failed.length) {
         log.error(`${s.failed.length} of ${s.queued} trial(s) failed (${s.dir}):\n${s.failed.map((f) => `  ${f.trial_id}: ${f.error ?? 'unknown error'}`).join('\n')}`);
+        process.exitCode = 1;
+      } else if (s.cancelled) {
+        log.warn(`sweep cancelled (phasemap cancel): ${s.cancelled} of ${s.queued} trial(s) cancelled, ${s.done} done; run the same command again to run the rest (${s.dir})`);
         process.exitCode = 1;
       } else {
         log.info(`done: ${s.total} trial(s) of the sweep done (${s.queued} run now) → ${s.dir}`);
@@ -146,14 +179,16 @@ program
   .description("join a NATS cluster and work on any sweep's trials until stopped (SIGTERM/SIGINT hand running trials back)")
   .requiredOption('--nats <url>', 'NATS server URL(s), comma-separated')
   .option('--slots <n>', `trial slots (default: CPU cores, ${availableParallelism()} here)`, intArg('--slots', 1))
+  .option('--gpus <list>', GPUS_HELP, gpusArg)
+  .option('--slots-per-gpu <k>', 'slot processes per GPU (default 1)', intArg('--slots-per-gpu', 1))
+  .option('--namespace <ns>', 'namespace of subjects, streams and the state bucket (default: $PHASEMAP_NAMESPACE or phasemap)', (v: string) => namespaceArg(v))
   .addOption(new Option('--backend <name>', 'tfjs backend').choices(['auto', 'wasm', 'cpu', 'tensorflow']).default('auto'))
   .option('--name <name>', 'worker name in trial state (default: HOST:PID)')
-  .action(async (o: { nats: string; slots?: number; backend: 'auto' | 'wasm' | 'cpu' | 'tensorflow'; name?: string }) => {
+  .action(async (o: NatsCliOptions & { nats: string; slots?: number; gpus?: string; slotsPerGpu?: number; backend: 'auto' | 'wasm' | 'cpu' | 'tensorflow'; name?: string; namespace?: string }) => {
     try {
-      const nc = await connectNats(o.nats, `phasemap-worker-${o.name ?? process.pid}`).catch((e: Error) => {
-        throw new Error(`--nats ${o.nats}: cannot connect (${e.message}); is nats-server running there with JetStream (-js)?`);
-      });
-      const agent = new WorkerAgent({ nc, slots: o.slots ?? availableParallelism(), backend: o.backend, name: o.name, log });
+      // Errors come worded, the URL's password redacted (nats-connect.ts).
+      const nc = await connectNats(o.nats, `phasemap-worker-${o.name ?? process.pid}`, natsAuthFromOptions(o));
+      const agent = new WorkerAgent({ nc, slots: o.slots ?? availableParallelism(), backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, name: o.name, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, log });
       let stopping = false;
       const stop = (sig: string) => {
         if (stopping) process.exit(130);
@@ -164,11 +199,70 @@ program
       process.on('SIGTERM', () => stop('SIGTERM'));
       process.on('SIGINT', () => stop('SIGINT'));
       await agent.start();
-      log.info(`worker ${agent.name}: pulling trials from ${o.nats}`);
+      log.info(`worker ${agent.name}: pulling trials from ${redactUrl(o.nats)}`);
     } catch (e) {
       process.exitCode = fail(e);
     }
   });
+
+const NAMESPACE_HELP = 'namespace of subjects, streams and the state bucket: sweeps and workers of one namespace see each other, of others never (default: $PHASEMAP_NAMESPACE or phasemap)';
+function namespaceArg(v: string): string {
+  try {
+    return checkNamespace(v);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+}
+
+program
+  .command('status')
+  .description("show a namespace's sweeps: trials by state, which worker/host/slot/device runs what, failures with their errors")
+  .argument('[sweep]', 'one sweep (default: all of the namespace)')
+  .requiredOption('--nats <url>', 'NATS server URL(s), comma-separated')
+  .option('--namespace <ns>', NAMESPACE_HELP, namespaceArg)
+  .option('--json', 'one JSON object on stdout, for scripts')
+  .action(async (sweep: string | undefined, o: NatsCliOptions & { nats: string; namespace?: string; json?: boolean }) => {
+    try {
+      const nc = await connectNats(o.nats, 'phasemap-status', natsAuthFromOptions(o));
+      const names = transportNames(o.namespace ?? process.env.PHASEMAP_NAMESPACE ?? DEFAULT_NAMESPACE);
+      try {
+        const list = await sweepStatus(nc, names, sweep, await workerAckWaitMs(nc, names, trialAckWaitMs()));
+        if (sweep && !list.length) {
+          log.error(`sweep '${sweep}': no trials in namespace ${names.ns} on ${redactUrl(o.nats)}`);
+          process.exitCode = 2;
+        } else process.stdout.write(o.json ? `${JSON.stringify({ namespace: names.ns, sweeps: list }, null, 2)}\n` : renderStatus(list, names.ns));
+      } finally {
+        await nc.close();
+      }
+    } catch (e) {
+      process.exitCode = fail(e);
+    }
+  });
+
+program
+  .command('cancel')
+  .description('stop a sweep cleanly: queued trials are removed, running ones stop at their next step; all are recorded cancelled (a later run of the spec runs them again)')
+  .argument('<sweep>', 'sweep name')
+  .requiredOption('--nats <url>', 'NATS server URL(s), comma-separated')
+  .option('--namespace <ns>', NAMESPACE_HELP, namespaceArg)
+  .option('--wait <s>', 'seconds to wait for running trials to stop (default: the trial ack wait + 10)', intArg('--wait', 0))
+  .action(async (sweep: string, o: NatsCliOptions & { nats: string; namespace?: string; wait?: number }) => {
+    try {
+      const nc = await connectNats(o.nats, 'phasemap-cancel', natsAuthFromOptions(o));
+      const names = transportNames(o.namespace ?? process.env.PHASEMAP_NAMESPACE ?? DEFAULT_NAMESPACE);
+      try {
+        const s = await cancelSweep(nc, names, sweep, { waitMs: o.wait === undefined ? undefined : o.wait * 1000, ackWaitMs: await workerAckWaitMs(nc, names, trialAckWaitMs()) });
+        log.info(`sweep ${sweep}: cancelled ${s.queued} queued and ${s.running} running trial(s)${s.forced ? ` (${s.forced} of them on workers that were gone)` : ''}${s.left ? `; ${s.left} still stopping` : ''}`);
+      } finally {
+        await nc.close();
+      }
+    } catch (e) {
+      process.exitCode = fail(e);
+    }
+  });
+
+// Credentials and TLS flags (--nats-user, --nats-creds, --tls-ca, …; nats-connect.ts) on every command that talks to NATS.
+for (const c of program.commands) if (['run', 'worker', 'status', 'cancel'].includes(c.name())) addNatsOptions(c);
 
 program.parseAsync().catch((e) => {
   process.exitCode = e instanceof CommanderError ? 2 : fail(e);

@@ -8,7 +8,8 @@ import type { KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Table } from 'apache-arrow';
 import type { TrialRecord } from '../schemas/parquet.js';
-import type { TrialResultMessage, TrialState } from '../schemas/trial.js';
+import type { TrialResultMessage } from '../schemas/trial.js';
+import { casState, TERMINAL } from '../schemas/trial-state.js';
 import type { TransportNames } from '../schemas/transport.js';
 import { CheckpointAssembler, parseChunkHeaders } from './checkpoints.js';
 import { decodeMetricsMessage, MetricsStore, splitMetricsTable, writeTrialsParquet } from './parquet-store.js';
@@ -71,7 +72,9 @@ export class Collector {
           await this.handle(m);
         } catch (e) {
           this.opts.onWarning?.(`collector: message ${m.subject} #${m.seq} rejected: ${(e as Error).message}`);
-          m.term((e as Error).message.slice(0, 200));
+          // Dropped for good. An ack, not a term: on nats-server 2.9 a termed message can stay counted as
+          // unacknowledged on a work-queue stream, and the collector would never settle.
+          m.ack();
         }
       }
     })();
@@ -88,12 +91,17 @@ export class Collector {
       }
       const rel = await this.checkpoints.add(info, m.data, m);
       for (const x of rel.ack) x.ack();
-      for (const x of rel.term) x.term('checkpoint does not match its sha256');
+      for (const x of rel.term) x.ack(); // dropped for good (see start())
       for (const x of rel.nak) x.nak(5_000);
       return;
     }
     if (m.subject.endsWith('.metrics')) {
       for (const part of splitMetricsTable(decodeMetricsMessage(m.data))) {
+        if (!this.opts.records.has(part.trial_id)) {
+          // Never a path from the wire that DIR does not know (trial ids name directories).
+          this.opts.onWarning?.(`collector: metrics of unknown trial ${JSON.stringify(part.trial_id).slice(0, 40)} (not in this sweep's DIR); dropped`);
+          continue;
+        }
         const key = `${part.trial_id}#${part.attempt}`;
         const b = this.buffers.get(key) ?? { trialId: part.trial_id, attempt: part.attempt, tables: [] };
         b.tables.push(part.table);
@@ -105,6 +113,7 @@ export class Collector {
     }
     this.pending.push(m);
     const result = JSON.parse(m.string()) as TrialResultMessage;
+    if (!Number.isInteger(result.attempt) || result.attempt < 1) throw new Error(`result attempt ${JSON.stringify(result.attempt)} is not an integer >= 1`);
     for (const x of this.checkpoints.supersede(result.trial_id, result.attempt)) x.ack();
     this.applyResult(result);
     // A result ends its attempt: write its rows and the trial record now.
@@ -113,14 +122,22 @@ export class Collector {
 
   /**
    * Records a trial as failed without a result from a worker (e.g. its message reached
-   * max_deliver because its workers kept dying) and writes trials.parquet.
+   * max_deliver because its workers kept dying): state `failed` in the bucket unless it is already
+   * terminal, and trials.parquet.
    */
   async markFailed(trialId: string, attempt: number, error: string): Promise<void> {
     const now = new Date().toISOString();
-    this.applyResult({
+    const result: TrialResultMessage = {
       sweep: this.opts.sweep, trial_id: trialId, attempt, status: 'failed', started_at: now, finished_at: now, wall_seconds: 0,
       final_loss: null, final_rel_l2: null, diverged: false, steps_done: 0, rows: 0, host: '', device: '', backend: '', worker: '', slot: '', visible_devices: null, resumed_from: null, error,
-    });
+    };
+    if (this.opts.kv) {
+      const w = await casState(this.opts.kv, this.opts.names.stateKey(this.opts.sweep, trialId), (cur) =>
+        cur && TERMINAL.has(cur.status) ? null : { status: 'failed', attempt, owner: null, updated_at: now, error, result },
+      ).catch(() => null);
+      if (!w) return;
+    }
+    this.applyResult(result);
     await this.flushSerial();
   }
 
@@ -128,8 +145,8 @@ export class Collector {
     const r = this.opts.records.get(result.trial_id);
     if (!r) {
       this.opts.onWarning?.(`collector: result for unknown trial ${result.trial_id} (not in this sweep's DIR); kept in the stream's ack only`);
-    } else if (r.status !== 'done') {
-      // A failed attempt never overwrites a done one; a later done overwrites failed.
+    } else if (r.status !== 'done' && !(result.status !== 'done' && (r.status === 'failed' || r.status === 'cancelled') && r.attempts > result.attempt)) {
+      // A failed or cancelled attempt never overwrites a done one (or a later attempt's record); a later done overwrites failed.
       Object.assign(r, {
         status: result.status,
         attempts: Math.max(r.attempts, result.attempt),
@@ -191,7 +208,12 @@ export class Collector {
       // Every row of a done attempt is on disk now (its result came after its metrics): read its phases.
       const analyze = this.toAnalyze;
       this.toAnalyze = [];
-      for (const [r, res] of analyze) await this.analyze(r, res);
+      for (const [r, res] of analyze) {
+        // A resumed attempt holds its rows from the checkpoint step on; the earlier attempt's rows
+        // before it are copied in so the completed attempt holds every step once.
+        if (res.resumed_from) await this.store.copyEarlierRows(r.trial_id, res.resumed_from.attempt, res.attempt, res.resumed_from.step);
+        await this.analyze(r, res);
+      }
       if (this.recordsDirty) {
         this.recordsDirty = false;
         await writeTrialsParquet(this.opts.dir, [...this.opts.records.values()]);
@@ -204,11 +226,8 @@ export class Collector {
     for (const m of msgs) m.ack();
     const done = this.finished;
     this.finished = [];
-    for (const [r, res] of done) {
-      const state: TrialState = { status: r.status, attempt: res.attempt, owner: res.host || null, updated_at: new Date().toISOString(), error: r.error };
-      await this.opts.kv?.put(this.opts.names.stateKey(this.opts.sweep, r.trial_id), JSON.stringify(state)).catch((e: Error) => this.opts.onWarning?.(`collector: trial state not updated: ${e.message}`));
-      this.opts.onTrialFinished?.(r, res);
-    }
+    // Trial state in the bucket was set terminal by the worker that owned the attempt (schemas/trial-state.ts).
+    for (const [r, res] of done) this.opts.onTrialFinished?.(r, res);
   }
 
   /**

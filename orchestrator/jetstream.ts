@@ -4,9 +4,11 @@
  */
 import { AckPolicy, jetstream, jetstreamManager, RetentionPolicy, StorageType, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
-import { connect, nanos, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import { nanos, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import type { TrialMessage, TrialState } from '../schemas/trial.js';
-import { OUT_ACK_WAIT_MS, workerConsumerConfig, type TransportNames } from '../schemas/transport.js';
+import { readState, TERMINAL } from '../schemas/trial-state.js';
+import { hostname } from 'node:os';
+import { OUT_ACK_WAIT_MS, workerConsumerConfig, type SweepControl, type SweepOwner, type TransportNames } from '../schemas/transport.js';
 
 export interface Transport {
   names: TransportNames;
@@ -16,43 +18,57 @@ export interface Transport {
   kv: KV;
 }
 
-/** Connects with reconnects forever (a restarted server is waited for). */
-export async function connectNats(url: string, name: string): Promise<NatsConnection> {
-  return connect({ servers: url.split(','), name, maxReconnectAttempts: -1, reconnectTimeWait: 500 });
-}
+/** Connects with reconnects forever, with credentials and TLS: see nats-connect.ts. */
+export { connectNats } from './nats-connect.js';
 
-async function ensureStream(jsm: JetStreamManager, name: string, subjects: string[]): Promise<void> {
+async function ensureStream(jsm: JetStreamManager, name: string, subjects: string[], replicas: number): Promise<void> {
   try {
     await jsm.streams.info(name);
   } catch {
-    await jsm.streams.add({ name, subjects, retention: RetentionPolicy.Workqueue, storage: StorageType.File, max_msg_size: -1 });
+    await jsm.streams.add({ name, subjects, retention: RetentionPolicy.Workqueue, storage: StorageType.File, max_msg_size: -1, num_replicas: replicas });
   }
+}
+
+const collectorConsumerConfig = (names: TransportNames, sweep: string) => ({
+  durable_name: names.collector(sweep),
+  filter_subject: names.outOf(sweep),
+  ack_policy: AckPolicy.Explicit,
+  ack_wait: nanos(OUT_ACK_WAIT_MS),
+  max_ack_pending: 20_000,
+  max_deliver: -1,
+});
+
+/**
+ * Replaces the sweep's collector consumer by a fresh one, so that what an earlier collector of this
+ * sweep received but never acknowledged (it was killed) is delivered again at once and in stream
+ * order, instead of after the ack wait and after newer messages: a trial's result must never be
+ * written before its metrics. The output stream is a work queue: acknowledged messages are gone, and
+ * a new consumer starts at the first message still there. Call only as the sweep's owner
+ * (claimSweepOwner), before its collector starts.
+ */
+export async function resetCollectorConsumer(t: Transport, sweep: string): Promise<void> {
+  await t.jsm.consumers.delete(t.names.outStream, t.names.collector(sweep)).catch(() => undefined);
+  await t.jsm.consumers.add(t.names.outStream, collectorConsumerConfig(t.names, sweep));
 }
 
 /**
  * Creates (idempotently) the trials and output work-queue streams, the shared worker consumer,
- * the sweep's collector consumer and the trial-state KV bucket.
+ * the sweep's collector consumer and the trial-state KV bucket. `replicas` (1–5; 3 on a 3-node
+ * cluster) applies to what this call creates; existing streams and buckets keep theirs.
  */
-export async function ensureResources(nc: NatsConnection, names: TransportNames, sweep: string): Promise<Transport> {
+export async function ensureResources(nc: NatsConnection, names: TransportNames, sweep: string, replicas = 1): Promise<Transport> {
   const jsm = await jetstreamManager(nc);
-  await ensureStream(jsm, names.trialsStream, [names.trialsAll]);
-  await ensureStream(jsm, names.outStream, [names.outAll]);
+  await ensureStream(jsm, names.trialsStream, [names.trialsAll], replicas);
+  await ensureStream(jsm, names.outStream, [names.outAll], replicas);
   await jsm.consumers.add(names.trialsStream, workerConsumerConfig(names)).catch(async (e) => {
     // Already there with the same name: fine.
     await jsm.consumers.info(names.trialsStream, names.workerConsumer).catch(() => { throw e; });
   });
-  await jsm.consumers.add(names.outStream, {
-    durable_name: names.collector(sweep),
-    filter_subject: names.outOf(sweep),
-    ack_policy: AckPolicy.Explicit,
-    ack_wait: nanos(OUT_ACK_WAIT_MS),
-    max_ack_pending: 20_000,
-    max_deliver: -1,
-  }).catch(async (e) => {
+  await jsm.consumers.add(names.outStream, collectorConsumerConfig(names, sweep)).catch(async (e) => {
     await jsm.consumers.info(names.outStream, names.collector(sweep)).catch(() => { throw e; });
   });
   const js = jetstream(nc);
-  const kv = await new Kvm(js).create(names.stateBucket, { history: 1 });
+  const kv = await new Kvm(js).create(names.stateBucket, { history: 1, replicas });
   return { names, nc, js, jsm, kv };
 }
 
@@ -68,17 +84,31 @@ export async function trialsInStream(t: Transport, sweep: string): Promise<Set<s
 
 /**
  * Queues the trials of a run on the work queue, subject `<ns>.trials.<sweep>.<trial_id>`, and sets
- * their state `queued`. A trial whose message is still in the stream (queued, or running on a worker,
- * e.g. after this orchestrator was killed and started again) is not queued a second time: it would run
- * twice. Publishes are pipelined (up to 256 in flight); Nats-Msg-Id = `<trial_id>.<runNonce>` makes a
- * retried publish idempotent within the run.
- * @returns trials queued now and trials left as they were (already in the stream).
+ * their state `queued`. Not queued a second time (it would run twice): a trial whose message is still
+ * in the stream (queued, or running on a worker, e.g. after this orchestrator was killed and started
+ * again), and a trial whose state shows an attempt that ended after DIR's last record of it (its result
+ * is still in the output stream). Publishes are pipelined (up to 256 in flight); Nats-Msg-Id =
+ * `<trial_id>.<runNonce>` makes a retried publish idempotent within the run.
+ * @returns trials queued now, trials of this sweep found in the stream, trials whose result is on its way.
  */
-export async function publishTrials(t: Transport, sweep: string, trials: TrialMessage[], runNonce: string): Promise<{ queued: number; inStream: number }> {
+export async function publishTrials(t: Transport, sweep: string, trials: TrialMessage[], runNonce: string): Promise<{ queued: number; inStream: number; finishing: number }> {
   const present = await trialsInStream(t, sweep);
   const enc = new TextEncoder();
   const now = new Date().toISOString();
-  const todo = trials.filter((m) => !present.has(m.trial_id));
+  let todo = trials.filter((m) => !present.has(m.trial_id));
+  // A trial whose state records an attempt newer than DIR knows ended while no collector was writing
+  // (e.g. this orchestrator was killed): its result waits in the output stream. Queuing it again would
+  // run it twice to completion.
+  const finishing = new Set<string>();
+  for (let i = 0; i < todo.length; i += 256) {
+    await Promise.all(
+      todo.slice(i, i + 256).map(async (m) => {
+        const { state } = await readState(t.kv, t.names.stateKey(sweep, m.trial_id));
+        if (state && TERMINAL.has(state.status) && state.attempt > (m.attempt_base ?? 0)) finishing.add(m.trial_id);
+      }),
+    );
+  }
+  todo = todo.filter((m) => !finishing.has(m.trial_id));
   const state = enc.encode(JSON.stringify({ status: 'queued', attempt: 0, owner: null, updated_at: now } satisfies TrialState));
   for (let i = 0; i < todo.length; i += 256) {
     await Promise.all(
@@ -89,7 +119,7 @@ export async function publishTrials(t: Transport, sweep: string, trials: TrialMe
       }),
     );
   }
-  return { queued: todo.length, inStream: trials.length - todo.length };
+  return { queued: todo.length, inStream: present.size, finishing: finishing.size };
 }
 
 /**
@@ -113,4 +143,69 @@ export function watchMaxDeliveries(t: Transport, sweep: string, onLost: (trialId
       })().catch(() => undefined);
     },
   });
+}
+
+/** An orchestrator that has not refreshed its owner record for this long is gone. */
+const OWNER_STALE_MS = 60_000;
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Makes this process the owner of a sweep in its namespace (the one process whose collector writes
+ * the sweep's DIR), so that a second `phasemap run` of a sweep with the same name — another user,
+ * another DIR — is refused instead of sharing its subjects and trial states by accident. An owner that
+ * is gone (silent for 60 s, or a dead process on this host) is replaced; so is one with the same DIR
+ * on this host whose process is gone (a killed orchestrator started again).
+ * @returns a release function (stops the refresh and deletes the record).
+ * @throws Error naming the sweep, the namespace and the owner when a live owner holds it.
+ */
+export async function claimSweepOwner(t: Transport, sweep: string, dir: string): Promise<() => Promise<void>> {
+  const key = t.names.ownerKey(sweep);
+  const host = hostname();
+  const me = (): SweepOwner => ({ dir, host, pid: process.pid, started_at, heartbeat_at: new Date().toISOString() });
+  const started_at = new Date().toISOString();
+  for (let i = 0; ; i++) {
+    const e = await t.kv.get(key);
+    let cur: SweepOwner | null = null;
+    try {
+      cur = e && e.operation === 'PUT' ? e.json<SweepOwner>() : null;
+    } catch {
+      cur = null;
+    }
+    if (cur && !(cur.host === host && cur.pid === process.pid)) {
+      const fresh = Date.now() - Date.parse(cur.heartbeat_at) < OWNER_STALE_MS;
+      const deadHere = cur.host === host && !pidAlive(cur.pid);
+      if (fresh && !deadHere)
+        throw new Error(
+          `sweep '${sweep}' (namespace ${t.names.ns}) is being run by another orchestrator: ${cur.host} pid ${cur.pid}, DIR ${cur.dir}, since ${cur.started_at}. ` +
+            `Wait for it, stop it, or use another sweep name or --namespace.`,
+        );
+    }
+    try {
+      void (e && e.operation === 'PUT' ? await t.kv.update(key, JSON.stringify(me()), e.revision) : await t.kv.create(key, JSON.stringify(me())));
+      break;
+    } catch (err) {
+      if (i >= 5) throw err;
+    }
+  }
+  const timer = setInterval(() => {
+    void t.kv.put(key, JSON.stringify(me())).catch(() => undefined);
+  }, 20_000);
+  timer.unref();
+  return async () => {
+    clearInterval(timer);
+    await t.kv.delete(key).catch(() => undefined);
+  };
+}
+
+/** Sets a sweep's control record (schemas/transport.ts SweepControl). */
+export async function setSweepControl(t: Pick<Transport, 'kv' | 'names'>, sweep: string, c: SweepControl): Promise<void> {
+  await t.kv.put(t.names.controlKey(sweep), JSON.stringify(c));
 }

@@ -3,9 +3,10 @@
  * free port, its store inside the sweep directory. Stopped when the run ends.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { accessSync, constants, statSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { join } from 'node:path';
+import { delimiter, join } from 'node:path';
 import { connect } from '@nats-io/transport-node';
 
 export interface EmbeddedNats {
@@ -37,18 +38,45 @@ export class NatsServerMissing extends Error {
   }
 }
 
+/** The executable `bin` names (a path, or a name looked up on PATH), or null. */
+function findExecutable(bin: string): string | null {
+  const ok = (p: string) => {
+    try {
+      accessSync(p, constants.X_OK);
+      return statSync(p).isFile();
+    } catch {
+      return false;
+    }
+  };
+  if (bin.includes('/')) return ok(bin) ? bin : null;
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) if (dir && ok(join(dir, bin))) return join(dir, bin);
+  return null;
+}
+
 /**
- * Starts nats-server with `-js -a 127.0.0.1 -p <free port> -sd <storeDir>` and waits until it accepts clients.
+ * Runs the server under a POSIX-sh guard that holds the read end of a pipe from this process: when
+ * this process dies — even by SIGKILL — the pipe closes and the guard stops the server, so a killed
+ * `phasemap run` never leaves its embedded server (and the store in DIR) held by an orphan.
+ */
+const GUARD = 'exec 3<&0; "$0" "$@" </dev/null & p=$!; (read _ <&3; kill -TERM $p 2>/dev/null) & r=$!; ' +
+  "trap 'kill -TERM $p 2>/dev/null' TERM INT; while kill -0 $p 2>/dev/null; do wait $p; done; kill $r 2>/dev/null; exit 0";
+
+/**
+ * Starts nats-server with `-js -a 127.0.0.1 -p <port> -sd <storeDir>` and waits until it accepts
+ * clients. The server stops when `stop()` is called or when this process dies (see GUARD).
  * @param storeDir JetStream store directory (created).
+ * @param opts.port a fixed port (default: a free one), e.g. to restart a server on the same address.
  * @throws NatsServerMissing when the binary is not found; Error when it exits or does not answer within 15 s.
  */
-export async function startEmbeddedNats(storeDir: string, bin = process.env.PHASEMAP_NATS_SERVER ?? 'nats-server'): Promise<EmbeddedNats> {
+export async function startEmbeddedNats(storeDir: string, bin = process.env.PHASEMAP_NATS_SERVER ?? 'nats-server', opts: { port?: number } = {}): Promise<EmbeddedNats> {
   await mkdir(storeDir, { recursive: true });
-  const port = await freePort();
+  const exe = findExecutable(bin);
+  if (!exe) throw new NatsServerMissing(bin);
+  const port = opts.port ?? (await freePort());
   const url = `nats://127.0.0.1:${port}`;
   let stderr = '';
-  const child: ChildProcess = spawn(bin, ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', storeDir, '--server_name', `phasemap-embedded-${port}`], {
-    stdio: ['ignore', 'ignore', 'pipe'],
+  const child: ChildProcess = spawn('/bin/sh', ['-c', GUARD, exe, '-js', '-a', '127.0.0.1', '-p', String(port), '-sd', storeDir, '--server_name', `phasemap-embedded-${port}`], {
+    stdio: ['pipe', 'ignore', 'pipe'],
   });
   child.stderr?.on('data', (d: Buffer) => {
     stderr = (stderr + d.toString()).slice(-4000);

@@ -13,8 +13,10 @@ import type { AnalysisConfig, TrialConfig } from '../schemas/sweep.js';
 import type { BackendRequest, TrialMessage } from '../schemas/trial.js';
 import { DEFAULT_NAMESPACE, transportNames, type ProgressMessage } from '../schemas/transport.js';
 import { WorkerAgent } from '../worker/agent.js';
+import { serveCheckpoints } from './checkpoints.js';
 import { Collector } from './collector.js';
-import { connectNats, ensureResources, publishTrials, watchMaxDeliveries } from './jetstream.js';
+import { claimSweepOwner, connectNats, ensureResources, publishTrials, resetCollectorConsumer, setSweepControl, watchMaxDeliveries } from './jetstream.js';
+import { redactUrl, type NatsAuth } from './nats-connect.js';
 import { embeddedStoreDir, startEmbeddedNats, type EmbeddedNats } from './nats-server.js';
 import { readTrialsParquet, writeTrialsParquet } from './parquet-store.js';
 import { attemptPhases } from './phases.js';
@@ -27,11 +29,15 @@ export interface RunOptions {
   out?: string;
   /** NATS URL(s), comma-separated; none = embedded nats-server. */
   nats?: string;
+  /** Credentials and TLS for `nats` (orchestrator/nats-connect.ts); unused with the embedded server. */
+  natsAuth?: NatsAuth;
   /** Local worker slots; 0 = no local worker. Default: CPU cores. */
   slots?: number;
   backend?: BackendRequest;
   /** Namespace of subjects, streams and the state bucket (schemas/transport.ts); default `phasemap`. */
   namespace?: string;
+  /** JetStream replicas of the streams and bucket when this run creates them (3 on a 3-node cluster); default 1. */
+  replicas?: number;
   /** GPUs of the local worker (`all`, `none`, `0,2`) and slots per GPU: see worker/pool.ts. */
   gpus?: string;
   slotsPerGpu?: number;
@@ -48,6 +54,8 @@ export interface RunSummary {
   queued: number;
   done: number;
   failed: Array<{ trial_id: string; error: string | null }>;
+  /** Trials stopped by `phasemap cancel`. */
+  cancelled: number;
   /** True when the run was interrupted before every trial finished. */
   interrupted: boolean;
 }
@@ -168,7 +176,7 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
   await writeJsonAtomic(join(dir, SWEEP_FILE), file);
 
   let toRun = sweep.trials.filter((t) => records.get(t.trial_id)!.status !== 'done');
-  const summary: RunSummary = { dir, total: sweep.trials.length, queued: toRun.length, done: 0, failed: [], interrupted: false };
+  const summary: RunSummary = { dir, total: sweep.trials.length, queued: toRun.length, done: 0, failed: [], cancelled: 0, interrupted: false };
   base.info(`sweep ${sweep.name}: ${sweep.trials.length} trial(s), ${sweep.trials.length - toRun.length} already done in ${dir}, ${toRun.length} to run`);
   if (toRun.length === 0) {
     await writeTrialsParquet(dir, [...records.values()]);
@@ -181,16 +189,21 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
   let collector: Collector | null = null;
   let progress: SweepProgress | null = null;
   let log: Logger = base;
+  let release: (() => Promise<void>) | null = null;
+  let ckptService: { unsubscribe(): void } | null = null;
   try {
     if (!opts.nats) {
       embedded = await startEmbeddedNats(embeddedStoreDir(dir));
       log.info(`embedded nats-server on ${embedded.url} (store ${embeddedStoreDir(dir)})`);
     }
-    nc = await connectNats(opts.nats ?? embedded!.url, `phasemap-run-${sweep.name}`).catch((e: Error) => {
-      throw new Error(`--nats ${opts.nats ?? embedded!.url}: cannot connect (${e.message}); is nats-server running there with JetStream (-js)?`);
-    });
+    // Errors come worded (`--nats <URL, password redacted>: authorization failed …`): see nats-connect.ts.
+    nc = await connectNats(opts.nats ?? embedded!.url, `phasemap-run-${sweep.name}`, opts.nats ? opts.natsAuth : undefined);
     const names = transportNames(opts.namespace ?? DEFAULT_NAMESPACE);
-    const transport = await ensureResources(nc, names, sweep.name);
+    const transport = await ensureResources(nc, names, sweep.name, opts.replicas ?? 1);
+    release = await claimSweepOwner(transport, sweep.name, dir);
+    await resetCollectorConsumer(transport, sweep.name);
+    // A new run of a cancelled sweep runs it again.
+    await setSweepControl(transport, sweep.name, { cancelled: false, updated_at: new Date().toISOString() });
 
     let waiting: Set<string> | null = null;
     let allDone!: () => void;
@@ -214,6 +227,9 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
       },
     });
     await collector.start();
+    // Workers resuming a redelivered trial fetch its last checkpoint from DIR through this process.
+    const payload = nc.info?.max_payload ?? 1024 * 1024;
+    ckptService = serveCheckpoints(nc, names.checkpointRequest(sweep.name), dir, payload - Math.min(4096, Math.floor(payload / 8)), { onWarning: (m) => log.warn(m) });
     // Whatever an earlier, interrupted run left in the output stream is written first: a trial it
     // finished is not run again, and attempt numbers below never collide with an attempt on disk.
     await collector.settle();
@@ -244,13 +260,14 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
       const attempt_base = Math.max(records.get(t.trial_id)!.attempts, await attemptsOnDisk(dir, t.trial_id));
       messages.push({
         sweep: sweep.name, trial_id: t.trial_id, config: t.config, backend: opts.backend ?? 'auto', attempt_base,
-        divergence_factor: sweep.analysis.divergence_factor,
+        divergence_factor: sweep.analysis.divergence_factor, max_attempts: sweep.max_attempts,
       });
     }
     const pub = await publishTrials(transport, sweep.name, messages, randomBytes(4).toString('hex'));
     const n = pub.queued;
     if (pub.inStream) log.info(`${pub.inStream} trial(s) still queued or running from an earlier run: left as they are`);
-    log.info(`queued ${n} trial(s) on ${opts.nats ? opts.nats : 'the embedded server'}`);
+    if (pub.finishing) log.info(`${pub.finishing} trial(s) finished while no collector ran: their results are read from the output stream`);
+    log.info(`queued ${n} trial(s) on ${opts.nats ? redactUrl(opts.nats) : 'the embedded server'}`);
 
     const slots = opts.slots ?? availableParallelism();
     if (slots > 0) {
@@ -268,7 +285,9 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
   } finally {
     progress?.stop();
     await agent?.stop(summary.interrupted);
+    ckptService?.unsubscribe();
     await collector?.stop();
+    await release?.();
     await nc?.drain().catch(() => undefined);
     await embedded?.stop();
   }
@@ -276,6 +295,7 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
     const r = records.get(t.trial_id)!;
     if (r.status === 'done') summary.done++;
     else if (r.status === 'failed') summary.failed.push({ trial_id: r.trial_id, error: r.error });
+    else if (r.status === 'cancelled') summary.cancelled++;
   }
   return summary;
 }

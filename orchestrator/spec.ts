@@ -59,6 +59,8 @@ export interface ResolvedSweep {
   spec: SweepSpec;
   /** The `analysis:` block with defaults applied: thresholds of the phase record (not part of any trial). */
   analysis: AnalysisConfig;
+  /** `max_attempts` (default 3): attempts of a throwing trial per run before it is failed. */
+  max_attempts: number;
   trials: ResolvedTrial[];
   /** Grid combinations that resolved to a trial already in `trials` (same config, same id), dropped. */
   duplicates: number;
@@ -277,6 +279,9 @@ export function resolveSweep(raw: unknown, source?: string): ResolvedSweep {
   const spec = raw as SweepSpec;
   const analysis = resolveAnalysis(spec.analysis);
   errors.push(...analysis.errors);
+  const maxAttempts = spec.max_attempts === undefined ? 3 : spec.max_attempts;
+  if (!Number.isInteger(maxAttempts) || (maxAttempts as number) < 1 || (maxAttempts as number) > 10)
+    errors.push(new SpecError('max_attempts', maxAttempts, 'an integer from 1 to 10'));
   const gridOk = !errors.some((e) => e.path === 'grid' || e.path.startsWith('grid.'));
   const grid = gridOk ? Object.entries(spec.grid ?? {}) : [];
   for (const [key] of grid) {
@@ -314,7 +319,7 @@ export function resolveSweep(raw: unknown, source?: string): ResolvedSweep {
     trials.push({ trial_id: id, config, grid_values: combo });
   }
   if (errors.length) fail(errors);
-  return { name: spec.name, description: spec.description, spec, analysis: analysis.value, trials, duplicates };
+  return { name: spec.name, description: spec.description, spec, analysis: analysis.value, max_attempts: maxAttempts as number, trials, duplicates };
 }
 
 /** Validates the spec's `analysis:` block (absent = all defaults) into a new object with defaults applied. */

@@ -211,9 +211,13 @@ export const SweepSpecSchema = Type.Object(
     seed: Type.Optional(Type.Unknown()),
     grid: Type.Optional(GridSchema),
     analysis: Type.Optional(Type.Unknown()),
+    max_attempts: Type.Optional(Type.Unknown()),
   },
   { additionalProperties: false, title: 'phasemap sweep spec' },
 );
+
+/** `max_attempts`: how often a trial whose training throws is tried in one run before it is recorded failed. Not part of trial ids. */
+export const MaxAttemptsSchema = Int({ minimum: 1, maximum: 10, default: 3, description: 'Attempts of a trial whose training throws (an error, not a divergence) before it is recorded failed, per run. Not part of trial ids.' });
 
 export type Helmholtz2dConfig = Static<typeof Helmholtz2dSchema>;
 export type Poisson2dConfig = Static<typeof Poisson2dSchema>;
@@ -249,6 +253,7 @@ export function editorSchema(): TSchema {
       description: Type.Optional(Type.String()),
       grid: Type.Optional(GridSchema),
       analysis: Type.Optional(AnalysisSchema),
+      max_attempts: Type.Optional(MaxAttemptsSchema),
     },
     { additionalProperties: false, title: 'phasemap sweep spec' },
   );

@@ -120,7 +120,7 @@ export function trialAckWaitMs(env: NodeJS.ProcessEnv = process.env): number {
   return Math.round(s * 1000);
 }
 /** Ack wait of the collector's consumer; the collector flushes buffered rows well within it. */
-export const OUT_ACK_WAIT_MS = 120_000;
+export const OUT_ACK_WAIT_MS = 60_000;
 
 /** Live progress of one running trial (core NATS, best effort). */
 export interface ProgressMessage {
@@ -141,16 +141,17 @@ export const workerConsumerConfig = (names: TransportNames) => ({
   ack_policy: 'explicit' as const,
   ack_wait: trialAckWaitMs() * 1_000_000,
   /**
-   * Backstop only: workers enforce a trial's `max_attempts` themselves (a trial that throws is naked
-   * for a retry, then reported failed); a trial whose workers keep dying reaches this and the
-   * orchestrator records it failed (max-deliveries advisory).
+   * Backstop only: workers enforce a trial's `max_attempts` (≤ 10) themselves (a trial that throws is
+   * naked for a retry, then reported failed); a trial whose workers keep dying reaches this: the worker
+   * that gets its last delivery records it failed without training it, and should that worker die too,
+   * the orchestrator records it failed on JetStream's max-deliveries advisory.
    */
   max_deliver: MAX_DELIVER,
   max_ack_pending: 100_000,
 });
 
 /** Deliveries of one trial message before JetStream gives up on it (see workerConsumerConfig). */
-export const MAX_DELIVER = 20;
+export const MAX_DELIVER = 30;
 
 /** Sweep-level control record in the state bucket (key `controlKey(sweep)`). */
 export interface SweepControl {
@@ -166,4 +167,6 @@ export interface SweepOwner {
   host: string;
   pid: number;
   started_at: string;
+  /** Refreshed every ~20 s while the orchestrator runs; an owner silent for 60 s is gone. */
+  heartbeat_at: string;
 }

@@ -71,8 +71,9 @@ export interface TrialResultMessage {
   /** CUDA_VISIBLE_DEVICES as the slot's own process saw it (null for thread slots and when unset). */
   visible_devices: string | null;
   /**
-   * Set when this attempt resumed from a checkpoint of an earlier attempt: its rows up to and
-   * including `step` are that attempt's, copied by the collector, so the attempt holds every step.
+   * Set when this attempt resumed from a checkpoint of an earlier attempt at `step`: it trained (and
+   * logged) from `step` on; the collector copies that attempt's rows with step < `step` into this
+   * attempt, so the completed attempt holds every step once.
    */
   resumed_from: { attempt: number; step: number } | null;
   error: string | null;
@@ -117,6 +118,8 @@ export interface TrialState {
   /** Last heartbeat of the owner (ISO-8601); a running trial whose heartbeat is older than the ack wait has lost its worker. */
   heartbeat_at?: string | null;
   updated_at: string;
+  /** Attempts of this run that threw (reset when a run queues the trial); at max_attempts the trial is failed. */
+  failures?: number;
   /** Error of the last failed attempt (kept while a retry runs). */
   error?: string | null;
   /** Terminal states: the result as published, so a worker that finds the trial redelivered can publish it again. */

@@ -167,12 +167,12 @@ test('a missing nats-server binary says how to install it', async (t) => {
   t.regex(r.stderr, /nats-server not found.*\n.*apt-get install nats-server/);
 });
 
-test('trials that throw are recorded failed with their error; the run exits 1 with a summary', async (t) => {
-  // The tensorflow backend is not installed here: every trial fails in its slot process at start.
+test('trials that throw are retried up to max_attempts, then recorded failed with their error; the run exits 1 with a summary', async (t) => {
+  // The tensorflow backend is not installed here: every attempt fails in its slot process at start.
   const work = await tempDir('e2e-fail');
   const spec = join(work, 'f.yaml');
   const out = join(work, 'out');
-  await writeFile(spec, tiny('[0.001]', 'fails'));
+  await writeFile(spec, `${tiny('[0.001]', 'fails')}max_attempts: 2\n`);
   const r = await runCli(['run', spec, '--out', out, '--slots', '1', '--backend', 'tensorflow']);
   t.is(r.code, 1, r.stderr);
   t.regex(r.stderr, /2 of 2 trial\(s\) failed/);
@@ -181,7 +181,7 @@ test('trials that throw are recorded failed with their error; the run exits 1 wi
   for (const row of rows) {
     t.is(row.status, 'failed');
     t.deepEqual([row.t_diffusion, row.t_equilibrium, row.final_phase], [null, null, null]);
-    t.is(row.attempts, 1);
+    t.is(row.attempts, 2);
     t.regex(row.error as string, /tensorflow/);
     t.true((r.stderr as string).includes((row.error as string).split('\n')[0]!));
   }

@@ -1,8 +1,15 @@
 /**
- * Worker agent: pulls trials from JetStream, runs each on a free slot, publishes its metrics chunks,
- * checkpoint chunks (schemas/transport.ts) and result, keeps the trial message alive with in-progress acks while it trains, and acks only
- * after everything of the attempt is stored by JetStream. Never blocks its event loop: training runs
- * in slot threads or processes.
+ * Worker agent: pulls trials from JetStream, claims each in the trial-state bucket (compare-and-set,
+ * schemas/trial-state.ts), runs it on a free slot, publishes its metrics chunks, checkpoint chunks
+ * (schemas/transport.ts) and result, keeps the trial message alive with in-progress acks and its state
+ * with heartbeats while it trains, and acks only after everything of the attempt is stored by JetStream.
+ * Never blocks its event loop: training runs in slot threads or processes.
+ *
+ * Failure rules: a trial that throws is handed back (nak) for a retry until it has failed `max_attempts`
+ * times in this run, then recorded `failed` with its error; a redelivered trial (its worker died) is
+ * taken over and, when its sweep checkpoints, resumes from the last checkpoint the orchestrator holds;
+ * a worker that finds it no longer owns a trial (another took it over) stops it and publishes nothing
+ * more for it; `phasemap cancel` (the sweep's control key) stops running trials at their next step.
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -13,10 +20,13 @@ import { jetstream, jetstreamManager, type Consumer, type JetStreamClient, type 
 import { Kvm, type KV } from '@nats-io/kv';
 import { headers, type NatsConnection } from '@nats-io/transport-node';
 import { DEFAULT_MAX_MESSAGE_BYTES } from '../schemas/metrics.js';
+import { TRIAL_ID_PATTERN } from '../schemas/parquet.js';
+import { casState, readState, TERMINAL, writeStateIf } from '../schemas/trial-state.js';
 import type { BackendName, BackendRequest, TrialMessage, TrialResultMessage, TrialState } from '../schemas/trial.js';
-import { chunkBytes, CKPT_HEADERS, DEFAULT_NAMESPACE, transportNames, trialAckWaitMs, workerConsumerConfig, type ProgressMessage, type TransportNames } from '../schemas/transport.js';
-import { ProcessPool, ThreadPool, type SlotPool } from './pool.js';
-import type { SlotEvent } from './slot-task.js';
+import { chunkBytes, CKPT_HEADERS, DEFAULT_NAMESPACE, MAX_DELIVER, transportNames, workerConsumerConfig, type ProgressMessage, type SweepControl, type TransportNames } from '../schemas/transport.js';
+import { fetchCheckpoint } from './checkpoint-fetch.js';
+import { makeSlotPool, type SlotPool } from './pool.js';
+import type { SlotEvent, SlotOutcome, SlotTask } from './slot-task.js';
 
 export interface AgentLog {
   info(msg: string): void;
@@ -69,10 +79,30 @@ export async function resolveBackend(req: BackendRequest): Promise<BackendName> 
   }
 }
 
-/** Builds the slot pool for a backend: threads for wasm/cpu, processes for tensorflow. */
-export function makePool(backend: BackendName, slots: number): SlotPool {
-  if (backend === 'tensorflow') return new ProcessPool(Array.from({ length: slots }, () => ({})));
-  return new ThreadPool(slots);
+
+/** Default of a trial's max_attempts when its message does not say. */
+export const DEFAULT_MAX_ATTEMPTS = 3;
+/** How long a publish is retried (e.g. across a nats-server restart) before the attempt is handed back. */
+const PUBLISH_RETRY_MS = 10 * 60_000;
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** One trial running on this worker. */
+interface Running {
+  trial: TrialMessage;
+  attempt: number;
+  msg: JsMsg;
+  key: string;
+  /** Revision of our last write of the trial's state. */
+  revision: number;
+  state: TrialState;
+  /** Aborts the slot's training at its next step. */
+  stop: AbortController;
+  /** Why it was stopped: cancelled (sweep cancel), lost (another worker owns it), handback (this worker stops). */
+  why: 'cancelled' | 'lost' | 'handback' | null;
+  step: number;
+  /** Set once training returned: heartbeats stop writing (the end state is written by compare-and-set). */
+  ending: boolean;
 }
 
 export class WorkerAgent {
@@ -82,12 +112,18 @@ export class WorkerAgent {
   private js!: JetStreamClient;
   private kv!: KV;
   private consumer!: Consumer;
-  private running = new Map<string, JsMsg>();
+  private running = new Map<string, Running>();
+  /** Slots taken: trials pulled and not finished (claiming, running or publishing). */
+  private taken = 0;
   private stopping = false;
   private loop: Promise<void> | null = null;
   private wake: (() => void) | null = null;
   private maxBytes = DEFAULT_MAX_MESSAGE_BYTES;
   private readonly names: TransportNames;
+  private ackWaitMs = 60_000;
+  private cancelled = new Set<string>();
+  private watcher: { stop(): void } | null = null;
+  private readonly host = hostname();
 
   constructor(private readonly opts: AgentOptions) {
     this.name = opts.name ?? `${hostname()}:${process.pid}`;
@@ -98,8 +134,8 @@ export class WorkerAgent {
   async start(): Promise<BackendName> {
     const { nc } = this.opts;
     this.backend = await resolveBackend(this.opts.backend);
-    this.opts.log?.info(`worker ${this.name}: ${this.opts.slots} slot(s), backend ${this.backend}`);
-    this.pool = makePool(this.backend, this.opts.slots);
+    this.pool = await makeSlotPool(this.backend, { slots: this.opts.slots, gpus: this.opts.gpus, slotsPerGpu: this.opts.slotsPerGpu });
+    this.opts.log?.info(`worker ${this.name}: ${this.pool.size} slot(s), backend ${this.backend}, namespace ${this.names.ns}`);
     this.js = jetstream(nc);
     // Keep the payload limit a little under the server's: headers and framing share it.
     const maxPayload = nc.info?.max_payload ?? DEFAULT_MAX_MESSAGE_BYTES;
@@ -113,19 +149,48 @@ export class WorkerAgent {
         break;
       } catch {
         if (this.stopping) return this.backend;
-        if (!waited) this.opts.log?.info(`worker ${this.name}: waiting for an orchestrator (phasemap run) to create the phasemap streams`);
-        await new Promise((r) => setTimeout(r, 1000));
+        if (!waited) this.opts.log?.info(`worker ${this.name}: waiting for an orchestrator (phasemap run) to create the ${this.names.ns} streams`);
+        await sleep(1000);
       }
     }
-    await jsm.consumers.info(this.names.trialsStream, this.names.workerConsumer).catch(() => jsm.consumers.add(this.names.trialsStream, workerConsumerConfig(this.names)));
+    const ci = await jsm.consumers.info(this.names.trialsStream, this.names.workerConsumer).catch(() => jsm.consumers.add(this.names.trialsStream, workerConsumerConfig(this.names)));
+    this.ackWaitMs = Math.max(1000, Math.round((ci.config.ack_wait ?? 60e9) / 1e6));
     this.consumer = await this.js.consumers.get(this.names.trialsStream, this.names.workerConsumer);
+    await this.watchControl();
     this.loop = this.pull();
     return this.backend;
   }
 
+  /** Follows the sweeps' control keys: a cancelled sweep's running trials stop at their next step. */
+  private async watchControl(): Promise<void> {
+    const it = await this.kv.watch({ key: '*._control' });
+    this.watcher = it;
+    void (async () => {
+      for await (const e of it) {
+        const sweep = e.key.slice(0, -'._control'.length);
+        let c: SweepControl | null = null;
+        try {
+          c = e.operation === 'PUT' ? e.json<SweepControl>() : null;
+        } catch {
+          c = null;
+        }
+        if (c?.cancelled) {
+          this.cancelled.add(sweep);
+          for (const r of this.running.values()) if (r.trial.sweep === sweep) this.halt(r, 'cancelled');
+        } else this.cancelled.delete(sweep);
+      }
+    })().catch(() => undefined);
+  }
+
+  private halt(r: Running, why: NonNullable<Running['why']>): void {
+    if (r.why) return;
+    r.why = why;
+    r.stop.abort(why);
+  }
+
   private async pull(): Promise<void> {
     while (!this.stopping) {
-      if (this.running.size >= this.opts.slots) {
+      if (this.taken >= this.pool!.size) {
         await new Promise<void>((r) => (this.wake = r));
         continue;
       }
@@ -135,7 +200,7 @@ export class WorkerAgent {
       } catch (e) {
         if (this.stopping) break;
         this.opts.log?.warn(`worker ${this.name}: pull failed (${(e as Error).message}); retrying`);
-        await new Promise((r) => setTimeout(r, 1000));
+        await sleep(1000);
         continue;
       }
       if (!m) continue;
@@ -143,35 +208,124 @@ export class WorkerAgent {
         m.nak();
         break;
       }
-      void this.handle(m);
+      // A slot is taken from the moment its message is pulled (the claim below is asynchronous).
+      this.taken++;
+      void this.handle(m)
+        .catch((e: Error) => {
+          this.opts.log?.warn(`worker ${this.name}: trial message #${m.seq} handed back: ${e.message}`);
+          m.nak(1000);
+        })
+        .finally(() => {
+          this.taken--;
+          this.wake?.();
+          this.wake = null;
+        });
     }
+  }
+
+  /** Retries a JetStream publish until it is stored (Nats-Msg-Id makes a retry idempotent), for up to PUBLISH_RETRY_MS. */
+  private async publish(subject: string, data: Uint8Array, msgID: string, h?: ReturnType<typeof headers>): Promise<void> {
+    const t0 = Date.now();
+    for (let wait = 250; ; wait = Math.min(wait * 2, 5000)) {
+      try {
+        await this.js.publish(subject, data, { msgID, headers: h, timeout: 10_000 });
+        return;
+      } catch (e) {
+        if (Date.now() - t0 > PUBLISH_RETRY_MS) throw e;
+        await sleep(wait);
+      }
+    }
+  }
+
+  /** Retries a trial-state operation across transport trouble (not across lost races: casState handles those). */
+  private async retry<T>(what: string, f: () => Promise<T>): Promise<T> {
+    const t0 = Date.now();
+    for (let wait = 250; ; wait = Math.min(wait * 2, 5000)) {
+      try {
+        return await f();
+      } catch (e) {
+        if (Date.now() - t0 > PUBLISH_RETRY_MS) throw new Error(`${what}: ${(e as Error).message}`);
+        await sleep(wait);
+      }
+    }
+  }
+
+  private result(trial: TrialMessage, attempt: number, out: SlotOutcome, status: TrialResultMessage['status']): TrialResultMessage {
+    return {
+      sweep: trial.sweep, trial_id: trial.trial_id, attempt, status, started_at: out.started_at, finished_at: out.finished_at,
+      wall_seconds: out.wall_seconds, final_loss: out.final_loss, final_rel_l2: out.final_rel_l2, diverged: out.diverged,
+      steps_done: out.steps_done, rows: out.rows, host: out.host, device: out.device, backend: out.backend, worker: this.name,
+      slot: out.slot ?? '', visible_devices: out.visible_devices ?? null, resumed_from: out.resumed_from ?? null, error: out.error,
+    };
   }
 
   private async handle(m: JsMsg): Promise<void> {
     let trial: TrialMessage;
     try {
       trial = JSON.parse(m.string()) as TrialMessage;
+      if (!TRIAL_ID_PATTERN.test(trial.trial_id) || !/^[A-Za-z0-9_-]{1,64}$/.test(trial.sweep)) throw new Error(`bad trial_id ${JSON.stringify(trial.trial_id)} or sweep ${JSON.stringify(trial.sweep)}`);
     } catch (e) {
-      this.opts.log?.warn(`worker ${this.name}: dropping a trial message that is not JSON (${(e as Error).message})`);
-      m.term('not JSON');
+      this.opts.log?.warn(`worker ${this.name}: dropping a trial message that is not a trial (${(e as Error).message})`);
+      m.term('not a trial message');
       return;
     }
     const attempt = (trial.attempt_base ?? 0) + m.info.deliveryCount;
-    const key = `${trial.trial_id}#${attempt}`;
-    this.running.set(key, m);
-    const heartbeat = setInterval(() => m.working(), trialAckWaitMs() / 3);
+    const key = this.names.stateKey(trial.sweep, trial.trial_id);
+    const now = () => new Date().toISOString();
+    if (m.info.deliveryCount >= MAX_DELIVER) {
+      // JetStream's last delivery: its workers kept dying (or being cut off) while training it.
+      await this.finishWithoutTraining(trial, attempt, 'failed', `no worker finished it: delivered ${m.info.deliveryCount} times without an ack (its workers died or were stopped each time)`);
+      await m.ackAck().catch(() => undefined);
+      return;
+    }
+
+    // Claim the trial: compare-and-set its state to running under this worker.
+    let finished: TrialState | null = null;
+    let cancelled = this.cancelled.has(trial.sweep);
+    const claim = await this.retry('claim', () =>
+      casState(this.kv, key, (cur) => {
+        finished = null;
+        if (cur && TERMINAL.has(cur.status)) {
+          // Finished already (its worker died after recording it, before its ack): nothing to run.
+          finished = cur;
+          return null;
+        }
+        if (cancelled) return null;
+        return {
+          status: 'running', attempt, owner: this.name, host: this.host, device: null, slot: null, backend: this.backend,
+          step: 0, steps: trial.config.train.steps, heartbeat_at: now(), updated_at: now(), failures: cur?.failures ?? 0, error: cur?.error ?? null,
+        };
+      }),
+    );
+    if (!claim) {
+      const done = finished as TrialState | null;
+      if (done) {
+        if (done.result) await this.publish(this.names.result(trial.sweep, trial.trial_id), new TextEncoder().encode(JSON.stringify(done.result)), `${trial.trial_id}.${done.result.attempt}.result`);
+        this.opts.log?.info(`worker ${this.name}: trial ${trial.trial_id} is ${done.status} already (attempt ${done.attempt}); dropping its message`);
+      } else if (cancelled) {
+        await this.finishWithoutTraining(trial, attempt, 'cancelled', 'sweep cancelled before this trial started');
+      }
+      await m.ackAck().catch(() => undefined);
+      return;
+    }
+    const r: Running = { trial, attempt, msg: m, key, revision: claim.revision, state: claim.state, stop: new AbortController(), why: null, step: 0, ending: false };
+    this.running.set(`${trial.trial_id}#${attempt}`, r);
+    const heartbeat = setInterval(() => void this.heartbeat(r), Math.max(500, this.ackWaitMs / 3));
     const { nc } = this.opts;
     const enc = new TextEncoder();
     try {
-      const state: TrialState = { status: 'running', attempt, owner: this.name, updated_at: new Date().toISOString() };
-      await this.kv.put(this.names.stateKey(trial.sweep, trial.trial_id), JSON.stringify(state));
       let chain: Promise<unknown> = Promise.resolve();
       let publishError: Error | null = null;
+      let seq = 0;
+      const send = (subject: string, data: Uint8Array, id: string, h?: ReturnType<typeof headers>) => {
+        chain = chain.then(() => (publishError ? undefined : this.publish(subject, data, id, h))).catch((err: Error) => {
+          publishError ??= err;
+        });
+      };
       const onEvent = (e: SlotEvent) => {
+        if (r.why === 'lost' || r.why === 'handback') return;
         if (e.type === 'metrics') {
-          chain = chain.then(() => this.js.publish(this.names.metrics(trial.sweep), e.bytes)).catch((err: Error) => {
-            publishError ??= err;
-          });
+          send(this.names.metrics(trial.sweep), e.bytes, `${trial.trial_id}.${attempt}.m${seq++}`);
         } else if (e.type === 'checkpoint') {
           // One message per chunk, in order, before the result (schemas/transport.ts CKPT_HEADERS).
           const sha = createHash('sha256').update(e.bytes).digest('hex');
@@ -187,36 +341,130 @@ export class WorkerAgent {
             h.set(CKPT_HEADERS.chunks, String(parts.length));
             h.set(CKPT_HEADERS.totalBytes, String(e.bytes.length));
             h.set(CKPT_HEADERS.sha256, sha);
-            chain = chain.then(() => this.js.publish(this.names.checkpoint(trial.sweep, trial.trial_id), part, { headers: h })).catch((err: Error) => {
-              publishError ??= err;
-            });
+            send(this.names.checkpoint(trial.sweep, trial.trial_id), part, `${trial.trial_id}.${attempt}.c${e.step}.${i}`, h);
           });
+        } else if (e.type === 'start') {
+          r.state = { ...r.state, slot: e.slot, device: e.device, backend: e.backend };
+          void this.heartbeat(r);
         } else if (e.type === 'progress') {
+          r.step = e.step;
           const p: ProgressMessage = { trial_id: trial.trial_id, attempt, step: e.step, steps: e.steps, worker: this.name };
           nc.publish(this.names.progress(trial.sweep), enc.encode(JSON.stringify(p)));
         }
       };
-      const out = await this.pool!.run({ trial, attempt, backend: this.backend!, maxBytes: this.maxBytes }, onEvent);
+      const task: SlotTask = { trial, attempt, backend: this.backend!, maxBytes: this.maxBytes, resume: await this.resumePoint(trial, attempt) };
+      const out = await this.pool!.run(task, onEvent, r.stop.signal);
+      r.ending = true;
       await chain;
+      if (r.why === 'lost') {
+        this.opts.log?.warn(`worker ${this.name}: trial ${trial.trial_id} attempt ${attempt}: another worker owns it now; this attempt's result is dropped`);
+        return;
+      }
+      if (r.why === 'handback') return; // naked by stop()
       if (publishError) throw publishError;
-      const result: TrialResultMessage = {
-        sweep: trial.sweep, trial_id: trial.trial_id, attempt, status: out.status, started_at: out.started_at, finished_at: out.finished_at,
-        wall_seconds: out.wall_seconds, final_loss: out.final_loss, final_rel_l2: out.final_rel_l2, diverged: out.diverged,
-        steps_done: out.steps_done, rows: out.rows, host: out.host, device: out.device, backend: out.backend, worker: this.name, slot: '', visible_devices: null, resumed_from: null, error: out.error,
+      const maxAttempts = trial.max_attempts ?? DEFAULT_MAX_ATTEMPTS;
+      const failures = (r.state.failures ?? 0) + (out.status === 'failed' ? 1 : 0);
+      if (out.status === 'failed' && failures < maxAttempts && r.why !== 'cancelled') {
+        // Retry: back to queued with the error, and the message back to the queue.
+        const w = await this.retry('hand back', () => this.ownedWrite(r, { ...r.state, status: 'queued', owner: null, failures, error: out.error, updated_at: now(), heartbeat_at: null }));
+        if (!w) return this.lostAtEnd(r);
+        this.opts.log?.warn(`worker ${this.name}: trial ${trial.trial_id} attempt ${attempt} failed (${failures}/${maxAttempts}), retrying: ${out.error}`);
+        m.nak(1000);
+        return;
+      }
+      const status = r.why === 'cancelled' || out.status === 'cancelled' ? 'cancelled' : out.status;
+      const result = this.result(trial, attempt, out, status);
+      const final: TrialState = {
+        ...r.state, status, failures, error: out.error, device: out.device, slot: out.slot ?? null, backend: out.backend,
+        step: out.steps_done, updated_at: now(), result,
       };
-      await this.js.publish(this.names.result(trial.sweep, trial.trial_id), enc.encode(JSON.stringify(result)));
-      await m.ackAck();
-      this.opts.log?.info(`worker ${this.name}: trial ${trial.trial_id} attempt ${attempt} ${out.status}${out.error ? `: ${out.error}` : ''}`);
-    } catch (e) {
-      // Transport trouble (not the trial's own error): hand the trial back for another attempt.
-      this.opts.log?.warn(`worker ${this.name}: trial ${trial.trial_id} attempt ${attempt} handed back: ${(e as Error).message}`);
-      m.nak(1000);
+      const w = await this.retry('record result', () => this.ownedWrite(r, final));
+      if (!w) return this.lostAtEnd(r);
+      await this.publish(this.names.result(trial.sweep, trial.trial_id), enc.encode(JSON.stringify(result)), `${trial.trial_id}.${attempt}.result`);
+      // The result is stored: an ack that fails (message purged by a cancel, server restarting) is tried a few times, then left to redelivery, which finds the trial done.
+      for (let i = 0; i < 5 && !(await m.ackAck().catch(() => false)); i++) await sleep(1000 * (i + 1));
+      this.opts.log?.info(`worker ${this.name}: trial ${trial.trial_id} attempt ${attempt} ${status}${out.error ? `: ${out.error}` : ''}`);
     } finally {
       clearInterval(heartbeat);
-      this.running.delete(key);
-      this.wake?.();
-      this.wake = null;
+      this.running.delete(`${trial.trial_id}#${attempt}`);
     }
+  }
+
+  /**
+   * Writes `next` over a trial's state if this worker still owns the attempt (running, owner, attempt),
+   * whatever revision its own heartbeats left it at. @returns false when another worker owns it now.
+   */
+  private async ownedWrite(r: Running, next: TrialState): Promise<boolean> {
+    const w = await casState(this.kv, r.key, (cur) =>
+      cur && cur.status === 'running' && cur.owner === this.name && cur.attempt === r.attempt ? next : null,
+    );
+    if (w) {
+      r.revision = w.revision;
+      r.state = w.state;
+    }
+    return w !== null;
+  }
+
+  private lostAtEnd(r: Running): void {
+    this.opts.log?.warn(`worker ${this.name}: trial ${r.trial.trial_id} attempt ${r.attempt}: its state changed under this worker (taken over); result dropped`);
+  }
+
+  /** Records a trial as cancelled or failed without training it (state compare-and-set, then its result). */
+  private async finishWithoutTraining(trial: TrialMessage, attempt: number, status: 'cancelled' | 'failed', error: string): Promise<void> {
+    const t = new Date().toISOString();
+    const result: TrialResultMessage = {
+      sweep: trial.sweep, trial_id: trial.trial_id, attempt, status, started_at: t, finished_at: t, wall_seconds: 0,
+      final_loss: null, final_rel_l2: null, diverged: false, steps_done: 0, rows: 0, host: this.host, device: '', backend: '',
+      worker: this.name, slot: '', visible_devices: null, resumed_from: null, error,
+    };
+    const w = await this.retry(status, () =>
+      casState(this.kv, this.names.stateKey(trial.sweep, trial.trial_id), (cur) =>
+        cur && TERMINAL.has(cur.status) ? null : { status, attempt, owner: this.name, updated_at: t, error, result },
+      ),
+    );
+    if (w) await this.publish(this.names.result(trial.sweep, trial.trial_id), new TextEncoder().encode(JSON.stringify(result)), `${trial.trial_id}.${attempt}.result`);
+  }
+
+  /**
+   * Heartbeat of a running trial: keeps its message from being redelivered (in-progress ack) and its
+   * state fresh; stops it when its state shows another owner (it was taken over while this worker was cut off).
+   */
+  private async heartbeat(r: Running): Promise<void> {
+    if (r.why === 'lost' || r.why === 'handback') return;
+    // Keep the message while publishing (possibly across a server restart), but the state is written by the end.
+    r.msg.working();
+    if (r.why || r.ending) return;
+    try {
+      const next: TrialState = { ...r.state, step: r.step, heartbeat_at: new Date().toISOString() };
+      const rev = r.ending ? null : await writeStateIf(this.kv, r.key, next, r.revision);
+      if (r.ending) return;
+      if (rev !== null) {
+        r.revision = rev;
+        r.state = next;
+        return;
+      }
+      const cur = await readState(this.kv, r.key);
+      if (!cur.state || cur.state.owner !== this.name || cur.state.attempt !== r.attempt || cur.state.status !== 'running') {
+        this.halt(r, cur.state?.status === 'cancelled' ? 'cancelled' : 'lost');
+      } else {
+        r.revision = cur.revision;
+        r.state = cur.state;
+      }
+    } catch {
+      /* transport trouble: try again at the next heartbeat */
+    }
+  }
+
+  /**
+   * Where a redelivered trial resumes: the last checkpoint the orchestrator holds, when the trial
+   * checkpoints and an earlier attempt exists; null = start at step 0.
+   */
+  private async resumePoint(trial: TrialMessage, attempt: number): Promise<SlotTask['resume']> {
+    if (!(trial.config.train.checkpoint_every > 0) || attempt <= 1) return null;
+    const got = await fetchCheckpoint(this.opts.nc, this.names.checkpointRequest(trial.sweep), trial.trial_id, 10_000).catch(() => null);
+    if (!got) return null;
+    this.opts.log?.info(`worker ${this.name}: trial ${trial.trial_id} attempt ${attempt} resumes from step ${got.step} (checkpoint of attempt ${got.attempt})`);
+    return { attempt: got.attempt, step: got.step, checkpoint: got.bytes };
   }
 
   /** Trials running on this worker now. */
@@ -225,15 +473,24 @@ export class WorkerAgent {
   }
 
   /**
-   * Stops pulling. With `handBack`, in-flight trials are nak'ed at once (redelivered elsewhere) and the
-   * slots are torn down; otherwise it waits for them to finish.
+   * Stops pulling. With `handBack`, in-flight trials are stopped, set back to queued and nak'ed at
+   * once (redelivered elsewhere) and the slots are torn down; otherwise it waits for them to finish.
    */
   async stop(handBack = false): Promise<void> {
     this.stopping = true;
     this.wake?.();
-    if (handBack) for (const m of this.running.values()) m.nak();
+    if (handBack) {
+      await Promise.all(
+        [...this.running.values()].map(async (r) => {
+          this.halt(r, 'handback');
+          r.msg.nak();
+          await this.ownedWrite(r, { ...r.state, status: 'queued', owner: null, heartbeat_at: null, updated_at: new Date().toISOString() }).catch(() => null);
+        }),
+      );
+    }
     await this.loop;
-    if (!handBack) while (this.running.size) await new Promise((r) => setTimeout(r, 200));
+    if (!handBack) while (this.taken) await sleep(200);
+    this.watcher?.stop();
     await this.pool?.close();
   }
 }

@@ -1,0 +1,216 @@
+/**
+ * `phasemap status` and `phasemap cancel`: read and steer sweeps through the trial-state bucket and
+ * the trials stream of one namespace (schemas/transport.ts), from any machine that reaches the cluster.
+ */
+import { hostname } from 'node:os';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { Kvm, type KV } from '@nats-io/kv';
+import type { NatsConnection } from '@nats-io/transport-node';
+import Table from 'cli-table3';
+import { casState, isStale, TERMINAL } from '../schemas/trial-state.js';
+import type { TrialResultMessage, TrialState, TrialStatus } from '../schemas/trial.js';
+import type { SweepControl, SweepOwner, TransportNames } from '../schemas/transport.js';
+
+/** The ack wait of the namespace's worker consumer (ms): how long a running trial may go without a heartbeat before it is stale; `fallback` when there is no consumer. */
+export async function workerAckWaitMs(nc: NatsConnection, names: TransportNames, fallback: number): Promise<number> {
+  try {
+    const ci = await (await jetstreamManager(nc)).consumers.info(names.trialsStream, names.workerConsumer);
+    return ci.config.ack_wait ? Math.round(ci.config.ack_wait / 1e6) : fallback;
+  } catch {
+    return fallback;
+  }
+}
+
+const STATUSES: TrialStatus[] = ['queued', 'running', 'done', 'failed', 'cancelled'];
+
+/** One sweep as the bucket describes it. */
+export interface SweepStatus {
+  sweep: string;
+  total: number;
+  counts: Record<TrialStatus, number>;
+  cancelled: boolean;
+  /** The orchestrator that owns the sweep's DIR, if one is running (or was, until it went silent). */
+  owner: (SweepOwner & { stale: boolean }) | null;
+  running: Array<{
+    trial_id: string; attempt: number; owner: string | null; host: string | null; device: string | null; slot: string | null;
+    backend: string | null; step: number | null; steps: number | null; heartbeat_age_s: number | null;
+    /** No heartbeat within the ack wait: its worker is gone; JetStream redelivers the trial to another. */
+    stale: boolean;
+  }>;
+  failed: Array<{ trial_id: string; attempt: number; failures: number; error: string | null }>;
+}
+
+async function openBucket(nc: NatsConnection, names: TransportNames): Promise<KV> {
+  try {
+    return await new Kvm(jetstream(nc)).open(names.stateBucket);
+  } catch (e) {
+    throw new Error(`namespace '${names.ns}': no trial-state bucket ${names.stateBucket} on this server (${(e as Error).message}); has a 'phasemap run' with this --namespace started here?`);
+  }
+}
+
+/** Every key of the bucket under `filter`, then their values, 256 reads in flight. */
+async function readAll(kv: KV, filter: string): Promise<Map<string, unknown>> {
+  const keys: string[] = [];
+  for await (const k of await kv.keys(filter)) keys.push(k);
+  const out = new Map<string, unknown>();
+  for (let i = 0; i < keys.length; i += 256) {
+    await Promise.all(
+      keys.slice(i, i + 256).map(async (k) => {
+        const e = await kv.get(k);
+        if (!e || e.operation !== 'PUT') return;
+        try {
+          out.set(k, e.json());
+        } catch {
+          /* not ours */
+        }
+      }),
+    );
+  }
+  return out;
+}
+
+/**
+ * Status of one sweep (or every sweep of the namespace): trials by state, who runs what, failures.
+ * @param ackWaitMs a running trial without a heartbeat for this long is reported stale.
+ * @throws Error when the namespace has no bucket on this server.
+ */
+export async function sweepStatus(nc: NatsConnection, names: TransportNames, sweep?: string, ackWaitMs = 60_000): Promise<SweepStatus[]> {
+  const kv = await openBucket(nc, names);
+  const all = await readAll(kv, sweep ? `${sweep}.>` : '>');
+  const by = new Map<string, SweepStatus>();
+  const get = (s: string) => {
+    let st = by.get(s);
+    if (!st) {
+      st = { sweep: s, total: 0, counts: Object.fromEntries(STATUSES.map((x) => [x, 0])) as Record<TrialStatus, number>, cancelled: false, owner: null, running: [], failed: [] };
+      by.set(s, st);
+    }
+    return st;
+  };
+  const now = Date.now();
+  for (const [key, value] of all) {
+    const dot = key.lastIndexOf('.');
+    const s = key.slice(0, dot);
+    const leaf = key.slice(dot + 1);
+    if (leaf === '_control') get(s).cancelled = Boolean((value as SweepControl).cancelled);
+    else if (leaf === '_owner') {
+      const o = value as SweepOwner;
+      get(s).owner = { ...o, stale: !(now - Date.parse(o.heartbeat_at) < 60_000) };
+    } else if (leaf.startsWith('t')) {
+      const st = value as TrialState;
+      const sw = get(s);
+      sw.total++;
+      sw.counts[st.status] = (sw.counts[st.status] ?? 0) + 1;
+      if (st.status === 'running') {
+        const hb = st.heartbeat_at ? Date.parse(st.heartbeat_at) : NaN;
+        sw.running.push({
+          trial_id: leaf, attempt: st.attempt, owner: st.owner, host: st.host ?? null, device: st.device ?? null, slot: st.slot ?? null,
+          backend: st.backend ?? null, step: st.step ?? null, steps: st.steps ?? null,
+          heartbeat_age_s: Number.isFinite(hb) ? Math.round((now - hb) / 100) / 10 : null, stale: isStale(st, ackWaitMs, now),
+        });
+      } else if (st.status === 'failed' || (st.error && st.status !== 'done' && st.status !== 'cancelled')) {
+        sw.failed.push({ trial_id: leaf, attempt: st.attempt, failures: st.failures ?? 0, error: st.error ?? null });
+      }
+    }
+  }
+  return [...by.values()].sort((a, b) => a.sweep.localeCompare(b.sweep));
+}
+
+/** Terminal tables of `sweepStatus` (one block per sweep). */
+export function renderStatus(list: SweepStatus[], ns: string): string {
+  if (!list.length) return `namespace ${ns}: no sweeps\n`;
+  let out = '';
+  for (const s of list) {
+    const owner = s.owner ? `orchestrator ${s.owner.host} pid ${s.owner.pid}, DIR ${s.owner.dir}${s.owner.stale ? ' (silent: gone?)' : ''}` : 'no orchestrator running';
+    out += `sweep ${s.sweep} (namespace ${ns})${s.cancelled ? ' CANCELLED' : ''}: ${s.total} trial(s) — ${STATUSES.map((x) => `${x} ${s.counts[x]}`).join(', ')}; ${owner}\n`;
+    if (s.running.length) {
+      const t = new Table({ head: ['running trial', 'attempt', 'worker', 'host', 'slot', 'device', 'backend', 'step', 'heartbeat'], style: { head: [], border: [] } });
+      for (const r of s.running)
+        t.push([r.trial_id, r.attempt, r.owner ?? '-', r.host ?? '-', r.slot ?? '-', r.device ?? '-', r.backend ?? '-', r.step === null ? '-' : `${r.step}/${r.steps ?? '?'}`, r.heartbeat_age_s === null ? '-' : `${r.heartbeat_age_s} s ago${r.stale ? ' STALE' : ''}`]);
+      out += `${t.toString()}\n`;
+    }
+    if (s.failed.length) {
+      const t = new Table({ head: ['trial', 'attempt', 'failures', 'error'], style: { head: [], border: [] }, colWidths: [20, 9, 10, 80], wordWrap: true });
+      for (const f of s.failed) t.push([f.trial_id, f.attempt, f.failures, (f.error ?? '').split('\n')[0]!]);
+      out += `${t.toString()}\n`;
+    }
+  }
+  return out;
+}
+
+export interface CancelSummary {
+  /** Queued trials recorded cancelled (removed from the queue). */
+  queued: number;
+  /** Running trials that stopped at their next step and were recorded cancelled by their worker. */
+  running: number;
+  /** Running trials whose worker was gone (stale heartbeat), recorded cancelled here. */
+  forced: number;
+  /** Running trials still running when the wait ended (their workers record them when they stop). */
+  left: number;
+}
+
+/**
+ * Cancels a sweep: sets its control key (workers stop its running trials at their next step and record
+ * them cancelled; they drop its queued ones), removes its queued trials from the trials stream, records
+ * each queued trial cancelled (state and a result on the output stream, so the orchestrator's collector
+ * writes it to trials.parquet), then waits up to `waitMs` for running trials to stop; a running trial
+ * whose worker is gone is recorded cancelled here. A later `phasemap run` of the spec runs it again.
+ * @throws Error when the namespace has no phasemap streams on this server.
+ */
+export async function cancelSweep(nc: NatsConnection, names: TransportNames, sweep: string, opts: { waitMs?: number; ackWaitMs?: number; log?: (m: string) => void } = {}): Promise<CancelSummary> {
+  const kv = await openBucket(nc, names);
+  const js = jetstream(nc);
+  const jsm = await jetstreamManager(nc);
+  const by = `${hostname()}:${process.pid}`;
+  const now = () => new Date().toISOString();
+  const enc = new TextEncoder();
+  const record = async (trialId: string, cur: TrialState | null, error: string): Promise<boolean> => {
+    const t = now();
+    const attempt = cur?.attempt ?? 0;
+    const result: TrialResultMessage = {
+      sweep, trial_id: trialId, attempt: Math.max(1, attempt), status: 'cancelled', started_at: t, finished_at: t, wall_seconds: 0,
+      final_loss: null, final_rel_l2: null, diverged: false, steps_done: cur?.step ?? 0, rows: 0, host: '', device: '', backend: '',
+      worker: '', slot: '', visible_devices: null, resumed_from: null, error,
+    };
+    const w = await casState(kv, names.stateKey(sweep, trialId), (c) =>
+      !c || TERMINAL.has(c.status) || (c.status === 'running' && c.owner !== cur?.owner) ? null : { ...c, status: 'cancelled', owner: c.owner, updated_at: t, error, result },
+    );
+    if (!w) return false;
+    await js.publish(names.result(sweep, trialId), enc.encode(JSON.stringify(result)), { msgID: `${trialId}.${result.attempt}.cancel` });
+    return true;
+  };
+  const summary: CancelSummary = { queued: 0, running: 0, forced: 0, left: 0 };
+  const states = async () => {
+    const all = await readAll(kv, `${sweep}.>`);
+    return [...all].filter(([k]) => /\.t[0-9a-f]{16}$/.test(k)).map(([k, v]) => [k.slice(k.lastIndexOf('.') + 1), v as TrialState] as const);
+  };
+  // States before the control key: a running trial may record itself cancelled at once after it.
+  const before = await states();
+  await kv.put(names.controlKey(sweep), JSON.stringify({ cancelled: true, updated_at: now(), by } satisfies SweepControl));
+  await jsm.streams.purge(names.trialsStream, { filter: names.trialsOf(sweep) });
+  const initiallyRunning = new Set<string>();
+  for (const [id, st] of before) {
+    if (st.status === 'queued') {
+      if (await record(id, st, 'cancelled while queued (phasemap cancel)')) summary.queued++;
+      // Claimed by a worker meanwhile: it stops it at its first step.
+      else initiallyRunning.add(id);
+    } else if (st.status === 'running') initiallyRunning.add(id);
+  }
+  const deadline = Date.now() + (opts.waitMs ?? (opts.ackWaitMs ?? 60_000) + 10_000);
+  for (;;) {
+    const running = (await states()).filter(([id, st]) => initiallyRunning.has(id) && st.status === 'running');
+    for (const [id, st] of running) {
+      if (isStale(st, opts.ackWaitMs ?? 60_000) && (await record(id, st, `cancelled; its worker ${st.owner ?? '?'} was gone (phasemap cancel)`))) {
+        summary.forced++;
+        initiallyRunning.delete(id);
+      }
+    }
+    const still = running.filter(([id]) => initiallyRunning.has(id)).length;
+    if (still === 0 || Date.now() > deadline) {
+      summary.left = still;
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  summary.running = initiallyRunning.size - summary.left + summary.forced;
+  return summary;
+}
