@@ -22,7 +22,8 @@ import { NatsServerMissing } from './nats-server.js';
 import { plainLogger } from './progress.js';
 import { runSweep } from './run.js';
 import { cancelSweep, renderStatus, sweepStatus, workerAckWaitMs } from './control.js';
-import { checkNamespace, DEFAULT_NAMESPACE, transportNames, trialAckWaitMs } from '../schemas/transport.js';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { checkNamespace, DEFAULT_NAMESPACE, transportNames, trialAckWaitMs, type TransportNames } from '../schemas/transport.js';
 import { loadSweep, SpecErrors } from './spec.js';
 
 const log = plainLogger();
@@ -214,6 +215,20 @@ function namespaceArg(v: string): string {
   }
 }
 
+/** Connects (flags/env credentials), resolves the namespace (--namespace, PHASEMAP_NAMESPACE, default), runs `f`, closes; errors set the exit code. */
+async function withNamespace(o: NatsCliOptions & { nats: string; namespace?: string }, client: string, f: (nc: NatsConnection, names: TransportNames) => Promise<void>): Promise<void> {
+  try {
+    const nc = await connectNats(o.nats, client, natsAuthFromOptions(o));
+    try {
+      await f(nc, transportNames(o.namespace ?? process.env.PHASEMAP_NAMESPACE ?? DEFAULT_NAMESPACE));
+    } finally {
+      await nc.close();
+    }
+  } catch (e) {
+    process.exitCode = fail(e);
+  }
+}
+
 program
   .command('status')
   .description("show a namespace's sweeps: trials by state, which worker/host/slot/device runs what, failures with their errors")
@@ -222,21 +237,13 @@ program
   .option('--namespace <ns>', NAMESPACE_HELP, namespaceArg)
   .option('--json', 'one JSON object on stdout, for scripts')
   .action(async (sweep: string | undefined, o: NatsCliOptions & { nats: string; namespace?: string; json?: boolean }) => {
-    try {
-      const nc = await connectNats(o.nats, 'phasemap-status', natsAuthFromOptions(o));
-      const names = transportNames(o.namespace ?? process.env.PHASEMAP_NAMESPACE ?? DEFAULT_NAMESPACE);
-      try {
-        const list = await sweepStatus(nc, names, sweep, await workerAckWaitMs(nc, names, trialAckWaitMs()));
-        if (sweep && !list.length) {
-          log.error(`sweep '${sweep}': no trials in namespace ${names.ns} on ${redactUrl(o.nats)}`);
-          process.exitCode = 2;
-        } else process.stdout.write(o.json ? `${JSON.stringify({ namespace: names.ns, sweeps: list }, null, 2)}\n` : renderStatus(list, names.ns));
-      } finally {
-        await nc.close();
-      }
-    } catch (e) {
-      process.exitCode = fail(e);
-    }
+    await withNamespace(o, 'phasemap-status', async (nc, names) => {
+      const list = await sweepStatus(nc, names, sweep, await workerAckWaitMs(nc, names, trialAckWaitMs()));
+      if (sweep && !list.length) {
+        log.error(`sweep '${sweep}': no trials in namespace ${names.ns} on ${redactUrl(o.nats)}`);
+        process.exitCode = 2;
+      } else process.stdout.write(o.json ? `${JSON.stringify({ namespace: names.ns, sweeps: list }, null, 2)}\n` : renderStatus(list, names.ns));
+    });
   });
 
 program
@@ -247,18 +254,10 @@ program
   .option('--namespace <ns>', NAMESPACE_HELP, namespaceArg)
   .option('--wait <s>', 'seconds to wait for running trials to stop (default: the trial ack wait + 10)', intArg('--wait', 0))
   .action(async (sweep: string, o: NatsCliOptions & { nats: string; namespace?: string; wait?: number }) => {
-    try {
-      const nc = await connectNats(o.nats, 'phasemap-cancel', natsAuthFromOptions(o));
-      const names = transportNames(o.namespace ?? process.env.PHASEMAP_NAMESPACE ?? DEFAULT_NAMESPACE);
-      try {
-        const s = await cancelSweep(nc, names, sweep, { waitMs: o.wait === undefined ? undefined : o.wait * 1000, ackWaitMs: await workerAckWaitMs(nc, names, trialAckWaitMs()) });
-        log.info(`sweep ${sweep}: cancelled ${s.queued} queued and ${s.running} running trial(s)${s.forced ? ` (${s.forced} of them on workers that were gone)` : ''}${s.left ? `; ${s.left} still stopping` : ''}`);
-      } finally {
-        await nc.close();
-      }
-    } catch (e) {
-      process.exitCode = fail(e);
-    }
+    await withNamespace(o, 'phasemap-cancel', async (nc, names) => {
+      const s = await cancelSweep(nc, names, sweep, { waitMs: o.wait === undefined ? undefined : o.wait * 1000, ackWaitMs: await workerAckWaitMs(nc, names, trialAckWaitMs()) });
+      log.info(`sweep ${sweep}: cancelled ${s.queued} queued and ${s.running} running trial(s)${s.forced ? ` (${s.forced} of them on workers that were gone)` : ''}${s.left ? `; ${s.left} still stopping` : ''}`);
+    });
   });
 
 // Credentials and TLS flags (--nats-user, --nats-creds, --tls-ca, …; nats-connect.ts) on every command that talks to NATS.

@@ -135,7 +135,7 @@ test.serial('SIGKILL of a worker mid-trial and of the orchestrator: the trial re
     // `phasemap status` sees the dead worker's trial as stale until it is redelivered.
     const o2 = cli(runArgs, { env: ENV, timeoutMs: 300_000 });
     const r2 = await o2;
-    t.is(r2.code, 0, r2.stderr);
+    t.is(r2.code, 0, `${r2.stderr.split('\n').filter((l) => !/progress:/.test(l)).join('\n')}\n--- w1:\n${e1()}\n--- w2:\n${e2()}`);
     t.regex(r2.stderr, /still queued or running from an earlier run|already done/);
 
     const { rows, duplicates } = await completedAttempts(out, steps - 1);
