@@ -73,7 +73,10 @@ export async function initBackend(name: BackendName): Promise<BackendName> {
   }
   if (!ok || tf.getBackend() !== name) throw new Error(`backend '${name}' failed to initialise (tf.setBackend returned false)`);
   await tf.ready();
-  if (name === 'wasm') patchWasmIdentity();
+  if (name === 'wasm') {
+    patchWasmIdentity();
+    patchWasmSlice();
+  }
   return name;
 }
 
@@ -96,6 +99,62 @@ function patchWasmIdentity(): void {
       if (x.dtype === 'string') throw new Error('Identity: string tensors unsupported');
       (backend as unknown as { incRef(id: unknown): void }).incRef(x.dataId);
       return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+    },
+  });
+}
+
+let slicePatched = false;
+/**
+ * The wasm backend's Slice kernel reads its input with `readSync`, which copies the WHOLE input out of
+ * the wasm heap into a fresh JS buffer before copying the slice: slicing one stream of a [S·n, w]
+ * activation cost ~S times a plain copy plus garbage (3–7× an elementwise kernel). This kernel copies
+ * the slice's contiguous runs straight from a view of the heap (same values, same output); string
+ * tensors go to the original kernel.
+ */
+function patchWasmSlice(): void {
+  if (slicePatched) return;
+  slicePatched = true;
+  const orig = tf.getKernel('Slice', 'wasm');
+  if (!orig) return;
+  type WasmLike = {
+    makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+    typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
+  };
+  tf.unregisterKernel('Slice', 'wasm');
+  tf.registerKernel({
+    kernelName: 'Slice',
+    backendName: 'wasm',
+    kernelFunc: (args) => {
+      const x = (args.inputs as { x: tf.TensorInfo }).x;
+      const { begin, size } = args.attrs as unknown as { begin: number | number[]; size: number | number[] };
+      if (x.dtype !== 'string') {
+        const [b, sz] = tf.slice_util.parseSliceParams(x as tf.Tensor, begin, size);
+        const backend = args.backend as unknown as WasmLike;
+        const out = backend.makeOutput(sz, x.dtype); // may grow the heap: take the views after it
+        const n = tf.util.sizeFromShape(sz);
+        if (n === 0) return out;
+        const src = backend.typedArrayFromHeap(x);
+        const dst = backend.typedArrayFromHeap(out);
+        const rank = x.shape.length;
+        const strides = [...tf.util.computeStrides(x.shape), 1];
+        // The slice is a set of contiguous runs: axes after k are taken whole.
+        let k = rank - 1;
+        while (k > 0 && b[k] === 0 && sz[k] === x.shape[k]) k--;
+        const run = sz[k]! * strides[k]!;
+        const base = tf.slice_util.computeFlatOffset(b, strides.slice(0, rank - 1));
+        const idx = new Array<number>(k).fill(0);
+        for (let o = 0; o < n; o += run) {
+          let off = base;
+          for (let i = 0; i < k; i++) off += idx[i]! * strides[i]!;
+          dst.set(src.subarray(off, off + run), o);
+          for (let i = k - 1; i >= 0; i--) {
+            if (++idx[i]! < sz[i]!) break;
+            idx[i] = 0;
+          }
+        }
+        return out;
+      }
+      return (orig.kernelFunc as (a: typeof args) => tf.TensorInfo)(args);
     },
   });
 }

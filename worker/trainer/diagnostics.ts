@@ -9,8 +9,8 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { Adam } from './adam.js';
-import { conditionsLoss, residualOf, residualLoss, type ConditionTerm } from './loss.js';
-import type { MlpParams } from './network.js';
+import { conditionsLoss, residualLoss, type ConditionTerm } from './loss.js';
+import { mlpPerGroupWeightGrads, type MlpParams } from './network.js';
 import type { Problem } from './problems.js';
 import type { Rng } from './rng.js';
 
@@ -108,12 +108,16 @@ export function perBatchGradientParts(
   const parts = tf.tidy(() => {
     const B = split.B;
     const lamB = lambda ? tf.gather(lambda, split.idx) : null; // [B, per]
-    const copies = params.weights.map((w) => tf.tile(tf.expandDims(w, 0), [B, 1, 1]));
-    const resGrads = tf.grads((...ws: tf.Tensor[]) => {
-      const r = residualOf(problem, { weights: ws, biases: params.biases }, split.x, split.q); // [B, per]
+    // Gradient w.r.t. each batch's own copy of the weights, without materialising the copies: the
+    // forward pass and ∂/∂A run with the shared weights on all B·per points at once, and only the
+    // weight gradients are formed per batch (`mlpPerGroupWeightGrads`; equal to differentiating
+    // w.r.t. tiled copies [B, in, out], which the copies' values equal).
+    if (split.x.shape[0] !== B) throw new Error('perBatchGradientParts: split.x must be [B, perBatch, d]');
+    const resGrads = mlpPerGroupWeightGrads(params, split.x, problem.derivs, problem.inputOrder, (f) => {
+      const r = problem.residual(f, split.q); // [B, per]
       kept.residual = tf.keep(r);
-      return tf.sum(residualLoss(r, lamB));
-    })(copies);
+      return tf.sum(residualLoss(r, lamB)) as tf.Scalar;
+    });
     const terms = conditionTermsOf(bc);
     const bcGrads = tf.grads((...ws: tf.Tensor[]) => tf.sum(conditionsLoss({ weights: ws, biases: params.biases }, terms, problem.inputOrder)))(
       params.weights,

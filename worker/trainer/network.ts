@@ -93,6 +93,51 @@ function streamsOf(t: tf.Tensor, idx: number[]): tf.Tensor {
  * @returns Fields: `u` [G, n], `u_<name>` and `u_<name><name>` [G, n].
  */
 export function mlpForward(params: MlpParams, x: tf.Tensor, derivs: DerivSpec, names: readonly string[]): Fields {
+  if (params.weights.length < 2) return mlpForwardTape(params, x, derivs, names);
+  const sp = streamSpec(derivs);
+  return fieldsOfStreams(streamsOp(params, x, sp), derivs, names);
+}
+
+/**
+ * The Fields of output streams [G, S, n, 1]: u = stream 0, u_<x_i> = stream 1 + p (p = position of i in
+ * derivs.first), u_<x_i x_i> = stream 1 + nd + q.
+ */
+function fieldsOfStreams(out: tf.Tensor, derivs: DerivSpec, names: readonly string[]): Fields {
+  const [G, S, n] = out.shape as [number, number, number, number];
+  const o3 = tf.reshape(out, [G, S, n]);
+  const at = (j: number) => (S === 1 ? tf.reshape(o3, [G, n]) : tf.reshape(tf.slice(o3, [0, j, 0], [-1, 1, -1]), [G, n]));
+  const fields: Fields = { u: at(0) };
+  const nd = derivs.first.length;
+  derivs.first.forEach((i, p) => (fields[`u_${names[i]}`] = at(1 + p)));
+  derivs.second.forEach((i, q) => (fields[`u_${names[i]}${names[i]}`] = at(1 + nd + q)));
+  return fields;
+}
+
+/**
+ * Per-group weight gradients in one pass (the SNR diagnostic, science.md §5): with the network's
+ * weights shared by the G groups of x [G, n, d], the gradient of Σ_g loss_g with respect to group g's
+ * own copy of every weight matrix — i.e. g_g = ∂ loss_g / ∂W — as [G, in, out] per matrix, input
+ * layer first. `loss` maps the fields (each [G, n]) to a scalar (the sum of the per-group losses); only
+ * its dependence on the fields is differentiated (by autodiff, elementwise and cheap); the MLP part
+ * is the hand-derived `streamsBackward`, so the matmuls run on the stacked [G·S·n, width] rows with
+ * the shared weights and only the weight gradients are per group.
+ */
+export function mlpPerGroupWeightGrads(params: MlpParams, x: tf.Tensor, derivs: DerivSpec, names: readonly string[], loss: (f: Fields) => tf.Scalar): tf.Tensor[] {
+  return tf.tidy(() => {
+    if (params.weights.length < 2) {
+      const G = x.shape[0]!;
+      const copies = params.weights.map((w) => (w.rank === 3 ? w : tf.tile(tf.expandDims(w, 0), [G, 1, 1])));
+      return tf.grads((...ws: tf.Tensor[]) => loss(mlpForwardTape({ weights: ws, biases: params.biases }, x, derivs, names)))(copies);
+    }
+    const sp = streamSpec(derivs);
+    const { out, cache } = streamsForward(params.weights, params.biases, x, sp);
+    const dOut = tf.grad((o: tf.Tensor) => loss(fieldsOfStreams(o, derivs, names)))(out);
+    return streamsBackward(params.weights, params.biases, cache, dOut, sp, true).dW;
+  });
+}
+
+/** Autodiff (tape) version of `mlpForward`, used for the linear model (no hidden layer). */
+export function mlpForwardTape(params: MlpParams, x: tf.Tensor, derivs: DerivSpec, names: readonly string[]): Fields {
   const { weights, biases } = params;
   const L = weights.length;
   const nd = derivs.first.length;
@@ -179,6 +224,10 @@ export function mlpForward(params: MlpParams, x: tf.Tensor, derivs: DerivSpec, n
  * @param x [G, n, d]; @returns u [G, n].
  */
 export function mlpValue(params: MlpParams, x: tf.Tensor): tf.Tensor {
+  if (params.weights.length >= 2 && params.weights[params.weights.length - 1]!.shape.at(-1) === 1) {
+    const [G, n] = x.shape as [number, number, number];
+    return tf.reshape(streamsOp(params, x, streamSpec({ first: [], second: [] })), [G, n]);
+  }
   const { weights, biases } = params;
   const L = weights.length;
   let a = x;
@@ -189,6 +238,383 @@ export function mlpValue(params: MlpParams, x: tf.Tensor): tf.Tensor {
   }
   const [G, n] = a.shape as [number, number, number];
   return tf.reshape(a, [G, n]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fused stream MLP with a hand-derived backward pass.
+//
+// Where a training step's time goes (poisson2d 3×50, N = 1000 full batch, wasm, one core; measured
+// with tf.profile and bench/train-step-profile.mjs): the tape-based version ran ~630 kernels a step,
+// of which BatchMatMul ~18 ms, the Concat/Slice gradients (SplitV, PadV2, Slice) ~15 ms, ~120
+// Multiply ~11 ms, Sum ~4 ms and Tanh ~4 ms of a ~70 ms step. The MLP is now ONE tape node
+// (tf.customGrad) whose gradient is derived by hand below: the streams are stacked so each layer does
+// one matmul forward, one for ∂/∂A and one for ∂/∂W (the tanh factors s1, s2 computed once in the
+// forward and saved), no Concat/Slice gradients, leading-axis reductions done as adds or ones-matmuls
+// (the wasm backend transposes before reducing a non-last axis), and the wasm Slice kernel no longer
+// copies its whole input on every call (backend.ts). What is left (see the report in
+// bench/train-step-profile.mjs): the four [S·n, 50] × [50, 50] matmuls, the two [50, S·n] × [S·n, 50]
+// weight-gradient matmuls and their two [S·n, 50] transposes (about half the step), the scalar-libm
+// Tanh kernel (3 × 50k values), ~150 elementwise kernels of 50k–200k values, and Adam (~70 small
+// kernels, ~1 ms). No per-step readback: losses are read on logged steps only (train.ts).
+// ---------------------------------------------------------------------------------------------
+
+/** Derivative-stream layout of a forward pass (see `mlpForward`). */
+interface StreamSpec {
+  first: number[];
+  second: number[];
+  nd: number;
+  ns: number;
+  /** Position in `first` of each `second` input. */
+  secPos: number[];
+  /** secPos is 0..nd−1 (every first derivative also has its second). */
+  identity: boolean;
+  S: number;
+}
+
+function streamSpec(derivs: DerivSpec): StreamSpec {
+  const nd = derivs.first.length;
+  const ns = derivs.second.length;
+  const secPos = derivs.second.map((i) => {
+    const p = derivs.first.indexOf(i);
+    if (p < 0) throw new Error(`second derivative of input ${i} needs its first derivative`);
+    return p;
+  });
+  return { first: [...derivs.first], second: [...derivs.second], nd, ns, secPos, identity: ns === nd && secPos.every((p, i) => p === i), S: 1 + nd + ns };
+}
+
+/**
+ * tanh. (Not rewritten through the wasm backend's vectorised sigmoid, tanh z = 2σ(2z) − 1, although
+ * that kernel is ~5× faster: 2σ − 1 loses relative precision for small |z|, which changes float32
+ * trajectories, e.g. of chaotic high-lr runs, and the science asks for tanh.)
+ */
+function tanhAct(z: tf.Tensor): tf.Tensor {
+  return tf.tanh(z);
+}
+
+/** Streams [lo, lo + count) of a [G, S, n, w] tensor (the tensor itself when that is all of it). */
+function streamRange(t: tf.Tensor, lo: number, count: number): tf.Tensor {
+  if (lo === 0 && count === t.shape[1]) return t;
+  return tf.slice(t, [0, lo, 0, 0], [-1, count, -1, -1]);
+}
+
+/** Rows `idx` of W0 ([k, w] or [G, k, w]) as [1 | G, |idx|, 1, w]. */
+function rows4(w: tf.Tensor, idx: number[]): tf.Tensor {
+  const r = rowsOf(w, idx);
+  const wout = w.shape[w.rank - 1]!;
+  return tf.reshape(r, [w.rank === 2 ? 1 : w.shape[0]!, idx.length, 1, wout]);
+}
+
+/** What the backward pass needs of one layer (tensors only, in a fixed order). */
+interface LayerCache {
+  /** Input of the layer ([G, n, d] for layer 0, else [G, S, n, in]). */
+  ain: tf.Tensor;
+  /** Hidden layers: tanh output a [G, 1, n, w], s1 = 1 − a², s2 = −2 a s1 (s2 only with second derivatives). */
+  a?: tf.Tensor;
+  s1?: tf.Tensor;
+  s2?: tf.Tensor;
+  /** Hidden layers l ≥ 1 with derivative streams: the derivative streams of z, [G, S − 1, n, w]. */
+  zr?: tf.Tensor;
+}
+
+const CACHE_KEYS = ['ain', 'a', 's1', 's2', 'zr'] as const;
+
+/** Bias [out] or [G, out] as [1 | G, 1, 1, out]. */
+function bias4(b: tf.Tensor): tf.Tensor {
+  return tf.reshape(b, [b.rank === 1 ? 1 : b.shape[0]!, 1, 1, b.shape[b.rank - 1]!]);
+}
+
+/**
+ * Forward pass over all streams. Returns the output streams [G, S, n, out] (value stream with bias)
+ * and the per-layer caches for `streamsBackward`. L ≥ 2 (at least one hidden layer).
+ */
+function streamsForward(weights: tf.Tensor[], biases: tf.Tensor[], x: tf.Tensor, sp: StreamSpec): { out: tf.Tensor; cache: LayerCache[] } {
+  const L = weights.length;
+  const { nd, ns, S } = sp;
+  const [G, n] = x.shape as [number, number, number];
+  const cache: LayerCache[] = [];
+  // Layer 0: z = x W0 + b0; z_{x_i} = W0[i, :], z_{x_i x_i} = 0.
+  const W0 = weights[0]!;
+  const w0 = W0.shape[W0.rank - 1]!;
+  const z0 = tf.add(tf.reshape(groupMatMul(x, W0), [G, 1, n, w0]), bias4(biases[0]!));
+  const a0 = tanhAct(z0);
+  const s10 = tf.sub(1, tf.square(a0));
+  const c0: LayerCache = { ain: x, a: a0, s1: s10 };
+  let A: tf.Tensor = a0;
+  if (S > 1) {
+    const parts = [a0, tf.mul(s10, rows4(W0, sp.first))];
+    if (ns > 0) {
+      const s20 = tf.mul(tf.mul(a0, -2), s10);
+      c0.s2 = s20;
+      parts.push(tf.mul(s20, tf.square(rows4(W0, sp.second))));
+    }
+    A = tf.concat(parts, 1);
+  }
+  cache.push(c0);
+  for (let l = 1; l < L; l++) {
+    const W = weights[l]!;
+    const win = W.shape[W.rank - 2]!;
+    const wout = W.shape[W.rank - 1]!;
+    const Z = tf.reshape(groupMatMul(tf.reshape(A, [G, S * n, win]), W), [G, S, n, wout]);
+    const b4 = bias4(biases[l]!);
+    if (l === L - 1) {
+      cache.push({ ain: A });
+      // Bias on the value stream only: add [b, 0, …, 0] over the streams (one kernel on the small output).
+      const bS = S === 1 ? b4 : tf.concat([b4, tf.zeros([b4.shape[0]!, S - 1, 1, wout])], 1);
+      return { out: tf.add(Z, bS), cache };
+    }
+    const zv = tf.add(streamRange(Z, 0, 1), b4);
+    const a = tanhAct(zv);
+    const s1 = tf.sub(1, tf.square(a));
+    const c: LayerCache = { ain: A, a, s1 };
+    if (S === 1) {
+      A = a;
+    } else {
+      const zr = streamRange(Z, 1, S - 1);
+      c.zr = zr;
+      const zd = streamRange(zr, 0, nd);
+      const parts = [a, tf.mul(s1, zd)];
+      if (ns > 0) {
+        const s2 = tf.mul(tf.mul(a, -2), s1);
+        c.s2 = s2;
+        const zdSel = sp.identity ? zd : streamsOf(zd, sp.secPos);
+        parts.push(tf.add(tf.mul(s1, streamRange(zr, nd, ns)), tf.mul(s2, tf.square(zdSel))));
+      }
+      A = tf.concat(parts, 1);
+    }
+    cache.push(c);
+  }
+  throw new Error('unreachable');
+}
+
+/** ∂/∂W of z = ain W from dZ: shared W ([in, out], summed over groups) or per group ([G, in, out]). */
+function weightGrad(ain: tf.Tensor, dZ: tf.Tensor, perGroup: boolean): tf.Tensor {
+  const G = ain.shape[0]!;
+  const win = ain.shape[ain.rank - 1]!;
+  const wout = dZ.shape[dZ.rank - 1]!;
+  const R = ain.size / win;
+  if (perGroup) {
+    const a3 = tf.reshape(ain, [G, R / G, win]);
+    return tf.matMul(tf.transpose(a3, [0, 2, 1]), tf.reshape(dZ, [G, R / G, wout]) as tf.Tensor3D);
+  }
+  const a2 = tf.reshape(ain, [R, win]) as tf.Tensor2D;
+  // out = 1: dZᵀ is a reshape, no transpose needed.
+  if (wout === 1) return tf.reshape(tf.matMul(tf.reshape(dZ, [1, R]) as tf.Tensor2D, a2), [win, 1]);
+  return tf.matMul(tf.transpose(a2), tf.reshape(dZ, [R, wout]) as tf.Tensor2D);
+}
+
+/**
+ * Column sums of t [R, w] as [1, w] via ones[1, R] @ t: the wasm backend reduces over a leading axis
+ * by transposing first; the matmul is one fast kernel.
+ */
+function colSum(t2: tf.Tensor): tf.Tensor {
+  return tf.matMul(tf.ones([1, t2.shape[0]!]) as tf.Tensor2D, t2 as tf.Tensor2D);
+}
+
+/** ∂/∂b from the value stream's dZ [G, 1, n, out]: [out] (shared) or [G, out] (per group). */
+function biasGrad(dzv: tf.Tensor, perGroup: boolean): tf.Tensor {
+  const wout = dzv.shape[dzv.rank - 1]!;
+  return perGroup ? tf.sum(dzv, [1, 2]) : tf.reshape(colSum(tf.reshape(dzv, [-1, wout])), [wout]);
+}
+
+/** ∂/∂A of z = A W from dZ [G, S, n, out] → [G, S, n, in]. */
+function inputGrad(dZ: tf.Tensor, W: tf.Tensor): tf.Tensor {
+  const [G, S, n, wout] = dZ.shape as [number, number, number, number];
+  const win = W.shape[W.rank - 2]!;
+  if (wout === 1) return tf.mul(dZ, tf.reshape(W, W.rank === 2 ? [1, 1, 1, win] : [G, 1, 1, win])); // outer product
+  if (W.rank === 2) return tf.reshape(tf.matMul(tf.reshape(dZ, [G * S * n, wout]) as tf.Tensor2D, tf.transpose(W) as tf.Tensor2D), [G, S, n, win]);
+  return tf.reshape(tf.matMul(tf.reshape(dZ, [G, S * n, wout]) as tf.Tensor3D, tf.transpose(W, [0, 2, 1]) as tf.Tensor3D), [G, S, n, win]);
+}
+
+/**
+ * Sum over the streams axis, kept: [G, k, n, w] → [G, 1, n, w]. For few streams as adds of the
+ * (contiguous when G = 1) stream slices: the wasm backend reduces a non-last axis by transposing first.
+ */
+function streamSum(t: tf.Tensor): tf.Tensor {
+  const k = t.shape[1]!;
+  if (k === 1) return t;
+  if (t.shape[0]! > 1 || k > 4) return tf.sum(t, 1, true);
+  let acc = streamRange(t, 0, 1);
+  for (let j = 1; j < k; j++) acc = tf.add(acc, streamRange(t, j, 1));
+  return acc;
+}
+
+/**
+ * Backward through one tanh layer's stream map (science.md §2):
+ *   a = tanh zv, s1 = 1 − a², s2 = −2 a s1; D_p = s1 zd_p; S_q = s1 zs_q + s2 zd_{c(q)}²
+ * given dA = [da, dD, dS] → dz = [dzv, dzd, dzs] with
+ *   dzs = s1 dS;  dzd_p = s1 dD_p + Σ_{q: c(q) = p} 2 s2 zd_p dS_q;
+ *   ds1 = Σ dD·zd + Σ dS·zs;  ds2 = Σ dS·zd_c²;  dzv = s1 (da − 2a ds1 + (6a² − 2) ds2)
+ * (ds1/da = −2a, ds2/da = −2 + 6a², tanh' = s1). Returns dz [G, S, n, w] and its value stream.
+ */
+function tanhStreamsBackward(dA: tf.Tensor, c: LayerCache, sp: StreamSpec): { dz: tf.Tensor; dzv: tf.Tensor } {
+  const { nd, ns, S } = sp;
+  const a = c.a!;
+  const s1 = c.s1!;
+  if (S === 1) {
+    const dzv = tf.mul(dA, s1);
+    return { dz: dzv, dzv };
+  }
+  const da = streamRange(dA, 0, 1);
+  const dR = streamRange(dA, 1, S - 1);
+  const zr = c.zr!;
+  let g = tf.sub(da, tf.mul(tf.mul(a, 2), streamSum(tf.mul(dR, zr))));
+  let dzr = tf.mul(s1, dR);
+  if (ns > 0) {
+    const dS = streamRange(dR, nd, ns);
+    const zd = streamRange(zr, 0, nd);
+    const zdSel = sp.identity ? zd : streamsOf(zd, sp.secPos);
+    const ds2 = streamSum(tf.mul(dS, tf.square(zdSel)));
+    g = tf.add(g, tf.mul(ds2, tf.sub(tf.mul(tf.square(a), 6), 2)));
+    const T = tf.mul(tf.mul(c.s2!, 2), tf.mul(zdSel, dS)); // [G, ns, n, w], to streams secPos of dzd
+    dzr = tf.add(dzr, scatterStreams(T, sp.secPos, S - 1));
+  }
+  const dzv = tf.mul(g, s1);
+  return { dz: tf.concat([dzv, dzr], 1), dzv };
+}
+
+/** [G, k, n, w] → [G, total, n, w] with stream j of the input added at stream pos[j] (zeros elsewhere). */
+function scatterStreams(t: tf.Tensor, pos: number[], total: number): tf.Tensor {
+  const identityPrefix = pos.every((p, i) => p === i);
+  if (identityPrefix) return total === pos.length ? t : tf.pad(t, [[0, 0], [0, total - pos.length], [0, 0], [0, 0]]);
+  const [G, , n, w] = t.shape as [number, number, number, number];
+  const zero = tf.zeros([G, 1, n, w]);
+  const parts: tf.Tensor[] = [];
+  for (let p = 0; p < total; p++) {
+    const js = pos.flatMap((q, j) => (q === p ? [j] : []));
+    parts.push(js.length === 0 ? zero : js.map((j) => streamRange(t, j, 1)).reduce((x, y) => tf.add(x, y)));
+  }
+  return tf.concat(parts, 1);
+}
+
+/**
+ * Hand-derived backward pass of `streamsForward`: from the cotangent of the output streams
+ * dOut [G, S, n, out], the gradients of every weight and bias. `perGroupW`: weight gradients per
+ * group ([G, in, out], the G groups' own contributions) even for shared weights; per-group weights
+ * ([G, in, out]) always get per-group gradients. Bias gradients follow the bias's own rank.
+ */
+function streamsBackward(
+  weights: tf.Tensor[],
+  biases: tf.Tensor[],
+  cache: LayerCache[],
+  dOut: tf.Tensor,
+  sp: StreamSpec,
+  perGroupW: boolean,
+): { dW: tf.Tensor[]; db: tf.Tensor[] } {
+  const L = weights.length;
+  const dW: tf.Tensor[] = new Array(L);
+  const db: tf.Tensor[] = new Array(L);
+  const pgW = (l: number) => perGroupW || weights[l]!.rank === 3;
+  const pgB = (l: number) => biases[l]!.rank === 2;
+  let dz = dOut;
+  let dzv = streamRange(dOut, 0, 1);
+  for (let l = L - 1; l >= 1; l--) {
+    const ain = cache[l]!.ain;
+    dW[l] = weightGrad(ain, dz, pgW(l));
+    db[l] = biasGrad(dzv, pgB(l));
+    const dA = inputGrad(dz, weights[l]!);
+    ({ dz, dzv } = l - 1 === 0 ? layer0Backward(dA, cache[0]!, weights[0]!, sp, pgW(0), (t) => (dW[0] = t)) : tanhStreamsBackward(dA, cache[l - 1]!, sp));
+  }
+  const x = cache[0]!.ain;
+  const [G, n] = x.shape as [number, number];
+  const w0 = weights[0]!.shape[weights[0]!.rank - 1]!;
+  const rowPart = dW[0];
+  const xg = weightGrad(x, tf.reshape(dzv, [G, n, w0]), pgW(0));
+  dW[0] = rowPart ? tf.add(xg, rowPart) : xg;
+  db[0] = biasGrad(dzv, pgB(0));
+  return { dW, db };
+}
+
+/**
+ * Layer 0: A0 = [a, s1 W0[first], s2 W0[second]²] with a = tanh(x W0 + b0). Returns dz0 (value
+ * stream, [G, 1, n, w]) and hands the direct row contributions ∂/∂W0[i, :] of the derivative streams
+ * ([d, w] or [G, d, w]) to `setRows`.
+ */
+function layer0Backward(dA: tf.Tensor, c: LayerCache, W0: tf.Tensor, sp: StreamSpec, perGroup: boolean, setRows: (t: tf.Tensor) => void): { dz: tf.Tensor; dzv: tf.Tensor } {
+  const { nd, ns, S } = sp;
+  const a = c.a!;
+  const s1 = c.s1!;
+  if (S === 1) {
+    const dzv = tf.mul(dA, s1);
+    return { dz: dzv, dzv };
+  }
+  const d = W0.shape[W0.rank - 2]!;
+  const da = streamRange(dA, 0, 1);
+  const dD = streamRange(dA, 1, nd);
+  const Wd = rows4(W0, sp.first); // [1|G, nd, 1, w]
+  let g = tf.sub(da, tf.mul(tf.mul(a, 2), streamSum(tf.mul(dD, Wd))));
+  // Σ over the points (and, for shared W0, the groups): [G, k, n, w] → [G, k, w] | [k, w].
+  const red = (t: tf.Tensor) => {
+    if (perGroup) return tf.sum(t, 2);
+    const [G, k, n, w] = t.shape as [number, number, number, number];
+    if (G > 1) return tf.sum(t, [0, 2]);
+    // Block indicator E [k, k·n] (E[p, j] = 1 for j in stream p) @ t [k·n, w]: one fast matmul.
+    const e = new Float32Array(k * k * n);
+    for (let p = 0; p < k; p++) e.fill(1, p * k * n + p * n, p * k * n + (p + 1) * n);
+    return tf.matMul(tf.tensor2d(e, [k, k * n]), tf.reshape(t, [k * n, w]) as tf.Tensor2D);
+  };
+  const rowFirst = red(tf.mul(s1, dD)); // Σ_n s1 dD_p
+  let rowSecond: tf.Tensor | null = null;
+  if (ns > 0) {
+    const dS = streamRange(dA, 1 + nd, ns);
+    const Ws = rows4(W0, sp.second);
+    g = tf.add(g, tf.mul(streamSum(tf.mul(dS, tf.square(Ws))), tf.sub(tf.mul(tf.square(a), 6), 2)));
+    const ws = perGroup ? tf.reshape(Ws, [Ws.shape[0]!, ns, Ws.shape[3]!]) : tf.reshape(Ws, [ns, Ws.shape[3]!]);
+    rowSecond = tf.mul(red(tf.mul(c.s2!, dS)), tf.mul(ws, 2)); // Σ_n s2 dS_q · 2 W0[i_q]
+  }
+  // Scatter the row contributions to rows first[p] / second[q] of a [d, w] (or [G, d, w]) matrix.
+  const rowAxis = perGroup ? 1 : 0;
+  const rowOf = (t: tf.Tensor, j: number) => (perGroup ? tf.slice(t, [0, j, 0], [-1, 1, -1]) : tf.slice(t, [j, 0], [1, -1]));
+  const zeroRow = tf.zerosLike(rowOf(rowFirst, 0));
+  const rows: tf.Tensor[] = [];
+  for (let i = 0; i < d; i++) {
+    let r: tf.Tensor | null = null;
+    const p = sp.first.indexOf(i);
+    if (p >= 0) r = rowOf(rowFirst, p);
+    const q = sp.second.indexOf(i);
+    if (q >= 0 && rowSecond) r = r ? tf.add(r, rowOf(rowSecond, q)) : rowOf(rowSecond, q);
+    rows.push(r ?? zeroRow);
+  }
+  setRows(tf.concat(rows, rowAxis));
+  const dzv = tf.mul(g, s1);
+  return { dz: dzv, dzv };
+}
+
+/**
+ * The MLP's output streams [G, S, n] (out = 1) or [G, S, n, out] as one differentiable op: forward
+ * as `streamsForward`, gradient from `streamsBackward` (w.r.t. weights and biases; the gradient
+ * w.r.t. the inputs x is not provided — zeros).
+ */
+function streamsOp(params: MlpParams, x: tf.Tensor, sp: StreamSpec): tf.Tensor {
+  const { weights, biases } = params;
+  const L = weights.length;
+  const op = tf.customGrad(((...args: unknown[]) => {
+    const save = args.pop() as tf.GradSaveFunc;
+    const ts = args as tf.Tensor[];
+    const xx = ts[0]!;
+    const xShape = xx.shape.slice();
+    const ws = ts.slice(1, 1 + L);
+    const bs = ts.slice(1 + L, 1 + 2 * L);
+    const { out, cache } = streamsForward(ws, bs, xx, sp);
+    // Flatten the caches in a fixed order (which keys each layer has is recorded in `layout`).
+    const layout = cache.map((c) => CACHE_KEYS.filter((k) => c[k] !== undefined));
+    save([...ws, ...bs, ...cache.flatMap((c, l) => layout[l]!.map((k) => c[k]!))]);
+    return {
+      value: out,
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+        const sw = saved.slice(0, L);
+        const sb = saved.slice(L, 2 * L);
+        let j = 2 * L;
+        const sc = layout.map((keys) => {
+          const c: LayerCache = { ain: null as unknown as tf.Tensor };
+          for (const k of keys) c[k] = saved[j++]!;
+          return c;
+        });
+        const { dW, db } = streamsBackward(sw, sb, sc, dy as tf.Tensor, sp, false);
+        return [tf.zeros(xShape), ...dW, ...db];
+      },
+    };
+  }) as unknown as Parameters<typeof tf.customGrad>[0]);
+  return op(x, ...weights, ...biases);
 }
 
 /** The trainable parameters of one MLP as tf.Variables (weights [in, out], biases [out]). */
