@@ -33,6 +33,12 @@ export interface CollectorOptions {
   flushEveryMs?: number;
   /** Flush when this many messages wait for their ack. */
   flushAtMessages?: number;
+  /**
+   * trials.parquet (rewritten whole: O(trials)) is written at most this often (ms), and at least
+   * twice its last write time apart, plus at settle/stop/markFailed; default 3000. Result messages
+   * are acked, and `onTrialFinished` called, only once a trials.parquet holding them is on disk.
+   */
+  trialsEveryMs?: number;
 }
 
 interface Buffered {
@@ -44,8 +50,14 @@ interface Buffered {
 export class Collector {
   private readonly store: MetricsStore;
   private readonly buffers = new Map<string, Buffered>();
+  /** Metrics messages whose rows are buffered: acked once their parts are on disk. */
   private pending: JsMsg[] = [];
+  /** Result messages: acked once a trials.parquet holding what they changed is on disk. */
+  private pendingResults: JsMsg[] = [];
   private recordsDirty = false;
+  private lastTrialsWrite = 0;
+  private lastTrialsWriteMs = 0;
+  private trialsTimer: NodeJS.Timeout | null = null;
   private finished: Array<[TrialRecord, TrialResultMessage]> = [];
   /** Done attempts whose phase record is still to be read from their parts (after those are on disk). */
   private toAnalyze: Array<[TrialRecord, TrialResultMessage]> = [];
@@ -111,12 +123,13 @@ export class Collector {
       if (this.pending.length >= (this.opts.flushAtMessages ?? 5_000)) await this.flushSerial();
       return;
     }
-    this.pending.push(m);
+    this.pendingResults.push(m);
     const result = JSON.parse(m.string()) as TrialResultMessage;
     if (!Number.isInteger(result.attempt) || result.attempt < 1) throw new Error(`result attempt ${JSON.stringify(result.attempt)} is not an integer >= 1`);
     for (const x of this.checkpoints.supersede(result.trial_id, result.attempt)) x.ack();
     this.applyResult(result);
-    // A result ends its attempt: write its rows and the trial record now.
+    // A result ends its attempt: write its rows and read its phases now; trials.parquet (and the
+    // result's ack) follows within trialsEveryMs (debounced: it is rewritten whole).
     await this.flushSerial();
   }
 
@@ -138,7 +151,7 @@ export class Collector {
       if (!w) return;
     }
     this.applyResult(result);
-    await this.flushSerial();
+    await this.flushSerial(true);
   }
 
   private applyResult(result: TrialResultMessage): void {
@@ -188,14 +201,18 @@ export class Collector {
     }
   }
 
-  private flushSerial(): Promise<void> {
-    this.flushing = this.flushing.then(() => this.flush()).catch((e: Error) => this.opts.onWarning?.(`collector: flush failed, will retry: ${e.message}`));
+  private flushSerial(force = false): Promise<void> {
+    this.flushing = this.flushing.then(() => this.flush(force)).catch((e: Error) => this.opts.onWarning?.(`collector: flush failed, will retry: ${e.message}`));
     return this.flushing;
   }
 
-  /** Writes buffered parts and the trials file, then acks the messages they came from. */
-  private async flush(): Promise<void> {
-    if (!this.pending.length && !this.recordsDirty) return;
+  /**
+   * Writes buffered parts (then acks their metrics messages), reads the phases of attempts whose
+   * result came, and — when due (`trialsEveryMs`) or `force`d — the trials file, then acks the result
+   * messages it holds and reports their trials finished.
+   */
+  private async flush(force = false): Promise<void> {
+    if (!this.pending.length && !this.pendingResults.length && !this.recordsDirty) return;
     const msgs = this.pending;
     this.pending = [];
     const buffers = [...this.buffers.values()];
@@ -213,19 +230,49 @@ export class Collector {
         // before it are copied in so the completed attempt holds every step once.
         if (res.resumed_from) await this.store.copyEarlierRows(r.trial_id, res.resumed_from.attempt, res.attempt, res.resumed_from.step);
         await this.analyze(r, res);
-      }
-      if (this.recordsDirty) {
-        this.recordsDirty = false;
-        await writeTrialsParquet(this.opts.dir, [...this.opts.records.values()]);
+        this.store.release(r.trial_id, res.attempt);
       }
     } catch (e) {
-      // Nothing is acked: JetStream redelivers after the ack wait, and duplicates are dropped by step.
+      // Nothing is acked: JetStream redelivers after the ack wait (results after their metrics), and
+      // duplicates are dropped by step.
       this.recordsDirty = true;
+      this.pendingResults = [];
       throw e;
     }
     for (const m of msgs) m.ack();
+    if (!this.recordsDirty) {
+      // Results that changed no record (a redelivered result of a trial already done): nothing to write.
+      for (const m of this.pendingResults.splice(0)) m.ack();
+      return;
+    }
+    const every = Math.max(this.opts.trialsEveryMs ?? 3_000, 2 * this.lastTrialsWriteMs);
+    const due = this.lastTrialsWrite + every - Date.now();
+    if (!force && due > 0) {
+      this.trialsTimer ??= setTimeout(() => {
+        this.trialsTimer = null;
+        void this.flushSerial();
+      }, due);
+      return;
+    }
+    if (this.trialsTimer) clearTimeout(this.trialsTimer);
+    this.trialsTimer = null;
+    const results = this.pendingResults;
+    this.pendingResults = [];
     const done = this.finished;
     this.finished = [];
+    this.recordsDirty = false;
+    const t0 = Date.now();
+    try {
+      await writeTrialsParquet(this.opts.dir, [...this.opts.records.values()]);
+    } catch (e) {
+      // Not acked: redelivered after the ack wait (their records are in memory and written next time).
+      this.recordsDirty = true;
+      this.finished = done.concat(this.finished);
+      throw e;
+    }
+    this.lastTrialsWrite = Date.now();
+    this.lastTrialsWriteMs = this.lastTrialsWrite - t0;
+    for (const m of results) m.ack();
     // Trial state in the bucket was set terminal by the worker that owned the attempt (schemas/trial-state.ts).
     for (const [r, res] of done) this.opts.onTrialFinished?.(r, res);
   }
@@ -240,7 +287,7 @@ export class Collector {
     for (;;) {
       const info = await jsm.consumers.info(this.opts.names.outStream, this.opts.names.collector(this.opts.sweep));
       if (info.num_pending === 0 && info.num_ack_pending === 0) return;
-      await this.flushSerial();
+      await this.flushSerial(true);
       if (Date.now() - t0 > timeoutMs) {
         this.opts.onWarning?.(`collector: output stream not settled after ${timeoutMs / 1000} s (${info.num_pending} pending, ${info.num_ack_pending} unacked); going on`);
         return;
@@ -252,7 +299,9 @@ export class Collector {
   /** Flushes what is buffered and stops consuming. */
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
-    await this.flushSerial();
+    await this.flushSerial(true);
+    if (this.trialsTimer) clearTimeout(this.trialsTimer);
+    this.trialsTimer = null;
     await this.messages?.close();
     await this.loop;
   }

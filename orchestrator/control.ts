@@ -175,7 +175,7 @@ export async function cancelSweep(nc: NatsConnection, names: TransportNames, swe
       !c || TERMINAL.has(c.status) || (c.status === 'running' && c.owner !== cur?.owner) ? null : { ...c, status: 'cancelled', owner: c.owner, updated_at: t, error, result },
     );
     if (!w) return false;
-    await js.publish(names.result(sweep, trialId), enc.encode(JSON.stringify(result)), { msgID: `${trialId}.${result.attempt}.cancel` });
+    await js.publish(names.result(sweep, trialId), enc.encode(JSON.stringify(result)), { msgID: `${sweep}.${trialId}.${result.attempt}.cancel.${Date.now()}` });
     return true;
   };
   const summary: CancelSummary = { queued: 0, running: 0, forced: 0, left: 0 };

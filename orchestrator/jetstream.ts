@@ -6,7 +6,6 @@ import { AckPolicy, jetstream, jetstreamManager, RetentionPolicy, StorageType, t
 import { Kvm, type KV } from '@nats-io/kv';
 import { nanos, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import type { TrialMessage, TrialState } from '../schemas/trial.js';
-import { readState, TERMINAL } from '../schemas/trial-state.js';
 import { hostname } from 'node:os';
 import { OUT_ACK_WAIT_MS, workerConsumerConfig, type SweepControl, type SweepOwner, type TransportNames } from '../schemas/transport.js';
 
@@ -86,8 +85,7 @@ export async function trialsInStream(t: Transport, sweep: string): Promise<Set<s
  * Queues the trials of a run on the work queue, subject `<ns>.trials.<sweep>.<trial_id>`, and sets
  * their state `queued`. Not queued a second time (it would run twice): a trial whose message is still
  * in the stream (queued, or running on a worker, e.g. after this orchestrator was killed and started
- * again), and a trial whose state shows an attempt that ended after DIR's last record of it (its result
- * is still in the output stream). Publishes are pipelined (up to 256 in flight); Nats-Msg-Id =
+ * again), and a trial whose result is still in the output stream (it ended while no collector ran). Publishes are pipelined (up to 256 in flight); Nats-Msg-Id =
  * `<trial_id>.<runNonce>` makes a retried publish idempotent within the run.
  * @returns trials queued now, trials of this sweep found in the stream, trials whose result is on its way.
  */
@@ -96,30 +94,39 @@ export async function publishTrials(t: Transport, sweep: string, trials: TrialMe
   const enc = new TextEncoder();
   const now = new Date().toISOString();
   let todo = trials.filter((m) => !present.has(m.trial_id));
-  // A trial whose state records an attempt newer than DIR knows ended while no collector was writing
-  // (e.g. this orchestrator was killed): its result waits in the output stream. Queuing it again would
-  // run it twice to completion.
-  const finishing = new Set<string>();
-  for (let i = 0; i < todo.length; i += 256) {
-    await Promise.all(
-      todo.slice(i, i + 256).map(async (m) => {
-        const { state } = await readState(t.kv, t.names.stateKey(sweep, m.trial_id));
-        if (state && TERMINAL.has(state.status) && state.attempt > (m.attempt_base ?? 0)) finishing.add(m.trial_id);
-      }),
-    );
-  }
+  // A trial whose result still waits in the output stream ended while no collector was writing (e.g.
+  // this orchestrator was killed and its collector has not caught up yet): queuing it again would run
+  // it twice to completion. One request for the whole sweep.
+  const out = await t.jsm.streams.info(t.names.outStream, { subjects_filter: t.names.result(sweep, '*') });
+  const resultPrefix = t.names.result(sweep, '');
+  const ids = new Set(todo.map((m) => m.trial_id));
+  const finishing = new Set(Object.keys(out.state.subjects ?? {}).map((s) => s.slice(resultPrefix.length)).filter((id) => ids.has(id)));
   todo = todo.filter((m) => !finishing.has(m.trial_id));
   const state = enc.encode(JSON.stringify({ status: 'queued', attempt: 0, owner: null, updated_at: now } satisfies TrialState));
-  for (let i = 0; i < todo.length; i += 256) {
-    await Promise.all(
-      todo.slice(i, i + 256).map(async (m) => {
-        // State first: a worker may take the message the moment it is published.
-        await t.kv.put(t.names.stateKey(sweep, m.trial_id), state);
-        await t.js.publish(t.names.trial(sweep, m.trial_id), enc.encode(JSON.stringify(m)), { msgID: `${m.trial_id}.${runNonce}` });
-      }),
-    );
-  }
+  await pipelined(todo, async (m) => {
+    // State first: a worker may take the message the moment it is published.
+    await t.kv.put(t.names.stateKey(sweep, m.trial_id), state);
+    await t.js.publish(t.names.trial(sweep, m.trial_id), enc.encode(JSON.stringify(m)), { msgID: `${runNonce}.${m.trial_id}` });
+  });
   return { queued: todo.length, inStream: present.size, finishing: finishing.size };
+}
+
+/** Runs `f` over `items` with up to `window` calls in flight (a sliding window, not batches); rejects with the first error once the started calls have settled. */
+async function pipelined<T>(items: T[], f: (x: T) => Promise<void>, window = 256): Promise<void> {
+  let next = 0;
+  let error: unknown = null;
+  const lane = async () => {
+    while (next < items.length && error === null) {
+      const x = items[next++]!;
+      try {
+        await f(x);
+      } catch (e) {
+        error ??= e;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(window, items.length) }, lane));
+  if (error !== null) throw error;
 }
 
 /**

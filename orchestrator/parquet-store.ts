@@ -150,6 +150,35 @@ function partTableFromRows(rows: MetricRow[]): Table {
   return new Table(batch.schema, [batch]);
 }
 
+const utf8 = new TextDecoder();
+
+/**
+ * Row accessor of a Utf8 column that decodes a value only when its bytes differ from the previous
+ * row's (a metrics message is usually one trial: one decode instead of one per row).
+ */
+function utf8Reader(vec: Vector): (i: number) => string {
+  const d = vec.data.length === 1 ? vec.data[0]! : null;
+  if (!d || d.offset !== 0 || d.nullCount > 0 || !d.valueOffsets || !d.values) return (i) => vec.get(i) as string;
+  const off = d.valueOffsets as Int32Array;
+  const bytes = d.values as Uint8Array;
+  let lo = -1;
+  let len = -1;
+  let last = '';
+  return (i) => {
+    const a = off[i]!;
+    const n = off[i + 1]! - a;
+    if (n === len) {
+      let same = true;
+      for (let k = 0; k < n; k++) if (bytes[a + k] !== bytes[lo + k]) { same = false; break; }
+      if (same) return last;
+    }
+    lo = a;
+    len = n;
+    last = utf8.decode(bytes.subarray(a, a + n));
+    return last;
+  };
+}
+
 /** One (trial_id, attempt) group of a decoded metrics message. */
 export interface MetricsPart {
   trial_id: string;
@@ -168,23 +197,37 @@ export interface MetricsPart {
 export function splitMetricsTable(table: Table): MetricsPart[] {
   checkTable(table, wireMetricsSchema(), 'metrics table');
   const n = table.numRows;
-  const ids = table.getChild('trial_id')!;
+  const id = utf8Reader(table.getChild('trial_id')!);
   const attempts = table.getChild('attempt')!.toArray() as Int32Array;
   const steps = table.getChild('step')!.toArray() as Int32Array;
   // Group row indices by key; note whether each group is one contiguous run with increasing steps.
   const groups = new Map<string, { trial_id: string; attempt: number; lo: number; hi: number; simple: boolean; idx: number[] }>();
+  let lastId: string | null = null;
+  let lastAttempt = -1;
+  let lastGroup: { trial_id: string; attempt: number; lo: number; hi: number; simple: boolean; idx: number[] } | undefined;
   for (let i = 0; i < n; i++) {
-    const id = ids.get(i) as string;
-    const key = `${id}\u0000${attempts[i]}`;
-    let g = groups.get(key);
+    const tid = id(i);
+    let g = tid === lastId && attempts[i] === lastAttempt ? lastGroup : undefined;
     if (g === undefined) {
-      g = { trial_id: id, attempt: attempts[i], lo: i, hi: i + 1, simple: true, idx: [i] };
-      groups.set(key, g);
-    } else {
-      if (g.hi !== i || steps[i] <= steps[i - 1]) g.simple = false;
-      g.hi = i + 1;
-      g.idx.push(i);
+      const key = `${tid}\u0000${attempts[i]}`;
+      g = groups.get(key);
+      if (g !== undefined) {
+        if (g.hi !== i || steps[i] <= steps[i - 1]) g.simple = false;
+        g.hi = i + 1;
+        g.idx.push(i);
+      } else {
+        g = { trial_id: tid, attempt: attempts[i], lo: i, hi: i + 1, simple: true, idx: [i] };
+        groups.set(key, g);
+      }
+      lastId = tid;
+      lastAttempt = attempts[i]!;
+      lastGroup = g;
+      continue;
     }
+    // Same key as the row before (the usual case): extends its run.
+    if (steps[i] <= steps[i - 1]) g.simple = false;
+    g.hi = i + 1;
+    g.idx.push(i);
   }
   let objects: Array<MetricRow & { trial_id?: string; attempt?: number }> | null = null;
   return [...groups.values()].map((g) => {
@@ -210,6 +253,11 @@ interface AttemptState {
   watermark: number;
   /** Next free part index. */
   nextPart: number;
+  /**
+   * Every step on disk, loaded from the parts only when rows at or under the watermark arrive (a
+   * redelivery, or messages stored out of order by a retried publish), then kept up to date; null = not loaded.
+   */
+  steps: Set<number> | null;
 }
 
 const PART_FILE = /^part-(\d+)\.parquet$/;
@@ -219,9 +267,11 @@ const PART_FILE = /^part-(\d+)\.parquet$/;
  * rows by step.
  *
  * Per (trial_id, attempt) it keeps a watermark — the largest step already on disk — read from the
- * existing part files on first use and cached; rows with step <= watermark are dropped. This is
- * exact as long as the rows of one attempt are handed to `writePart` in step order across calls
- * (a redelivered or replayed message then only brings steps already written). Calls for the same
+ * existing part files on first use and cached; rows with a step above it are new (the usual case,
+ * no lookup). Rows at or under it — a redelivered message, or one stored out of order because its
+ * publish was retried after later ones were stored (workers pipeline their publishes) — are checked
+ * against the exact set of the attempt's steps on disk, read from its parts on first need and then
+ * kept up to date (`release` drops it): a step is written once, whatever the arrival order. Calls for the same
  * attempt are serialized internally; one store instance should own a DIR (no cross-process locking).
  */
 export class MetricsStore {
@@ -252,7 +302,7 @@ export class MetricsStore {
     try {
       names = await readdir(dir);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { watermark: -1, nextPart: 0 };
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { watermark: -1, nextPart: 0, steps: null };
       throw e;
     }
     let watermark = -1;
@@ -265,7 +315,21 @@ export class MetricsStore {
       if (steps === null) throw new Error(`${join(dir, name)}: no step column`);
       for (const s of steps.toArray() as Int32Array) if (s > watermark) watermark = s;
     }
-    return { watermark, nextPart };
+    return { watermark, nextPart, steps: null };
+  }
+
+  /** The attempt's steps on disk (loaded once from its parts, then kept up to date by `commit`). Call inside the attempt's queue. */
+  private async stepsOnDisk(trialId: string, attempt: number, st: AttemptState): Promise<Set<number>> {
+    st.steps ??= new Set((await this.attemptRows(trialId, attempt, ['step'])).map((r) => r.step));
+    return st.steps;
+  }
+
+  /**
+   * Forgets the cached step set of an attempt (e.g. once its result is written): memory stays bounded
+   * by the attempts in flight. The watermark stays; the set is re-read from disk if ever needed again.
+   */
+  release(trialId: string, attempt: number): void {
+    void this.states.get(`${trialId}/${attempt}`)?.then((st) => (st.steps = null), () => undefined);
   }
 
   /**
@@ -281,7 +345,8 @@ export class MetricsStore {
   /**
    * Writes the rows of one attempt as a new part file `part-<k>.parquet` (k = next free index).
    *
-   * Rows with step <= the attempt's watermark are dropped (at-least-once redelivery); the rest are
+   * Rows whose step is already on disk for the attempt are dropped (at-least-once redelivery; exact,
+   * see the class comment, also for rows arriving out of step order); the rest are
    * sorted by step and written with zstd compression, durably (temp + fsync + rename + fsync dir).
    * When nothing is left after dropping, no file is written.
    *
@@ -337,13 +402,20 @@ export class MetricsStore {
     const st = await this.state(trialId, attempt);
     let from = 0;
     while (from < steps.length && steps[from] <= st.watermark) from++;
+    if (from > 0) {
+      // Rows at or under the watermark: dropped only if their step is really on disk (a message
+      // stored out of order, e.g. after a retried publish, brings steps below rows already written).
+      const have = await this.stepsOnDisk(trialId, attempt, st);
+      for (let i = 0; i < from; i++) if (!have.has(steps[i])) return undefined; // some are new: the row path filters exactly
+    }
     if (from === steps.length) return { path: null, rows: 0 };
     return this.commit(trialId, attempt, st, from === 0 ? table : table.slice(from), steps[steps.length - 1]);
   }
 
   private async writeRows(trialId: string, attempt: number, rows: MetricRow[]): Promise<{ path: string | null; rows: number }> {
     const st = await this.state(trialId, attempt);
-    const fresh = rows.filter((r) => r.step > st.watermark);
+    const have = rows.some((r) => r.step <= st.watermark) ? await this.stepsOnDisk(trialId, attempt, st) : null;
+    const fresh = have ? rows.filter((r) => r.step > st.watermark || !have.has(r.step)) : rows;
     // Two rows of the same step in one call: keep the first (a message never legitimately repeats a step).
     const seen = new Set<number>();
     const unique = fresh.filter((r) => (seen.has(r.step) ? false : (seen.add(r.step), true)));
@@ -453,6 +525,7 @@ export class MetricsStore {
     await writeFileDurable(path, bytes);
     st.nextPart++;
     st.watermark = Math.max(st.watermark, maxStep);
+    if (st.steps) for (const x of table.getChild('step')!.toArray() as Int32Array) st.steps.add(x);
     return { path, rows: table.numRows };
   }
 }

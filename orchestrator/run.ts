@@ -234,11 +234,14 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
     // finished is not run again, and attempt numbers below never collide with an attempt on disk.
     await collector.settle();
     toRun = toRun.filter((t) => records.get(t.trial_id)!.status !== 'done');
+    // From here on (no await before it) a result that arrives deletes its trial from `waiting`: a trial
+    // that finishes while this run starts (on a worker of an earlier run) is neither waited for forever
+    // nor queued again.
+    waiting = new Set(toRun.map((t) => t.trial_id));
     for (const t of toRun) records.get(t.trial_id)!.status = 'queued';
     await writeTrialsParquet(dir, [...records.values()]);
     summary.queued = toRun.length;
     if (toRun.length === 0) return summary;
-    waiting = new Set(toRun.map((t) => t.trial_id));
 
     progress = new SweepProgress(toRun.length, toRun.reduce((s, t) => s + t.config.train.steps, 0), opts.tty ?? Boolean(process.stderr.isTTY), base);
     log = progress.log;
@@ -255,15 +258,17 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
       void collector!.markFailed(id, deliveries, `no worker finished it: delivered ${deliveries} times without an ack (workers died or were stopped)`);
     });
 
+    const runId = `${sweep.name}-${randomBytes(6).toString('hex')}`;
     const messages: TrialMessage[] = [];
     for (const t of toRun) {
+      if (!waiting.has(t.trial_id)) continue; // finished meanwhile
       const attempt_base = Math.max(records.get(t.trial_id)!.attempts, await attemptsOnDisk(dir, t.trial_id));
       messages.push({
         sweep: sweep.name, trial_id: t.trial_id, config: t.config, backend: opts.backend ?? 'auto', attempt_base,
-        divergence_factor: sweep.analysis.divergence_factor, max_attempts: sweep.max_attempts,
+        divergence_factor: sweep.analysis.divergence_factor, max_attempts: sweep.max_attempts, run_id: runId,
       });
     }
-    const pub = await publishTrials(transport, sweep.name, messages, randomBytes(4).toString('hex'));
+    const pub = await publishTrials(transport, sweep.name, messages, runId);
     const n = pub.queued;
     if (pub.inStream) log.info(`${pub.inStream} trial(s) still queued or running from an earlier run: left as they are`);
     if (pub.finishing) log.info(`${pub.finishing} trial(s) finished while no collector ran: their results are read from the output stream`);
@@ -275,6 +280,7 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
       await agent.start();
     } else log.info('no local worker (--slots 0): waiting for workers on the cluster');
 
+    if (waiting.size === 0) allDone();
     const aborted = new Promise<'aborted'>((r) => {
       if (opts.signal?.aborted) r('aborted');
       opts.signal?.addEventListener('abort', () => r('aborted'), { once: true });

@@ -31,6 +31,8 @@ export interface TrialMessage {
    * handed back for a retry until its delivery count reaches this (the sweep's `max_attempts`, default 3).
    */
   max_attempts?: number;
+  /** Unique per `phasemap run` that queued this message: prefixes the Nats-Msg-Ids of its attempts' metrics, checkpoints and result. */
+  run_id?: string;
 }
 
 /** Consecutive logged rows above `divergence_factor` × the running minimum loss that stop a trial early. */

@@ -213,11 +213,19 @@ test.serial('phasemap status shows who runs what; phasemap cancel stops a sweep;
   const file = join(work, 'c.yaml');
   await writeFile(file, spec('cancelme', 200_000, '[0.001, 0.002, 0.003, 0.004]'));
   const w = cli(['worker', '--nats', nats.url, '--slots', '2', '--backend', 'wasm', '--name', 'wc'], { env: ENV });
+  const ew = stderrOf(w);
   const other = cli(['worker', '--nats', nats.url, '--slots', '1', '--backend', 'wasm', '--name', 'wo', '--namespace', 'other'], { env: ENV });
   const eo = stderrOf(other);
   try {
     const o = cli(['run', file, '--out', out, '--nats', nats.url, '--slots', '0'], { env: ENV, timeoutMs: 300_000 });
-    await until(async () => [...(await states(nats.url, 'cancelme')).values()].filter((s) => s.status === 'running' && (s.step ?? 0) > 0).length === 2, 120_000, 'two running trials');
+    let seen = '';
+    await until(async () => {
+      const all = [...(await states(nats.url, 'cancelme')).values()];
+      seen = JSON.stringify(all.map((x) => [x.status, x.owner, x.step, x.heartbeat_at]));
+      return all.filter((x) => x.status === 'running' && (x.step ?? 0) > 0).length === 2;
+    }, 120_000, 'two running trials').catch((e: Error) => {
+      throw new Error(`${e.message}; states ${seen}; wc: ${ew()}`);
+    });
 
     const st = await cli(['status', 'cancelme', '--nats', nats.url, '--json']);
     t.is(st.code, 0, st.stderr);
@@ -250,6 +258,25 @@ test.serial('phasemap status shows who runs what; phasemap cancel stops a sweep;
   } finally {
     w.child.kill('SIGKILL');
     other.child.kill('SIGKILL');
+    await nats.stop();
+  }
+});
+
+test.serial('two sweeps with the same trial configs, one after the other in one namespace, both complete (message ids are unique per run)', async (t) => {
+  const work = await tempDir('twins');
+  const nats = await startEmbeddedNats(join(work, 'store'));
+  try {
+    for (const name of ['twin-a', 'twin-b', 'twin-a']) {
+      const file = join(work, `${name}.yaml`);
+      await writeFile(file, spec(name, 100, '[0.001, 0.002]'));
+      // The third run is twin-a again into a fresh DIR: same sweep, same trial ids, attempts from 1 again.
+      const out = join(work, `${name}-${Date.now()}`);
+      const r = await cli(['run', file, '--out', out, '--nats', nats.url, '--slots', '2', '--backend', 'wasm'], { env: ENV, timeoutMs: 120_000 });
+      t.is(r.code, 0, `${name}: ${r.stderr}`);
+      const rows = await duck(`SELECT count(*) AS n FROM read_parquet('${out}/metrics/**/*.parquet', hive_partitioning = true)`);
+      t.is(Number(rows[0]!.n), 2 * expectedSteps(100).length, name);
+    }
+  } finally {
     await nats.stop();
   }
 });

@@ -84,6 +84,15 @@ export async function resolveBackend(req: BackendRequest): Promise<BackendName> 
 export const DEFAULT_MAX_ATTEMPTS = 3;
 /** How long a publish is retried (e.g. across a nats-server restart) before the attempt is handed back. */
 const PUBLISH_RETRY_MS = 10 * 60_000;
+/** Metrics and checkpoint publishes of one attempt awaiting their JetStream ack at once. */
+const PUBLISH_WINDOW = 32;
+
+/**
+ * Prefix of a trial attempt's Nats-Msg-Ids: unique per run of a sweep (`run_id`), so JetStream's
+ * duplicate window never drops the messages of another sweep (or another run) with the same trial
+ * config, while a retried publish of the same message stays idempotent.
+ */
+const msgBase = (t: TrialMessage) => `${t.run_id ?? t.sweep}.${t.trial_id}`;
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -146,6 +155,8 @@ export class WorkerAgent {
       try {
         await jsm.streams.info(this.names.trialsStream);
         this.kv = await new Kvm(this.js).open(this.names.stateBucket);
+        // open() does not prove the bucket exists yet (an orchestrator creates it after the streams).
+        await this.kv.status();
         break;
       } catch {
         if (this.stopping) return this.backend;
@@ -300,7 +311,7 @@ export class WorkerAgent {
     if (!claim) {
       const done = finished as TrialState | null;
       if (done) {
-        if (done.result) await this.publish(this.names.result(trial.sweep, trial.trial_id), new TextEncoder().encode(JSON.stringify(done.result)), `${trial.trial_id}.${done.result.attempt}.result`);
+        if (done.result) await this.publish(this.names.result(trial.sweep, trial.trial_id), new TextEncoder().encode(JSON.stringify(done.result)), `${msgBase(trial)}.${done.result.attempt}.result`);
         this.opts.log?.info(`worker ${this.name}: trial ${trial.trial_id} is ${done.status} already (attempt ${done.attempt}); dropping its message`);
       } else if (cancelled) {
         await this.finishWithoutTraining(trial, attempt, 'cancelled', 'sweep cancelled before this trial started');
@@ -314,18 +325,37 @@ export class WorkerAgent {
     const { nc } = this.opts;
     const enc = new TextEncoder();
     try {
-      let chain: Promise<unknown> = Promise.resolve();
+      // Publishes are pipelined: issued in order, up to PUBLISH_WINDOW awaiting their JetStream ack.
+      // A retried publish may be stored after later ones (the collector deduplicates by the exact
+      // steps on disk, not by order). A checkpoint chunk waits until everything before it is stored
+      // and is stored before anything after it (resume relies on the rows before a checkpoint being
+      // stored); the result is published only once every publish of the attempt is stored.
+      let issue: Promise<void> = Promise.resolve();
+      const inflight = new Set<Promise<void>>();
       let publishError: Error | null = null;
       let seq = 0;
-      const send = (subject: string, data: Uint8Array, id: string, h?: ReturnType<typeof headers>) => {
-        chain = chain.then(() => (publishError ? undefined : this.publish(subject, data, id, h))).catch((err: Error) => {
-          publishError ??= err;
+      const send = (subject: string, data: Uint8Array, id: string, h?: ReturnType<typeof headers>, exclusive = false) => {
+        issue = issue.then(async () => {
+          if (exclusive) await Promise.all(inflight);
+          while (inflight.size >= PUBLISH_WINDOW) await Promise.race(inflight);
+          if (publishError) return;
+          const p: Promise<void> = this.publish(subject, data, id, h)
+            .catch((err: Error) => {
+              publishError ??= err;
+            })
+            .finally(() => inflight.delete(p));
+          inflight.add(p);
+          if (exclusive) await p;
         });
+      };
+      const drain = async () => {
+        await issue;
+        await Promise.all(inflight);
       };
       const onEvent = (e: SlotEvent) => {
         if (r.why === 'lost' || r.why === 'handback') return;
         if (e.type === 'metrics') {
-          send(this.names.metrics(trial.sweep), e.bytes, `${trial.trial_id}.${attempt}.m${seq++}`);
+          send(this.names.metrics(trial.sweep), e.bytes, `${msgBase(trial)}.${attempt}.m${seq++}`);
         } else if (e.type === 'checkpoint') {
           // One message per chunk, in order, before the result (schemas/transport.ts CKPT_HEADERS).
           const sha = createHash('sha256').update(e.bytes).digest('hex');
@@ -341,7 +371,7 @@ export class WorkerAgent {
             h.set(CKPT_HEADERS.chunks, String(parts.length));
             h.set(CKPT_HEADERS.totalBytes, String(e.bytes.length));
             h.set(CKPT_HEADERS.sha256, sha);
-            send(this.names.checkpoint(trial.sweep, trial.trial_id), part, `${trial.trial_id}.${attempt}.c${e.step}.${i}`, h);
+            send(this.names.checkpoint(trial.sweep, trial.trial_id), part, `${msgBase(trial)}.${attempt}.c${e.step}.${i}`, h, true);
           });
         } else if (e.type === 'start') {
           r.state = { ...r.state, slot: e.slot, device: e.device, backend: e.backend };
@@ -355,7 +385,7 @@ export class WorkerAgent {
       const task: SlotTask = { trial, attempt, backend: this.backend!, maxBytes: this.maxBytes, resume: await this.resumePoint(trial, attempt) };
       const out = await this.pool!.run(task, onEvent, r.stop.signal);
       r.ending = true;
-      await chain;
+      await drain();
       if (r.why === 'lost') {
         this.opts.log?.warn(`worker ${this.name}: trial ${trial.trial_id} attempt ${attempt}: another worker owns it now; this attempt's result is dropped`);
         return;
@@ -380,7 +410,7 @@ export class WorkerAgent {
       };
       const w = await this.retry('record result', () => this.ownedWrite(r, final));
       if (!w) return this.lostAtEnd(r);
-      await this.publish(this.names.result(trial.sweep, trial.trial_id), enc.encode(JSON.stringify(result)), `${trial.trial_id}.${attempt}.result`);
+      await this.publish(this.names.result(trial.sweep, trial.trial_id), enc.encode(JSON.stringify(result)), `${msgBase(trial)}.${attempt}.result`);
       // The result is stored: an ack that fails (message purged by a cancel, server restarting) is tried a few times, then left to redelivery, which finds the trial done.
       for (let i = 0; i < 5 && !(await m.ackAck().catch(() => false)); i++) await sleep(1000 * (i + 1));
       this.opts.log?.info(`worker ${this.name}: trial ${trial.trial_id} attempt ${attempt} ${status}${out.error ? `: ${out.error}` : ''}`);
@@ -422,7 +452,7 @@ export class WorkerAgent {
         cur && TERMINAL.has(cur.status) ? null : { status, attempt, owner: this.name, updated_at: t, error, result },
       ),
     );
-    if (w) await this.publish(this.names.result(trial.sweep, trial.trial_id), new TextEncoder().encode(JSON.stringify(result)), `${trial.trial_id}.${attempt}.result`);
+    if (w) await this.publish(this.names.result(trial.sweep, trial.trial_id), new TextEncoder().encode(JSON.stringify(result)), `${msgBase(trial)}.${attempt}.result`);
   }
 
   /**
