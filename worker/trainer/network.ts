@@ -140,13 +140,7 @@ export function mlpPerGroupWeightGrads(params: MlpParams, x: tf.Tensor, derivs: 
 export function mlpForwardTape(params: MlpParams, x: tf.Tensor, derivs: DerivSpec, names: readonly string[]): Fields {
   const { weights, biases } = params;
   const L = weights.length;
-  const nd = derivs.first.length;
-  const ns = derivs.second.length;
-  const secPos = derivs.second.map((i) => {
-    const p = derivs.first.indexOf(i);
-    if (p < 0) throw new Error(`second derivative of input ${i} needs its first derivative`);
-    return p;
-  });
+  const { nd, ns, secPos } = streamSpec(derivs);
   const [G, n] = x.shape as [number, number, number];
 
   // Layer 0: z = x W0 + b0; z_{x_i} = W0[i, :] (constant), z_{x_i x_i} = 0.
