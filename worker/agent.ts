@@ -112,6 +112,8 @@ interface Running {
   step: number;
   /** Set once training returned: heartbeats stop writing (the end state is written by compare-and-set). */
   ending: boolean;
+  /** Where it runs, from the slot's `start` event (written with the next heartbeat). */
+  where: Pick<TrialState, 'slot' | 'device' | 'backend'>;
 }
 
 export class WorkerAgent {
@@ -319,7 +321,7 @@ export class WorkerAgent {
       await m.ackAck().catch(() => undefined);
       return;
     }
-    const r: Running = { trial, attempt, msg: m, key, revision: claim.revision, state: claim.state, stop: new AbortController(), why: null, step: 0, ending: false };
+    const r: Running = { trial, attempt, msg: m, key, revision: claim.revision, state: claim.state, stop: new AbortController(), why: null, step: 0, ending: false, where: {} };
     this.running.set(`${trial.trial_id}#${attempt}`, r);
     const heartbeat = setInterval(() => void this.heartbeat(r), Math.max(500, this.ackWaitMs / 3));
     const { nc } = this.opts;
@@ -374,7 +376,7 @@ export class WorkerAgent {
             send(this.names.checkpoint(trial.sweep, trial.trial_id), part, `${msgBase(trial)}.${attempt}.c${e.step}.${i}`, h, true);
           });
         } else if (e.type === 'start') {
-          r.state = { ...r.state, slot: e.slot, device: e.device, backend: e.backend };
+          r.where = { slot: e.slot, device: e.device, backend: e.backend };
           void this.heartbeat(r);
         } else if (e.type === 'progress') {
           r.step = e.step;
@@ -465,7 +467,7 @@ export class WorkerAgent {
     r.msg.working();
     if (r.why || r.ending) return;
     try {
-      const next: TrialState = { ...r.state, step: r.step, heartbeat_at: new Date().toISOString() };
+      const next: TrialState = { ...r.state, ...r.where, step: r.step, heartbeat_at: new Date().toISOString() };
       const rev = r.ending ? null : await writeStateIf(this.kv, r.key, next, r.revision);
       if (r.ending) return;
       if (rev !== null) {
