@@ -21,7 +21,7 @@ import { addNatsOptions, NatsConfigError, natsAuthForUrl, natsAuthFromOptions, r
 import { NatsServerMissing } from './nats-server.js';
 import { plainLogger } from './progress.js';
 import { runSweep } from './run.js';
-import { cancelSweep, renderStatus, sweepStatus, workerAckWaitMs } from './control.js';
+import { cancelSweep, renderStatus, sweepStatus, UnknownSweep, workerAckWaitMs } from './control.js';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { checkNamespace, DEFAULT_NAMESPACE, transportNames, trialAckWaitMs, type TransportNames } from '../schemas/transport.js';
 import { loadSweep, SpecErrors } from './spec.js';
@@ -58,6 +58,10 @@ function fail(e: unknown): number {
     return 2;
   }
   if (e instanceof GpuDiscoveryError) {
+    log.error(e.message);
+    return 2;
+  }
+  if (e instanceof UnknownSweep) {
     log.error(e.message);
     return 2;
   }

@@ -137,6 +137,14 @@ export function renderStatus(list: SweepStatus[], ns: string): string {
   return out;
 }
 
+/** `phasemap cancel` of a sweep with no trials in the namespace (a typo must not look like a cancel). */
+export class UnknownSweep extends Error {
+  constructor(sweep: string, ns: string) {
+    super(`sweep '${sweep}': no trials in namespace ${ns} on this server; nothing was cancelled (phasemap status lists the sweeps)`);
+    this.name = 'UnknownSweep';
+  }
+}
+
 export interface CancelSummary {
   /** Queued trials recorded cancelled (removed from the queue). */
   queued: number;
@@ -154,7 +162,8 @@ export interface CancelSummary {
  * each queued trial cancelled (state and a result on the output stream, so the orchestrator's collector
  * writes it to trials.parquet), then waits up to `waitMs` for running trials to stop; a running trial
  * whose worker is gone is recorded cancelled here. A later `phasemap run` of the spec runs it again.
- * @throws Error when the namespace has no phasemap streams on this server.
+ * @throws UnknownSweep when the sweep has no trials in the namespace (nothing is changed); Error when
+ *   the namespace has no phasemap streams on this server.
  */
 export async function cancelSweep(nc: NatsConnection, names: TransportNames, sweep: string, opts: { waitMs?: number; ackWaitMs?: number; log?: (m: string) => void } = {}): Promise<CancelSummary> {
   const kv = await openBucket(nc, names);
@@ -185,6 +194,7 @@ export async function cancelSweep(nc: NatsConnection, names: TransportNames, swe
   };
   // States before the control key: a running trial may record itself cancelled at once after it.
   const before = await states();
+  if (!before.length) throw new UnknownSweep(sweep, names.ns);
   await kv.put(names.controlKey(sweep), JSON.stringify({ cancelled: true, updated_at: now(), by } satisfies SweepControl));
   await jsm.streams.purge(names.trialsStream, { filter: names.trialsOf(sweep) });
   const initiallyRunning = new Set<string>();

@@ -30,6 +30,7 @@ function fmtEta(s: number): string {
 export class SweepProgress {
   private done = 0;
   private failed = 0;
+  private cancelled = 0;
   private readonly steps = new Map<string, { step: number; steps: number }>();
   private stepsSeen = 0;
   private rate = 0;
@@ -81,6 +82,7 @@ export class SweepProgress {
     if (prev) this.stepsSeen += Math.max(0, stepsDone - 1 - prev.step);
     this.steps.delete(trialId);
     if (status === 'done') this.done++;
+    else if (status === 'cancelled') this.cancelled++;
     else this.failed++;
     this.tick();
   }
@@ -97,10 +99,10 @@ export class SweepProgress {
     const remaining = Math.max(0, this.stepsTotal - this.stepsSeen);
     const eta = this.rate > 0 ? fmtEta(remaining / this.rate) : '--';
     const payload = { running: this.steps.size, failed: this.failed, sps: this.rate.toFixed(0), eta_s: eta };
-    if (this.single) this.single.update(this.done + this.failed, payload);
+    if (this.single) this.single.update(this.done + this.failed + this.cancelled, payload);
     else
       this.log.info(
-        `progress: ${this.done}/${this.total} trials done, ${payload.running} running, ${this.failed} failed, ${payload.sps} steps/s, ETA ${eta}`,
+        `progress: ${this.done}/${this.total} trials done, ${payload.running} running, ${this.failed} failed${this.cancelled ? `, ${this.cancelled} cancelled` : ''}, ${payload.sps} steps/s, ETA ${eta}`,
       );
   }
 

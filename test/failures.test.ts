@@ -243,6 +243,10 @@ test.serial('phasemap status shows who runs what; phasemap cancel stops a sweep;
     t.is(second.code, 3);
     t.regex(second.stderr, /sweep 'cancelme' \(namespace phasemap\) is being run by another orchestrator/);
 
+    // A mistyped sweep name cancels nothing and says so.
+    const typo = await cli(['cancel', 'cancelmee', '--nats', nats.url], { env: ENV });
+    t.is(typo.code, 2);
+    t.regex(typo.stderr, /sweep 'cancelmee': no trials in namespace phasemap on this server; nothing was cancelled/);
     const c = await cli(['cancel', 'cancelme', '--nats', nats.url], { env: ENV });
     t.is(c.code, 0, c.stderr);
     t.regex(c.stderr, /cancelled 2 queued and 2 running trial\(s\)/);

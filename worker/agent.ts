@@ -321,6 +321,7 @@ export class WorkerAgent {
       await m.ackAck().catch(() => undefined);
       return;
     }
+    if (m.info.deliveryCount > 1) this.opts.log?.info(`worker ${this.name}: trial ${trial.trial_id} attempt ${attempt}: delivery ${m.info.deliveryCount}, taken over (its last attempt ${claim.state.error ? 'failed' : 'did not finish'})`);
     const r: Running = { trial, attempt, msg: m, key, revision: claim.revision, state: claim.state, stop: new AbortController(), why: null, step: 0, ending: false, where: {} };
     this.running.set(`${trial.trial_id}#${attempt}`, r);
     const heartbeat = setInterval(() => void this.heartbeat(r), Math.max(500, this.ackWaitMs / 3));
