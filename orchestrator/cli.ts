@@ -52,6 +52,15 @@ function gpusArg(v: string): string {
 }
 const GPUS_HELP = 'GPUs to pin slot processes to (CUDA_VISIBLE_DEVICES), K per GPU; they replace --slots: all (nvidia-smi), none, or ids like 0,2 (default: all with --backend tensorflow when nvidia-smi lists GPUs, else none)';
 
+const NAMESPACE_HELP = 'namespace of subjects, streams and the state bucket: sweeps and workers of one namespace see each other, of others never (default: $PHASEMAP_NAMESPACE or phasemap)';
+function namespaceArg(v: string): string {
+  try {
+    return checkNamespace(v);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+}
+
 function fail(e: unknown): number {
   if (e instanceof SpecErrors) {
     log.error(`invalid sweep spec (nothing was run):\n  ${e.errors.map((x) => x.message).join('\n  ')}`);
@@ -105,7 +114,7 @@ program
   .addOption(new Option('--backend <name>', 'tfjs backend').choices(['auto', 'wasm', 'cpu', 'tensorflow']).default('auto'))
   .option('--gpus <list>', `local worker: ${GPUS_HELP}`, gpusArg)
   .option('--slots-per-gpu <k>', 'local worker: slot processes per GPU (default 1)', intArg('--slots-per-gpu', 1))
-  .option('--namespace <ns>', 'namespace of subjects, streams and the state bucket (default: $PHASEMAP_NAMESPACE or phasemap)', (v: string) => namespaceArg(v))
+  .option('--namespace <ns>', NAMESPACE_HELP, namespaceArg)
   .option('--replicas <n>', 'JetStream replicas of the streams and the state bucket when this run creates them (3 on a 3-node cluster; default 1)', intArg('--replicas', 1))
   .action(async (spec: string, o: NatsCliOptions & { out?: string; nats?: string; slots?: number; backend: 'auto' | 'wasm' | 'cpu' | 'tensorflow'; gpus?: string; slotsPerGpu?: number; namespace?: string; replicas?: number }) => {
     const ac = new AbortController();
@@ -186,7 +195,7 @@ program
   .option('--slots <n>', `trial slots (default: CPU cores, ${availableParallelism()} here)`, intArg('--slots', 1))
   .option('--gpus <list>', GPUS_HELP, gpusArg)
   .option('--slots-per-gpu <k>', 'slot processes per GPU (default 1)', intArg('--slots-per-gpu', 1))
-  .option('--namespace <ns>', 'namespace of subjects, streams and the state bucket (default: $PHASEMAP_NAMESPACE or phasemap)', (v: string) => namespaceArg(v))
+  .option('--namespace <ns>', NAMESPACE_HELP, namespaceArg)
   .addOption(new Option('--backend <name>', 'tfjs backend').choices(['auto', 'wasm', 'cpu', 'tensorflow']).default('auto'))
   .option('--name <name>', 'worker name in trial state (default: HOST:PID)')
   .action(async (o: NatsCliOptions & { nats: string; slots?: number; gpus?: string; slotsPerGpu?: number; backend: 'auto' | 'wasm' | 'cpu' | 'tensorflow'; name?: string; namespace?: string }) => {
@@ -210,14 +219,6 @@ program
     }
   });
 
-const NAMESPACE_HELP = 'namespace of subjects, streams and the state bucket: sweeps and workers of one namespace see each other, of others never (default: $PHASEMAP_NAMESPACE or phasemap)';
-function namespaceArg(v: string): string {
-  try {
-    return checkNamespace(v);
-  } catch (e) {
-    throw new InvalidArgumentError((e as Error).message);
-  }
-}
 
 /** Connects (flags/env credentials), resolves the namespace (--namespace, PHASEMAP_NAMESPACE, default), runs `f`, closes; errors set the exit code. */
 async function withNamespace(o: NatsCliOptions & { nats: string; namespace?: string }, client: string, f: (nc: NatsConnection, names: TransportNames) => Promise<void>): Promise<void> {
