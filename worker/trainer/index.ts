@@ -26,3 +26,4 @@ export {
 export { ensureGradients } from './gradients.js';
 export { captureCheckpoint, type CheckpointData } from './checkpoint.js';
 export { restoreTrial, configDifference, ResumeError, type ResumeOptions, type RestoredState } from './resume.js';
+export { trainTrials, fusionKey, fusionLimit, FUSION_RULE } from './fused.js';

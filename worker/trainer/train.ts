@@ -293,133 +293,202 @@ async function resolveBackend(want?: BackendName): Promise<BackendName> {
  */
 export async function trainTrial(config: TrialConfig, hooks: TrainHooks, opts: TrainOptions = {}): Promise<TrainSummary> {
   const backend = await resolveBackend(opts.backend);
-  const flushRows = opts.flushRows ?? 100;
-  const flushMs = opts.flushMs ?? 1000;
   const s = setupTrial(config);
-  const { steps, lr: lr0, lr_decay, log_every, eval_every } = config.train;
-  const diagEvery = config.diagnostics.every;
-  const ckptEvery = config.train.checkpoint_every ?? 0;
-  let ckpt: CheckpointData | null = null;
-  let lastCkptStep = -1;
-  let buffer: MetricRow[] = [];
-  let lastFlush = performance.now();
-  const flush = async () => {
-    if (buffer.length === 0) return;
-    const rows = buffer;
-    buffer = [];
-    lastFlush = performance.now();
-    await hooks.onRows(rows);
-  };
-  let stepsDone = 0;
-  let finalLoss = NaN;
-  let finalRel: number | null = null;
-  let diverged = false;
-  let stopped = false;
-  let minLoss = Infinity;
-  let explodingRows = 0;
-  let t0 = performance.now();
-  let start = 0;
   try {
-    if (opts.resume) {
-      const r = restoreTrial(s, opts.resume);
-      start = stepsDone = lastCkptStep = r.step; // the checkpoint of step s exists: not sent again
-      if (r.wallSeconds !== null) t0 -= r.wallSeconds * 1000;
-      if (r.divergence) ({ minLoss, explodingRows } = r.divergence);
-      if (r.final) {
-        start = steps; // nothing left to train
-        ({ loss: finalLoss, relL2: finalRel, diverged } = r.final);
-      }
-    }
-    for (let k = start; k < steps; k++) {
-      if (hooks.shouldStop?.()) {
-        stopped = true;
-        break;
-      }
-      const lr = staircaseLr(lr0, lr_decay.rate, lr_decay.every, k);
+    const run = new TrialRun(s, hooks, opts, backend);
+    for (let k = run.start; k < s.config.train.steps && run.active; k++) {
+      if (!run.beforeStep()) break;
+      const lr = run.lrAt(k);
       const idxArr = s.sampler ? s.sampler.next() : null;
       const idx = idxArr ? tf.tensor1d(idxArr, 'int32') : null;
       const step = lossAndGrads(s, idx);
-      const last = k === steps - 1;
-      const logged = k % log_every === 0 || last;
+      const logged = run.isLogged(k);
       try {
         if (logged) {
           const [loss, lres, lbc] = [step.loss, step.lossResidual, step.lossBoundary].map((t) => t.dataSync()[0]!) as [number, number, number];
-          const finite = Number.isFinite(loss);
-          const rel_l2 = k % eval_every === 0 || last || !finite ? evalRelL2(s) : null;
-          const diag = diagEvery > 0 && (k % diagEvery === 0 || last) && finite ? evalDiagnostics(s) : nullDiagnostics();
-          buffer.push({
-            step: k,
-            lr,
-            loss,
-            loss_residual: lres,
-            loss_boundary: lbc,
-            wall_seconds: (performance.now() - t0) / 1000,
-            rel_l2,
-            ...diag,
-          });
-          if (hooks.onCheckpoint && ckptEvery > 0 && k % ckptEvery === 0 && k !== lastCkptStep) {
-            // Resume bookkeeping (resume.ts): this row's wall clock and the divergence tracking before it.
-            const divergence = JSON.stringify({ min_loss: Number.isFinite(minLoss) ? minLoss : null, exploding_rows: explodingRows });
-            ckpt = captureCheckpoint(s, k, { final: false, lr, batch: idxArr, extra: { wall_seconds: String(buffer[buffer.length - 1]!.wall_seconds), divergence } });
-          }
-          finalLoss = loss;
-          if (rel_l2 !== null) finalRel = rel_l2;
-          if (!finite) {
-            diverged = true;
-            break;
-          }
-          minLoss = Math.min(minLoss, loss);
-          explodingRows = opts.divergence && loss >= opts.divergence.factor * minLoss ? explodingRows + 1 : 0;
-          if (opts.divergence && explodingRows >= opts.divergence.rows) {
-            diverged = true;
-            break;
-          }
+          if (!run.logRow(k, lr, idxArr, loss, lres, lbc, s)) break;
         }
         s.adam.step(step.grads, lr);
-        stepsDone = k + 1;
+        run.updated(k);
       } finally {
         tf.dispose([step.loss, step.lossResidual, step.lossBoundary, ...step.grads]);
         idx?.dispose();
       }
-      if (ckpt) {
-        lastCkptStep = ckpt.step;
-        // Every row up to this step goes out before the checkpoint: a run killed after sending it has sent
-        // every row a resume from it does not recompute (the collector copies them, steps < s).
-        await flush();
-        await hooks.onCheckpoint!(ckpt);
-        ckpt = null;
-      }
-      if (logged) {
-        hooks.onProgress?.(stepsDone, steps);
-        if (buffer.length >= flushRows || performance.now() - lastFlush >= flushMs) await flush();
-      }
+      await run.afterStep(logged);
     }
-    await flush();
-    // A checkpoint captured on the step that diverged (the loop broke before sending it).
-    if (ckpt) {
-      lastCkptStep = ckpt.step;
-      await hooks.onCheckpoint!(ckpt);
-      ckpt = null;
-    }
-    // The final checkpoint: the state after the last update (not a logged row), unless stopped early or
-    // already sent (divergence at a checkpoint step: nothing was updated after it).
-    if (hooks.onCheckpoint && !stopped && lastCkptStep !== stepsDone) {
-      // The summary rides along: a run resumed from this checkpoint has nothing to train and reports it (resume.ts).
-      const extra = { final_loss: String(finalLoss), final_rel_l2: finalRel === null ? '' : String(finalRel), diverged: String(diverged) };
-      await hooks.onCheckpoint(captureCheckpoint(s, stepsDone, { final: true, lr: staircaseLr(lr0, lr_decay.rate, lr_decay.every, stepsDone), batch: null, extra }));
-    }
-    hooks.onProgress?.(stepsDone, steps);
+    return await run.finish(s);
   } finally {
     s.dispose();
   }
-  return {
-    steps_done: stepsDone,
-    final_loss: finalLoss,
-    final_rel_l2: finalRel,
-    diverged,
-    stopped,
-    backend,
-    wall_seconds: (performance.now() - t0) / 1000,
-    first_step: start,
-  };
+}
+
+/**
+ * The bookkeeping of one trial's run, apart from how its gradients are computed (so `trainTrial` and the
+ * fused `trainTrials`, worker/trainer/fused.ts, share it): the learning-rate schedule, logged rows and
+ * their flushes, rel_l2 and the diagnostics of logged steps, divergence, checkpoints, progress, the
+ * stop hook, resume, and the summary. The caller drives it per step k:
+ * `beforeStep()` (false: stopped) → gradients → on logged steps `logRow(…)` (false: diverged, no
+ * update) → the Adam update → `updated(k)` → `await afterStep(logged)`; at the end `await finish(s)`.
+ * Every method that reads state takes the trial's setup `s` as it is at that point (for a fused trial:
+ * its member setup, synchronised from the fused tensors).
+ */
+export class TrialRun {
+  readonly start: number;
+  /** False once the trial diverged or was stopped: no more steps. */
+  active = true;
+  private buffer: MetricRow[] = [];
+  private lastFlush = performance.now();
+  private readonly flushRows: number;
+  private readonly flushMs: number;
+  private stepsDone = 0;
+  private finalLoss = NaN;
+  private finalRel: number | null = null;
+  private diverged = false;
+  private stopped = false;
+  private minLoss = Infinity;
+  private explodingRows = 0;
+  private t0 = performance.now();
+  private ckpt: CheckpointData | null = null;
+  private lastCkptStep = -1;
+  private readonly ckptEvery: number;
+  private readonly cfg: TrialConfig;
+
+  /** Restores `opts.resume` into `s` (throws ResumeError before any hook is called). */
+  constructor(
+    s: TrialSetup,
+    private readonly hooks: TrainHooks,
+    private readonly opts: TrainOptions,
+    private readonly backend: BackendName,
+  ) {
+    this.flushRows = opts.flushRows ?? 100;
+    this.flushMs = opts.flushMs ?? 1000;
+    this.ckptEvery = s.config.train.checkpoint_every ?? 0;
+    this.cfg = s.config;
+    let start = 0;
+    if (opts.resume) {
+      const r = restoreTrial(s, opts.resume);
+      start = this.stepsDone = this.lastCkptStep = r.step; // the checkpoint of step s exists: not sent again
+      if (r.wallSeconds !== null) this.t0 -= r.wallSeconds * 1000;
+      if (r.divergence) ({ minLoss: this.minLoss, explodingRows: this.explodingRows } = r.divergence);
+      if (r.final) {
+        start = s.config.train.steps; // nothing left to train
+        ({ loss: this.finalLoss, relL2: this.finalRel, diverged: this.diverged } = r.final);
+      }
+    }
+    this.start = start;
+  }
+
+  /** lr of step k (science.md §2 staircase). */
+  lrAt(k: number): number {
+    const { lr, lr_decay } = this.cfg.train;
+    return staircaseLr(lr, lr_decay.rate, lr_decay.every, k);
+  }
+
+  /** Whether step k logs a row (k % log_every == 0, or the last step). */
+  isLogged(k: number): boolean {
+    return k % this.cfg.train.log_every === 0 || k === this.cfg.train.steps - 1;
+  }
+
+  /** Polls the stop hook; false (and inactive, stopped) when it says stop. */
+  beforeStep(): boolean {
+    if (this.hooks.shouldStop?.()) {
+      this.stopped = true;
+      this.active = false;
+    }
+    return this.active;
+  }
+
+  private async flush(): Promise<void> {
+    if (this.buffer.length === 0) return;
+    const rows = this.buffer;
+    this.buffer = [];
+    this.lastFlush = performance.now();
+    await this.hooks.onRows(rows);
+  }
+
+  /**
+   * The row of logged step k from its losses and the state `s` before step k's update (rel_l2 and the
+   * diagnostics computed here when due), the checkpoint of that state when due, and the divergence
+   * rules. @returns false when the trial diverged (it is then inactive; step k is not applied).
+   */
+  logRow(k: number, lr: number, idxArr: Int32Array | null, loss: number, lres: number, lbc: number, s: TrialSetup): boolean {
+    const { steps, eval_every } = this.cfg.train;
+    const diagEvery = this.cfg.diagnostics.every;
+    const last = k === steps - 1;
+    const finite = Number.isFinite(loss);
+    const rel_l2 = k % eval_every === 0 || last || !finite ? evalRelL2(s) : null;
+    const diag = diagEvery > 0 && (k % diagEvery === 0 || last) && finite ? evalDiagnostics(s) : nullDiagnostics();
+    this.buffer.push({ step: k, lr, loss, loss_residual: lres, loss_boundary: lbc, wall_seconds: (performance.now() - this.t0) / 1000, rel_l2, ...diag });
+    if (this.hooks.onCheckpoint && this.ckptEvery > 0 && k % this.ckptEvery === 0 && k !== this.lastCkptStep) {
+      // Resume bookkeeping (resume.ts): this row's wall clock and the divergence tracking before it.
+      const divergence = JSON.stringify({ min_loss: Number.isFinite(this.minLoss) ? this.minLoss : null, exploding_rows: this.explodingRows });
+      this.ckpt = captureCheckpoint(s, k, { final: false, lr, batch: idxArr, extra: { wall_seconds: String(this.buffer[this.buffer.length - 1]!.wall_seconds), divergence } });
+    }
+    this.finalLoss = loss;
+    if (rel_l2 !== null) this.finalRel = rel_l2;
+    const div = this.opts.divergence;
+    if (finite) {
+      this.minLoss = Math.min(this.minLoss, loss);
+      this.explodingRows = div && loss >= div.factor * this.minLoss ? this.explodingRows + 1 : 0;
+    }
+    if (!finite || (div && this.explodingRows >= div.rows)) {
+      this.diverged = true;
+      this.active = false;
+      return false;
+    }
+    return true;
+  }
+
+  /** Step k's update was applied. */
+  updated(k: number): void {
+    this.stepsDone = k + 1;
+  }
+
+  /** After step k: a checkpoint captured there goes out (after every row before it), progress, flushes. */
+  async afterStep(logged: boolean): Promise<void> {
+    if (this.ckpt) {
+      const c = this.ckpt;
+      this.ckpt = null;
+      this.lastCkptStep = c.step;
+      // Every row up to this step goes out before the checkpoint: a run killed after sending it has sent
+      // every row a resume from it does not recompute (the collector copies them, steps < s).
+      await this.flush();
+      await this.hooks.onCheckpoint!(c);
+    }
+    if (logged && this.active) {
+      this.hooks.onProgress?.(this.stepsDone, this.cfg.train.steps);
+      if (this.buffer.length >= this.flushRows || performance.now() - this.lastFlush >= this.flushMs) await this.flush();
+    }
+  }
+
+  /** Flushes, sends a pending and the final checkpoint (state `s` after the last update) and returns the summary. */
+  async finish(s: TrialSetup): Promise<TrainSummary> {
+    await this.flush();
+    // A checkpoint captured on the step that diverged (the loop broke before sending it).
+    if (this.ckpt) {
+      const c = this.ckpt;
+      this.ckpt = null;
+      this.lastCkptStep = c.step;
+      await this.hooks.onCheckpoint!(c);
+    }
+    // The final checkpoint: the state after the last update (not a logged row), unless stopped early or
+    // already sent (divergence at a checkpoint step: nothing was updated after it).
+    if (this.hooks.onCheckpoint && !this.stopped && this.lastCkptStep !== this.stepsDone) {
+      // The summary rides along: a run resumed from this checkpoint has nothing to train and reports it (resume.ts).
+      const extra = { final_loss: String(this.finalLoss), final_rel_l2: this.finalRel === null ? '' : String(this.finalRel), diverged: String(this.diverged) };
+      await this.hooks.onCheckpoint(captureCheckpoint(s, this.stepsDone, { final: true, lr: this.lrAt(this.stepsDone), batch: null, extra }));
+    }
+    this.hooks.onProgress?.(this.stepsDone, this.cfg.train.steps);
+    this.active = false;
+    return {
+      steps_done: this.stepsDone,
+      final_loss: this.finalLoss,
+      final_rel_l2: this.finalRel,
+      diverged: this.diverged,
+      stopped: this.stopped,
+      backend: this.backend,
+      wall_seconds: (performance.now() - this.t0) / 1000,
+      first_step: this.start,
+    };
+  }
 }
