@@ -15,6 +15,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { DerivSpec, Fields } from './problems.js';
 import type { Rng } from './rng.js';
+import { heapKernel, heapKernelsAvailable, tanhD } from './backend.js';
 import './gradients.js';
 
 /** Parameters of an MLP: weights[l] [in, out] or [G, in, out]; biases[l] [out] or [G, out]. */
@@ -56,8 +57,21 @@ export function xavierInit(shapes: ReadonlyArray<readonly [number, number]>, rng
 function groupMatMul(x: tf.Tensor, w: tf.Tensor): tf.Tensor {
   const [g, n, k] = x.shape as [number, number, number];
   if (w.rank === 2) return tf.reshape(tf.matMul(tf.reshape(x, [g * n, k]) as tf.Tensor2D, w as tf.Tensor2D), [g, n, w.shape[1]!]);
+  const m = w.shape[2]!;
+  if (g > 1 && n >= PER_GROUP_MATMUL_ROWS && tf.getBackend() === 'wasm') {
+    // The wasm backend runs a batched matmul as a naive scalar loop (~10× slower than its XNNPACK
+    // path, which only takes unbatched products): one 2-D matmul per group.
+    const parts: tf.Tensor[] = [];
+    for (let i = 0; i < g; i++) {
+      parts.push(tf.matMul(tf.reshape(tf.slice(x, [i, 0, 0], [1, -1, -1]), [n, k]) as tf.Tensor2D, tf.reshape(tf.slice(w, [i, 0, 0], [1, -1, -1]), [k, m]) as tf.Tensor2D));
+    }
+    return tf.reshape(tf.concat(parts, 0), [g, n, m]);
+  }
   return tf.matMul(x as tf.Tensor3D, w as tf.Tensor3D);
 }
+
+/** Rows per group from which per-group weights multiply as one 2-D matmul per group (wasm). */
+const PER_GROUP_MATMUL_ROWS = 128;
 
 /** Bias [out] or [G, out] reshaped to broadcast against [G, S, n, out]. */
 function biasFor4d(b: tf.Tensor): tf.Tensor {
@@ -130,9 +144,16 @@ export function mlpPerGroupWeightGrads(params: MlpParams, x: tf.Tensor, derivs: 
       return tf.grads((...ws: tf.Tensor[]) => loss(mlpForwardTape({ weights: ws, biases: params.biases }, x, derivs, names)))(copies);
     }
     const sp = streamSpec(derivs);
-    const { out, cache } = streamsForward(params.weights, params.biases, x, sp);
+    const chunks = chunkRanges(x, params.weights, sp);
+    if (chunks.length === 1) {
+      const { out, cache } = fwdImpl(params.weights, params.biases, x, sp);
+      const dOut = tf.grad((o: tf.Tensor) => loss(fieldsOfStreams(o, derivs, names)))(out);
+      return bwdImpl(params.weights, params.biases, cache, dOut, sp, true).dW;
+    }
+    const out = chunkedOut(params.weights, params.biases, x, sp, chunks);
     const dOut = tf.grad((o: tf.Tensor) => loss(fieldsOfStreams(o, derivs, names)))(out);
-    return streamsBackward(params.weights, params.biases, cache, dOut, sp, true).dW;
+    out.dispose();
+    return chunkedBackward(params.weights, params.biases, x, dOut, sp, true, chunks).dW;
   });
 }
 
@@ -237,19 +258,17 @@ export function mlpValue(params: MlpParams, x: tf.Tensor): tf.Tensor {
 // ---------------------------------------------------------------------------------------------
 // Fused stream MLP with a hand-derived backward pass.
 //
-// Where a training step's time goes (poisson2d 3×50, N = 1000 full batch, wasm, one core; measured
-// with tf.profile and bench/train-step-profile.mjs): the tape-based version ran ~630 kernels a step,
-// of which BatchMatMul ~18 ms, the Concat/Slice gradients (SplitV, PadV2, Slice) ~15 ms, ~120
-// Multiply ~11 ms, Sum ~4 ms and Tanh ~4 ms of a ~70 ms step. The MLP is now ONE tape node
-// (tf.customGrad) whose gradient is derived by hand below: the streams are stacked so each layer does
-// one matmul forward, one for ∂/∂A and one for ∂/∂W (the tanh factors s1, s2 computed once in the
-// forward and saved), no Concat/Slice gradients, leading-axis reductions done as adds or ones-matmuls
-// (the wasm backend transposes before reducing a non-last axis), and the wasm Slice kernel no longer
-// copies its whole input on every call (backend.ts). What is left (see the report in
-// bench/train-step-profile.mjs): the four [S·n, 50] × [50, 50] matmuls, the two [50, S·n] × [S·n, 50]
-// weight-gradient matmuls and their two [S·n, 50] transposes (about half the step), the scalar-libm
-// Tanh kernel (3 × 50k values), ~150 elementwise kernels of 50k–200k values, and Adam (~70 small
-// kernels, ~1 ms). No per-step readback: losses are read on logged steps only (train.ts).
+// Where a training step's time goes (poisson2d 3×50, N = 1000 full batch, wasm, one core): the MLP
+// is ONE tape node (tf.customGrad) whose gradient is derived by hand below: the streams are stacked so
+// each layer does one matmul forward, one for ∂/∂A and one for ∂/∂W. On wasm the elementwise stream
+// recursions of a layer (tanh, s1, s2, derivative streams, bias; and their backward with the bias
+// gradient) run as one generated JS loop over the wasm heap per layer and direction (`heapForward`,
+// `heapBackward`; tf-op version `streamsForward` / `streamsBackward` on other backends), which
+// replaced ~150 elementwise kernels and the scalar-libm Tanh kernel. What is left, about half and
+// half: the XNNPACK matmuls (the two [50, S·n] × [S·n, 50] weight-gradient products cost ~2× a
+// forward product because XNNPACK re-packs their [S·n, 50] right operand on every call — inherent to
+// its fully-connected operator, whichever side is transposed), and the JS loops (~8 ns per tanh).
+// Large n is processed in chunks of points (see `chunkRanges`).
 // ---------------------------------------------------------------------------------------------
 
 /** Derivative-stream layout of a forward pass (see `mlpForward`). */
@@ -277,9 +296,9 @@ function streamSpec(derivs: DerivSpec): StreamSpec {
 }
 
 /**
- * tanh. (Not rewritten through the wasm backend's vectorised sigmoid, tanh z = 2σ(2z) − 1, although
- * that kernel is ~5× faster: 2σ − 1 loses relative precision for small |z|, which changes float32
- * trajectories, e.g. of chaotic high-lr runs, and the science asks for tanh.)
+ * tanh (tf-op path). Not rewritten as 2σ(2z) − 1 through the wasm backend's vectorised sigmoid: that
+ * loses relative precision for small |z|. On wasm, backend.ts replaces the Tanh kernel by an accurate
+ * JS tanh (`tanhD`), which the heap-kernel path also uses.
  */
 function tanhAct(z: tf.Tensor): tf.Tensor {
   return tf.tanh(z);
@@ -308,9 +327,11 @@ interface LayerCache {
   s2?: tf.Tensor;
   /** Hidden layers l ≥ 1 with derivative streams: the derivative streams of z, [G, S − 1, n, w]. */
   zr?: tf.Tensor;
+  /** Heap-kernel path, hidden layers l ≥ 1 with derivative streams: z = ain W (all streams, no bias), [G, S, n, w]. */
+  z?: tf.Tensor;
 }
 
-const CACHE_KEYS = ['ain', 'a', 's1', 's2', 'zr'] as const;
+const CACHE_KEYS = ['ain', 'a', 's1', 's2', 'zr', 'z'] as const;
 
 /** Bias [out] or [G, out] as [1 | G, 1, 1, out]. */
 function bias4(b: tf.Tensor): tf.Tensor {
@@ -588,7 +609,20 @@ function streamsOp(params: MlpParams, x: tf.Tensor, sp: StreamSpec): tf.Tensor {
     const xShape = xx.shape.slice();
     const ws = ts.slice(1, 1 + L);
     const bs = ts.slice(1 + L, 1 + 2 * L);
-    const { out, cache } = streamsForward(ws, bs, xx, sp);
+    const chunks = chunkRanges(xx, ws, sp);
+    if (chunks.length > 1) {
+      // Large n: the forward keeps only the outputs; the backward recomputes each chunk's caches.
+      const out = chunkedOut(ws, bs, xx, sp, chunks);
+      save([xx, ...ws, ...bs]);
+      return {
+        value: out,
+        gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+          const { dW, db } = chunkedBackward(saved.slice(1, 1 + L), saved.slice(1 + L, 1 + 2 * L), saved[0]!, dy as tf.Tensor, sp, false, chunks);
+          return [tf.zeros(xShape), ...dW, ...db];
+        },
+      };
+    }
+    const { out, cache } = fwdImpl(ws, bs, xx, sp);
     // Flatten the caches in a fixed order (which keys each layer has is recorded in `layout`).
     const layout = cache.map((c) => CACHE_KEYS.filter((k) => c[k] !== undefined));
     save([...ws, ...bs, ...cache.flatMap((c, l) => layout[l]!.map((k) => c[k]!))]);
@@ -603,12 +637,379 @@ function streamsOp(params: MlpParams, x: tf.Tensor, sp: StreamSpec): tf.Tensor {
           for (const k of keys) c[k] = saved[j++]!;
           return c;
         });
-        const { dW, db } = streamsBackward(sw, sb, sc, dy as tf.Tensor, sp, false);
+        const { dW, db } = bwdImpl(sw, sb, sc, dy as tf.Tensor, sp, false);
         return [tf.zeros(xShape), ...dW, ...db];
       },
     };
   }) as unknown as Parameters<typeof tf.customGrad>[0]);
   return op(x, ...weights, ...biases);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chunking over the points (memory of large n, e.g. the paper size 6 × 128, N = 25,600: one
+// activation of the 5 streams is 25,600 × 5 × 128 × 4 B = 65 MB and the caches of a step hold ~15 of
+// them). Above CHUNK_FLOATS values per activation the points are processed in chunks: the forward
+// keeps only the output streams; the backward recomputes one chunk's caches at a time (gradient
+// checkpointing) and sums the chunks' weight and bias gradients. Same math; one more forward pass.
+// ---------------------------------------------------------------------------------------------
+
+/** Values (G · S · n · width) of one activation tensor above which the points are chunked. */
+const CHUNK_FLOATS = 1 << 22;
+let forcedChunkPoints: number | null = null;
+
+/**
+ * Force chunks of `points` points along the n axis for every fused MLP evaluation (tests,
+ * benchmarks); null restores the automatic choice (chunks only above CHUNK_FLOATS values).
+ */
+export function setMlpChunkRows(points: number | null): void {
+  if (points !== null && !(Number.isInteger(points) && points > 0)) throw new Error(`setMlpChunkRows: ${points}`);
+  forcedChunkPoints = points;
+}
+
+/** [start, count] ranges along the points axis of x [G, n, d]: one range when no chunking is needed. */
+function chunkRanges(x: tf.Tensor, weights: tf.Tensor[], sp: StreamSpec): Array<[number, number]> {
+  const [G, n] = x.shape as [number, number];
+  const width = Math.max(...weights.map((w) => w.shape[w.rank - 1]!));
+  const per = forcedChunkPoints ?? Math.max(1, Math.floor(CHUNK_FLOATS / (G * sp.S * width)));
+  if (per >= n) return [[0, n]];
+  const k = Math.ceil(n / per);
+  const size = Math.ceil(n / k); // equal chunks
+  const out: Array<[number, number]> = [];
+  for (let s = 0; s < n; s += size) out.push([s, Math.min(size, n - s)]);
+  return out;
+}
+
+function sliceN(t: tf.Tensor, axis: number, [s, c]: [number, number]): tf.Tensor {
+  const begin = t.shape.map(() => 0);
+  const size = t.shape.map(() => -1);
+  begin[axis] = s;
+  size[axis] = c;
+  return tf.slice(t, begin, size);
+}
+
+/** Output streams [G, S, n, out] of the forward pass, chunk by chunk (no caches kept). */
+function chunkedOut(ws: tf.Tensor[], bs: tf.Tensor[], x: tf.Tensor, sp: StreamSpec, chunks: Array<[number, number]>): tf.Tensor {
+  const outs = chunks.map((c) => tf.tidy(() => fwdImpl(ws, bs, sliceN(x, 1, c), sp).out));
+  const out = tf.concat(outs, 2);
+  tf.dispose(outs);
+  return out;
+}
+
+/** Gradients of the forward pass from dOut [G, S, n, out], recomputing each chunk's caches. */
+function chunkedBackward(ws: tf.Tensor[], bs: tf.Tensor[], x: tf.Tensor, dOut: tf.Tensor, sp: StreamSpec, perGroupW: boolean, chunks: Array<[number, number]>): { dW: tf.Tensor[]; db: tf.Tensor[] } {
+  let acc: tf.Tensor[] | null = null;
+  for (const c of chunks) {
+    const g = tf.tidy(() => {
+      const { cache } = fwdImpl(ws, bs, sliceN(x, 1, c), sp);
+      const { dW, db } = bwdImpl(ws, bs, cache, sliceN(dOut, 2, c), sp, perGroupW);
+      return [...dW, ...db];
+    });
+    if (!acc) acc = g;
+    else {
+      const prev: tf.Tensor[] = acc;
+      acc = prev.map((a, i) => tf.add(a, g[i]!));
+      tf.dispose([...prev, ...g]);
+    }
+  }
+  const L = ws.length;
+  return { dW: acc!.slice(0, L), db: acc!.slice(L) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Heap-kernel implementation (wasm backend): the same forward and backward as streamsForward /
+// streamsBackward, with the elementwise stream recursions of a layer (tanh, s1, s2, the derivative
+// streams, the bias) fused into ONE JS loop over the wasm heap per layer and direction, instead of
+// ~20 tfjs kernels; the matmuls stay XNNPACK matmuls. Layer 0 (d inputs) and a 1-wide output layer
+// are done entirely in the JS loops (their matmuls are tiny). Values are computed in double and
+// stored as float32.
+// ---------------------------------------------------------------------------------------------
+
+let heapKernelsOn = true;
+/** Tests: false runs the tf-op implementation on wasm too (default true). */
+export function setMlpHeapKernels(on: boolean): void {
+  heapKernelsOn = on;
+}
+
+function useHeap(): boolean {
+  return heapKernelsOn && heapKernelsAvailable();
+}
+
+function fwdImpl(weights: tf.Tensor[], biases: tf.Tensor[], x: tf.Tensor, sp: StreamSpec): { out: tf.Tensor; cache: LayerCache[] } {
+  return useHeap() ? heapForward(weights, biases, x, sp) : streamsForward(weights, biases, x, sp);
+}
+
+function bwdImpl(weights: tf.Tensor[], biases: tf.Tensor[], cache: LayerCache[], dOut: tf.Tensor, sp: StreamSpec, perGroupW: boolean): { dW: tf.Tensor[]; db: tf.Tensor[] } {
+  return cache[0]!.s1 === undefined && useHeap() ? heapBackward(weights, biases, cache, dOut, sp, perGroupW) : streamsBackward(weights, biases, cache, dOut, sp, perGroupW);
+}
+
+/**
+ * The per-element loops of the heap kernels are generated per stream layout (unrolled over the
+ * streams: a generic loop over 2–4 streams per element runs ~3× slower in V8) and cached.
+ */
+type LoopFn = (...args: unknown[]) => void;
+const loopCache = new Map<string, LoopFn>();
+
+function loopFn(kind: string, sp: StreamSpec, d: number, build: () => { args: string[]; body: string }): LoopFn {
+  const key = `${kind}|${sp.first.join(',')}|${sp.second.join(',')}|${d}`;
+  let f = loopCache.get(key);
+  if (!f) {
+    const { args, body } = build();
+    f = new Function(...args, body) as LoopFn;
+    loopCache.set(key, f);
+  }
+  return f;
+}
+
+/** `const o1 = 1 * st, …` for the stream offsets 1..S−1 and `const r0 = 0 * w, …` for rows 0..d−1. */
+function offsets(S: number, d = 0): string {
+  let out = '';
+  for (let k = 1; k < S; k++) out += `const o${k} = ${k} * st;\n`;
+  for (let k = 0; k < d; k++) out += `const r${k} = ${k} * w;\n`;
+  return out;
+}
+
+/** Loop over groups, points and units with base (all-stream layout) and abase (one-stream layout) indices. */
+function elementLoop(pre: string, body: string): string {
+  return `const st = n * w;
+${pre}
+for (let g = 0; g < G; g++) {
+  const bo = bPer ? g * w : 0;
+  const go = gPer ? g * gSize : 0;
+  const wo = wPer ? g * wSize : 0;
+  for (let i = 0; i < n; i++) {
+    const base0 = g * S * st + i * w;
+    const abase = (g * n + i) * w;
+    const xo = (g * n + i) * d;
+    for (let j = 0; j < w; j++) {
+      const base = base0 + j;
+${body}
+    }
+  }
+}`;
+}
+
+const LOOP_ARGS = ['T', 'G', 'n', 'w', 'd', 'S', 'bPer', 'gPer', 'gSize', 'wPer', 'wSize'];
+
+/**
+ * Hidden layer: from z = ain W ([G, S, n, w], no bias) and b, the next layer's input streams
+ * A = [a, s1 zd, s1 zs + s2 zd_c²] and a = tanh(z_v + b) ([G, 1, n, w]); with S = 1 only a.
+ */
+function heapTanhForward(z: tf.Tensor, b: tf.Tensor, G: number, n: number, w: number, sp: StreamSpec): { A: tf.Tensor; a: tf.Tensor } {
+  const { nd, ns, S, secPos } = sp;
+  const f = loopFn('fwd', sp, 0, () => {
+    let body = `const av = T(Z[base] + B[bo + j]);\nao[abase + j] = av;\n`;
+    if (S > 1) {
+      body += `Ao[base] = av;\nconst s1 = 1 - av * av;\nconst s2 = -2 * av * s1;\n`;
+      for (let p = 0; p < nd; p++) body += `const zd${p} = Z[base + o${1 + p}];\nAo[base + o${1 + p}] = s1 * zd${p};\n`;
+      for (let q = 0; q < ns; q++) body += `Ao[base + o${1 + nd + q}] = s1 * Z[base + o${1 + nd + q}] + s2 * zd${secPos[q]} * zd${secPos[q]};\n`;
+    }
+    return { args: [...LOOP_ARGS, 'Z', 'B', 'Ao', 'ao'], body: elementLoop(offsets(S), body) };
+  });
+  const outShapes = S === 1 ? [[G, 1, n, w]] : [[G, S, n, w], [G, 1, n, w]];
+  const outs = heapKernel([z, b], outShapes, ([Z, B], o) => {
+    f(tanhD, G, n, w, 0, S, B!.length !== w, false, 0, false, 0, Z, B, S === 1 ? null : o[0], o[S === 1 ? 0 : 1]);
+  });
+  return S === 1 ? { A: outs[0]!, a: outs[0]! } : { A: outs[0]!, a: outs[1]! };
+}
+
+/** Layer 0: z0 = x W0 ([G, n, w], no bias) → A0 = [a, s1 W0[first], s2 W0[second]²] and a. */
+function heapLayer0Forward(z0: tf.Tensor, b0: tf.Tensor, W0: tf.Tensor, G: number, n: number, d: number, w: number, sp: StreamSpec): { A: tf.Tensor; a: tf.Tensor } {
+  const { nd, ns, S, first, second } = sp;
+  if (S === 1) return heapTanhForward(z0, b0, G, n, w, sp);
+  const f = loopFn('fwd0', sp, d, () => {
+    let body = `const av = T(Z[abase + j] + B[bo + j]);\nao[abase + j] = av;\nAo[base] = av;\nconst s1 = 1 - av * av;\nconst s2 = -2 * av * s1;\n`;
+    for (let p = 0; p < nd; p++) body += `Ao[base + o${1 + p}] = s1 * W[wo + r${first[p]} + j];\n`;
+    for (let q = 0; q < ns; q++) body += `const wq${q} = W[wo + r${second[q]} + j];\nAo[base + o${1 + nd + q}] = s2 * wq${q} * wq${q};\n`;
+    return { args: [...LOOP_ARGS, 'Z', 'B', 'W', 'Ao', 'ao'], body: elementLoop(offsets(S, d), body) };
+  });
+  const [A, a] = heapKernel([z0, b0, W0], [[G, S, n, w], [G, 1, n, w]], ([Z, B, W], [Ao, ao]) => {
+    f(tanhD, G, n, w, d, S, B!.length !== w, false, 0, W!.length !== d * w, d * w, Z, B, W, Ao, ao);
+  });
+  return { A: A!, a: a! };
+}
+
+function heapForward(weights: tf.Tensor[], biases: tf.Tensor[], x: tf.Tensor, sp: StreamSpec): { out: tf.Tensor; cache: LayerCache[] } {
+  const L = weights.length;
+  const { S } = sp;
+  const [G, n, d] = x.shape as [number, number, number];
+  const W0 = weights[0]!;
+  const w0 = W0.shape[W0.rank - 1]!;
+  const z0 = groupMatMul(x, W0);
+  const l0 = heapLayer0Forward(z0, biases[0]!, W0, G, n, d, w0, sp);
+  z0.dispose();
+  const cache: LayerCache[] = [{ ain: x, a: l0.a }];
+  let A = l0.A;
+  for (let l = 1; l < L; l++) {
+    const W = weights[l]!;
+    const win = W.shape[W.rank - 2]!;
+    const wout = W.shape[W.rank - 1]!;
+    const Z = tf.reshape(groupMatMul(tf.reshape(A, [G, S * n, win]), W), [G, S, n, wout]);
+    if (l === L - 1) {
+      cache.push({ ain: A });
+      const b4 = bias4(biases[l]!);
+      const bS = S === 1 ? b4 : tf.concat([b4, tf.zeros([b4.shape[0]!, S - 1, 1, wout])], 1);
+      return { out: tf.add(Z, bS), cache };
+    }
+    const next = heapTanhForward(Z, biases[l]!, G, n, wout, sp);
+    if (S === 1) {
+      Z.dispose();
+      cache.push({ ain: A, a: next.a });
+    } else cache.push({ ain: A, a: next.a, z: Z });
+    A = next.A;
+  }
+  throw new Error('unreachable');
+}
+
+/** Offset of group g in a per-group array of `per` values (0 for a shared one of `per` values). */
+function groupOffset(arr: Float32Array, per: number, g: number): number {
+  return arr.length === per ? 0 : g * per;
+}
+
+/**
+ * Backward through a hidden tanh layer (formulas of `tanhStreamsBackward`) in one loop: dz
+ * [G, S, n, w] and the bias gradient (Σ of the value stream's dz; [w] or [G, w] when `pgB`).
+ */
+function heapTanhBackward(dA: tf.Tensor, c: LayerCache, G: number, n: number, w: number, sp: StreamSpec, pgB: boolean): { dz: tf.Tensor; db: tf.Tensor } {
+  const { nd, ns, S, secPos } = sp;
+  const f = loopFn('bwd', sp, 0, () => {
+    let body = `const av = a[abase + j];\nconst s1 = 1 - av * av;\n`;
+    if (S === 1) body += `const dzv = s1 * D[base];\n`;
+    else {
+      body += `const s2 = -2 * av * s1;\nlet ds1 = 0;\nlet ds2 = 0;\n`;
+      for (let p = 0; p < nd; p++) body += `const dD${p} = D[base + o${1 + p}];\nconst zd${p} = Z[base + o${1 + p}];\nds1 += dD${p} * zd${p};\nlet dzd${p} = s1 * dD${p};\n`;
+      for (let q = 0; q < ns; q++) {
+        const c = secPos[q]!;
+        body += `const dS${q} = D[base + o${1 + nd + q}];\nds1 += dS${q} * Z[base + o${1 + nd + q}];\nds2 += dS${q} * zd${c} * zd${c};\ndZ[base + o${1 + nd + q}] = s1 * dS${q};\ndzd${c} += 2 * s2 * zd${c} * dS${q};\n`;
+      }
+      for (let p = 0; p < nd; p++) body += `dZ[base + o${1 + p}] = dzd${p};\n`;
+      body += `const dzv = s1 * (D[base] - 2 * av * ds1 + (6 * av * av - 2) * ds2);\n`;
+    }
+    body += `dZ[base] = dzv;\ndb[bo + j] += dzv;\n`;
+    return { args: [...LOOP_ARGS, 'D', 'a', 'Z', 'dZ', 'db'], body: elementLoop(offsets(S), body) };
+  });
+  const dbAcc = new Float64Array(pgB ? G * w : w);
+  const ins = S === 1 ? [dA, c.a!] : [dA, c.a!, c.z!];
+  const [dz] = heapKernel(ins, [[G, S, n, w]], ([D, a, Z], [dZ]) => {
+    f(tanhD, G, n, w, 0, S, pgB, false, 0, false, 0, D, a, Z ?? null, dZ, dbAcc);
+  });
+  return { dz: dz!, db: pgB ? tf.tensor2d(Float32Array.from(dbAcc), [G, w]) : tf.tensor1d(Float32Array.from(dbAcc)) };
+}
+
+/**
+ * Backward through layer 0 in one loop: from dA0 [G, S, n, w], the weight gradient of W0 (the
+ * derivative streams' direct row terms plus xᵀ dz0; [d, w] or [G, d, w] when `pgW`) and the bias
+ * gradient ([w] or [G, w] when `pgB`).
+ */
+function heapLayer0Backward(dA: tf.Tensor, c: LayerCache, W0: tf.Tensor, G: number, n: number, d: number, w: number, sp: StreamSpec, pgW: boolean, pgB: boolean): { dW: tf.Tensor; db: tf.Tensor } {
+  const { nd, ns, S, first, second } = sp;
+  const f = loopFn('bwd0', sp, d, () => {
+    let body = `const av = a[abase + j];\nconst s1 = 1 - av * av;\n`;
+    if (S === 1) body += `const dzv = s1 * D[base];\n`;
+    else {
+      body += `const s2 = -2 * av * s1;\nlet acc1 = 0;\nlet acc2 = 0;\n`;
+      for (let p = 0; p < nd; p++) body += `{ const dD = D[base + o${1 + p}];\nacc1 += dD * W[wo + r${first[p]} + j];\ndW[go + r${first[p]} + j] += s1 * dD; }\n`;
+      for (let q = 0; q < ns; q++) body += `{ const dS = D[base + o${1 + nd + q}];\nconst wv = W[wo + r${second[q]} + j];\nacc2 += dS * wv * wv;\ndW[go + r${second[q]} + j] += 2 * s2 * dS * wv; }\n`;
+      body += `const dzv = s1 * (D[base] - 2 * av * acc1 + (6 * av * av - 2) * acc2);\n`;
+    }
+    body += `db[bo + j] += dzv;\n`;
+    for (let k = 0; k < d; k++) body += `dW[go + r${k} + j] += X[xo + ${k}] * dzv;\n`;
+    return { args: [...LOOP_ARGS, 'D', 'a', 'W', 'X', 'dW', 'db'], body: elementLoop(offsets(S, d), body) };
+  });
+  const dWAcc = new Float64Array(pgW ? G * d * w : d * w);
+  const dbAcc = new Float64Array(pgB ? G * w : w);
+  heapKernel([dA, c.a!, W0, c.ain], [], ([D, a, W, X]) => {
+    f(tanhD, G, n, w, d, S, pgB, pgW, d * w, W!.length !== d * w, d * w, D, a, W, X, dWAcc, dbAcc);
+  });
+  return {
+    dW: pgW ? tf.tensor3d(Float32Array.from(dWAcc), [G, d, w]) : tf.tensor2d(Float32Array.from(dWAcc), [d, w]),
+    db: pgB ? tf.tensor2d(Float32Array.from(dbAcc), [G, w]) : tf.tensor1d(Float32Array.from(dbAcc)),
+  };
+}
+
+/**
+ * Backward through a 1-wide linear output layer z = A W + b in one loop: dA = dOut ⊗ W, dW = Aᵀ dOut
+ * ([win, 1] or [G, win, 1] when `pgW`), db = Σ of the value stream ([1] or [G, 1] when `pgB`).
+ */
+function heapOutputBackward(dOut: tf.Tensor, A: tf.Tensor, W: tf.Tensor, G: number, S: number, n: number, win: number, pgW: boolean, pgB: boolean): { dA: tf.Tensor; dW: tf.Tensor; db: tf.Tensor } {
+  const dWAcc = new Float64Array(pgW ? G * win : win);
+  const dbAcc = new Float64Array(pgB ? G : 1);
+  const [dA] = heapKernel([dOut, A, W], [[G, S, n, win]], ([Dy, Ai, Wi], [dAo]) => {
+    for (let g = 0; g < G; g++) {
+      const wo = groupOffset(Wi!, win, g);
+      const go = pgW ? g * win : 0;
+      for (let s = 0; s < S; s++) {
+        for (let i = 0; i < n; i++) {
+          const r = (g * S + s) * n + i;
+          const dy = Dy![r]!;
+          if (s === 0) dbAcc[pgB ? g : 0] += dy;
+          const ro = r * win;
+          for (let k = 0; k < win; k++) {
+            dAo![ro + k] = dy * Wi![wo + k]!;
+            dWAcc[go + k] += Ai![ro + k]! * dy;
+          }
+        }
+      }
+    }
+  });
+  return {
+    dA: dA!,
+    dW: pgW ? tf.tensor3d(Float32Array.from(dWAcc), [G, win, 1]) : tf.tensor2d(Float32Array.from(dWAcc), [win, 1]),
+    db: pgB ? tf.tensor2d(Float32Array.from(dbAcc), [G, 1]) : tf.tensor1d(Float32Array.from(dbAcc)),
+  };
+}
+
+function heapBackward(weights: tf.Tensor[], biases: tf.Tensor[], cache: LayerCache[], dOut: tf.Tensor, sp: StreamSpec, perGroupW: boolean): { dW: tf.Tensor[]; db: tf.Tensor[] } {
+  const L = weights.length;
+  const { S } = sp;
+  const dW: tf.Tensor[] = new Array(L);
+  const db: tf.Tensor[] = new Array(L);
+  const pgW = (l: number) => perGroupW || weights[l]!.rank === 3;
+  const pgB = (l: number) => biases[l]!.rank === 2;
+  const x = cache[0]!.ain;
+  const [G, n, d] = x.shape as [number, number, number];
+  // Output layer.
+  const WL = weights[L - 1]!;
+  const winL = WL.shape[WL.rank - 2]!;
+  const woutL = WL.shape[WL.rank - 1]!;
+  let dA: tf.Tensor;
+  if (woutL === 1 && WL.rank === 2 && !pgW(L - 1)) {
+    // Shared 1-wide output: XNNPACK matmuls with tiny packed operands (dA = dOut ⊗ W as a K = 1
+    // product, dW = Aᵀ dOut) beat the JS loop ~3×.
+    const R = G * S * n;
+    const dOut2 = tf.reshape(dOut, [R, 1]) as tf.Tensor2D;
+    dW[L - 1] = tf.matMul(tf.transpose(tf.reshape(cache[L - 1]!.ain, [R, winL]) as tf.Tensor2D), dOut2);
+    db[L - 1] = biasGrad(streamRange(dOut, 0, 1), pgB(L - 1));
+    // W as a [1, win] matrix in a fresh buffer: the wasm backend caches the packed right operand of a
+    // matmul by buffer, not by shape, so a reshape of W (which the forward used as [win, 1]) would
+    // reuse the forward's packing.
+    const Wrow = tf.mul(tf.reshape(WL, [1, winL]), tf.scalar(1)) as tf.Tensor2D;
+    dA = tf.reshape(tf.matMul(dOut2, Wrow), [G, S, n, winL]);
+  } else if (woutL === 1) {
+    const o = heapOutputBackward(dOut, cache[L - 1]!.ain, WL, G, S, n, winL, pgW(L - 1), pgB(L - 1));
+    dW[L - 1] = o.dW;
+    db[L - 1] = o.db;
+    dA = o.dA;
+  } else {
+    dW[L - 1] = weightGrad(cache[L - 1]!.ain, dOut, pgW(L - 1));
+    db[L - 1] = biasGrad(streamRange(dOut, 0, 1), pgB(L - 1));
+    dA = inputGrad(dOut, WL);
+  }
+  for (let l = L - 2; l >= 1; l--) {
+    const W = weights[l]!;
+    const w = W.shape[W.rank - 1]!;
+    const { dz, db: b } = heapTanhBackward(dA, cache[l]!, G, n, w, sp, pgB(l));
+    dA.dispose();
+    db[l] = b;
+    dW[l] = weightGrad(cache[l]!.ain, dz, pgW(l));
+    dA = inputGrad(dz, W);
+    dz.dispose();
+  }
+  const W0 = weights[0]!;
+  const g0 = heapLayer0Backward(dA, cache[0]!, W0, G, n, d, W0.shape[W0.rank - 1]!, sp, pgW(0), pgB(0));
+  dA.dispose();
+  dW[0] = g0.dW;
+  db[0] = g0.db;
+  return { dW, db };
 }
 
 /** The trainable parameters of one MLP as tf.Variables (weights [in, out], biases [out]). */

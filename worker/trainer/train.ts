@@ -261,7 +261,8 @@ export function evalDiagnostics(s: TrialSetup): DiagnosticValues {
   };
 }
 
-async function resolveBackend(want?: BackendName): Promise<BackendName> {
+/** The backend to train on: `want` (initialised if it is not the active one), else the active one, else `detectBackend()`. */
+export async function resolveBackend(want?: BackendName): Promise<BackendName> {
   const cur = currentBackend();
   if (want) return cur === want ? want : initBackend(want);
   return cur ?? detectBackend();
