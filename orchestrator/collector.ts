@@ -6,12 +6,13 @@
 import { jetstream, jetstreamManager, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
 import type { KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
-import type { Table } from 'apache-arrow';
+import { Table, tableFromIPC } from 'apache-arrow';
 import type { TrialRecord } from '../schemas/parquet.js';
 import type { TrialResultMessage } from '../schemas/trial.js';
 import { casState, TERMINAL } from '../schemas/trial-state.js';
 import type { TransportNames } from '../schemas/transport.js';
 import { CheckpointAssembler, parseChunkHeaders } from './checkpoints.js';
+import { parseWireStream, partIpcStream, type WireBatch } from '../schemas/metrics-ipc.js';
 import { decodeMetricsMessage, MetricsStore, splitMetricsTable, writeTrialsParquet } from './parquet-store.js';
 import { attemptPhases, DEFAULT_PHASE_PARAMS, type PhaseParams } from './phases.js';
 
@@ -34,6 +35,11 @@ export interface CollectorOptions {
   /** Flush when this many messages wait for their ack. */
   flushAtMessages?: number;
   /**
+   * Flush when the metrics messages waiting for their ack hold this many bytes (default 8 MiB): bounds
+   * the collector's memory whatever the sweep's size, while each part file gets thousands of rows.
+   */
+  flushAtBytes?: number;
+  /**
    * trials.parquet (rewritten whole: O(trials)) is written at most this often (ms), and at least
    * twice its last write time apart, plus at settle/stop/markFailed; default 3000. Result messages
    * are acked, and `onTrialFinished` called, only once a trials.parquet holding them is on disk.
@@ -44,7 +50,14 @@ export interface CollectorOptions {
 interface Buffered {
   trialId: string;
   attempt: number;
-  tables: Table[];
+  /**
+   * The attempt's rows in arrival order: record batches of messages that took the fast path
+   * (schemas/metrics-ipc.ts), or part tables of messages decoded the general way (another writer,
+   * several trials in one message, ...).
+   */
+  segments: Array<WireBatch | Table>;
+  /** Every segment is a WireBatch. */
+  fast: boolean;
 }
 
 export class Collector {
@@ -52,6 +65,10 @@ export class Collector {
   private readonly buffers = new Map<string, Buffered>();
   /** Metrics messages whose rows are buffered: acked once their parts are on disk. */
   private pending: JsMsg[] = [];
+  /** Payload bytes of `pending`. */
+  private pendingBytes = 0;
+  /** flushSerial calls not yet settled. */
+  private flushesQueued = 0;
   /** Result messages: acked once a trials.parquet holding what they changed is on disk. */
   private pendingResults: JsMsg[] = [];
   private recordsDirty = false;
@@ -108,19 +125,37 @@ export class Collector {
       return;
     }
     if (m.subject.endsWith('.metrics')) {
-      for (const part of splitMetricsTable(decodeMetricsMessage(m.data))) {
+      // Fast path: one trial's rows, steps increasing, our encoder's layout: checked, not decoded.
+      const batches = parseWireStream(m.data);
+      const parts = batches
+        ? [{ trial_id: batches[0].trialId, attempt: batches[0].attempt, batches, table: null }]
+        : splitMetricsTable(decodeMetricsMessage(m.data)).map((p) => ({ ...p, batches: null }));
+      for (const part of parts) {
         if (!this.opts.records.has(part.trial_id)) {
           // Never a path from the wire that DIR does not know (trial ids name directories).
           this.opts.onWarning?.(`collector: metrics of unknown trial ${JSON.stringify(part.trial_id).slice(0, 40)} (not in this sweep's DIR); dropped`);
           continue;
         }
         const key = `${part.trial_id}#${part.attempt}`;
-        const b = this.buffers.get(key) ?? { trialId: part.trial_id, attempt: part.attempt, tables: [] };
-        b.tables.push(part.table);
-        this.buffers.set(key, b);
+        let b = this.buffers.get(key);
+        if (b === undefined) {
+          b = { trialId: part.trial_id, attempt: part.attempt, segments: [], fast: true };
+          this.buffers.set(key, b);
+        }
+        if (part.batches) b.segments.push(...part.batches);
+        else {
+          b.segments.push(part.table);
+          b.fast = false;
+        }
       }
       this.pending.push(m);
-      if (this.pending.length >= (this.opts.flushAtMessages ?? 5_000)) await this.flushSerial();
+      this.pendingBytes += m.data.length;
+      if (this.pending.length >= (this.opts.flushAtMessages ?? 5_000) || this.pendingBytes >= (this.opts.flushAtBytes ?? 8 * 2 ** 20)) {
+        // Written while the next messages are read; at most one such flush waits behind a running one
+        // (memory: about two flushes' worth of messages).
+        if (this.flushesQueued > 0) await this.flushing;
+        void this.flushSerial();
+      }
       return;
     }
     this.pendingResults.push(m);
@@ -202,8 +237,20 @@ export class Collector {
   }
 
   private flushSerial(force = false): Promise<void> {
-    this.flushing = this.flushing.then(() => this.flush(force)).catch((e: Error) => this.opts.onWarning?.(`collector: flush failed, will retry: ${e.message}`));
+    this.flushesQueued++;
+    this.flushing = this.flushing
+      .then(() => this.flush(force))
+      .catch((e: Error) => this.opts.onWarning?.(`collector: flush failed, will retry: ${e.message}`))
+      .finally(() => void this.flushesQueued--);
     return this.flushing;
+  }
+
+  /** Writes one attempt's buffered rows as a part. */
+  private writeBuffered(b: Buffered): Promise<unknown> {
+    if (b.fast) return this.store.writeBatches(b.trialId, b.attempt, b.segments as WireBatch[]);
+    // Mixed: every segment as a part table, in arrival order (sorted runs stay on writePart's fast path).
+    const tables = b.segments.map((x) => (x instanceof Table ? x : tableFromIPC(partIpcStream([x]))));
+    return this.store.writePart(b.trialId, b.attempt, tables.length === 1 ? tables[0]! : tables[0]!.concat(...tables.slice(1)));
   }
 
   /**
@@ -215,13 +262,13 @@ export class Collector {
     if (!this.pending.length && !this.pendingResults.length && !this.recordsDirty) return;
     const msgs = this.pending;
     this.pending = [];
+    this.pendingBytes = 0;
     const buffers = [...this.buffers.values()];
     this.buffers.clear();
     try {
-      for (const b of buffers) {
-        const table = b.tables.length === 1 ? b.tables[0]! : b.tables[0]!.concat(...b.tables.slice(1));
-        await this.store.writePart(b.trialId, b.attempt, table);
-      }
+      // One part per attempt, written concurrently (their fsyncs overlap); every one on disk before any ack.
+      const written = await Promise.allSettled(buffers.map((b) => this.writeBuffered(b)));
+      for (const w of written) if (w.status === 'rejected') throw w.reason;
       // Every row of a done attempt is on disk now (its result came after its metrics): read its phases.
       const analyze = this.toAnalyze;
       this.toAnalyze = [];
@@ -287,12 +334,14 @@ export class Collector {
     for (;;) {
       const info = await jsm.consumers.info(this.opts.names.outStream, this.opts.names.collector(this.opts.sweep));
       if (info.num_pending === 0 && info.num_ack_pending === 0) return;
+      const had = this.pending.length + this.pendingResults.length;
       await this.flushSerial(true);
       if (Date.now() - t0 > timeoutMs) {
         this.opts.onWarning?.(`collector: output stream not settled after ${timeoutMs / 1000} s (${info.num_pending} pending, ${info.num_ack_pending} unacked); going on`);
         return;
       }
-      await new Promise((r) => setTimeout(r, 100));
+      // Look again at once after a flush that acked something; else give deliveries a moment.
+      if (had === 0) await new Promise((r) => setTimeout(r, 20));
     }
   }
 

@@ -1,26 +1,16 @@
 /**
  * Encoding of per-step metric rows into Arrow IPC stream messages (schemas/metrics.ts).
  *
- * Pure and synchronous: meant to run inside a worker thread. The record batch is built per chunk
- * (schemas/metrics-batch.ts) so that each serializes to at most `maxBytes` bytes.
+ * Pure and synchronous: meant to run inside a worker thread. Each chunk is written straight into one
+ * IPC stream buffer (schemas/metrics-ipc.ts: the schema is fixed, so no apache-arrow table is built
+ * per message) of at most `maxBytes` bytes.
  */
-import { DataType, RecordBatch, Table, tableToIPC } from 'apache-arrow';
-import { buildMetricsBatch, type KeyedMetricRow } from '../schemas/metrics-batch.js';
+import { DataType } from 'apache-arrow';
+import type { KeyedMetricRow } from '../schemas/metrics-batch.js';
+import { encodeWireStream, wireStreamOverhead } from '../schemas/metrics-ipc.js';
 import { wireMetricsSchema } from '../schemas/metrics.js';
 
 export type { KeyedMetricRow };
-
-/** Serializes a record batch as a self-contained Arrow IPC stream (schema, batch, end-of-stream). */
-function toStream(batch: RecordBatch): Uint8Array {
-  return tableToIPC(new Table(batch.schema, [batch]), 'stream');
-}
-
-let overheadBytes = -1;
-/** IPC stream size of a zero-row wire batch: schema message + batch header + end-of-stream. */
-function streamOverhead(): number {
-  if (overheadBytes < 0) overheadBytes = toStream(buildMetricsBatch([], true)).length;
-  return overheadBytes;
-}
 
 /** Per-row layout of the wire schema: fixed bytes per row, and the List<Float64> columns. */
 let layout: { fixed: number; lists: Array<keyof KeyedMetricRow> } | null = null;
@@ -73,11 +63,8 @@ export function encodeMetricChunks(rows: KeyedMetricRow[], maxBytes: number): Ui
   if (!Number.isInteger(maxBytes) || maxBytes <= 0) throw new RangeError(`maxBytes: got ${maxBytes}, expected a positive integer`);
   if (rows.length === 0) return [];
   const out: Uint8Array[] = [];
-  // One batch per chunk, built from that chunk's rows: a slice of one big batch would carry the
-  // validity bitmaps of every following row (apache-arrow 21 serializes sliced bitmaps untruncated).
-
   const emit = (lo: number, hi: number): void => {
-    const bytes = toStream(buildMetricsBatch(rows.slice(lo, hi), true));
+    const bytes = encodeWireStream(rows, lo, hi);
     if (bytes.length <= maxBytes) {
       out.push(bytes);
       return;
@@ -95,7 +82,7 @@ export function encodeMetricChunks(rows: KeyedMetricRow[], maxBytes: number): Ui
 
   // Greedy packing on the estimate, keeping a margin for per-buffer padding (up to 8 bytes for each
   // of the ≤ 3 buffers of every column, list children included).
-  const budget = maxBytes - streamOverhead() - 8 * 3 * (wireMetricsSchema().fields.length + rowLayout().lists.length);
+  const budget = maxBytes - wireStreamOverhead() - 8 * 3 * (wireMetricsSchema().fields.length + rowLayout().lists.length);
   let lo = 0;
   let acc = 0;
   for (let i = 0; i < rows.length; i++) {
