@@ -453,7 +453,9 @@ export function natsConnectError(url: string, e: unknown, auth: NatsAuth = {}, s
  *   when the first connect fails.
  */
 export async function connectNats(url: string, name: string, auth?: NatsAuth): Promise<NatsConnection> {
-  const opts = natsConnectOptions(url, name, auth);
+  // noAsyncTraces: nats.js otherwise builds two Error objects (stack traces) per request and
+  // JetStream publish, about half the client CPU of publishing metrics (measured with the ingest bench).
+  const opts = { ...natsConnectOptions(url, name, auth), noAsyncTraces: true };
   try {
     return await connect(opts);
   } catch (e) {
