@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 /**
  * phasemap command line.
- *   phasemap run SPEC [--out DIR] [--nats URL] [--slots N] [--backend auto|wasm|cpu|tensorflow] [--gpus all|none|0,2,…] [--slots-per-gpu K]
+ *   phasemap run SPEC [--out DIR] [--nats URL] [--slots N] [--backend auto|wasm|cpu|tensorflow] [--gpus all|none|0,2,…] [--slots-per-gpu K] [--fuse auto|N]
  *   phasemap validate SPEC
  *   phasemap diagram DIR [--x lr] [--y batch_size] [--facet strategy | --no-facet]
- *   phasemap worker --nats URL [--slots N] [--gpus all|none|0,2,…] [--slots-per-gpu K] [--backend …] [--name NAME]
+ *   phasemap worker --nats URL [--slots N] [--gpus all|none|0,2,…] [--slots-per-gpu K] [--fuse auto|N] [--backend …] [--name NAME]
  *   phasemap status [SWEEP] --nats URL [--json]
  *   phasemap cancel SWEEP --nats URL [--wait S]
  * Every command that talks to NATS takes --namespace and the credential/TLS flags of nats-connect.ts.
@@ -13,7 +13,7 @@
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { WorkerAgent } from '../worker/agent.js';
+import { parseFuse, WorkerAgent } from '../worker/agent.js';
 import { GpuDiscoveryError, parseGpus } from '../worker/gpus.js';
 import { buildDiagram, DIAGRAM_FILE, renderDiagram, type DiagramAxes } from './diagram.js';
 import { connectNats } from './jetstream.js';
@@ -51,6 +51,16 @@ function gpusArg(v: string): string {
   return v;
 }
 const GPUS_HELP = 'GPUs to pin slot processes to (CUDA_VISIBLE_DEVICES), K per GPU; they replace --slots: all (nvidia-smi), none, or ids like 0,2 (default: all with --backend tensorflow when nvidia-smi lists GPUs, else none)';
+
+/** `--fuse`: `auto` or an integer 1…256 (worker/agent.ts parseFuse); exit 2 naming the flag on a bad value. */
+function fuseArg(v: string): number | 'auto' {
+  try {
+    return parseFuse(v, '--fuse');
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+}
+const FUSE_HELP = "most same-shaped trials one slot trains at once as one batched computation: auto (the trainer's measured rule for each trial's shape and backend) or N (1 = never fuse) (default: $PHASEMAP_FUSE or auto)";
 
 const NAMESPACE_HELP = 'namespace of subjects, streams and the state bucket: sweeps and workers of one namespace see each other, of others never (default: $PHASEMAP_NAMESPACE or phasemap)';
 function namespaceArg(v: string): string {
@@ -114,9 +124,10 @@ program
   .addOption(new Option('--backend <name>', 'tfjs backend').choices(['auto', 'wasm', 'cpu', 'tensorflow']).default('auto'))
   .option('--gpus <list>', `local worker: ${GPUS_HELP}`, gpusArg)
   .option('--slots-per-gpu <k>', 'local worker: slot processes per GPU (default 1)', intArg('--slots-per-gpu', 1))
+  .option('--fuse <auto|N>', `local worker: ${FUSE_HELP}`, fuseArg)
   .option('--namespace <ns>', NAMESPACE_HELP, namespaceArg)
   .option('--replicas <n>', 'JetStream replicas of the streams and the state bucket when this run creates them (3 on a 3-node cluster; default 1)', intArg('--replicas', 1))
-  .action(async (spec: string, o: NatsCliOptions & { out?: string; nats?: string; slots?: number; backend: 'auto' | 'wasm' | 'cpu' | 'tensorflow'; gpus?: string; slotsPerGpu?: number; namespace?: string; replicas?: number }) => {
+  .action(async (spec: string, o: NatsCliOptions & { out?: string; nats?: string; slots?: number; backend: 'auto' | 'wasm' | 'cpu' | 'tensorflow'; gpus?: string; slotsPerGpu?: number; fuse?: number | 'auto'; namespace?: string; replicas?: number }) => {
     const ac = new AbortController();
     let interrupts = 0;
     const onSignal = (sig: string) => {
@@ -127,7 +138,7 @@ program
     process.on('SIGINT', () => onSignal('SIGINT'));
     process.on('SIGTERM', () => onSignal('SIGTERM'));
     try {
-      const s = await runSweep({ spec, out: o.out, nats: o.nats, natsAuth: natsAuthForUrl(o.nats, o), slots: o.slots, backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, replicas: o.replicas, signal: ac.signal });
+      const s = await runSweep({ spec, out: o.out, nats: o.nats, natsAuth: natsAuthForUrl(o.nats, o), slots: o.slots, backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, fuse: o.fuse, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, replicas: o.replicas, signal: ac.signal });
       if (s.interrupted) {
         log.warn(`interrupted: ${s.done}/${s.queued} trial(s) of this run done; run the same command again to go on (${s.dir})`);
         process.exitCode = 130;
@@ -195,14 +206,15 @@ program
   .option('--slots <n>', `trial slots (default: CPU cores, ${availableParallelism()} here)`, intArg('--slots', 1))
   .option('--gpus <list>', GPUS_HELP, gpusArg)
   .option('--slots-per-gpu <k>', 'slot processes per GPU (default 1)', intArg('--slots-per-gpu', 1))
+  .option('--fuse <auto|N>', FUSE_HELP, fuseArg)
   .option('--namespace <ns>', NAMESPACE_HELP, namespaceArg)
   .addOption(new Option('--backend <name>', 'tfjs backend').choices(['auto', 'wasm', 'cpu', 'tensorflow']).default('auto'))
   .option('--name <name>', 'worker name in trial state (default: HOST:PID)')
-  .action(async (o: NatsCliOptions & { nats: string; slots?: number; gpus?: string; slotsPerGpu?: number; backend: 'auto' | 'wasm' | 'cpu' | 'tensorflow'; name?: string; namespace?: string }) => {
+  .action(async (o: NatsCliOptions & { nats: string; slots?: number; gpus?: string; slotsPerGpu?: number; backend: 'auto' | 'wasm' | 'cpu' | 'tensorflow'; name?: string; namespace?: string; fuse?: number | 'auto' }) => {
     try {
       // Errors come worded, the URL's password redacted (nats-connect.ts).
       const nc = await connectNats(o.nats, `phasemap-worker-${o.name ?? process.pid}`, natsAuthFromOptions(o));
-      const agent = new WorkerAgent({ nc, slots: o.slots ?? availableParallelism(), backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, name: o.name, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, log });
+      const agent = new WorkerAgent({ nc, slots: o.slots ?? availableParallelism(), backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, fuse: o.fuse, name: o.name, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, log });
       let stopping = false;
       const stop = (sig: string) => {
         if (stopping) process.exit(130);

@@ -212,6 +212,7 @@ export class Collector {
         visible_devices: result.visible_devices,
         resumed_from_attempt: result.resumed_from?.attempt ?? null,
         resumed_from_step: result.resumed_from?.step ?? null,
+        fused: result.fused ?? null,
         error: result.error,
         t_diffusion: null,
         t_equilibrium: null,

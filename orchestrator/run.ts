@@ -41,6 +41,8 @@ export interface RunOptions {
   /** GPUs of the local worker (`all`, `none`, `0,2`) and slots per GPU: see worker/pool.ts. */
   gpus?: string;
   slotsPerGpu?: number;
+  /** Trial fusion of the local worker: most same-shaped trials per slot (worker/agent.ts AgentOptions.fuse); default $PHASEMAP_FUSE or auto. */
+  fuse?: number | 'auto';
   /** Live progress bar (default: stderr is a TTY). */
   tty?: boolean;
   log?: Logger;
@@ -115,6 +117,7 @@ async function loadDirState(dir: string, sweep: ResolvedSweep): Promise<{ record
       visible_devices: get<string>('visible_devices'),
       resumed_from_attempt: get<number>('resumed_from_attempt'),
       resumed_from_step: get<number>('resumed_from_step'),
+      fused: get<number>('fused'),
       error: get<string>('error'),
       t_diffusion: get<number>('t_diffusion'),
       t_equilibrium: get<number>('t_equilibrium'),
@@ -276,7 +279,7 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
 
     const slots = opts.slots ?? availableParallelism();
     if (slots > 0) {
-      agent = new WorkerAgent({ nc, slots, backend: opts.backend ?? 'auto', namespace: names.ns, gpus: opts.gpus, slotsPerGpu: opts.slotsPerGpu, log });
+      agent = new WorkerAgent({ nc, slots, backend: opts.backend ?? 'auto', namespace: names.ns, gpus: opts.gpus, slotsPerGpu: opts.slotsPerGpu, fuse: opts.fuse, log });
       await agent.start();
     } else log.info('no local worker (--slots 0): waiting for workers on the cluster');
 

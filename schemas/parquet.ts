@@ -56,6 +56,8 @@ export interface TrialRecord {
   /** The attempt and step this trial's finished attempt resumed from (null when it started from step 0). */
   resumed_from_attempt: number | null;
   resumed_from_step: number | null;
+  /** How many trials trained together in the finished attempt's slot run (trial fusion; 1 = alone); null when it never trained. */
+  fused: number | null;
   error: string | null;
   /** Phase record of the finished attempt (science.md §6, orchestrator/phases.ts); null until done, and for a failed trial. */
   t_diffusion: number | null;
@@ -130,6 +132,7 @@ export const TRIAL_COLUMNS: Column[] = [
   { name: 'visible_devices', type: new Utf8(), get: (r) => r.visible_devices },
   { name: 'resumed_from_attempt', type: new Int32(), get: (r) => r.resumed_from_attempt },
   { name: 'resumed_from_step', type: new Int32(), get: (r) => r.resumed_from_step },
+  { name: 'fused', type: new Int32(), get: (r) => r.fused },
   { name: 'error', type: new Utf8(), get: (r) => r.error },
   { name: 't_diffusion', type: new Int32(), get: (r) => r.t_diffusion },
   { name: 't_equilibrium', type: new Int32(), get: (r) => r.t_equilibrium },

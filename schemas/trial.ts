@@ -79,6 +79,13 @@ export interface TrialResultMessage {
    */
   resumed_from: { attempt: number; step: number } | null;
   error: string | null;
+  /**
+   * Trials the slot trained together in the run that produced this attempt (trial fusion, issue 5:
+   * one batched computation of same-shaped trials; 1 = alone). Absent in results no slot produced
+   * (recorded without training: cancelled before it started, failed on its last delivery, and the
+   * orchestrator's own records).
+   */
+  fused?: number;
 }
 
 /**

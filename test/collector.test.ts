@@ -47,7 +47,7 @@ async function setup(t: import('ava').ExecutionContext, prefix: string, trials: 
     spec.trials.map((x) => [x.trial_id, {
       trial_id: x.trial_id, sweep, config: x.config, status: 'queued', attempts: 0, started_at: null, finished_at: null, wall_seconds: null, final_loss: null,
       final_rel_l2: null, diverged: null, host: null, device: null, backend: null, worker: null, slot: null, visible_devices: null, resumed_from_attempt: null,
-      resumed_from_step: null, error: null, t_diffusion: null, t_equilibrium: null, final_phase: null,
+      resumed_from_step: null, fused: null, error: null, t_diffusion: null, t_equilibrium: null, final_phase: null,
     }]),
   );
   t.teardown(async () => {

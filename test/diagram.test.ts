@@ -35,7 +35,7 @@ function records(): TrialRecord[] {
     return {
       trial_id: t.trial_id, sweep: 'diag', config: t.config, status: failed ? 'failed' : 'done', attempts: 1,
       started_at: null, finished_at: null, wall_seconds: 1, final_loss: 1, final_rel_l2: failed ? null : rel,
-      diverged: phase === 'diverged', host: 'h', device: 'cpu', backend: 'wasm', worker: 'w', slot: 'cpu0', visible_devices: null, resumed_from_attempt: null, resumed_from_step: null, error: failed ? 'boom' : null,
+      diverged: phase === 'diverged', host: 'h', device: 'cpu', backend: 'wasm', worker: 'w', slot: 'cpu0', visible_devices: null, resumed_from_attempt: null, resumed_from_step: null, fused: null, error: failed ? 'boom' : null,
       t_diffusion: null, t_equilibrium: tde, final_phase: failed ? null : phase,
     };
   });

@@ -212,7 +212,8 @@ test.serial('phasemap status shows who runs what; phasemap cancel stops a sweep;
   const out = join(work, 'out');
   const file = join(work, 'c.yaml');
   await writeFile(file, spec('cancelme', 200_000, '[0.001, 0.002, 0.003, 0.004]'));
-  const w = cli(['worker', '--nats', nats.url, '--slots', '2', '--backend', 'wasm', '--name', 'wc'], { env: ENV });
+  // --fuse 1: two slots run two of the four trials (fused, one slot could take all four).
+  const w = cli(['worker', '--nats', nats.url, '--slots', '2', '--fuse', '1', '--backend', 'wasm', '--name', 'wc'], { env: ENV });
   const ew = stderrOf(w);
   const other = cli(['worker', '--nats', nats.url, '--slots', '1', '--backend', 'wasm', '--name', 'wo', '--namespace', 'other'], { env: ENV });
   const eo = stderrOf(other);

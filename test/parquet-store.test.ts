@@ -88,6 +88,7 @@ function record(trialId: string, cfg: TrialConfig, status: TrialRecord['status']
     visible_devices: null,
     resumed_from_attempt: null,
     resumed_from_step: null,
+    fused: null,
     error: null,
     t_diffusion: null,
     t_equilibrium: null,

@@ -47,7 +47,7 @@ test('the collector drops forged metrics, results and checkpoint chunks of trial
     const records = new Map<string, TrialRecord>([[good.trial_id, {
       trial_id: good.trial_id, sweep: 'ps', config: good.config, status: 'queued', attempts: 0, started_at: null, finished_at: null, wall_seconds: null,
       final_loss: null, final_rel_l2: null, diverged: null, host: null, device: null, backend: null, worker: null, slot: null, visible_devices: null,
-      resumed_from_attempt: null, resumed_from_step: null, error: null, t_diffusion: null, t_equilibrium: null, final_phase: null,
+      resumed_from_attempt: null, resumed_from_step: null, fused: null, error: null, t_diffusion: null, t_equilibrium: null, final_phase: null,
     }]]);
     const warnings: string[] = [];
     const collector = new Collector({ nc, names, sweep: 'ps', dir, records, kv: tr.kv, onWarning: (m) => warnings.push(m) });

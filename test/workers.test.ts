@@ -36,8 +36,10 @@ test.serial('two phasemap worker processes run a sweep whose orchestrator has no
   const work = await tempDir('workers');
   const nats = await startNats(join(work, 'store'));
   try {
-    const w1 = runCli(['worker', '--nats', nats.url, '--slots', '1', '--backend', 'wasm', '--name', 'w1']);
-    const w2 = runCli(['worker', '--nats', nats.url, '--slots', '1', '--backend', 'wasm', '--name', 'w2']);
+    // One trial per slot (--fuse 1): with trial fusion the first worker to see the streams could take
+    // all four same-shaped trials in one group before the other pulls (test/fusion-agent.test.ts covers fusion).
+    const w1 = runCli(['worker', '--nats', nats.url, '--slots', '1', '--fuse', '1', '--backend', 'wasm', '--name', 'w1']);
+    const w2 = runCli(['worker', '--nats', nats.url, '--slots', '1', '--fuse', '1', '--backend', 'wasm', '--name', 'w2']);
     const e1 = stderrOf(w1);
     const e2 = stderrOf(w2);
     // Both wait for an orchestrator to create the streams.

@@ -10,6 +10,17 @@
  * taken over and, when its sweep checkpoints, resumes from the last checkpoint the orchestrator holds;
  * a worker that finds it no longer owns a trial (another took it over) stops it and publishes nothing
  * more for it; `phasemap cancel` (the sweep's control key) stops running trials at their next step.
+ *
+ * Trial fusion (issue 5): a free slot may train a group of same-shaped trials (equal `fusionKey`) as one
+ * batched computation (pool `runGroup`). The group is the pulled trial plus up to K−1 more (K: the
+ * `fuse` option, default the trainer's `fusionLimit` for the config and backend), taken first from a
+ * small local queue of already-pulled trials, then by one pull of what the stream holds undelivered
+ * (this slot's share of it: idle slots here and on other workers get theirs; expiry 1 s, the client's
+ * least); pulled trials that do not fit wait in that queue (≤ 2K, kept alive with in-progress acks,
+ * nak'ed when the agent stops) and are served before new pulls. A trial that may resume from a
+ * checkpoint runs alone. Each trial of a group keeps its own claim, heartbeats,
+ * publish pipeline, retries, cancel, take-over ('lost' stops that trial only) and result (`fused` = the
+ * group's size).
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -26,7 +37,9 @@ import type { BackendName, BackendRequest, TrialMessage, TrialResultMessage, Tri
 import { chunkBytes, CKPT_HEADERS, DEFAULT_NAMESPACE, MAX_DELIVER, transportNames, workerConsumerConfig, type ProgressMessage, type SweepControl, type TransportNames } from '../schemas/transport.js';
 import { fetchCheckpoint } from './checkpoint-fetch.js';
 import { makeSlotPool, type SlotPool } from './pool.js';
+import { MAX_GROUP } from './slot-stop.js';
 import type { SlotEvent, SlotOutcome, SlotTask } from './slot-task.js';
+import { fusionKey, fusionLimit } from './trainer/index.js';
 
 export interface AgentLog {
   info(msg: string): void;
@@ -45,7 +58,29 @@ export interface AgentOptions {
   gpus?: string;
   /** Slots per GPU (default 1). */
   slotsPerGpu?: number;
+  /**
+   * Most trials one slot trains fused (issue 5): `auto` = the trainer's `fusionLimit(config, backend)`
+   * for each trial (1 where fusion does not pay); an integer N in 1…MAX_GROUP = up to N same-shaped
+   * trials per slot whatever that rule says (1 = never fuse). Default: $PHASEMAP_FUSE when set (as
+   * `parseFuse` reads it; `phasemap run --fuse` sets it for its local worker), else `auto`.
+   */
+  fuse?: number | 'auto';
   log?: AgentLog;
+}
+
+/**
+ * Parses a `--fuse` value: `auto`, or an integer 1…MAX_GROUP (trials per slot; 1 = never fuse).
+ * @param what names the value in the error (`--fuse`, `PHASEMAP_FUSE`).
+ * @throws Error "<what>: got "<v>", expected "auto" or an integer from 1 to <MAX_GROUP> (…)".
+ */
+export function parseFuse(v: string, what = '--fuse'): number | 'auto' {
+  const s = v.trim();
+  if (s === 'auto') return 'auto';
+  const n = Number(s);
+  if (s === '' || !Number.isInteger(n) || n < 1 || n > MAX_GROUP) {
+    throw new Error(`${what}: got ${JSON.stringify(v)}, expected "auto" or an integer from 1 to ${MAX_GROUP} (most trials one slot trains fused; 1 = never fuse)`);
+  }
+  return n;
 }
 
 const TF_PACKAGES = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'];
@@ -116,6 +151,32 @@ interface Running {
   where: Pick<TrialState, 'slot' | 'device' | 'backend'>;
 }
 
+/** A pulled trial message, parsed, not yet claimed (a slot's first trial, a group-mate, or one waiting in the local queue). */
+interface Pulled {
+  m: JsMsg;
+  trial: TrialMessage;
+  /** This delivery's attempt number: attempt_base + delivery count. */
+  attempt: number;
+  /** `fusionKey` of its config when it may be fused (it will not resume from a checkpoint); null: it runs alone. */
+  key: string | null;
+}
+
+/** A claimed trial ready to run on a slot: its state, its slot task and its publish pipeline. */
+interface Prepared {
+  r: Running;
+  task: SlotTask;
+  heartbeat: ReturnType<typeof setInterval>;
+  /** Publishes the slot's events of this trial (metrics, checkpoints) and follows its progress. */
+  onEvent: (e: SlotEvent) => void;
+  /** Resolves once every publish issued so far is stored (or failed: see `publishError`). */
+  drain: () => Promise<void>;
+  /** The first publish of the attempt that failed for good, if any. */
+  publishError: () => Error | null;
+}
+
+/** How long a fill-up pull for a group waits for its messages (the client's minimum pull expiry). */
+const GATHER_EXPIRES_MS = 1000;
+
 export class WorkerAgent {
   readonly name: string;
   private pool: SlotPool | null = null;
@@ -124,8 +185,14 @@ export class WorkerAgent {
   private kv!: KV;
   private consumer!: Consumer;
   private running = new Map<string, Running>();
-  /** Slots taken: trials pulled and not finished (claiming, running or publishing). */
+  /** Slots taken: slot runs (one trial or a fused group) pulled and not finished (claiming, running or publishing). */
   private taken = 0;
+  /** Pulled trials waiting for a slot (they did not fit a group); served before new pulls. */
+  private queue: Pulled[] = [];
+  private keepAlive: ReturnType<typeof setInterval> | null = null;
+  private readonly fuse: number | 'auto';
+  /** Set by stop(true): a trial claimed from now on is handed back at once. */
+  private handingBack = false;
   private stopping = false;
   private loop: Promise<void> | null = null;
   private wake: (() => void) | null = null;
@@ -139,6 +206,9 @@ export class WorkerAgent {
   constructor(private readonly opts: AgentOptions) {
     this.name = opts.name ?? `${hostname()}:${process.pid}`;
     this.names = transportNames(opts.namespace ?? DEFAULT_NAMESPACE);
+    const env = process.env.PHASEMAP_FUSE;
+    this.fuse = opts.fuse ?? (env ? parseFuse(env, 'PHASEMAP_FUSE') : 'auto');
+    if (this.fuse !== 'auto') parseFuse(String(this.fuse), 'fuse');
   }
 
   /** Resolves the backend, starts the slots and begins pulling trials. */
@@ -170,6 +240,10 @@ export class WorkerAgent {
     this.ackWaitMs = Math.max(1000, Math.round((ci.config.ack_wait ?? 60e9) / 1e6));
     this.consumer = await this.js.consumers.get(this.names.trialsStream, this.names.workerConsumer);
     await this.watchControl();
+    // Trials waiting in the local queue keep their messages (in-progress acks, as running ones do).
+    this.keepAlive = setInterval(() => {
+      for (const q of this.queue) q.m.working();
+    }, Math.max(500, this.ackWaitMs / 3));
     this.loop = this.pull();
     return this.backend;
   }
@@ -207,33 +281,156 @@ export class WorkerAgent {
         await new Promise<void>((r) => (this.wake = r));
         continue;
       }
-      let m: JsMsg | null = null;
-      try {
-        m = await this.consumer.next({ expires: 2000 });
-      } catch (e) {
-        if (this.stopping) break;
-        this.opts.log?.warn(`worker ${this.name}: pull failed (${(e as Error).message}); retrying`);
-        await sleep(1000);
-        continue;
+      // Trials already pulled (that did not fit a group) first.
+      let first = this.queue.shift() ?? null;
+      if (!first) {
+        let m: JsMsg | null = null;
+        try {
+          m = await this.consumer.next({ expires: 2000 });
+        } catch (e) {
+          if (this.stopping) break;
+          this.opts.log?.warn(`worker ${this.name}: pull failed (${(e as Error).message}); retrying`);
+          await sleep(1000);
+          continue;
+        }
+        if (!m) continue;
+        if (this.stopping) {
+          m.nak();
+          break;
+        }
+        first = this.parse(m);
+        if (!first) continue;
       }
-      if (!m) continue;
-      if (this.stopping) {
-        m.nak();
-        break;
-      }
-      // A slot is taken from the moment its message is pulled (the claim below is asynchronous).
+      // A slot is taken from the moment its first message is pulled (the claim is asynchronous).
+      const free = this.pool!.size - this.taken;
       this.taken++;
-      void this.handle(m)
-        .catch((e: Error) => {
-          this.opts.log?.warn(`worker ${this.name}: trial message #${m.seq} handed back: ${e.message}`);
-          m.nak(1000);
-        })
+      const seq = first.m.seq;
+      void this.runSlot(first, free)
+        .catch((e: Error) => this.opts.log?.warn(`worker ${this.name}: slot run of trial message #${seq} failed: ${e.message}`))
         .finally(() => {
           this.taken--;
           this.wake?.();
           this.wake = null;
         });
     }
+  }
+
+  /**
+   * Parses a pulled trial message. A message that is not a trial is terminated (logged) and null returned.
+   * @returns the trial with its attempt and, when it may be fused, its fusion key.
+   */
+  private parse(m: JsMsg): Pulled | null {
+    let trial: TrialMessage;
+    try {
+      trial = JSON.parse(m.string()) as TrialMessage;
+      if (!TRIAL_ID_PATTERN.test(trial.trial_id) || !/^[A-Za-z0-9_-]{1,64}$/.test(trial.sweep)) throw new Error(`bad trial_id ${JSON.stringify(trial.trial_id)} or sweep ${JSON.stringify(trial.sweep)}`);
+    } catch (e) {
+      this.opts.log?.warn(`worker ${this.name}: dropping a trial message that is not a trial (${(e as Error).message})`);
+      m.term('not a trial message');
+      return null;
+    }
+    const attempt = (trial.attempt_base ?? 0) + m.info.deliveryCount;
+    let key: string | null = null;
+    // A trial that may resume from a checkpoint, or is on its last delivery, runs alone.
+    if (!mayResume(trial, attempt) && m.info.deliveryCount < MAX_DELIVER) {
+      try {
+        key = fusionKey(trial.config);
+      } catch {
+        key = null; // a config the trainer will reject: it fails alone
+      }
+    }
+    return { m, trial, attempt, key };
+  }
+
+  /** Most trials a slot trains fused with `p` (1: alone). */
+  private groupLimit(p: Pulled): number {
+    if (p.key === null || this.fuse === 1) return 1;
+    let k = this.fuse;
+    if (k === 'auto') {
+      try {
+        k = fusionLimit(p.trial.config, this.backend!);
+      } catch {
+        k = 1;
+      }
+    }
+    return Math.max(1, Math.min(MAX_GROUP, Math.floor(k)));
+  }
+
+  /** Puts a pulled trial in the local queue (nak'ed instead when the agent is stopping). */
+  private enqueue(p: Pulled): void {
+    if (this.stopping) p.m.nak();
+    else this.queue.push(p);
+  }
+
+  /**
+   * Fills `group` (its first trial fusable, limit `limit` > 1) with same-key trials: first from the local
+   * queue, then by one pull of at most this slot's share of what the stream holds undelivered — shared
+   * among the `free` slots of this worker that were free when the group's first trial was pulled and
+   * the idle slots of other workers (their waiting pull requests), so that idle slots get trials too —
+   * and at most what the local queue has room for (2 × limit): pulled trials of another key wait there.
+   */
+  private async gather(group: Pulled[], limit: number, free: number): Promise<void> {
+    const key = group[0]!.key;
+    for (let j = 0; j < this.queue.length && group.length < limit; ) {
+      if (this.queue[j]!.key === key) group.push(...this.queue.splice(j, 1));
+      else j++;
+    }
+    if (group.length >= limit || this.stopping) return;
+    let pending = 0;
+    let idle = 0;
+    try {
+      const ci = await this.consumer.info(false);
+      pending = ci.num_pending;
+      // Pull requests waiting on the consumer: idle slots of other workers (and this worker's own loop
+      // pulling for its next free slot, counted in `free` already).
+      idle = Math.max(0, (ci.num_waiting ?? 0) - (free > 1 ? 1 : 0));
+    } catch {
+      return; // transport trouble: run what we have
+    }
+    const target = Math.min(limit, Math.ceil((group.length + pending) / Math.max(1, free + idle)));
+    const want = Math.min(target - group.length, 2 * limit - this.queue.length);
+    if (want <= 0 || this.stopping) return;
+    try {
+      const it = await this.consumer.fetch({ max_messages: want, expires: GATHER_EXPIRES_MS });
+      for await (const m of it) {
+        if (this.stopping) {
+          m.nak();
+          continue;
+        }
+        const p = this.parse(m);
+        if (!p) continue;
+        if (p.key === key && group.length < limit) group.push(p);
+        else this.enqueue(p);
+      }
+    } catch (e) {
+      this.opts.log?.warn(`worker ${this.name}: pulling trials to fuse failed (${(e as Error).message}); running ${group.length}`);
+    }
+  }
+
+  /**
+   * One slot run: `first` alone, or fused with same-shaped trials (`gather`). Every trial is claimed and
+   * set up on its own (`prepare`), the group runs on one slot (pool `runGroup`), and every trial ends on
+   * its own (`finish`: result, retry, ack). A trial whose preparation or ending throws is handed back
+   * (nak) for redelivery; a slot that fails hands back every trial of its group.
+   */
+  private async runSlot(first: Pulled, free: number): Promise<void> {
+    const group = [first];
+    const limit = this.groupLimit(first);
+    if (limit > 1) await this.gather(group, limit, free);
+    const giveBack = (p: Pulled, e: Error) => {
+      this.opts.log?.warn(`worker ${this.name}: trial message #${p.m.seq} handed back: ${e.message}`);
+      p.m.nak(1000);
+    };
+    const prepared = (await Promise.all(group.map((p) => this.prepare(p).catch((e: Error) => (giveBack(p, e), null))))).filter((p): p is Prepared => p !== null);
+    if (!prepared.length) return;
+    if (prepared.length > 1) this.opts.log?.info(`worker ${this.name}: ${prepared.length} trials fused on one slot: ${prepared.map((p) => `${p.r.trial.trial_id}#${p.r.attempt}`).join(', ')}`);
+    let outs: Array<SlotOutcome | Error>;
+    try {
+      outs = await this.pool!.runGroup(prepared.map((p) => p.task), (i, e) => prepared[i]!.onEvent(e), prepared.map((p) => p.r.stop.signal));
+    } catch (e) {
+      outs = prepared.map(() => e as Error);
+    }
+    await Promise.all(prepared.map((p, i) => this.finish(p, outs[i]!).catch((e: Error) => giveBack({ m: p.r.msg, trial: p.r.trial, attempt: p.r.attempt, key: null }, e))));
   }
 
   /** Retries a JetStream publish until it is stored (Nats-Msg-Id makes a retry idempotent), for up to PUBLISH_RETRY_MS. */
@@ -269,27 +466,26 @@ export class WorkerAgent {
       wall_seconds: out.wall_seconds, final_loss: out.final_loss, final_rel_l2: out.final_rel_l2, diverged: out.diverged,
       steps_done: out.steps_done, rows: out.rows, host: out.host, device: out.device, backend: out.backend, worker: this.name,
       slot: out.slot ?? '', visible_devices: out.visible_devices ?? null, resumed_from: out.resumed_from ?? null, error: out.error,
+      fused: out.fused ?? 1,
     };
   }
 
-  private async handle(m: JsMsg): Promise<void> {
-    let trial: TrialMessage;
-    try {
-      trial = JSON.parse(m.string()) as TrialMessage;
-      if (!TRIAL_ID_PATTERN.test(trial.trial_id) || !/^[A-Za-z0-9_-]{1,64}$/.test(trial.sweep)) throw new Error(`bad trial_id ${JSON.stringify(trial.trial_id)} or sweep ${JSON.stringify(trial.sweep)}`);
-    } catch (e) {
-      this.opts.log?.warn(`worker ${this.name}: dropping a trial message that is not a trial (${(e as Error).message})`);
-      m.term('not a trial message');
-      return;
-    }
-    const attempt = (trial.attempt_base ?? 0) + m.info.deliveryCount;
+  /**
+   * Claims a pulled trial and sets it up to run: the last-delivery check, the claim (compare-and-set to
+   * running under this worker), its heartbeat, its publish pipeline and its resume point.
+   * @returns null when it is not to run (finished already, sweep cancelled, last delivery, handed back
+   *   because the agent stops): its message is then acked or nak'ed here.
+   * @throws Error when the claim fails for good (transport); the caller hands the message back.
+   */
+  private async prepare(p: Pulled): Promise<Prepared | null> {
+    const { m, trial, attempt } = p;
     const key = this.names.stateKey(trial.sweep, trial.trial_id);
     const now = () => new Date().toISOString();
     if (m.info.deliveryCount >= MAX_DELIVER) {
       // JetStream's last delivery: its workers kept dying (or being cut off) while training it.
       await this.finishWithoutTraining(trial, attempt, 'failed', `no worker finished it: delivered ${m.info.deliveryCount} times without an ack (its workers died or were stopped each time)`);
       await m.ackAck().catch(() => undefined);
-      return;
+      return null;
     }
 
     // Claim the trial: compare-and-set its state to running under this worker.
@@ -319,15 +515,21 @@ export class WorkerAgent {
         await this.finishWithoutTraining(trial, attempt, 'cancelled', 'sweep cancelled before this trial started');
       }
       await m.ackAck().catch(() => undefined);
-      return;
+      return null;
     }
     if (m.info.deliveryCount > 1) this.opts.log?.info(`worker ${this.name}: trial ${trial.trial_id} attempt ${attempt}: delivery ${m.info.deliveryCount}, taken over (its last attempt ${claim.state.error ? 'failed' : 'did not finish'})`);
     const r: Running = { trial, attempt, msg: m, key, revision: claim.revision, state: claim.state, stop: new AbortController(), why: null, step: 0, ending: false, where: {} };
     this.running.set(`${trial.trial_id}#${attempt}`, r);
+    if (this.handingBack) {
+      // stop(true) ran while this trial was being claimed: hand it back as stop() does the running ones.
+      await this.handBack(r);
+      this.running.delete(`${trial.trial_id}#${attempt}`);
+      return null;
+    }
     const heartbeat = setInterval(() => void this.heartbeat(r), Math.max(500, this.ackWaitMs / 3));
-    const { nc } = this.opts;
-    const enc = new TextEncoder();
     try {
+      const { nc } = this.opts;
+      const enc = new TextEncoder();
       // Publishes are pipelined: issued in order, up to PUBLISH_WINDOW awaiting their JetStream ack.
       // A retried publish may be stored after later ones (the collector deduplicates by the exact
       // steps on disk, not by order). A checkpoint chunk waits until everything before it is stored
@@ -386,14 +588,36 @@ export class WorkerAgent {
         }
       };
       const task: SlotTask = { trial, attempt, backend: this.backend!, maxBytes: this.maxBytes, resume: await this.resumePoint(trial, attempt) };
-      const out = await this.pool!.run(task, onEvent, r.stop.signal);
+      return { r, task, heartbeat, onEvent, drain, publishError: () => publishError };
+    } catch (e) {
+      clearInterval(heartbeat);
+      this.running.delete(`${trial.trial_id}#${attempt}`);
+      throw e;
+    }
+  }
+
+  /**
+   * Ends a prepared trial once its slot run ended (`out`: its outcome, or the slot's error): waits for its
+   * publishes, then records a retry (state queued, message nak'ed), or its result (state, result message,
+   * ack). A lost or handed-back trial publishes nothing more.
+   * @throws Error when `out` is an Error, a publish failed for good or the state cannot be written; the
+   *   caller hands the message back.
+   */
+  private async finish(prep: Prepared, out: SlotOutcome | Error): Promise<void> {
+    const { r, heartbeat } = prep;
+    const { trial, attempt, msg: m } = r;
+    const now = () => new Date().toISOString();
+    const enc = new TextEncoder();
+    try {
+      if (out instanceof Error) throw out;
       r.ending = true;
-      await drain();
+      await prep.drain();
       if (r.why === 'lost') {
         this.opts.log?.warn(`worker ${this.name}: trial ${trial.trial_id} attempt ${attempt}: another worker owns it now; this attempt's result is dropped`);
         return;
       }
       if (r.why === 'handback') return; // naked by stop()
+      const publishError = prep.publishError();
       if (publishError) throw publishError;
       const maxAttempts = trial.max_attempts ?? DEFAULT_MAX_ATTEMPTS;
       const failures = (r.state.failures ?? 0) + (out.status === 'failed' ? 1 : 0);
@@ -416,7 +640,7 @@ export class WorkerAgent {
       await this.publish(this.names.result(trial.sweep, trial.trial_id), enc.encode(JSON.stringify(result)), `${msgBase(trial)}.${attempt}.result`);
       // The result is stored: an ack that fails (message purged by a cancel, server restarting) is tried a few times, then left to redelivery, which finds the trial done.
       for (let i = 0; i < 5 && !(await m.ackAck().catch(() => false)); i++) await sleep(1000 * (i + 1));
-      this.opts.log?.info(`worker ${this.name}: trial ${trial.trial_id} attempt ${attempt} ${status}${out.error ? `: ${out.error}` : ''}`);
+      this.opts.log?.info(`worker ${this.name}: trial ${trial.trial_id} attempt ${attempt} ${status}${out.fused > 1 ? ` (fused with ${out.fused - 1} other trial(s))` : ''}${out.error ? `: ${out.error}` : ''}`);
     } finally {
       clearInterval(heartbeat);
       this.running.delete(`${trial.trial_id}#${attempt}`);
@@ -493,7 +717,7 @@ export class WorkerAgent {
    * checkpoints and an earlier attempt exists; null = start at step 0.
    */
   private async resumePoint(trial: TrialMessage, attempt: number): Promise<SlotTask['resume']> {
-    if (!(trial.config.train.checkpoint_every > 0) || attempt <= 1) return null;
+    if (!mayResume(trial, attempt)) return null;
     const got = await fetchCheckpoint(this.opts.nc, this.names.checkpointRequest(trial.sweep), trial.trial_id, 10_000).catch(() => null);
     if (!got) return null;
     this.opts.log?.info(`worker ${this.name}: trial ${trial.trial_id} attempt ${attempt} resumes from step ${got.step} (checkpoint of attempt ${got.attempt})`);
@@ -505,25 +729,34 @@ export class WorkerAgent {
     return this.running.size;
   }
 
+  /** Stops a running trial and hands it back: nak (redelivered elsewhere at once), state back to queued. */
+  private async handBack(r: Running): Promise<void> {
+    this.halt(r, 'handback');
+    r.msg.nak();
+    await this.ownedWrite(r, { ...r.state, status: 'queued', owner: null, heartbeat_at: null, updated_at: new Date().toISOString() }).catch(() => null);
+  }
+
   /**
-   * Stops pulling. With `handBack`, in-flight trials are stopped, set back to queued and nak'ed at
-   * once (redelivered elsewhere) and the slots are torn down; otherwise it waits for them to finish.
+   * Stops pulling and hands the trials waiting in the local queue back (nak). With `handBack`,
+   * in-flight trials are stopped, set back to queued and nak'ed at once (redelivered elsewhere) and the
+   * slots are torn down; otherwise it waits for them to finish.
    */
   async stop(handBack = false): Promise<void> {
     this.stopping = true;
+    this.handingBack ||= handBack;
     this.wake?.();
-    if (handBack) {
-      await Promise.all(
-        [...this.running.values()].map(async (r) => {
-          this.halt(r, 'handback');
-          r.msg.nak();
-          await this.ownedWrite(r, { ...r.state, status: 'queued', owner: null, heartbeat_at: null, updated_at: new Date().toISOString() }).catch(() => null);
-        }),
-      );
-    }
+    for (const q of this.queue.splice(0)) q.m.nak();
+    if (this.keepAlive) clearInterval(this.keepAlive);
+    if (handBack) await Promise.all([...this.running.values()].map((r) => this.handBack(r)));
     await this.loop;
+    for (const q of this.queue.splice(0)) q.m.nak();
     if (!handBack) while (this.taken) await sleep(200);
     this.watcher?.stop();
     await this.pool?.close();
   }
+}
+
+/** Whether a trial's attempt may resume from a checkpoint (its sweep checkpoints, an earlier attempt exists): it then runs alone. */
+function mayResume(trial: TrialMessage, attempt: number): boolean {
+  return trial.config.train.checkpoint_every > 0 && attempt > 1;
 }

@@ -4,8 +4,9 @@
  * tfjs-node cannot live in worker threads and native code does not see a thread's env (a GPU slot is a
  * process started with CUDA_VISIBLE_DEVICES set).
  *
- * Every slot runs one trial at a time; `run` waits for a free slot when all are busy. Each trial is
- * told its slot id (`cpu<i>`, `proc<i>`, `gpu<id>.<k>`), recorded in SlotOutcome.slot.
+ * Every slot runs one trial, or one group of same-shaped trials trained fused (`runGroup`, issue 5), at
+ * a time; `run`/`runGroup` wait for a free slot when all are busy. Each trial is told its slot id
+ * (`cpu<i>`, `proc<i>`, `gpu<id>.<k>`), recorded in SlotOutcome.slot.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -13,9 +14,10 @@ import { MessageChannel } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { BackendName } from '../schemas/trial.js';
 import { resolveGpus } from './gpus.js';
-import type { SlotProcessMessage } from './slot-process.js';
+import type { SlotProcessMessage, SlotProcessReply } from './slot-process.js';
+import { MAX_GROUP } from './slot-stop.js';
 import type { SlotEvent, SlotOutcome, SlotTask } from './slot-task.js';
-import type { ThreadSlotTask } from './slot-thread.js';
+import type { ThreadSlotEvent, ThreadSlotTask } from './slot-thread.js';
 
 export interface SlotPool {
   /** Number of slots (trials that may run at once). */
@@ -30,7 +32,22 @@ export interface SlotPool {
    * process that exits mid-trial); the trial's own errors are `status: 'failed'` outcomes.
    */
   run(task: SlotTask, onEvent: (e: SlotEvent) => void, signal?: AbortSignal): Promise<SlotOutcome>;
+  /**
+   * Runs a group of same-shaped trials on one free slot, trained fused (worker/slot-task.ts
+   * runSlotTasks: equal fusionKey, same backend, no `resume` when more than one; at most MAX_GROUP).
+   * `onEvent(i, e)` sees trial i's events in order, its `end` last; `signals[i]` stops trial i only
+   * (`cancelled`, as `run`'s signal). Resolves with one outcome per task, in order, once every trial
+   * ended. Rejects when the slot itself fails (every trial of the group is lost with it) or the group
+   * is not one runSlotTasks accepts. One task is `run`.
+   */
+  runGroup(tasks: SlotTask[], onEvent: (i: number, e: SlotEvent) => void, signals?: readonly (AbortSignal | undefined)[]): Promise<SlotOutcome[]>;
   close(): Promise<void>;
+}
+
+/** Checks a group for `runGroup` (the slot checks the rest). @throws Error for an empty group or one over MAX_GROUP. */
+function checkGroup(tasks: SlotTask[]): void {
+  if (!tasks.length) throw new Error('runGroup: no tasks');
+  if (tasks.length > MAX_GROUP) throw new Error(`runGroup: ${tasks.length} trials, at most ${MAX_GROUP} run fused on one slot`);
 }
 
 /** Free slot indices, lowest first; `take` waits (FIFO) while none is free. */
@@ -85,24 +102,32 @@ export class ThreadPool implements SlotPool {
   }
 
   async run(task: SlotTask, onEvent: (e: SlotEvent) => void, signal?: AbortSignal): Promise<SlotOutcome> {
+    const [out] = await this.runGroup([task], (_, e) => onEvent(e), [signal]);
+    return out!;
+  }
+
+  async runGroup(tasks: SlotTask[], onEvent: (i: number, e: SlotEvent) => void, signals: readonly (AbortSignal | undefined)[] = []): Promise<SlotOutcome[]> {
+    checkGroup(tasks);
     const i = await this.slots.take();
     const { port1, port2 } = new MessageChannel();
-    // The thread polls this before every step (Atomics): a busy thread handles no port messages.
-    const stop = new SharedArrayBuffer(4);
-    const unsubscribe = onAbort(signal, () => Atomics.store(new Int32Array(stop), 0, 1));
+    // The thread polls these before every step (Atomics): a busy thread handles no port messages.
+    const stop = new SharedArrayBuffer(4 * tasks.length);
+    const flags = new Int32Array(stop);
+    const unsubscribe = tasks.map((_, k) => onAbort(signals[k], () => Atomics.store(flags, k, 1)));
+    let open = tasks.length;
     const ended = new Promise<void>((resolve) => {
-      port1.on('message', (e: SlotEvent) => {
-        onEvent(e);
-        if (e.type === 'end') resolve();
+      port1.on('message', ({ i: k, e }: ThreadSlotEvent) => {
+        onEvent(k, e);
+        if (e.type === 'end' && --open === 0) resolve();
       });
     });
     try {
-      const msg: ThreadSlotTask = { ...task, port: port2, slot: this.slotIds[i]!, stop };
-      const out = (await this.piscina.run(msg, { transferList: [port2] })) as SlotOutcome;
+      const msg: ThreadSlotTask = { tasks, port: port2, slot: this.slotIds[i]!, stop };
+      const out = (await this.piscina.run(msg, { transferList: [port2] })) as SlotOutcome[];
       await ended;
       return out;
     } finally {
-      unsubscribe();
+      for (const u of unsubscribe) u();
       port1.close();
       this.slots.give(i);
     }
@@ -155,24 +180,31 @@ export class ProcessPool implements SlotPool {
   }
 
   async run(task: SlotTask, onEvent: (e: SlotEvent) => void, signal?: AbortSignal): Promise<SlotOutcome> {
+    const [out] = await this.runGroup([task], (_, e) => onEvent(e), [signal]);
+    return out!;
+  }
+
+  async runGroup(tasks: SlotTask[], onEvent: (i: number, e: SlotEvent) => void, signals: readonly (AbortSignal | undefined)[] = []): Promise<SlotOutcome[]> {
+    checkGroup(tasks);
     const i = await this.slots.take();
     const slot = this.children[i]!;
     const seq = ++this.seq;
-    let unsubscribe = () => {};
+    const unsubscribe: (() => void)[] = [];
     try {
       const proc = slot.proc && slot.proc.exitCode === null && slot.proc.signalCode === null ? slot.proc : (slot.proc = this.spawn(slot.spec.env));
-      return await new Promise<SlotOutcome>((resolve, reject) => {
-        const onMsg = (m: { kind: 'event'; event: SlotEvent } | { kind: 'outcome'; outcome: SlotOutcome }) => {
-          if (m.kind === 'event') onEvent(m.event);
+      return await new Promise<SlotOutcome[]>((resolve, reject) => {
+        const onMsg = (m: SlotProcessReply) => {
+          if (m.kind === 'event') onEvent(m.index, m.event);
           else {
             cleanup();
-            resolve(m.outcome);
+            if (m.error !== undefined || m.outcomes.length !== tasks.length) reject(new Error(`slot process ${slot.spec.id}: ${m.error ?? `${m.outcomes.length} outcome(s) for ${tasks.length} trial(s)`}`));
+            else resolve(m.outcomes);
           }
         };
         const onExit = (code: number | null, sig: string | null) => {
           cleanup();
           slot.proc = null;
-          reject(new Error(`slot process ${slot.spec.id} exited (code ${code}, signal ${sig}) during trial ${task.trial.trial_id}`));
+          reject(new Error(`slot process ${slot.spec.id} exited (code ${code}, signal ${sig}) during trial(s) ${tasks.map((t) => t.trial.trial_id).join(', ')}`));
         };
         const cleanup = () => {
           proc.off('message', onMsg);
@@ -180,16 +212,18 @@ export class ProcessPool implements SlotPool {
         };
         proc.on('message', onMsg);
         proc.on('exit', onExit);
-        const run: SlotProcessMessage = { kind: 'run', task, slot: slot.spec.id, seq, stopped: signal?.aborted ?? false };
+        const run: SlotProcessMessage = { kind: 'run', tasks, slot: slot.spec.id, seq, stopped: tasks.map((_, k) => signals[k]?.aborted ?? false) };
         proc.send(run);
-        if (!signal?.aborted) unsubscribe = onAbort(signal, () => {
-          // The pipe is read by a thread of the child at once; the IPC copy is a fallback.
-          (proc.stdio[4] as NodeJS.WritableStream | null)?.write(`${seq}\n`);
-          if (proc.connected) proc.send({ kind: 'stop', seq } satisfies SlotProcessMessage);
+        tasks.forEach((_, k) => {
+          if (!signals[k]?.aborted) unsubscribe.push(onAbort(signals[k], () => {
+            // The pipe is read by a thread of the child at once; the IPC copy is a fallback.
+            (proc.stdio[4] as NodeJS.WritableStream | null)?.write(`${seq}:${k}\n`);
+            if (proc.connected) proc.send({ kind: 'stop', seq, index: k } satisfies SlotProcessMessage);
+          }));
         });
       });
     } finally {
-      unsubscribe();
+      for (const u of unsubscribe) u();
       this.slots.give(i);
     }
   }

@@ -1,14 +1,16 @@
 /**
- * One trial on one slot: runs the trainer, turns its rows into Arrow IPC chunks (≤ maxBytes each) and
- * posts them to the agent. The same code runs in a piscina worker thread (CPU slots) and in a child
- * process (tensorflow / GPU slots); only `post` differs.
+ * Trials on one slot: runs the trainer, turns its rows into Arrow IPC chunks (≤ maxBytes each) and
+ * posts them to the agent. `runSlotTask` trains one trial; `runSlotTasks` trains a group of
+ * same-shaped trials fused into one batched computation (worker/trainer/fused.ts, issue 5), each with
+ * its own events, stop flag and outcome. The same code runs in a piscina worker thread (CPU slots)
+ * and in a child process (tensorflow / GPU slots); only `post` differs.
  */
 import { hostname } from 'node:os';
 import type { MetricRow } from '../schemas/metrics.js';
 import { DIVERGENCE_ROWS, type BackendName, type TrialMessage } from '../schemas/trial.js';
 import { encodeSafetensors } from '../schemas/safetensors.js';
 import { encodeMetricChunks } from './metrics-encoder.js';
-import { initBackend, ResumeError, trainTrial, type TrainHooks, type TrainOptions, type TrainSummary } from './trainer/index.js';
+import { fusionKey, initBackend, ResumeError, trainTrial, trainTrials, type TrainHooks, type TrainOptions, type TrainSummary } from './trainer/index.js';
 
 export interface SlotTask {
   trial: TrialMessage;
@@ -62,6 +64,8 @@ export interface SlotOutcome {
   resumed_from: { attempt: number; step: number } | null;
   /** Why `task.resume` was not used (a ResumeError: e.g. a config mismatch); the trial then trained from step 0. */
   resume_error: string | null;
+  /** Trials the slot ran together in this run (`runSlotTasks` group size; 1 = alone, `runSlotTask`). */
+  fused: number;
 }
 
 /** Where one trial runs; set by the slot entry (slot-thread.ts, slot-process.ts). */
@@ -72,6 +76,14 @@ export interface SlotContext {
   visibleDevices: string | null;
   /** Polled before every training step; true stops the trial there (`status: 'cancelled'`). Must be cheap. */
   shouldStop?: () => boolean;
+}
+
+/** Where a group of fused trials runs (`runSlotTasks`): as SlotContext, with a stop flag per trial. */
+export interface SlotGroupContext {
+  slot: string;
+  visibleDevices: string | null;
+  /** Polled before every training step with the trial's index in the group; true stops that trial only. Must be cheap. */
+  shouldStop?: (i: number) => boolean;
 }
 
 /**
@@ -118,33 +130,13 @@ export async function runSlotTask(
     backend = await backendReady;
     post({ type: 'start', slot: ctx.slot, device: slotDevice(backend), backend, visible_devices: ctx.visibleDevices });
     injectedFault(task);
-    let lastProgress = 0;
-    const summary = await trainWithResume(task, resume, {
-      onRows: (batch: MetricRow[]) => {
-        const keyed = batch.map((r) => ({ trial_id: task.trial.trial_id, attempt: task.attempt, ...r }));
-        for (const bytes of encodeMetricChunks(keyed, task.maxBytes)) post({ type: 'metrics', bytes }, [bytes.buffer as ArrayBuffer]);
-        rows += batch.length;
-      },
-      onCheckpoint: (c) => {
-        const metadata = { ...c.metadata, trial_id: task.trial.trial_id, attempt: String(task.attempt) };
-        const bytes = encodeSafetensors(c.tensors, metadata);
-        post({ type: 'checkpoint', step: c.step, bytes }, [bytes.buffer as ArrayBuffer]);
-      },
-      onProgress: (step: number, steps: number) => {
-        const now = Date.now();
-        if (now - lastProgress >= 1000 || step + 1 >= steps) {
-          lastProgress = now;
-          post({ type: 'progress', step, steps });
-        }
-      },
-      ...(ctx.shouldStop ? { shouldStop: ctx.shouldStop } : {}),
-    }, {
+    const summary = await trainWithResume(task, resume, slotHooks(task, post, (n) => (rows += n), ctx.shouldStop), {
       backend,
       divergence: task.trial.divergence_factor ? { factor: task.trial.divergence_factor, rows: DIVERGENCE_ROWS } : undefined,
     });
     const t1 = Date.now();
     return {
-      ...base, status: summary.stopped ? 'cancelled' : 'done', error: null, backend, device: slotDevice(backend), rows,
+      ...base, status: summary.stopped ? 'cancelled' : 'done', error: null, backend, device: slotDevice(backend), rows, fused: 1,
       resumed_from: resume.from, resume_error: resume.error,
       steps_done: summary.steps_done, final_loss: summary.final_loss, final_rel_l2: summary.final_rel_l2, diverged: summary.diverged,
       finished_at: new Date(t1).toISOString(), wall_seconds: (t1 - t0) / 1000,
@@ -153,7 +145,7 @@ export async function runSlotTask(
     const t1 = Date.now();
     const err = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
     return {
-      ...base, status: 'failed', error: err, backend, device: slotDevice(backend), rows,
+      ...base, status: 'failed', error: err, backend, device: slotDevice(backend), rows, fused: 1,
       resumed_from: resume.from, resume_error: resume.error,
       steps_done: 0, final_loss: null, final_rel_l2: null, diverged: false,
       finished_at: new Date(t1).toISOString(), wall_seconds: (t1 - t0) / 1000,
@@ -161,6 +153,118 @@ export async function runSlotTask(
   } finally {
     post({ type: 'end' });
   }
+}
+
+/**
+ * A slot trial's trainer hooks: rows keyed by its trial_id and attempt, encoded as Arrow IPC chunks
+ * (≤ task.maxBytes) and posted as `metrics` (`count` gets the rows per batch); checkpoints encoded as
+ * safetensors and posted whole; progress posted at most once a second and at the last step.
+ */
+function slotHooks(task: SlotTask, post: (e: SlotEvent, transfer?: ArrayBuffer[]) => void, count: (rows: number) => void, shouldStop?: () => boolean): TrainHooks {
+  let lastProgress = 0;
+  return {
+    onRows: (batch: MetricRow[]) => {
+      const keyed = batch.map((r) => ({ trial_id: task.trial.trial_id, attempt: task.attempt, ...r }));
+      for (const bytes of encodeMetricChunks(keyed, task.maxBytes)) post({ type: 'metrics', bytes }, [bytes.buffer as ArrayBuffer]);
+      count(batch.length);
+    },
+    onCheckpoint: (c) => {
+      const metadata = { ...c.metadata, trial_id: task.trial.trial_id, attempt: String(task.attempt) };
+      const bytes = encodeSafetensors(c.tensors, metadata);
+      post({ type: 'checkpoint', step: c.step, bytes }, [bytes.buffer as ArrayBuffer]);
+    },
+    onProgress: (step: number, steps: number) => {
+      const now = Date.now();
+      if (now - lastProgress >= 1000 || step + 1 >= steps) {
+        lastProgress = now;
+        post({ type: 'progress', step, steps });
+      }
+    },
+    ...(shouldStop ? { shouldStop } : {}),
+  };
+}
+
+/** Error text of a trial's failure, as SlotOutcome.error has it. */
+const errorText = (e: unknown) => (e instanceof Error ? `${e.name}: ${e.message}` : String(e));
+
+/**
+ * Trains a group of trials on one slot, fused into one batched computation (`trainTrials`,
+ * worker/trainer/fused.ts). Every task gets what `runSlotTask` gives one trial, tagged with its index
+ * `i` in `tasks`: its own `start`, metrics chunks (rows keyed by its trial_id and attempt), checkpoints,
+ * progress and, last, its `end` (posted once the whole group has trained); and its own outcome
+ * (`result[i]`, `fused` = tasks.length). A task listed in PHASEMAP_FAULT_THROW fails at its start and the
+ * others train; a trial whose setup or hooks throw is `failed` with its error and the others go on;
+ * `ctx.shouldStop(i)` stops trial i only (`cancelled`, its rows flushed). All trials share
+ * `started_at`/`finished_at` of the group run. One task is exactly `runSlotTask` (resume included).
+ * Never rejects for a trial's own error; a backend that does not start fails every trial.
+ * @param tasks trials with equal `fusionKey(trial.config)` and the same backend; none with a `resume`
+ *   when there is more than one (a resuming trial runs alone).
+ * @throws Error (before anything is posted) for an empty group, a resume in a group of several,
+ *   differing fusion keys or backends.
+ */
+export async function runSlotTasks(
+  tasks: SlotTask[],
+  post: (i: number, e: SlotEvent, transfer?: ArrayBuffer[]) => void,
+  ctx: SlotGroupContext = { slot: '', visibleDevices: null },
+): Promise<SlotOutcome[]> {
+  if (!tasks.length) throw new Error('runSlotTasks: no tasks');
+  if (tasks.length === 1) {
+    const stop = ctx.shouldStop;
+    return [await runSlotTask(tasks[0]!, (e, transfer) => post(0, e, transfer), { slot: ctx.slot, visibleDevices: ctx.visibleDevices, ...(stop ? { shouldStop: () => stop(0) } : {}) })];
+  }
+  const key = fusionKey(tasks[0]!.trial.config);
+  for (const t of tasks) {
+    if (t.resume) throw new Error(`runSlotTasks: trial ${t.trial.trial_id} resumes from a checkpoint: a resuming trial runs alone`);
+    if (t.backend !== tasks[0]!.backend) throw new Error(`runSlotTasks: trial ${t.trial.trial_id} wants backend ${t.backend}, the group ${tasks[0]!.backend}`);
+    if (fusionKey(t.trial.config) !== key) throw new Error(`runSlotTasks: trial ${t.trial.trial_id} is not of the group's shape (fusionKey differs)`);
+  }
+  const t0 = Date.now();
+  const started_at = new Date(t0).toISOString();
+  const rows = tasks.map(() => 0);
+  const errors: (string | null)[] = tasks.map(() => null);
+  const summaries: (TrainSummary | null)[] = tasks.map(() => null);
+  let backend: BackendName = tasks[0]!.backend;
+  const base = { host: hostname(), started_at, slot: ctx.slot, visible_devices: ctx.visibleDevices, resumed_from: null, resume_error: null, fused: tasks.length };
+  try {
+    backendReady ??= initBackend(backend);
+    backend = await backendReady;
+    const live: number[] = [];
+    tasks.forEach((task, i) => {
+      post(i, { type: 'start', slot: ctx.slot, device: slotDevice(backend), backend, visible_devices: ctx.visibleDevices });
+      try {
+        injectedFault(task);
+        live.push(i);
+      } catch (e) {
+        errors[i] = errorText(e);
+      }
+    });
+    const stop = ctx.shouldStop;
+    const hooks = live.map((i) => slotHooks(tasks[i]!, (e, transfer) => post(i, e, transfer), (n) => (rows[i]! += n), stop && (() => stop(i))));
+    const opts = live.map((i): TrainOptions => {
+      const f = tasks[i]!.trial.divergence_factor;
+      return { backend, divergence: f ? { factor: f, rows: DIVERGENCE_ROWS } : undefined };
+    });
+    const got = live.length ? await trainTrials(live.map((i) => tasks[i]!.trial.config), hooks, opts) : [];
+    live.forEach((i, j) => {
+      const g = got[j];
+      if (g instanceof Error) errors[i] = errorText(g);
+      else if (g) summaries[i] = g;
+      else errors[i] = 'Error: the fused trainer returned no result for this trial';
+    });
+  } catch (e) {
+    // The backend did not start, or the fused trainer itself threw: every trial not settled fails with it.
+    for (let i = 0; i < tasks.length; i++) if (!summaries[i] && errors[i] === null) errors[i] = errorText(e);
+  }
+  const t1 = Date.now();
+  const end = { finished_at: new Date(t1).toISOString(), wall_seconds: (t1 - t0) / 1000, backend, device: slotDevice(backend) };
+  const outs = tasks.map((_, i): SlotOutcome => {
+    const s = summaries[i];
+    return s
+      ? { ...base, ...end, status: s.stopped ? 'cancelled' : 'done', error: null, rows: rows[i]!, steps_done: s.steps_done, final_loss: s.final_loss, final_rel_l2: s.final_rel_l2, diverged: s.diverged }
+      : { ...base, ...end, status: 'failed', error: errors[i] ?? 'Error: not trained', rows: rows[i]!, steps_done: 0, final_loss: null, final_rel_l2: null, diverged: false };
+  });
+  for (let i = 0; i < tasks.length; i++) post(i, { type: 'end' });
+  return outs;
 }
 
 /** Where a slot task's training started from (SlotOutcome.resumed_from, resume_error). */

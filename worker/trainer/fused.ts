@@ -18,7 +18,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { TrialConfig } from '../../schemas/sweep.js';
 import { Adam } from './adam.js';
 import type { BackendName } from './backend.js';
-import { conditionsLoss, residualLoss, type ConditionTerm } from './loss.js';
+import { conditionsLoss, residualLoss, sqError, type ConditionTerm } from './loss.js';
 import { mlpForward, type MlpParams } from './network.js';
 import { resolveBackend, setupTrial, trainTrial, TrialRun, type TrainHooks, type TrainOptions, type TrainSummary, type TrialSetup } from './train.js';
 
@@ -102,6 +102,18 @@ function syncMember(f: Fused, i: number, s: TrialSetup, moments: boolean): void 
     }
   });
   if (moments) s.adam.t = f.adam.t;
+}
+
+/**
+ * rel_l2 (science.md §2) of every trial at the fused parameters, in one value-only pass over the
+ * evaluation grid (the same grid and u* for every trial: they share the problem config).
+ * @param s0 any member's setup (its xEval [1, M, d], uStar [M], Σ u*²). @returns K values.
+ */
+function fusedRelL2(f: Fused, s0: TrialSetup): number[] {
+  const e = tf.tidy(() => sqError({ weights: f.weights, biases: f.biases }, tf.tile(s0.xEval, [f.K, 1, 1]), s0.uStar));
+  const v = e.dataSync();
+  e.dispose();
+  return Array.from(v, (x) => Math.sqrt(x / s0.uStarNorm2));
 }
 
 /**
@@ -241,13 +253,16 @@ async function trainFused(members: Member[]): Promise<void> {
           const v = step.losses.dataSync();
           const K = members.length;
           const last = k === steps - 1;
-          const due = k % eval_every === 0 || last || (diagEvery > 0 && (k % diagEvery === 0 || last)) || (ckptEvery > 0 && k % ckptEvery === 0);
+          // The member's own setup is read for its diagnostics and checkpoints only; rel_l2 of all in one pass.
+          const due = (diagEvery > 0 && (k % diagEvery === 0 || last)) || (ckptEvery > 0 && k % ckptEvery === 0);
+          const evalDue = k % eval_every === 0 || last || members.some((m, i) => live(m) && !Number.isFinite(v[i]!));
+          const rel = evalDue ? fusedRelL2(f, members[0]!.s) : null;
           members.forEach((m, i) => {
             if (!live(m)) return;
             const loss = v[i]!;
             try {
-              if (due || !Number.isFinite(loss)) syncMember(f, i, m.s, true);
-              if (!m.run.logRow(k, lrs[i]!, batches[i]!, loss, v[K + i]!, v[2 * K + i]!, m.s)) settle(m, i);
+              if (due) syncMember(f, i, m.s, true);
+              if (!m.run.logRow(k, lrs[i]!, batches[i]!, loss, v[K + i]!, v[2 * K + i]!, m.s, rel?.[i])) settle(m, i);
             } catch (e) {
               fail(m, e);
             }

@@ -410,14 +410,16 @@ export class TrialRun {
   /**
    * The row of logged step k from its losses and the state `s` before step k's update (rel_l2 and the
    * diagnostics computed here when due), the checkpoint of that state when due, and the divergence
-   * rules. @returns false when the trial diverged (it is then inactive; step k is not applied).
+   * rules. `relL2`: rel_l2 of this state computed by the caller (fused trials evaluate theirs in one
+   * pass); used when rel_l2 is due, else ignored; absent: computed here (`evalRelL2`) when due.
+   * @returns false when the trial diverged (it is then inactive; step k is not applied).
    */
-  logRow(k: number, lr: number, idxArr: Int32Array | null, loss: number, lres: number, lbc: number, s: TrialSetup): boolean {
+  logRow(k: number, lr: number, idxArr: Int32Array | null, loss: number, lres: number, lbc: number, s: TrialSetup, relL2?: number): boolean {
     const { steps, eval_every } = this.cfg.train;
     const diagEvery = this.cfg.diagnostics.every;
     const last = k === steps - 1;
     const finite = Number.isFinite(loss);
-    const rel_l2 = k % eval_every === 0 || last || !finite ? evalRelL2(s) : null;
+    const rel_l2 = k % eval_every === 0 || last || !finite ? (relL2 ?? evalRelL2(s)) : null;
     const diag = diagEvery > 0 && (k % diagEvery === 0 || last) && finite ? evalDiagnostics(s) : nullDiagnostics();
     this.buffer.push({ step: k, lr, loss, loss_residual: lres, loss_boundary: lbc, wall_seconds: (performance.now() - this.t0) / 1000, rel_l2, ...diag });
     if (this.hooks.onCheckpoint && this.ckptEvery > 0 && k % this.ckptEvery === 0 && k !== this.lastCkptStep) {
