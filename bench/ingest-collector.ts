@@ -38,7 +38,7 @@ process.on('message', (m: Msg) => {
           m.trialIds.map((id) => [id, {
             trial_id: id, sweep: m.sweep, config, status: 'running', attempts: 0, started_at: null, finished_at: null, wall_seconds: null,
             final_loss: null, final_rel_l2: null, diverged: null, host: null, device: null, backend: null, worker: null, slot: null, visible_devices: null,
-            resumed_from_attempt: null, resumed_from_step: null, error: null, t_diffusion: null, t_equilibrium: null, final_phase: null,
+            resumed_from_attempt: null, resumed_from_step: null, fused: null, error: null, t_diffusion: null, t_equilibrium: null, final_phase: null,
           }]),
         );
         collector = new Collector({ nc, names, sweep: m.sweep, dir: m.dir, records, kv: t.kv, onWarning: (w) => warnings.push(w) });
