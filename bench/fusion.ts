@@ -22,7 +22,7 @@ function sizeConfig(n: number, width: number, steps: number): TrialConfig {
   return trialConfig(`problem: {name: helmholtz2d, a1: 1, a2: 4, n_collocation: ${n}, n_boundary: 64}
 model: {width: ${width}, depth: 3}
 train: {steps: ${steps}, log_every: ${steps}, eval_every: ${steps}}
-diagnostics: {every: 0}
+diagnostics: {every: 0, snr_batches: 2}
 `);
 }
 

@@ -42,8 +42,16 @@ export function fusionLimit(config: TrialConfig, backend: BackendName): number {
   return n * config.model.width <= FUSION_RULE.maxPointsTimesWidth ? FUSION_RULE.maxTrials : 1;
 }
 
-/** The measured fusion rule (placeholder values until measured). */
-export const FUSION_RULE = { maxPointsTimesWidth: 16_384, maxTrials: 4 };
+/**
+ * The measured fusion rule (wasm/cpu): fuse up to `maxTrials` trials when batch points × width ≤
+ * `maxPointsTimesWidth`. Measured with `npm run bench -- --only fusion` (2-core Xeon, wasm, K = 4,
+ * helmholtz2d depth 3, full batch): speed-up of fused over one-after-the-other 1.1–1.25× at
+ * N × width ≤ 256 × 20, ~1.0× at 512 × 20 and 256 × 50, 0.8–0.95× above (the per-trial matmuls, which
+ * the wasm backend can only run unbatched, and the per-point JS loops do not shrink when fused; what
+ * fusion saves is per-kernel overhead, which dominates only small steps). On tensorflow (GPU) slots
+ * fusion is not used (1): not measured there.
+ */
+export const FUSION_RULE = { maxPointsTimesWidth: 5_120, maxTrials: 4 };
 
 /** One trial of a fused run. */
 interface Member {
