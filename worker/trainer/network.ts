@@ -996,6 +996,25 @@ function heapBackward(weights: tf.Tensor[], biases: tf.Tensor[], cache: LayerCac
     // reuse the forward's packing.
     const Wrow = tf.mul(tf.reshape(WL, [1, winL]), tf.scalar(1)) as tf.Tensor2D;
     dA = tf.reshape(tf.matMul(dOut2, Wrow), [G, S, n, winL]);
+  } else if (woutL === 1 && WL.rank === 3 && pgB(L - 1) && G > 1) {
+    // Per-group (fused trials) 1-wide output: each group exactly as the shared branch above computes a
+    // single trial (the same XNNPACK products and sums), so a fused trial rounds as it does alone.
+    const dWs: tf.Tensor[] = [];
+    const dbs: tf.Tensor[] = [];
+    const dAs: tf.Tensor[] = [];
+    const R = S * n;
+    for (let g = 0; g < G; g++) {
+      const dOutG = tf.slice(dOut, [g, 0, 0, 0], [1, -1, -1, -1]);
+      const dOut2 = tf.reshape(dOutG, [R, 1]) as tf.Tensor2D;
+      const ain = tf.reshape(tf.slice(cache[L - 1]!.ain, [g, 0, 0, 0], [1, -1, -1, -1]), [R, winL]) as tf.Tensor2D;
+      dWs.push(tf.matMul(tf.transpose(ain), dOut2));
+      dbs.push(biasGrad(streamRange(dOutG, 0, 1), false));
+      const Wrow = tf.mul(tf.reshape(tf.slice(WL, [g, 0, 0], [1, -1, -1]), [1, winL]), tf.scalar(1)) as tf.Tensor2D;
+      dAs.push(tf.reshape(tf.matMul(dOut2, Wrow), [1, S, n, winL]));
+    }
+    dW[L - 1] = tf.stack(dWs);
+    db[L - 1] = tf.stack(dbs);
+    dA = tf.concat(dAs, 0);
   } else if (woutL === 1) {
     const o = heapOutputBackward(dOut, cache[L - 1]!.ain, WL, G, S, n, winL, pgW(L - 1), pgB(L - 1));
     dW[L - 1] = o.dW;
