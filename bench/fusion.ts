@@ -77,11 +77,12 @@ async function quickstartFusion(o: BenchOptions): Promise<Figure[]> {
   }
   const config = { spec: 'sweeps/quickstart.yaml', slots: 2, backend: 'wasm', nats: 'embedded', ...(o.quick ? { steps: 100 } : {}) };
   const method = 'trials × 3600 ÷ s from the "queued N trial(s)" log line to the last "trial … done" line of `phasemap run sweeps/quickstart.yaml --slots 2 --fuse F`';
+  const name = o.quick ? 'fusion quickstart sweep (100 steps)' : 'fusion quickstart sweep';
   return [
-    figure({ bench: 'fusion', figure: 'fusion quickstart sweep, --fuse 1', unit: 'trials/h', samples: perHour[1], target: null, config: { ...config, fuse: 1 }, method }),
-    figure({ bench: 'fusion', figure: 'fusion quickstart sweep, --fuse auto', unit: 'trials/h', samples: perHour.auto, target: null, config: { ...config, fuse: 'auto' }, method }),
+    figure({ bench: 'fusion', figure: `${name}, --fuse 1`, unit: 'trials/h', samples: perHour[1], target: null, config: { ...config, fuse: 1 }, method }),
+    figure({ bench: 'fusion', figure: `${name}, --fuse auto`, unit: 'trials/h', samples: perHour.auto, target: null, config: { ...config, fuse: 'auto' }, method }),
     figure({
-      bench: 'fusion', figure: 'fusion quickstart sweep, fused ÷ unfused', unit: '×', samples: perHour.auto.map((x, i) => x / perHour[1][i]!),
+      bench: 'fusion', figure: `${name}, fused ÷ unfused`, unit: '×', samples: perHour.auto.map((x, i) => x / perHour[1][i]!),
       target: { op: '>=', value: 2, text: '≥ 2' }, config, method: 'per interleaved run pair: trials/h with --fuse auto ÷ with --fuse 1',
     }),
   ];

@@ -4,12 +4,14 @@
  *   node dist/bench/run.js [--only NAME[,NAME]] [--runs N] [--quick] [--out FILE]
  *
  * NAME: train-step, snr-cost, ingest, dispatch, scaling, fusion, memory. Every figure is the median of N runs
- * (default 5) after a warm-up; --quick is a smoke test (small sizes, 2 runs unless --runs). See
+ * (default 5) after a warm-up; --quick is a smoke test (small sizes, 2 runs unless --runs; written to
+ * $TMPDIR/phasemap-bench-quick.json unless --out, never over bench/results.json). See
  * bench/README.md for what each figure measures.
  *
  *   node dist/bench/run.js --markdown [FILE]   prints the table of a results.json (default bench/results.json) as Markdown
  */
 import { mkdir, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { readFile } from 'node:fs/promises';
 import { benchDispatch } from './dispatch.js';
@@ -39,7 +41,7 @@ function parseArgs(argv: string[]): Args {
   let only: BenchName[] = [...BENCHES];
   let runs: number | null = null;
   let quick = false;
-  let out = join(repoRoot, 'bench', 'results.json');
+  let out: string | null = null;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const val = () => argv[++i] ?? usage(`${a} needs a value`);
@@ -55,7 +57,8 @@ function parseArgs(argv: string[]): Args {
     else if (a === '--help' || a === '-h') usage('help');
     else usage(`unknown argument ${a}`);
   }
-  return { only, runs: runs ?? (quick ? 2 : 5), quick, out };
+  // A smoke test never replaces the committed results: --quick writes to the temp dir unless --out says.
+  return { only, runs: runs ?? (quick ? 2 : 5), quick, out: out ?? (quick ? join(tmpdir(), 'phasemap-bench-quick.json') : join(repoRoot, 'bench', 'results.json')) };
 }
 
 async function main(): Promise<void> {

@@ -60,6 +60,21 @@ function fuseArg(v: string): number | 'auto' {
     throw new InvalidArgumentError((e as Error).message);
   }
 }
+/**
+ * --fuse, else $PHASEMAP_FUSE, else auto; a bad PHASEMAP_FUSE is a usage error before anything starts:
+ * it is logged naming the variable, the value and what is expected, and the process exits 2.
+ */
+function fuseOption(flag: number | 'auto' | undefined): number | 'auto' {
+  if (flag !== undefined) return flag;
+  const env = process.env.PHASEMAP_FUSE;
+  if (env === undefined || env === '') return 'auto';
+  try {
+    return parseFuse(env, 'PHASEMAP_FUSE');
+  } catch (e) {
+    log.error((e as Error).message);
+    process.exit(2);
+  }
+}
 const FUSE_HELP = "most same-shaped trials one slot trains at once as one batched computation: auto (the trainer's measured rule for each trial's shape and backend) or N (1 = never fuse) (default: $PHASEMAP_FUSE or auto)";
 
 const NAMESPACE_HELP = 'namespace of subjects, streams and the state bucket: sweeps and workers of one namespace see each other, of others never (default: $PHASEMAP_NAMESPACE or phasemap)';
@@ -128,6 +143,7 @@ program
   .option('--namespace <ns>', NAMESPACE_HELP, namespaceArg)
   .option('--replicas <n>', 'JetStream replicas of the streams and the state bucket when this run creates them (3 on a 3-node cluster; default 1)', intArg('--replicas', 1))
   .action(async (spec: string, o: NatsCliOptions & { out?: string; nats?: string; slots?: number; backend: 'auto' | 'wasm' | 'cpu' | 'tensorflow'; gpus?: string; slotsPerGpu?: number; fuse?: number | 'auto'; namespace?: string; replicas?: number }) => {
+    const fuse = fuseOption(o.fuse);
     const ac = new AbortController();
     let interrupts = 0;
     const onSignal = (sig: string) => {
@@ -138,7 +154,7 @@ program
     process.on('SIGINT', () => onSignal('SIGINT'));
     process.on('SIGTERM', () => onSignal('SIGTERM'));
     try {
-      const s = await runSweep({ spec, out: o.out, nats: o.nats, natsAuth: natsAuthForUrl(o.nats, o), slots: o.slots, backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, fuse: o.fuse, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, replicas: o.replicas, signal: ac.signal });
+      const s = await runSweep({ spec, out: o.out, nats: o.nats, natsAuth: natsAuthForUrl(o.nats, o), slots: o.slots, backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, fuse, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, replicas: o.replicas, signal: ac.signal });
       if (s.interrupted) {
         log.warn(`interrupted: ${s.done}/${s.queued} trial(s) of this run done; run the same command again to go on (${s.dir})`);
         process.exitCode = 130;
@@ -211,10 +227,11 @@ program
   .addOption(new Option('--backend <name>', 'tfjs backend').choices(['auto', 'wasm', 'cpu', 'tensorflow']).default('auto'))
   .option('--name <name>', 'worker name in trial state (default: HOST:PID)')
   .action(async (o: NatsCliOptions & { nats: string; slots?: number; gpus?: string; slotsPerGpu?: number; backend: 'auto' | 'wasm' | 'cpu' | 'tensorflow'; name?: string; namespace?: string; fuse?: number | 'auto' }) => {
+    const fuse = fuseOption(o.fuse);
     try {
       // Errors come worded, the URL's password redacted (nats-connect.ts).
       const nc = await connectNats(o.nats, `phasemap-worker-${o.name ?? process.pid}`, natsAuthFromOptions(o));
-      const agent = new WorkerAgent({ nc, slots: o.slots ?? availableParallelism(), backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, fuse: o.fuse, name: o.name, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, log });
+      const agent = new WorkerAgent({ nc, slots: o.slots ?? availableParallelism(), backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, fuse, name: o.name, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, log });
       let stopping = false;
       const stop = (sig: string) => {
         if (stopping) process.exit(130);

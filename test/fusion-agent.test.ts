@@ -6,6 +6,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import { jetstream } from '@nats-io/jetstream';
@@ -255,8 +256,12 @@ test('--fuse: a bad value exits 2 naming the flag, the value and what is expecte
   const bad = await Promise.all([
     runCli(['worker', '--nats', 'nats://127.0.0.1:1', '--fuse', '0']),
     runCli(['run', 'nonexistent.yaml', '--fuse', 'many']),
+    // The environment's default is checked before anything starts (no server, nothing queued).
+    runCli(['run', 'sweeps/quickstart.yaml', '--out', join(tmpdir(), `phasemap-never-${process.pid}`)], { env: { PHASEMAP_FUSE: 'abc' } }),
   ]);
-  t.deepEqual(bad.map((r) => r.code), [2, 2]);
+  t.deepEqual(bad.map((r) => r.code), [2, 2, 2]);
+  t.regex(bad[2]!.stderr, /PHASEMAP_FUSE: got "abc", expected "auto" or an integer from 1 to 256/);
+  t.notRegex(bad[2]!.stderr, /queued|at parseFuse/);
   t.regex(bad[0]!.stderr, /--fuse: got "0", expected "auto" or an integer from 1 to 256/);
   t.regex(bad[1]!.stderr, /--fuse: got "many", expected "auto" or an integer/);
   t.is(parseFuse('auto'), 'auto');
