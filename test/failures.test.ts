@@ -9,14 +9,9 @@ import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import test from 'ava';
-import { jetstream } from '@nats-io/jetstream';
-import { Kvm } from '@nats-io/kv';
-import { connect } from '@nats-io/transport-node';
 import { startEmbeddedNats } from '../orchestrator/nats-server.js';
 import { loadSweep } from '../orchestrator/spec.js';
-import type { TrialState } from '../schemas/trial.js';
-import { transportNames } from '../schemas/transport.js';
-import { duck, runCli, tempDir, type CliResult } from './helpers.js';
+import { duck, runCli, tempDir, trialStates, type CliResult } from './helpers.js';
 
 const ENV = { PHASEMAP_TRIAL_ACK_WAIT_S: '4' };
 
@@ -55,26 +50,6 @@ function stderrOf(p: Cli): () => string {
   let text = '';
   p.child.stderr!.on('data', (d: Buffer) => (text += d.toString()));
   return () => text;
-}
-
-/** Trial states of a sweep in the default namespace's bucket. */
-async function states(url: string, sweep: string): Promise<Map<string, TrialState>> {
-  const nc = await connect({ servers: url, reconnect: false });
-  try {
-    const kv = await new Kvm(jetstream(nc)).open(transportNames().stateBucket);
-    const out = new Map<string, TrialState>();
-    for await (const k of await kv.keys(`${sweep}.>`)) {
-      const id = k.slice(sweep.length + 1);
-      if (!/^t[0-9a-f]{16}$/.test(id)) continue;
-      const e = await kv.get(k);
-      if (e?.operation === 'PUT') out.set(id, e.json<TrialState>());
-    }
-    return out;
-  } catch {
-    return new Map();
-  } finally {
-    await nc.close();
-  }
 }
 
 /** Steps logged for `steps` steps at log_every 50: 0, 50, …, and the last step. */
@@ -116,7 +91,7 @@ test.serial('SIGKILL of a worker mid-trial and of the orchestrator: the trial re
     let owner = '';
     let seen = '';
     await until(async () => {
-      const all = await states(nats.url, 'kill');
+      const all = await trialStates(nats.url, 'kill');
       seen = JSON.stringify([...all].map(([id, st]) => [id, st.status, st.owner, st.step]));
       for (const [id, st] of all)
         if (st.status === 'running' && (st.step ?? 0) >= 700 && existsSync(join(out, 'checkpoints', id, 'step-500.safetensors'))) [victim, owner] = [id, st.owner!];
@@ -152,7 +127,7 @@ test.serial('SIGKILL of a worker mid-trial and of the orchestrator: the trial re
     t.true((killed.resumed_from_step as number) >= 500 && (killed.resumed_from_step as number) % 500 === 0, `resumed from step ${killed.resumed_from_step as number}`);
     t.regex(survivor(), new RegExp(`trial ${victim} attempt \\d+ resumes from step \\d+`));
     // Every trial ends done in the bucket too: none is left `running` by its dead worker.
-    t.deepEqual([...(await states(nats.url, 'kill')).values()].map((s) => s.status), ['done', 'done', 'done']);
+    t.deepEqual([...(await trialStates(nats.url, 'kill')).values()].map((s) => s.status), ['done', 'done', 'done']);
   } finally {
     for (const w of workers) w.child.kill('SIGKILL');
     await nats.stop();
@@ -171,7 +146,7 @@ test.serial('nats-server restarted mid-sweep with its store kept: workers and co
   const w = cli(['worker', '--nats', nats.url, '--slots', '2', '--backend', 'wasm', '--name', 'w'], { env: ENV });
   try {
     const o = cli(['run', file, '--out', out, '--nats', nats.url, '--slots', '0'], { env: ENV, timeoutMs: 300_000 });
-    await until(async () => [...(await states(nats.url, 'restart')).values()].some((s) => s.status === 'running' && (s.step ?? 0) >= 300), 120_000, 'a trial past step 300');
+    await until(async () => [...(await trialStates(nats.url, 'restart')).values()].some((s) => s.status === 'running' && (s.step ?? 0) >= 300), 120_000, 'a trial past step 300');
     await nats.stop();
     await new Promise((r) => setTimeout(r, 2000));
     nats = await startEmbeddedNats(store, undefined, { port });
@@ -221,7 +196,7 @@ test.serial('phasemap status shows who runs what; phasemap cancel stops a sweep;
     const o = cli(['run', file, '--out', out, '--nats', nats.url, '--slots', '0'], { env: ENV, timeoutMs: 300_000 });
     let seen = '';
     await until(async () => {
-      const all = [...(await states(nats.url, 'cancelme')).values()];
+      const all = [...(await trialStates(nats.url, 'cancelme')).values()];
       seen = JSON.stringify(all.map((x) => [x.status, x.owner, x.step, x.heartbeat_at]));
       return all.filter((x) => x.status === 'running' && (x.step ?? 0) > 0).length === 2;
     }, 120_000, 'two running trials').catch((e: Error) => {

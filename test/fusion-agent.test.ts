@@ -9,17 +9,13 @@ import { writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { jetstream } from '@nats-io/jetstream';
-import { Kvm } from '@nats-io/kv';
-import { connect } from '@nats-io/transport-node';
 import { loadSweep } from '../orchestrator/spec.js';
 import type { TrialConfig } from '../schemas/sweep.js';
-import type { TrialMessage, TrialState } from '../schemas/trial.js';
-import { transportNames } from '../schemas/transport.js';
+import type { TrialMessage } from '../schemas/trial.js';
 import { parseFuse } from '../worker/agent.js';
 import { makeSlotPool, ThreadPool, type SlotPool } from '../worker/pool.js';
 import type { SlotEvent, SlotOutcome, SlotTask } from '../worker/slot-task.js';
-import { duck, runCli, startNats, tempDir, type CliResult } from './helpers.js';
+import { duck, runCli, trialStates, startNats, tempDir, type CliResult } from './helpers.js';
 import { tinyConfig } from './trainer-helpers.js';
 
 type Cli = Promise<CliResult> & { child: ChildProcess };
@@ -46,26 +42,6 @@ async function until(cond: () => boolean | Promise<boolean>, ms: number, what: s
   while (!(await cond())) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-/** Trial states of a sweep in the default namespace's bucket. */
-async function states(url: string, sweep: string): Promise<Map<string, TrialState>> {
-  const nc = await connect({ servers: url, reconnect: false });
-  try {
-    const kv = await new Kvm(jetstream(nc)).open(transportNames().stateBucket);
-    const out = new Map<string, TrialState>();
-    for await (const k of await kv.keys(`${sweep}.>`)) {
-      const id = k.slice(sweep.length + 1);
-      if (!/^t[0-9a-f]{16}$/.test(id)) continue;
-      const e = await kv.get(k);
-      if (e?.operation === 'PUT') out.set(id, e.json<TrialState>());
-    }
-    return out;
-  } catch {
-    return new Map();
-  } finally {
-    await nc.close();
   }
 }
 
@@ -159,7 +135,7 @@ test.serial('a worker with 1 slot and --fuse 4 trains 6 queued trials in fused g
     const out = join(work, 'out');
     // The orchestrator queues every trial first; the worker comes up after, so its first group is full.
     const o = cli(['run', file, '--out', out, '--nats', nats.url, '--slots', '0']);
-    await until(async () => [...(await states(nats.url, 'fused')).values()].filter((s) => s.status === 'queued').length === 6, 60_000, '6 queued trials');
+    await until(async () => [...(await trialStates(nats.url, 'fused')).values()].filter((s) => s.status === 'queued').length === 6, 60_000, '6 queued trials');
     const faulted = ids[1]!;
     const w = cli(['worker', '--nats', nats.url, '--slots', '1', '--fuse', '4', '--backend', 'wasm', '--name', 'wf'], { env: { PHASEMAP_FAULT_THROW: `${faulted}:1` } });
     const ew = stderrOf(w);
@@ -183,7 +159,7 @@ test.serial('a worker with 1 slot and --fuse 4 trains 6 queued trials in fused g
     t.is(rows.filter((m) => Number(m.attempt) === byTrial.get(m.trial_id as string)!.attempts).length, 6);
 
     // (b) they ran fused: results say how many trained together; group-mates overlap in time on the one slot.
-    const st = await states(nats.url, 'fused');
+    const st = await trialStates(nats.url, 'fused');
     const fused = ids.map((id) => st.get(id)?.result?.fused);
     t.true(fused.every((f) => typeof f === 'number' && f >= 1 && f <= 4), `fused ${JSON.stringify(fused)}`);
     t.true(fused.filter((f) => f === 4).length >= 3, `a group of 4 ran: fused ${JSON.stringify(fused)}`);
@@ -218,11 +194,11 @@ test.serial('cancelling one sweep stops only its trials in a fused group; the ot
     await writeFile(fb, spec('fuse-b', steps, '[0.003, 0.004]'));
     const oa = cli(['run', fa, '--out', join(work, 'out-a'), '--nats', nats.url, '--slots', '0'], { timeoutMs: 300_000 });
     const ob = cli(['run', fb, '--out', join(work, 'out-b'), '--nats', nats.url, '--slots', '0'], { timeoutMs: 300_000 });
-    const queued = async (sweep: string) => [...(await states(nats.url, sweep)).values()].filter((s) => s.status === 'queued').length;
+    const queued = async (sweep: string) => [...(await trialStates(nats.url, sweep)).values()].filter((s) => s.status === 'queued').length;
     await until(async () => (await queued('fuse-a')) === 2 && (await queued('fuse-b')) === 2, 60_000, 'both sweeps queued');
     const w = cli(['worker', '--nats', nats.url, '--slots', '1', '--fuse', '4', '--backend', 'wasm', '--name', 'wg']);
     const ew = stderrOf(w);
-    await until(async () => [...(await states(nats.url, 'fuse-a')).values(), ...(await states(nats.url, 'fuse-b')).values()].filter((s) => s.status === 'running').length === 4, 60_000, '4 running trials (one group)');
+    await until(async () => [...(await trialStates(nats.url, 'fuse-a')).values(), ...(await trialStates(nats.url, 'fuse-b')).values()].filter((s) => s.status === 'running').length === 4, 60_000, '4 running trials (one group)');
     await new Promise((r) => setTimeout(r, 1000));
     const c = await cli(['cancel', 'fuse-a', '--nats', nats.url]);
     t.is(c.code, 0, c.stderr);
@@ -234,7 +210,7 @@ test.serial('cancelling one sweep stops only its trials in a fused group; the ot
     t.deepEqual(a.map((x) => x.status), ['cancelled', 'cancelled']);
     const b = await duck(`SELECT trial_id, status, attempts FROM '${work}/out-b/trials.parquet'`);
     t.deepEqual(b.map((x) => [x.status, x.attempts]), [['done', 1], ['done', 1]]);
-    const sb = await states(nats.url, 'fuse-b');
+    const sb = await trialStates(nats.url, 'fuse-b');
     t.deepEqual([...sb.values()].map((s) => s.result?.fused), [4, 4], 'sweep b trained fused with sweep a');
     const rowsB = await duck(`SELECT trial_id, count(*) AS n FROM read_parquet('${work}/out-b/metrics/**/*.parquet', hive_partitioning = true) GROUP BY trial_id`);
     t.deepEqual(rowsB.map((x) => Number(x.n)), [loggedSteps(steps).length, loggedSteps(steps).length]);
@@ -246,7 +222,7 @@ test.serial('cancelling one sweep stops only its trials in a fused group; the ot
     await writeFile(f1, spec('fuse-one', 50, '[0.001, 0.002, 0.003]'));
     const r1 = await cli(['run', f1, '--out', join(work, 'out-1'), '--nats', nats.url, '--slots', '1', '--fuse', '1', '--backend', 'wasm']);
     t.is(r1.code, 0, r1.stderr);
-    t.deepEqual([...(await states(nats.url, 'fuse-one')).values()].map((s) => [s.status, s.result?.fused]), [['done', 1], ['done', 1], ['done', 1]]);
+    t.deepEqual([...(await trialStates(nats.url, 'fuse-one')).values()].map((s) => [s.status, s.result?.fused]), [['done', 1], ['done', 1], ['done', 1]]);
   } finally {
     await nats.stop();
   }

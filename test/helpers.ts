@@ -5,7 +5,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DuckDBInstance } from '@duckdb/node-api';
+import { jetstream } from '@nats-io/jetstream';
+import { Kvm } from '@nats-io/kv';
+import { connect } from '@nats-io/transport-node';
 import { startEmbeddedNats } from '../orchestrator/nats-server.js';
+import type { TrialState } from '../schemas/trial.js';
+import { transportNames } from '../schemas/transport.js';
 
 /** Runs SQL in an in-memory DuckDB and returns rows as objects (BIGINT as bigint). */
 export async function duck(sql: string): Promise<Record<string, unknown>[]> {
@@ -52,3 +57,23 @@ export function runCli(args: string[], opts: { cwd?: string; timeoutMs?: number;
 
 /** A real nats-server with JetStream for a test. */
 export const startNats = startEmbeddedNats;
+
+/** Trial states of a sweep in the default namespace's bucket. */
+export async function trialStates(url: string, sweep: string): Promise<Map<string, TrialState>> {
+  const nc = await connect({ servers: url, reconnect: false });
+  try {
+    const kv = await new Kvm(jetstream(nc)).open(transportNames().stateBucket);
+    const out = new Map<string, TrialState>();
+    for await (const k of await kv.keys(`${sweep}.>`)) {
+      const id = k.slice(sweep.length + 1);
+      if (!/^t[0-9a-f]{16}$/.test(id)) continue;
+      const e = await kv.get(k);
+      if (e?.operation === 'PUT') out.set(id, e.json<TrialState>());
+    }
+    return out;
+  } catch {
+    return new Map();
+  } finally {
+    await nc.close();
+  }
+}
