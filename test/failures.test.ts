@@ -4,14 +4,13 @@
  * `phasemap status`, namespaces and the sweep owner. Trial ack wait 4 s (PHASEMAP_TRIAL_ACK_WAIT_S) so
  * that a dead worker's trial is redelivered within seconds.
  */
-import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import test from 'ava';
 import { startEmbeddedNats } from '../orchestrator/nats-server.js';
 import { loadSweep } from '../orchestrator/spec.js';
-import { duck, runCli, tempDir, trialStates, type CliResult } from './helpers.js';
+import { duck, stderrOf, tempDir, trackedCli, trialStates, until, type Cli } from './helpers.js';
 
 const ENV = { PHASEMAP_TRIAL_ACK_WAIT_S: '4' };
 
@@ -25,32 +24,9 @@ grid:
   train.lr: ${lrs}
 `;
 
-type Cli = Promise<CliResult> & { child: ChildProcess };
-
 /** Every CLI process a test starts, killed when the test ends (a failed assertion must not leave one running). */
-const started: Cli[] = [];
-function cli(args: string[], opts: Parameters<typeof runCli>[1] = {}): Cli {
-  const p = runCli(args, opts);
-  started.push(p);
-  return p;
-}
-test.afterEach.always(() => {
-  for (const p of started.splice(0)) if (p.child.exitCode === null) p.child.kill('SIGKILL');
-});
-
-async function until(cond: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-function stderrOf(p: Cli): () => string {
-  let text = '';
-  p.child.stderr!.on('data', (d: Buffer) => (text += d.toString()));
-  return () => text;
-}
+const { cli, killStarted } = trackedCli();
+test.afterEach.always(killStarted);
 
 /** Steps logged for `steps` steps at log_every 50: 0, 50, …, and the last step. */
 const expectedSteps = (steps: number) => [...Array(Math.ceil(steps / 50)).keys()].map((i) => i * 50).concat(steps - 1 > (Math.ceil(steps / 50) - 1) * 50 ? [steps - 1] : []);

@@ -4,7 +4,6 @@
  * threads and processes, a real nats-server and the real CLI. Each trial of a group keeps its own
  * events, stop flag, claim, rows, retries, cancel and result (`fused` = the group's size).
  */
-import type { ChildProcess } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,35 +14,12 @@ import type { TrialMessage } from '../schemas/trial.js';
 import { parseFuse } from '../worker/agent.js';
 import { makeSlotPool, ThreadPool, type SlotPool } from '../worker/pool.js';
 import type { SlotEvent, SlotOutcome, SlotTask } from '../worker/slot-task.js';
-import { duck, runCli, trialStates, startNats, tempDir, type CliResult } from './helpers.js';
+import { duck, runCli, startNats, stderrOf, tempDir, trackedCli, trialStates, until } from './helpers.js';
 import { tinyConfig } from './trainer-helpers.js';
 
-type Cli = Promise<CliResult> & { child: ChildProcess };
-
-/** Every CLI process a test starts, killed when the test ends. */
-const started: Cli[] = [];
-function cli(args: string[], opts: Parameters<typeof runCli>[1] = {}): Cli {
-  const p = runCli(args, opts);
-  started.push(p);
-  return p;
-}
-test.afterEach.always(() => {
-  for (const p of started.splice(0)) if (p.child.exitCode === null) p.child.kill('SIGKILL');
-});
-
-function stderrOf(p: Cli): () => string {
-  let text = '';
-  p.child.stderr!.on('data', (d: Buffer) => (text += d.toString()));
-  return () => text;
-}
-
-async function until(cond: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+/** Every CLI process a test starts, killed when the test ends (a failed assertion must not leave one running). */
+const { cli, killStarted } = trackedCli();
+test.afterEach.always(killStarted);
 
 // ---------------------------------------------------------------------------------------------
 // Slots: runGroup

@@ -77,3 +77,40 @@ export async function trialStates(url: string, sweep: string): Promise<Map<strin
     await nc.close();
   }
 }
+
+/** A CLI process started by `runCli`. */
+export type Cli = Promise<CliResult> & { child: ChildProcess };
+
+/**
+ * `runCli` that remembers every process it starts, and `killStarted`, which SIGKILLs those still running
+ * (register it as `test.afterEach.always(killStarted)`: a failed assertion must not leave one running).
+ */
+export function trackedCli(): { cli: (args: string[], opts?: Parameters<typeof runCli>[1]) => Cli; killStarted: () => void } {
+  const started: Cli[] = [];
+  return {
+    cli(args, opts = {}) {
+      const p = runCli(args, opts);
+      started.push(p);
+      return p;
+    },
+    killStarted() {
+      for (const p of started.splice(0)) if (p.child.exitCode === null) p.child.kill('SIGKILL');
+    },
+  };
+}
+
+/** Everything `p` writes to stderr from now on, read when called. */
+export function stderrOf(p: Cli): () => string {
+  let text = '';
+  p.child.stderr!.on('data', (d: Buffer) => (text += d.toString()));
+  return () => text;
+}
+
+/** Polls `cond` every `pollMs` until true. @throws Error "timed out waiting for <what>" after `ms`. */
+export async function until(cond: () => boolean | Promise<boolean>, ms: number, what: string, pollMs = 200): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, pollMs));
+  }
+}

@@ -22,7 +22,7 @@ import {
   redactUrl,
   type NatsAuth,
 } from '../orchestrator/nats-connect.js';
-import { runCli, tempDir, type CliResult } from './helpers.js';
+import { runCli, tempDir, until, type CliResult } from './helpers.js';
 import { TINY_SPEC } from './spec-helpers.js';
 
 const SECRET = 'S3cr3t-p@ss-Zq9';
@@ -363,14 +363,6 @@ test('a .creds file becomes a JWT authenticator that re-reads the file (a rotate
 
 // ---- The CLI never prints a secret --------------------------------------------------------------
 
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 function live(p: Promise<CliResult> & { child: ChildProcess }): () => string {
   let text = '';
   p.child.stdout!.on('data', (d: Buffer) => (text += d.toString()));
@@ -413,7 +405,7 @@ test.serial('CLI: run and worker with credentials (URL, flag + env, wrong ones) 
     // Right credentials: a worker (password in the URL) runs the trial of an orchestrator (--nats-user + env).
     const worker = runCli(['worker', '--nats', good, '--slots', '1', '--backend', 'wasm', '--name', 'wa'], { env: cleanEnv(), timeoutMs: 180_000 });
     const wOut = live(worker);
-    await until(() => /waiting for an orchestrator|pulling trials/.test(wOut()), 60_000, 'the worker to connect');
+    await until(() => /waiting for an orchestrator|pulling trials/.test(wOut()), 60_000, 'the worker to connect', 100);
     const ok = await runCli(['run', spec, '--out', join(dir, 'out'), '--nats', srv.url, '--nats-user', 'alice', '--slots', '0'], {
       env: cleanEnv({ PHASEMAP_NATS_PASSWORD: SECRET }),
       timeoutMs: 180_000,
@@ -421,7 +413,7 @@ test.serial('CLI: run and worker with credentials (URL, flag + env, wrong ones) 
     check('run (right password)', ok.stdout + ok.stderr);
     t.is(ok.code, 0, ok.stderr);
     t.regex(ok.stderr, new RegExp(`queued 1 trial\\(s\\) on nats://127\\.0\\.0\\.1:${srv.port}`));
-    await until(() => /pulling trials from/.test(wOut()), 30_000, 'the worker to log its server');
+    await until(() => /pulling trials from/.test(wOut()), 30_000, 'the worker to log its server', 100);
     t.regex(wOut(), new RegExp(`pulling trials from nats://alice:\\*\\*\\*@127\\.0\\.0\\.1:${srv.port}`));
     worker.child.kill('SIGTERM');
     const wr = await worker;

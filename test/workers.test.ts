@@ -5,7 +5,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import test from 'ava';
-import { duck, runCli, startNats, tempDir, type CliResult } from './helpers.js';
+import { duck, runCli, startNats, stderrOf, tempDir, until } from './helpers.js';
 
 const spec = (name: string, steps: number, lrs: string) => `
 name: ${name}
@@ -17,21 +17,7 @@ grid:
   train.lr: ${lrs}
 `;
 
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 /** Live stderr of a CLI child. */
-function stderrOf(p: Promise<CliResult> & { child: import('node:child_process').ChildProcess }): () => string {
-  let text = '';
-  p.child.stderr!.on('data', (d: Buffer) => (text += d.toString()));
-  return () => text;
-}
-
 test.serial('two phasemap worker processes run a sweep whose orchestrator has no slots; SIGTERM stops them cleanly', async (t) => {
   const work = await tempDir('workers');
   const nats = await startNats(join(work, 'store'));
@@ -43,7 +29,7 @@ test.serial('two phasemap worker processes run a sweep whose orchestrator has no
     const e1 = stderrOf(w1);
     const e2 = stderrOf(w2);
     // Both wait for an orchestrator to create the streams.
-    await until(() => /waiting for an orchestrator/.test(e1()) && /waiting for an orchestrator/.test(e2()), 30_000, 'workers to connect');
+    await until(() => /waiting for an orchestrator/.test(e1()) && /waiting for an orchestrator/.test(e2()), 30_000, 'workers to connect', 100);
     const file = join(work, 'w.yaml');
     await writeFile(file, spec('two-workers', 1500, '[0.001, 0.002, 0.003, 0.004]'));
     const r = await runCli(['run', file, '--out', join(work, 'out'), '--nats', nats.url, '--slots', '0']);
@@ -73,7 +59,7 @@ test.serial('SIGTERM to a worker mid-trial hands the trial back at once; another
     const e1 = stderrOf(w1);
     const run = runCli(['run', file, '--out', join(work, 'out'), '--nats', nats.url, '--slots', '0']);
     // Let w1 train for a while (the trial takes ~20 s), then stop it.
-    await until(() => /pulling trials/.test(e1()), 30_000, 'w1 to start');
+    await until(() => /pulling trials/.test(e1()), 30_000, 'w1 to start', 100);
     await new Promise((r) => setTimeout(r, 3000));
     const t0 = Date.now();
     w1.child.kill('SIGTERM');
