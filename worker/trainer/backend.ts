@@ -81,7 +81,27 @@ export async function initBackend(name: BackendName): Promise<BackendName> {
   return name;
 }
 
-let identityPatched = false;
+/** Kernel arguments of a tfjs kernel function. */
+type KernelArgs = Parameters<tf.KernelFunc>[0];
+type KernelFn = (args: KernelArgs) => tf.TensorInfo;
+
+/** Kernel names already replaced on the wasm backend (once per thread). */
+const replacedWasmKernels = new Set<string>();
+/**
+ * Replaces the wasm backend's `name` kernel by `make(original)`; the original kernel function is
+ * passed to fall back to (other dtypes). Once per kernel name; nothing happens when the backend has
+ * no such kernel.
+ */
+function replaceWasmKernel(name: string, make: (orig: KernelFn) => KernelFn): void {
+  if (replacedWasmKernels.has(name)) return;
+  replacedWasmKernels.add(name);
+  const orig = tf.getKernel(name, 'wasm');
+  if (!orig) return;
+  const kernelFunc = make(orig.kernelFunc as KernelFn);
+  tf.unregisterKernel(name, 'wasm');
+  tf.registerKernel({ kernelName: name, backendName: 'wasm', kernelFunc: kernelFunc as tf.KernelFunc });
+}
+
 /**
  * The wasm backend's Identity kernel copies its input. tfjs-core's engine runs Identity to save every
  * tensor a gradient needs (engine.clone), so with the default kernel each recorded op copies its
@@ -89,22 +109,14 @@ let identityPatched = false;
  * like the wasm Reshape kernel does) is equivalent and much cheaper.
  */
 function patchWasmIdentity(): void {
-  if (identityPatched) return;
-  identityPatched = true;
-  tf.unregisterKernel('Identity', 'wasm');
-  tf.registerKernel({
-    kernelName: 'Identity',
-    backendName: 'wasm',
-    kernelFunc: ({ inputs, backend }) => {
-      const x = (inputs as { x: tf.TensorInfo }).x;
-      if (x.dtype === 'string') throw new Error('Identity: string tensors unsupported');
-      (backend as unknown as { incRef(id: unknown): void }).incRef(x.dataId);
-      return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
-    },
+  replaceWasmKernel('Identity', () => ({ inputs, backend }) => {
+    const x = (inputs as { x: tf.TensorInfo }).x;
+    if (x.dtype === 'string') throw new Error('Identity: string tensors unsupported');
+    (backend as unknown as { incRef(id: unknown): void }).incRef(x.dataId);
+    return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
   });
 }
 
-let slicePatched = false;
 /**
  * The wasm backend's Slice kernel reads its input with `readSync`, which copies the WHOLE input out of
  * the wasm heap into a fresh JS buffer before copying the slice: slicing one stream of a [S·n, w]
@@ -113,50 +125,37 @@ let slicePatched = false;
  * tensors go to the original kernel.
  */
 function patchWasmSlice(): void {
-  if (slicePatched) return;
-  slicePatched = true;
-  const orig = tf.getKernel('Slice', 'wasm');
-  if (!orig) return;
-  type WasmLike = {
-    makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-    typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
-  };
-  tf.unregisterKernel('Slice', 'wasm');
-  tf.registerKernel({
-    kernelName: 'Slice',
-    backendName: 'wasm',
-    kernelFunc: (args) => {
-      const x = (args.inputs as { x: tf.TensorInfo }).x;
-      const { begin, size } = args.attrs as unknown as { begin: number | number[]; size: number | number[] };
-      if (x.dtype !== 'string') {
-        const [b, sz] = tf.slice_util.parseSliceParams(x as tf.Tensor, begin, size);
-        const backend = args.backend as unknown as WasmLike;
-        const out = backend.makeOutput(sz, x.dtype); // may grow the heap: take the views after it
-        const n = tf.util.sizeFromShape(sz);
-        if (n === 0) return out;
-        const src = backend.typedArrayFromHeap(x);
-        const dst = backend.typedArrayFromHeap(out);
-        const rank = x.shape.length;
-        const strides = [...tf.util.computeStrides(x.shape), 1];
-        // The slice is a set of contiguous runs: axes after k are taken whole.
-        let k = rank - 1;
-        while (k > 0 && b[k] === 0 && sz[k] === x.shape[k]) k--;
-        const run = sz[k]! * strides[k]!;
-        const base = tf.slice_util.computeFlatOffset(b, strides.slice(0, rank - 1));
-        const idx = new Array<number>(k).fill(0);
-        for (let o = 0; o < n; o += run) {
-          let off = base;
-          for (let i = 0; i < k; i++) off += idx[i]! * strides[i]!;
-          dst.set(src.subarray(off, off + run), o);
-          for (let i = k - 1; i >= 0; i--) {
-            if (++idx[i]! < sz[i]!) break;
-            idx[i] = 0;
-          }
+  replaceWasmKernel('Slice', (orig) => (args) => {
+    const x = (args.inputs as { x: tf.TensorInfo }).x;
+    const { begin, size } = args.attrs as unknown as { begin: number | number[]; size: number | number[] };
+    if (x.dtype !== 'string') {
+      const [b, sz] = tf.slice_util.parseSliceParams(x as tf.Tensor, begin, size);
+      const backend = args.backend as unknown as WasmHeapBackend;
+      const out = backend.makeOutput(sz, x.dtype); // may grow the heap: take the views after it
+      const n = tf.util.sizeFromShape(sz);
+      if (n === 0) return out;
+      const src = backend.typedArrayFromHeap(x);
+      const dst = backend.typedArrayFromHeap(out);
+      const rank = x.shape.length;
+      const strides = [...tf.util.computeStrides(x.shape), 1];
+      // The slice is a set of contiguous runs: axes after k are taken whole.
+      let k = rank - 1;
+      while (k > 0 && b[k] === 0 && sz[k] === x.shape[k]) k--;
+      const run = sz[k]! * strides[k]!;
+      const base = tf.slice_util.computeFlatOffset(b, strides.slice(0, rank - 1));
+      const idx = new Array<number>(k).fill(0);
+      for (let o = 0; o < n; o += run) {
+        let off = base;
+        for (let i = 0; i < k; i++) off += idx[i]! * strides[i]!;
+        dst.set(src.subarray(off, off + run), o);
+        for (let i = k - 1; i >= 0; i--) {
+          if (++idx[i]! < sz[i]!) break;
+          idx[i] = 0;
         }
-        return out;
       }
-      return (orig.kernelFunc as (a: typeof args) => tf.TensorInfo)(args);
-    },
+      return out;
+    }
+    return orig(args);
   });
 }
 
@@ -220,27 +219,17 @@ export function tanhD(x: number): number {
   return (e - 1) / (e + 1);
 }
 
-let tanhPatched = false;
 /** The wasm Tanh kernel replaced by the JS `tanhD` on the heap (same values to float32 rounding). */
 function patchWasmTanh(): void {
-  if (tanhPatched) return;
-  tanhPatched = true;
-  const orig = tf.getKernel('Tanh', 'wasm');
-  if (!orig) return;
-  tf.unregisterKernel('Tanh', 'wasm');
-  tf.registerKernel({
-    kernelName: 'Tanh',
-    backendName: 'wasm',
-    kernelFunc: (args) => {
-      const x = (args.inputs as { x: tf.TensorInfo }).x;
-      if (x.dtype !== 'float32') return (orig.kernelFunc as (a: typeof args) => tf.TensorInfo)(args);
-      const backend = args.backend as unknown as WasmHeapBackend;
-      const out = backend.makeOutput(x.shape.slice(), 'float32');
-      const src = backend.typedArrayFromHeap(x) as Float32Array;
-      const dst = backend.typedArrayFromHeap(out) as Float32Array;
-      for (let i = 0; i < src.length; i++) dst[i] = tanhD(src[i]!);
-      return out;
-    },
+  replaceWasmKernel('Tanh', (orig) => (args) => {
+    const x = (args.inputs as { x: tf.TensorInfo }).x;
+    if (x.dtype !== 'float32') return orig(args);
+    const backend = args.backend as unknown as WasmHeapBackend;
+    const out = backend.makeOutput(x.shape.slice(), 'float32');
+    const src = backend.typedArrayFromHeap(x) as Float32Array;
+    const dst = backend.typedArrayFromHeap(out) as Float32Array;
+    for (let i = 0; i < src.length; i++) dst[i] = tanhD(src[i]!);
+    return out;
   });
 }
 
