@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what phasemap needs on a fresh machine: nats-server (>= 2.9, JetStream) when it is missing,
-# python3 with numpy when missing (for the checkpoint tests), then the npm dependencies and the build (`npm ci` runs `prepare` = tsc).
+# python3 with numpy when missing (for the checkpoint tests), OpenBLAS when missing (faster matmuls), then the npm dependencies and the build (`npm ci` runs `prepare` = tsc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v nats-server >/dev/null 2>&1; then
@@ -29,6 +29,18 @@ if ! python3 -c 'import numpy' >/dev/null 2>&1; then
   else
     echo "setup: install python3 with numpy yourself (the checkpoint tests need it), then run this again" >&2
     exit 1
+  fi
+fi
+# The trainer's matmuls on the wasm backend run on OpenBLAS when it is there (~2x faster steps; the
+# native addon opens it at run time, worker/trainer/native/blas.c); without it they stay in wasm.
+if ! ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so\.0'; then
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "setup: OpenBLAS not found; installing it (libopenblas0-serial)" >&2
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libopenblas0-serial >/dev/null
+  else
+    echo "setup: OpenBLAS (libopenblas.so.0) not found: training runs, with slower matmuls; install OpenBLAS to speed it up" >&2
   fi
 fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

@@ -298,7 +298,7 @@ function twinLayer(rows: number[][]) {
   for (const r of binned) counts.set(r.join(','), (counts.get(r.join(',')) ?? 0) + 1);
   let h = 0;
   for (const c of counts.values()) h -= (c / n) * Math.log2(c / n);
-  return { saturation: (100 * sat) / units, entropy: h, binned };
+  return { saturation: (100 * sat) / units, entropy: h, binned, rows, mins, w };
 }
 
 function twin(s: TrialSetup) {
@@ -389,14 +389,26 @@ for (const strategy of ['vanilla', 'rba'] as const) {
       else t.true(got.lambda_max! <= 1 && got.lambda_mean! < got.lambda_max!);
       t.is(got.saturation_layers!.length, 3);
       t.is(got.entropy_layers!.length, 3);
-      // Binning: float32 activations vs the float64 twin may only differ by a sample sitting on a bin edge.
-      let flips = 0;
+      // Binning: float32 activations vs the float64 twin may only differ by a sample sitting on a bin
+      // edge (within float32 rounding of it: 1e-4 of a bin width), and only by one bin.
+      let edgeFlips = 0;
+      const otherFlips: string[] = [];
       hiddenLayerStats(s.net.params(), s.xColl); // same call evalDiagnostics makes
       forEachHiddenActivation(s.net.params(), s.xColl, (l, acts, units) => {
         const b = binActivations(acts, s.n, units);
-        want.stats[l]!.binned.forEach((row, i) => row.forEach((k, u) => (flips += k === b.bin[i * units + u] ? 0 : 1)));
+        const tw = want.stats[l]!;
+        tw.binned.forEach((row, i) =>
+          row.forEach((k, u) => {
+            const got = b.bin[i * units + u]!;
+            if (k === got) return;
+            const pos = (tw.rows[i]![u]! - tw.mins[u]!) / tw.w; // the twin's position in bin widths
+            if (Math.abs(got - k) === 1 && Math.abs(pos - Math.round(pos)) < 1e-4) edgeFlips++;
+            else otherFlips.push(`layer ${l} sample ${i} unit ${u}: bin ${got} vs ${k} at ${pos}`);
+          }),
+        );
       });
-      t.is(flips, 0, 'float32 and float64 activations land in the same bins');
+      t.deepEqual(otherFlips, [], 'float32 and float64 activations land in the same bins but on an edge');
+      t.true(edgeFlips <= 2, `${edgeFlips} samples on a bin edge`);
       got.saturation_layers!.forEach((v, l) => t.true(close(v, want.saturation_layers[l]!, 1e-9), `saturation[${l}] ${v} vs ${want.saturation_layers[l]}`));
       got.entropy_layers!.forEach((v, l) => t.true(close(v, want.entropy_layers[l]!, 1e-9), `entropy[${l}] ${v} vs ${want.entropy_layers[l]}`));
       for (const v of got.saturation_layers!) t.true(v >= 0 && v <= 100);

@@ -6,8 +6,10 @@
  * import time: every backend module is imported dynamically on first use.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 /** Names accepted by `initBackend`; `tensorflow` is the tfjs-node(-gpu) native binding. */
 export type BackendName = 'wasm' | 'cpu' | 'tensorflow';
@@ -77,6 +79,7 @@ export async function initBackend(name: BackendName): Promise<BackendName> {
     patchWasmIdentity();
     patchWasmSlice();
     patchWasmTanh();
+    patchWasmMatMul();
   }
   return name;
 }
@@ -229,6 +232,118 @@ function patchWasmTanh(): void {
     const src = backend.typedArrayFromHeap(x) as Float32Array;
     const dst = backend.typedArrayFromHeap(out) as Float32Array;
     for (let i = 0; i < src.length; i++) dst[i] = tanhD(src[i]!);
+    return out;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Native BLAS matmuls on the wasm heap (worker/trainer/native/blas.c).
+// ---------------------------------------------------------------------------------------------
+
+/** What `blasStatus` reports: whether the wasm backend's matmuls run on a native BLAS, and why not. */
+export interface BlasStatus {
+  /** True when cblas_sgemm was loaded: BatchMatMul on wasm uses it. */
+  available: boolean;
+  /** The shared library opened (e.g. `libopenblas.so.0`), '' when none. */
+  library: string;
+  /** OpenBLAS's kernel family (e.g. `SkylakeX`), '' when unknown. */
+  core: string;
+  /** Why it is not available ('' when it is). */
+  error: string;
+}
+
+interface BlasAddon {
+  sgemm(a: Float32Array, b: Float32Array, c: Float32Array, batch: number, m: number, n: number, k: number, transA: number, transB: number, strideA: number, strideB: number): void;
+  status(): BlasStatus;
+}
+
+let blasAddon: BlasAddon | null | undefined;
+let blasLoadError = '';
+
+/** Path of the built addon: <package root>/build/Release/phasemap_blas.node (dist/worker/trainer → root). */
+function blasAddonPath(): string {
+  return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'build', 'Release', 'phasemap_blas.node');
+}
+
+function loadBlas(): BlasAddon | null {
+  if (blasAddon !== undefined) return blasAddon;
+  blasAddon = null;
+  const file = blasAddonPath();
+  if (process.env.PHASEMAP_BLAS === 'off') blasLoadError = 'disabled by PHASEMAP_BLAS=off';
+  else if (!existsSync(file)) blasLoadError = `the native addon was not built (${file} missing; npm run build builds it)`;
+  else {
+    try {
+      const addon = require(file) as BlasAddon;
+      const st = addon.status();
+      if (st.available) blasAddon = addon;
+      else blasLoadError = st.error;
+    } catch (e) {
+      blasLoadError = `the native addon did not load: ${(e as Error).message.split('\n')[0]}`;
+    }
+  }
+  return blasAddon;
+}
+
+/**
+ * True when the active backend is wasm and its BatchMatMul runs on the native BLAS (this thread):
+ * transposed and batched products are then as fast as plain ones, so callers pass transposes as flags
+ * and batches whole instead of working around tfjs-wasm's slow paths.
+ */
+export function nativeMatMulActive(): boolean {
+  return tf.getBackend() === 'wasm' && blasAddon != null && replacedWasmKernels.has('BatchMatMul');
+}
+
+/**
+ * Whether the wasm backend's matmuls run on the native BLAS (OpenBLAS cblas_sgemm, single-threaded),
+ * and if not why. Loads the addon on first call; does not need an active backend.
+ */
+export function blasStatus(): BlasStatus {
+  const addon = loadBlas();
+  return addon ? addon.status() : { available: false, library: '', core: '', error: blasLoadError };
+}
+
+/**
+ * The wasm BatchMatMul kernel replaced by cblas_sgemm on views of the wasm heap when the native BLAS
+ * loaded (see native/blas.c): XNNPACK-in-wasm reaches ~15 GFLOP/s on the trainer's shapes, OpenBLAS
+ * ~80 on the dev machine, and tfjs-wasm's batched or transposed-left products are a scalar loop
+ * slower still. Same product to float32 rounding (another summation order); batch dimensions equal or
+ * one side's of size 1 (broadcast); any other broadcast, a non-float32 dtype or no addon → the
+ * original kernel. Deterministic: the same shapes and values give the same bits.
+ */
+function patchWasmMatMul(): void {
+  const addon = loadBlas();
+  if (!addon) return;
+  replaceWasmKernel('BatchMatMul', (orig) => (args) => {
+    const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
+    const { transposeA, transposeB } = args.attrs as unknown as { transposeA: boolean; transposeB: boolean };
+    if (a.dtype !== 'float32' || b.dtype !== 'float32' || a.shape.length < 2 || b.shape.length < 2) return orig(args);
+    const ra = a.shape.length;
+    const rb = b.shape.length;
+    const m = transposeA ? a.shape[ra - 1]! : a.shape[ra - 2]!;
+    const k = transposeA ? a.shape[ra - 2]! : a.shape[ra - 1]!;
+    const kb = transposeB ? b.shape[rb - 1]! : b.shape[rb - 2]!;
+    const n = transposeB ? b.shape[rb - 2]! : b.shape[rb - 1]!;
+    if (k !== kb) return orig(args); // the original kernel throws its own shape error
+    const outerA = a.shape.slice(0, -2);
+    const outerB = b.shape.slice(0, -2);
+    const batchA = tf.util.sizeFromShape(outerA);
+    const batchB = tf.util.sizeFromShape(outerB);
+    let outer: number[];
+    if (tf.util.arraysEqual(outerA, outerB)) outer = outerA;
+    else if (batchB === 1 && outerB.length <= outerA.length) outer = outerA;
+    else if (batchA === 1 && outerA.length <= outerB.length) outer = outerB;
+    else return orig(args);
+    const backend = args.backend as unknown as WasmHeapBackend;
+    const out = backend.makeOutput([...outer, m, n], 'float32'); // may grow the heap: views after it
+    const batch = Math.max(batchA, batchB);
+    if (batch * m * n === 0) return out;
+    addon.sgemm(
+      backend.typedArrayFromHeap(a) as Float32Array,
+      backend.typedArrayFromHeap(b) as Float32Array,
+      backend.typedArrayFromHeap(out) as Float32Array,
+      batch, m, n, k, transposeA ? 1 : 0, transposeB ? 1 : 0,
+      batchA === 1 ? 0 : m * k, batchB === 1 ? 0 : k * n,
+    );
     return out;
   });
 }

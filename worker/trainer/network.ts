@@ -15,7 +15,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { DerivSpec, Fields } from './problems.js';
 import type { Rng } from './rng.js';
-import { heapKernel, heapKernelsAvailable, tanhD } from './backend.js';
+import { heapKernel, heapKernelsAvailable, nativeMatMulActive, tanhD } from './backend.js';
 import './gradients.js';
 
 /** Parameters of an MLP: weights[l] [in, out] or [G, in, out]; biases[l] [out] or [G, out]. */
@@ -66,11 +66,12 @@ function groupMatMul(x: tf.Tensor, w: tf.Tensor): tf.Tensor {
  * naive scalar loop, several times slower than its XNNPACK path, which only takes unbatched products:
  * there (G > 1) it is one 2-D matmul per group, after one transpose of the whole operand when asked.
  * Measured: [4, 2560, 20] @ [4, 20, 20] 1.8 vs 6.1 ms; the SNR's per-batch Aᵀ dZ at
- * [100, 50, 50] 4.0 vs 14.6 ms, [10, 500, 32] 1.3 vs 5.0 ms.
+ * [100, 50, 50] 4.0 vs 14.6 ms, [10, 500, 32] 1.3 vs 5.0 ms. With the native BLAS (backend.ts) it is
+ * one batched call, each group the same product as a single 2-D call.
  */
 function perGroupMatMul(a: tf.Tensor, b: tf.Tensor, transposeA = false, transposeB = false): tf.Tensor {
   const g = a.shape[0]!;
-  if (g > 1 && tf.getBackend() === 'wasm') {
+  if (g > 1 && tf.getBackend() === 'wasm' && !nativeMatMulActive()) {
     const at = transposeA ? tf.transpose(a, [0, 2, 1]) : a;
     const bt = transposeB ? tf.transpose(b, [0, 2, 1]) : b;
     const [, m, k] = at.shape as [number, number, number];
@@ -426,7 +427,15 @@ function weightGrad(ain: tf.Tensor, dZ: tf.Tensor, perGroup: boolean): tf.Tensor
   const a2 = tf.reshape(ain, [R, win]) as tf.Tensor2D;
   // out = 1: dZᵀ is a reshape, no transpose needed.
   if (wout === 1) return tf.reshape(tf.matMul(tf.reshape(dZ, [1, R]) as tf.Tensor2D, a2), [win, 1]);
-  return tf.matMul(tf.transpose(a2), tf.reshape(dZ, [R, wout]) as tf.Tensor2D);
+  return matMulTA(a2, tf.reshape(dZ, [R, wout]) as tf.Tensor2D);
+}
+
+/**
+ * a [R, p]ᵀ @ b [R, q] → [p, q]. The native BLAS takes the transpose as a flag; XNNPACK-in-wasm has no
+ * transposed-left path (tfjs-wasm runs it as a scalar loop), so there a is transposed first.
+ */
+function matMulTA(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
+  return nativeMatMulActive() ? tf.matMul(a, b, true, false) : tf.matMul(tf.transpose(a), b);
 }
 
 /**
@@ -448,7 +457,11 @@ function inputGrad(dZ: tf.Tensor, W: tf.Tensor): tf.Tensor {
   const [G, S, n, wout] = dZ.shape as [number, number, number, number];
   const win = W.shape[W.rank - 2]!;
   if (wout === 1) return tf.mul(dZ, tf.reshape(W, W.rank === 2 ? [1, 1, 1, win] : [G, 1, 1, win])); // outer product
-  if (W.rank === 2) return tf.reshape(tf.matMul(tf.reshape(dZ, [G * S * n, wout]) as tf.Tensor2D, tf.transpose(W) as tf.Tensor2D), [G, S, n, win]);
+  if (W.rank === 2) {
+    const dZ2 = tf.reshape(dZ, [G * S * n, wout]) as tf.Tensor2D;
+    const dA = nativeMatMulActive() ? tf.matMul(dZ2, W as tf.Tensor2D, false, true) : tf.matMul(dZ2, tf.transpose(W) as tf.Tensor2D);
+    return tf.reshape(dA, [G, S, n, win]);
+  }
   return tf.reshape(perGroupMatMul(tf.reshape(dZ, [G, S * n, wout]), W, false, true), [G, S, n, win]);
 }
 
@@ -989,7 +1002,7 @@ function heapBackward(weights: tf.Tensor[], biases: tf.Tensor[], cache: LayerCac
     // product, dW = Aᵀ dOut) beat the JS loop ~3×.
     const R = G * S * n;
     const dOut2 = tf.reshape(dOut, [R, 1]) as tf.Tensor2D;
-    dW[L - 1] = tf.matMul(tf.transpose(tf.reshape(cache[L - 1]!.ain, [R, winL]) as tf.Tensor2D), dOut2);
+    dW[L - 1] = matMulTA(tf.reshape(cache[L - 1]!.ain, [R, winL]) as tf.Tensor2D, dOut2);
     db[L - 1] = biasGrad(streamRange(dOut, 0, 1), pgB(L - 1));
     // W as a [1, win] matrix in a fresh buffer: the wasm backend caches the packed right operand of a
     // matmul by buffer, not by shape, so a reshape of W (which the forward used as [win, 1]) would
@@ -1007,7 +1020,7 @@ function heapBackward(weights: tf.Tensor[], biases: tf.Tensor[], cache: LayerCac
       const dOutG = tf.slice(dOut, [g, 0, 0, 0], [1, -1, -1, -1]);
       const dOut2 = tf.reshape(dOutG, [R, 1]) as tf.Tensor2D;
       const ain = tf.reshape(tf.slice(cache[L - 1]!.ain, [g, 0, 0, 0], [1, -1, -1, -1]), [R, winL]) as tf.Tensor2D;
-      dWs.push(tf.matMul(tf.transpose(ain), dOut2));
+      dWs.push(matMulTA(ain, dOut2));
       dbs.push(biasGrad(streamRange(dOutG, 0, 1), false));
       const Wrow = tf.mul(tf.reshape(tf.slice(WL, [g, 0, 0], [1, -1, -1]), [1, winL]), tf.scalar(1)) as tf.Tensor2D;
       dAs.push(tf.reshape(tf.matMul(dOut2, Wrow), [1, S, n, winL]));
