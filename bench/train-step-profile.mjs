@@ -1,6 +1,7 @@
 // Steady-state PINN training-step timing and per-kernel profile (issue 5). Run after `npm run build`:
-//   node bench/train-step-profile.mjs [wasm|cpu] [poisson|helmholtz] [--profile]
+//   node bench/train-step-profile.mjs [wasm|cpu] [poisson|helmholtz|quickstart] [--profile]
 // poisson: poisson2d, 3×50 tanh, N = 1000, full batch, vanilla, SNR B = 100.
+// quickstart: helmholtz2d a1 = 1, a2 = 4, 3×20, N = 512, full batch, vanilla, SNR B = 8 (sweeps/quickstart.yaml).
 // helmholtz: helmholtz2d a1 = a2 = 1, 4×32, N = 2560, full batch, vanilla, SNR B = 10 (science.md §6 calibration).
 // Times are the minimum over blocks of steps (robust to other load on the machine).
 import * as tf from '@tensorflow/tfjs-core';
@@ -9,7 +10,9 @@ const backend = process.argv[2] ?? 'wasm';
 const which = process.argv[3] ?? 'poisson';
 await T.initBackend(backend);
 const train = { steps: 1000, lr: 1e-3, batch_size: 'full', lr_decay: { rate: 0.9, every: 5000 }, log_every: 100, eval_every: 100, checkpoint_every: 0 };
-const cfg = which === 'poisson'
+const cfg = which === 'quickstart'
+  ? { problem: { name: 'helmholtz2d', a1: 1, a2: 4, k: 1, n_collocation: 512, n_boundary: 64, w_bc: 1, eval_grid: 101 }, model: { width: 20, depth: 3 }, train, strategy: { name: 'vanilla' }, diagnostics: { every: 1000000, snr_batches: 8 }, seed: 1 }
+  : which === 'poisson'
   ? { problem: { name: 'poisson2d', n_collocation: 1000, n_boundary: 100, w_bc: 1, eval_grid: 101 }, model: { width: 50, depth: 3 }, train, strategy: { name: 'vanilla' }, diagnostics: { every: 1000000, snr_batches: 100 }, seed: 1 }
   : { problem: { name: 'helmholtz2d', a1: 1, a2: 1, k: 1, n_collocation: 2560, n_boundary: 100, w_bc: 1, eval_grid: 101 }, model: { width: 32, depth: 4 }, train, strategy: { name: 'vanilla' }, diagnostics: { every: 1000000, snr_batches: 10 }, seed: 1 };
 const s = T.setupTrial(cfg);
