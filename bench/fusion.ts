@@ -7,7 +7,7 @@
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TrialConfig } from '../schemas/sweep.js';
-import { FUSION_RULE } from '../worker/trainer/index.js';
+import { blasStatus, FUSION_RULE } from '../worker/trainer/index.js';
 import type { FusionChildInput, FusionChildOutput } from './fusion-child.js';
 import { benchEntry, figure, repoRoot, runJsonChild, tempDir, trialConfig, type Figure } from './lib.js';
 import { startCli } from './procs.js';
@@ -34,7 +34,7 @@ export async function benchFusion(o: BenchOptions, withSweep: boolean): Promise<
   for (const [n, width] of sizes) {
     o.log(`fusion: ${k} trials, N = ${n}, width ${width}, ${steps} steps each, alone vs fused × ${o.runs}`);
     const r = await runJsonChild<FusionChildOutput>(benchEntry('fusion-child.js'), { config: sizeConfig(n, width, steps), k, runs: o.runs } satisfies FusionChildInput);
-    const fused = n * width <= FUSION_RULE.maxPointsTimesWidth;
+    const fused = n * width <= (blasStatus().available ? FUSION_RULE.maxPointsTimesWidthBlas : FUSION_RULE.maxPointsTimesWidth);
     figs.push(figure({
       bench: 'fusion', figure: `fusion speed-up N=${n} width=${width} (K=${k})${fused ? ', fused by the rule' : ''}`, unit: '×',
       samples: r.alone_ms.map((a, i) => a / r.fused_ms[i]!), target: null,

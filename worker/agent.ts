@@ -364,8 +364,8 @@ export class WorkerAgent {
 
   /**
    * Fills `group` (its first trial fusable, limit `limit` > 1) with same-key trials: first from the local
-   * queue, then by one pull of at most this slot's share of what the stream holds undelivered — shared
-   * among the `free` slots of this worker that were free when the group's first trial was pulled and
+   * queue, then by one pull of at most this slot's share of what the stream holds undelivered (groups
+   * of equal size over the fewest rounds the limit allows) — shared among the `free` slots of this worker that were free when the group's first trial was pulled and
    * the idle slots of other workers (their waiting pull requests), so that idle slots get trials too —
    * and at most what the local queue has room for (2 × limit): pulled trials of another key wait there.
    */
@@ -387,7 +387,13 @@ export class WorkerAgent {
     } catch {
       return; // transport trouble: run what we have
     }
-    const target = Math.min(limit, Math.ceil((group.length + pending) / Math.max(1, free + idle)));
+    // Balanced: as few rounds of groups as the limit allows, the trials spread evenly over the slots
+    // and rounds (12 trials, limit 4, 2 slots: 4 groups of 3 in 2 rounds, not 3 groups of 4 with one
+    // slot idle for the last).
+    const n = group.length + pending;
+    const slots = Math.max(1, free + idle);
+    const rounds = Math.ceil(Math.ceil(n / limit) / slots);
+    const target = Math.min(limit, Math.ceil(n / (rounds * slots)));
     const want = Math.min(target - group.length, 2 * limit - this.queue.length);
     if (want <= 0 || this.stopping) return;
     try {

@@ -17,7 +17,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { TrialConfig } from '../../schemas/sweep.js';
 import { Adam } from './adam.js';
-import type { BackendName } from './backend.js';
+import { blasStatus, type BackendName } from './backend.js';
 import { conditionsLoss, residualLoss, sqError, type ConditionTerm } from './loss.js';
 import { mlpForward, type MlpParams } from './network.js';
 import { resolveBackend, setupTrial, trainTrial, TrialRun, type TrainHooks, type TrainOptions, type TrainSummary, type TrialSetup } from './train.js';
@@ -39,19 +39,22 @@ export function fusionKey(config: TrialConfig): string {
 export function fusionLimit(config: TrialConfig, backend: BackendName): number {
   if (backend !== 'wasm' && backend !== 'cpu') return 1;
   const n = config.train.batch_size === 'full' ? config.problem.n_collocation : Math.min(config.train.batch_size, config.problem.n_collocation);
-  return n * config.model.width <= FUSION_RULE.maxPointsTimesWidth ? FUSION_RULE.maxTrials : 1;
+  const limit = backend === 'wasm' && blasStatus().available ? FUSION_RULE.maxPointsTimesWidthBlas : FUSION_RULE.maxPointsTimesWidth;
+  return n * config.model.width <= limit ? FUSION_RULE.maxTrials : 1;
 }
 
 /**
  * The measured fusion rule (wasm/cpu): fuse up to `maxTrials` trials when batch points × width ≤
- * `maxPointsTimesWidth`. Measured with `npm run bench -- --only fusion` (2-core Xeon, wasm, K = 4,
- * helmholtz2d depth 3, full batch): speed-up of fused over one-after-the-other 1.1–1.25× at
- * N × width ≤ 256 × 20, ~1.0× at 512 × 20 and 256 × 50, 0.8–0.95× above (the per-trial matmuls, which
- * the wasm backend can only run unbatched, and the per-point JS loops do not shrink when fused; what
- * fusion saves is per-kernel overhead, which dominates only small steps). On tensorflow (GPU) slots
- * fusion is not used (1): not measured there.
+ * `maxPointsTimesWidthBlas` (wasm with the native BLAS matmuls, backend.ts) or `maxPointsTimesWidth`
+ * (wasm's own matmuls, cpu). Measured with `npm run bench -- --only fusion` (2-core Xeon, K = 4,
+ * helmholtz2d depth 3, full batch). Wasm matmuls: speed-up of fused over one-after-the-other
+ * 1.1–1.25× at N × width ≤ 256 × 20, ~1.0× at 512 × 20 and 256 × 50, 0.8–0.95× above (the per-trial
+ * matmuls and the per-point JS loops do not shrink when fused; what fusion saves is per-kernel
+ * overhead, which dominates only small steps). Native BLAS: the matmuls are cheaper, so the overhead
+ * is a larger share: 1.2–1.7× up to 512 × 20 (1.3–1.5× at the quickstart's 128 × 20), 0.85–1.15×
+ * at 512 × 32 and 1000 × 50. On tensorflow (GPU) slots fusion is not used (1): not measured there.
  */
-export const FUSION_RULE = { maxPointsTimesWidth: 5_120, maxTrials: 4 };
+export const FUSION_RULE = { maxPointsTimesWidth: 5_120, maxPointsTimesWidthBlas: 10_240, maxTrials: 4 };
 
 /** One trial of a fused run. */
 interface Member {
