@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseSpecText, resolveSweep } from '../orchestrator/spec.js';
 import type { TrialConfig } from '../schemas/sweep.js';
+import { blasStatus } from '../worker/trainer/index.js';
 
 /** Repository root (bench/lib.ts compiles to dist/bench/lib.js). */
 export const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
@@ -77,6 +78,11 @@ export function machine(backend: string): Record<string, unknown> {
     cores: c.length,
     node: process.version,
     backend,
+    // Whether the wasm backend's matmuls ran on the native BLAS (worker/trainer/native/blas.c).
+    matmul: (() => {
+      const b = blasStatus();
+      return b.available ? `native BLAS: ${b.library}${b.core ? ` (${b.core})` : ''}` : `wasm XNNPACK (${b.error})`;
+    })(),
     os: `${osType()} ${release()}`,
     total_memory_gib: +(totalmem() / 2 ** 30).toFixed(1),
     free_memory_gib_at_start: +(freemem() / 2 ** 30).toFixed(1),
