@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { parseSpecText, resolveSweep } from '../orchestrator/spec.js';
 import type { TrialConfig } from '../schemas/sweep.js';
 import { blasStatus } from '../worker/trainer/index.js';
+import { nativeStreams } from '../worker/trainer/backend.js';
 
 /** Repository root (bench/lib.ts compiles to dist/bench/lib.js). */
 export const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
@@ -78,11 +79,13 @@ export function machine(backend: string): Record<string, unknown> {
     cores: c.length,
     node: process.version,
     backend,
-    // Whether the wasm backend's matmuls ran on the native BLAS (worker/trainer/native/blas.c).
+    // Whether the wasm backend's matmuls ran on the native BLAS (worker/trainer/native/blas.c), and
+    // the stream loops in C (native/streams.c) or JS.
     matmul: (() => {
       const b = blasStatus();
       return b.available ? `native BLAS: ${b.library}${b.core ? ` (${b.core})` : ''}` : `wasm XNNPACK (${b.error})`;
     })(),
+    stream_loops: nativeStreams() ? 'C (native addon)' : 'JS',
     os: `${osType()} ${release()}`,
     total_memory_gib: +(totalmem() / 2 ** 30).toFixed(1),
     free_memory_gib_at_start: +(freemem() / 2 ** 30).toFixed(1),

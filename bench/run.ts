@@ -111,7 +111,7 @@ async function main(): Promise<void> {
   const errors = [...new Set(figs.filter((f) => f.error).map((f) => `${f.figure}: ${f.error}`))];
   if (errors.length) process.stdout.write(`failed measurements:\n${errors.map((e) => `  ${e}`).join('\n')}\n`);
   const m = result.machine;
-  process.stdout.write(`${m.cpu}, ${m.cores} cores, Node ${m.node}, backend wasm (matmuls: ${String(m.matmul)}); ${result.wall_seconds} s; wrote ${args.out}\n`);
+  process.stdout.write(`${m.cpu}, ${m.cores} cores, Node ${m.node}, backend wasm (matmuls: ${String(m.matmul)}; stream loops: ${String(m.stream_loops)}); ${result.wall_seconds} s; wrote ${args.out}\n`);
 }
 
 await main();

@@ -1,16 +1,18 @@
 #!/usr/bin/env node
-// Builds the optional native BLAS addon (worker/trainer/native/blas.c → build/Release/phasemap_blas.node)
+// Builds the optional native addon (worker/trainer/native/*.c → build/Release/phasemap_native.node: OpenBLAS
+// matmuls and the MLP's stream loops in C)
 // with node-gyp. Run by `npm ci` (install) and `npm run build`; skipped when the addon is newer than its
 // sources. A failed build is a warning, not an error: the trainer then keeps the wasm backend's own
-// matmuls (slower, same results to float rounding). PHASEMAP_NATIVE=off skips the build.
+// matmuls (slower, same results to float rounding) and its JS stream loops (same results). PHASEMAP_NATIVE=off skips the build.
 import { spawnSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const out = path.join(root, 'build', 'Release', 'phasemap_blas.node');
-const sources = [path.join(root, 'binding.gyp'), path.join(root, 'worker', 'trainer', 'native', 'blas.c')];
+const out = path.join(root, 'build', 'Release', 'phasemap_native.node');
+const nativeDir = path.join(root, 'worker', 'trainer', 'native');
+const sources = [path.join(root, 'binding.gyp'), ...['blas.c', 'streams.c', 'streams.h', 'streams_napi.c'].map((f) => path.join(nativeDir, f))];
 
 if (process.env.PHASEMAP_NATIVE === 'off') {
   console.error('build-native: skipped (PHASEMAP_NATIVE=off)');
@@ -34,8 +36,8 @@ if (!process.env.npm_config_nodedir && existsSync(path.join(localHeaders, 'inclu
 const [cmd, ...pre] = nodeGyp();
 const r = spawnSync(cmd, [...pre, ...args], { cwd: root, encoding: 'utf8' });
 if (r.status === 0 && existsSync(out)) {
-  console.error('build-native: built build/Release/phasemap_blas.node');
+  console.error('build-native: built build/Release/phasemap_native.node');
 } else {
   const why = (r.error?.message ?? `${r.stdout ?? ''}${r.stderr ?? ''}`).trim().split('\n').slice(-8).join('\n');
-  console.error(`build-native: WARNING: the native BLAS addon did not build; training uses the wasm matmuls (slower).\n${why}`);
+  console.error(`build-native: WARNING: the native addon did not build; training uses the wasm matmuls and JS loops (slower).\n${why}`);
 }

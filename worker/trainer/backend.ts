@@ -231,7 +231,9 @@ function patchWasmTanh(): void {
     const out = backend.makeOutput(x.shape.slice(), 'float32');
     const src = backend.typedArrayFromHeap(x) as Float32Array;
     const dst = backend.typedArrayFromHeap(out) as Float32Array;
-    for (let i = 0; i < src.length; i++) dst[i] = tanhD(src[i]!);
+    const native = nativeStreams();
+    if (native) native.tanh(src, dst); // the same tanhD in C
+    else for (let i = 0; i < src.length; i++) dst[i] = tanhD(src[i]!);
     return out;
   });
 }
@@ -257,31 +259,64 @@ interface BlasAddon {
   status(): BlasStatus;
 }
 
-let blasAddon: BlasAddon | null | undefined;
-let blasLoadError = '';
-
-/** Path of the built addon: <package root>/build/Release/phasemap_blas.node (dist/worker/trainer → root). */
-function blasAddonPath(): string {
-  return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'build', 'Release', 'phasemap_blas.node');
+/**
+ * The fused MLP's per-element stream loops in C (native/streams.c): each computes, operation for
+ * operation in double precision, what network.ts's generated JS loop computes, so the results are
+ * the same bits. `layout` is [G, n, w, d, S, nd, ns, first…, second…, secPos…]; the Float64Arrays
+ * accumulate (+=). Throws RangeError when an array is shorter than the layout says.
+ */
+export interface NativeStreams {
+  tanh(x: Float32Array, out: Float32Array): void;
+  fwdHidden(layout: Int32Array, bPer: number, Z: Float32Array, B: Float32Array, Ao: Float32Array | null, ao: Float32Array): void;
+  fwdLayer0(layout: Int32Array, bPer: number, wPer: number, Z: Float32Array, B: Float32Array, W: Float32Array, Ao: Float32Array, ao: Float32Array): void;
+  bwdHidden(layout: Int32Array, bPer: number, D: Float32Array, a: Float32Array, Z: Float32Array | null, dZ: Float32Array, db: Float64Array): void;
+  bwdLayer0(layout: Int32Array, bPer: number, gPer: number, wPer: number, D: Float32Array, a: Float32Array, W: Float32Array, X: Float32Array, dW: Float64Array, db: Float64Array): void;
 }
 
-function loadBlas(): BlasAddon | null {
-  if (blasAddon !== undefined) return blasAddon;
-  blasAddon = null;
-  const file = blasAddonPath();
-  if (process.env.PHASEMAP_BLAS === 'off') blasLoadError = 'disabled by PHASEMAP_BLAS=off';
-  else if (!existsSync(file)) blasLoadError = `the native addon was not built (${file} missing; npm run build builds it)`;
+type NativeAddon = BlasAddon & NativeStreams & { setTanhTables(exp32: Float64Array, pow2: Float64Array): void };
+
+let nativeAddon: NativeAddon | null | undefined;
+let nativeLoadError = '';
+
+/** Path of the built addon: <package root>/build/Release/phasemap_native.node (dist/worker/trainer → root). */
+function nativeAddonPath(): string {
+  return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'build', 'Release', 'phasemap_native.node');
+}
+
+/** The native addon (once per thread), or null with `nativeLoadError` saying why. PHASEMAP_NATIVE=off: never. */
+function loadNative(): NativeAddon | null {
+  if (nativeAddon !== undefined) return nativeAddon;
+  nativeAddon = null;
+  const file = nativeAddonPath();
+  if (process.env.PHASEMAP_NATIVE === 'off') nativeLoadError = 'disabled by PHASEMAP_NATIVE=off';
+  else if (!existsSync(file)) nativeLoadError = `the native addon was not built (${file} missing; npm run build builds it)`;
   else {
     try {
-      const addon = require(file) as BlasAddon;
-      const st = addon.status();
-      if (st.available) blasAddon = addon;
-      else blasLoadError = st.error;
+      const addon = require(file) as NativeAddon;
+      addon.setTanhTables(EXP_TABLE, POW2);
+      nativeAddon = addon;
     } catch (e) {
-      blasLoadError = `the native addon did not load: ${(e as Error).message.split('\n')[0]}`;
+      nativeLoadError = `the native addon did not load: ${(e as Error).message.split('\n')[0]}`;
     }
   }
-  return blasAddon;
+  return nativeAddon;
+}
+
+/** The addon when its BLAS loaded (OpenBLAS found, PHASEMAP_BLAS not off), else null. */
+function loadBlas(): BlasAddon | null {
+  const addon = loadNative();
+  return addon && addon.status().available ? addon : null;
+}
+
+let nativeStreamsOn = true;
+/** Turn the C stream loops off (true: on when the addon loaded) for this thread; for tests and benchmarks. */
+export function setNativeStreams(on: boolean): void {
+  nativeStreamsOn = on;
+}
+
+/** The C stream loops when the addon loaded and they are on, else null (the JS loops run). */
+export function nativeStreams(): NativeStreams | null {
+  return nativeStreamsOn ? loadNative() : null;
 }
 
 /**
@@ -290,7 +325,7 @@ function loadBlas(): BlasAddon | null {
  * and batches whole instead of working around tfjs-wasm's slow paths.
  */
 export function nativeMatMulActive(): boolean {
-  return tf.getBackend() === 'wasm' && blasAddon != null && replacedWasmKernels.has('BatchMatMul');
+  return tf.getBackend() === 'wasm' && loadBlas() != null && replacedWasmKernels.has('BatchMatMul');
 }
 
 /**
@@ -298,8 +333,8 @@ export function nativeMatMulActive(): boolean {
  * and if not why. Loads the addon on first call; does not need an active backend.
  */
 export function blasStatus(): BlasStatus {
-  const addon = loadBlas();
-  return addon ? addon.status() : { available: false, library: '', core: '', error: blasLoadError };
+  const addon = loadNative();
+  return addon ? addon.status() : { available: false, library: '', core: '', error: nativeLoadError };
 }
 
 /**

@@ -15,7 +15,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { DerivSpec, Fields } from './problems.js';
 import type { Rng } from './rng.js';
-import { heapKernel, heapKernelsAvailable, nativeMatMulActive, tanhD } from './backend.js';
+import { heapKernel, heapKernelsAvailable, nativeMatMulActive, nativeStreams, tanhD, type NativeStreams } from './backend.js';
 import './gradients.js';
 
 /** Parameters of an MLP: weights[l] [in, out] or [G, in, out]; biases[l] [out] or [G, out]. */
@@ -816,6 +816,20 @@ ${body}
 const LOOP_ARGS = ['T', 'G', 'n', 'w', 'd', 'S', 'bPer', 'gPer', 'gSize', 'wPer', 'wSize'];
 
 /**
+ * The C versions of these loops (backend.ts `nativeStreams`, native/streams.c: the same operations
+ * in the same order, so the same bits) when the addon loaded and the layer is at most 4,096 wide;
+ * else null and the generated JS loop runs.
+ */
+function cLoops(w: number): NativeStreams | null {
+  return w <= 4096 ? nativeStreams() : null;
+}
+
+/** The C loops' layout argument: [G, n, w, d, S, nd, ns, first…, second…, secPos…]. */
+function cLayout(sp: StreamSpec, G: number, n: number, w: number, d: number): Int32Array {
+  return Int32Array.from([G, n, w, d, sp.S, sp.nd, sp.ns, ...sp.first, ...sp.second, ...sp.secPos]);
+}
+
+/**
  * Hidden layer: from z = ain W ([G, S, n, w], no bias) and b, the next layer's input streams
  * A = [a, s1 zd, s1 zs + s2 zd_c²] and a = tanh(z_v + b) ([G, 1, n, w]); with S = 1 only a.
  */
@@ -831,8 +845,10 @@ function heapTanhForward(z: tf.Tensor, b: tf.Tensor, G: number, n: number, w: nu
     return { args: [...LOOP_ARGS, 'Z', 'B', 'Ao', 'ao'], body: elementLoop(offsets(S), body) };
   });
   const outShapes = S === 1 ? [[G, 1, n, w]] : [[G, S, n, w], [G, 1, n, w]];
+  const c = cLoops(w);
   const outs = heapKernel([z, b], outShapes, ([Z, B], o) => {
-    f(tanhD, G, n, w, 0, S, B!.length !== w, false, 0, false, 0, Z, B, S === 1 ? null : o[0], o[S === 1 ? 0 : 1]);
+    if (c) c.fwdHidden(cLayout(sp, G, n, w, 0), B!.length !== w ? 1 : 0, Z!, B!, S === 1 ? null : o[0]!, o[S === 1 ? 0 : 1]!);
+    else f(tanhD, G, n, w, 0, S, B!.length !== w, false, 0, false, 0, Z, B, S === 1 ? null : o[0], o[S === 1 ? 0 : 1]);
   });
   return S === 1 ? { A: outs[0]!, a: outs[0]! } : { A: outs[0]!, a: outs[1]! };
 }
@@ -847,8 +863,10 @@ function heapLayer0Forward(z0: tf.Tensor, b0: tf.Tensor, W0: tf.Tensor, G: numbe
     for (let q = 0; q < ns; q++) body += `const wq${q} = W[wo + r${second[q]} + j];\nAo[base + o${1 + nd + q}] = s2 * wq${q} * wq${q};\n`;
     return { args: [...LOOP_ARGS, 'Z', 'B', 'W', 'Ao', 'ao'], body: elementLoop(offsets(S, d), body) };
   });
+  const c = cLoops(w);
   const [A, a] = heapKernel([z0, b0, W0], [[G, S, n, w], [G, 1, n, w]], ([Z, B, W], [Ao, ao]) => {
-    f(tanhD, G, n, w, d, S, B!.length !== w, false, 0, W!.length !== d * w, d * w, Z, B, W, Ao, ao);
+    if (c) c.fwdLayer0(cLayout(sp, G, n, w, d), B!.length !== w ? 1 : 0, W!.length !== d * w ? 1 : 0, Z!, B!, W!, Ao!, ao!);
+    else f(tanhD, G, n, w, d, S, B!.length !== w, false, 0, W!.length !== d * w, d * w, Z, B, W, Ao, ao);
   });
   return { A: A!, a: a! };
 }
@@ -914,8 +932,10 @@ function heapTanhBackward(dA: tf.Tensor, c: LayerCache, G: number, n: number, w:
   });
   const dbAcc = new Float64Array(pgB ? G * w : w);
   const ins = S === 1 ? [dA, c.a!] : [dA, c.a!, c.z!];
+  const cl = cLoops(w);
   const [dz] = heapKernel(ins, [[G, S, n, w]], ([D, a, Z], [dZ]) => {
-    f(tanhD, G, n, w, 0, S, pgB, false, 0, false, 0, D, a, Z ?? null, dZ, dbAcc);
+    if (cl) cl.bwdHidden(cLayout(sp, G, n, w, 0), pgB ? 1 : 0, D!, a!, Z ?? null, dZ!, dbAcc);
+    else f(tanhD, G, n, w, 0, S, pgB, false, 0, false, 0, D, a, Z ?? null, dZ, dbAcc);
   });
   return { dz: dz!, db: pgB ? tf.tensor2d(Float32Array.from(dbAcc), [G, w]) : tf.tensor1d(Float32Array.from(dbAcc)) };
 }
@@ -942,8 +962,10 @@ function heapLayer0Backward(dA: tf.Tensor, c: LayerCache, W0: tf.Tensor, G: numb
   });
   const dWAcc = new Float64Array(pgW ? G * d * w : d * w);
   const dbAcc = new Float64Array(pgB ? G * w : w);
+  const cl = cLoops(w);
   heapKernel([dA, c.a!, W0, c.ain], [], ([D, a, W, X]) => {
-    f(tanhD, G, n, w, d, S, pgB, pgW, d * w, W!.length !== d * w, d * w, D, a, W, X, dWAcc, dbAcc);
+    if (cl) cl.bwdLayer0(cLayout(sp, G, n, w, d), pgB ? 1 : 0, pgW ? 1 : 0, W!.length !== d * w ? 1 : 0, D!, a!, W!, X!, dWAcc, dbAcc);
+    else f(tanhD, G, n, w, d, S, pgB, pgW, d * w, W!.length !== d * w, d * w, D, a, W, X, dWAcc, dbAcc);
   });
   return {
     dW: pgW ? tf.tensor3d(Float32Array.from(dWAcc), [G, d, w]) : tf.tensor2d(Float32Array.from(dWAcc), [d, w]),

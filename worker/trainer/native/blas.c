@@ -1,5 +1,6 @@
 /*
- * phasemap_blas: cblas_sgemm from the system's OpenBLAS for the trainer's matmuls on the wasm backend.
+ * phasemap_native (this file: the BLAS part and the module's init; streams*.c: the MLP's stream loops):
+ * cblas_sgemm from the system's OpenBLAS for the trainer's matmuls on the wasm backend.
  *
  * tfjs-backend-wasm runs matmuls through XNNPACK compiled to wasm SIMD: ~15 GFLOP/s on the training
  * shapes ([5000, 50] x [50, 50]), where OpenBLAS's native kernels reach ~80 (measured on the 2-core
@@ -145,8 +146,11 @@ static napi_value status(napi_env env, napi_callback_info info) {
   return o;
 }
 
+void register_streams(napi_env env, napi_value exports); /* streams_napi.c */
+
 NAPI_MODULE_INIT() {
   load_blas();
+  register_streams(env, exports);
   napi_value f;
   napi_create_function(env, "sgemm", NAPI_AUTO_LENGTH, sgemm, NULL, &f);
   napi_set_named_property(env, exports, "sgemm", f);
