@@ -302,10 +302,14 @@ function loadNative(): NativeAddon | null {
   return nativeAddon;
 }
 
-/** The addon when its BLAS loaded (OpenBLAS found, PHASEMAP_BLAS not off), else null. */
+let blasAddon: BlasAddon | null | undefined;
+/** The addon when its BLAS loaded (OpenBLAS found, PHASEMAP_BLAS not off), else null (once per thread). */
 function loadBlas(): BlasAddon | null {
-  const addon = loadNative();
-  return addon && addon.status().available ? addon : null;
+  if (blasAddon === undefined) {
+    const addon = loadNative();
+    blasAddon = addon && addon.status().available ? addon : null;
+  }
+  return blasAddon;
 }
 
 let nativeStreamsOn = true;
