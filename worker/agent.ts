@@ -366,8 +366,9 @@ export class WorkerAgent {
    * Fills `group` (its first trial fusable, limit `limit` > 1) with same-key trials: first from the local
    * queue, then by one pull of at most this slot's share of what the stream holds undelivered (groups
    * of equal size over the fewest rounds the limit allows) — shared among the `free` slots of this
-   * worker that were free when the group's first trial was pulled and the idle slots of other workers (their waiting pull requests), so that idle slots get trials too —
-   * and at most what the local queue has room for (2 × limit): pulled trials of another key wait there.
+   * worker that were free when the group's first trial was pulled and the idle slots of other
+   * workers (their waiting pull requests), so that idle slots get trials too — and at most what the
+   * local queue has room for (2 × limit): pulled trials of another key wait there.
    */
   private async gather(group: Pulled[], limit: number, free: number): Promise<void> {
     const key = group[0]!.key;
