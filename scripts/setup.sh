@@ -33,12 +33,14 @@ if ! python3 -c 'import numpy' >/dev/null 2>&1; then
 fi
 # The trainer's matmuls on the wasm backend run on OpenBLAS when it is there (~2x faster steps; the
 # native addon opens it at run time, worker/trainer/native/blas.c); without it they stay in wasm.
+# The pthreads build: slots call it concurrently, which the sequential build is not safe for (it is
+# then called under a lock, one product at a time).
 if ! ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so\.0'; then
   if command -v apt-get >/dev/null 2>&1; then
-    echo "setup: OpenBLAS not found; installing it (libopenblas0-serial)" >&2
+    echo "setup: OpenBLAS not found; installing it (libopenblas0-pthread)" >&2
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libopenblas0-serial >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libopenblas0-pthread >/dev/null
   else
     echo "setup: OpenBLAS (libopenblas.so.0) not found: training runs, with slower matmuls; install OpenBLAS to speed it up" >&2
   fi

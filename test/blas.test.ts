@@ -7,11 +7,13 @@
  */
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
+import { Worker } from 'node:worker_threads';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import { blasStatus, nativeMatMulActive } from '../worker/trainer/index.js';
 import { testBackend } from './trainer-helpers.js';
+import { trainGroup } from './fixtures/blas-threads.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -19,12 +21,37 @@ test.before(async () => {
   await testBackend();
 });
 
-test('the native BLAS addon is built and OpenBLAS is loaded on wasm', (t) => {
+test('the native BLAS addon is built and OpenBLAS (its pthreads build, no lock) is loaded on wasm', (t) => {
   const st = blasStatus();
   t.true(st.available, `blas: ${st.error}`);
   t.regex(st.library, /openblas/i);
   t.is(st.error, '');
+  t.is(st.serialised, false, 'scripts/setup.sh installs libopenblas0-pthread, which takes concurrent calls');
   t.true(nativeMatMulActive());
+});
+
+test('two slots training at once get the bits they get one after the other (concurrent calls into the BLAS)', async (t) => {
+  // Debian's sequential OpenBLAS shares its work buffers between threads: two thread slots training
+  // different groups at once got different losses run to run. Each thread here trains one group while
+  // the other trains the other; the same groups then train in this thread alone.
+  const file = path.join(here, 'fixtures', 'blas-threads.js');
+  const inThreads = await Promise.all(
+    ([0, 1] as const).map(
+      (which) =>
+        new Promise<number[][]>((resolve, reject) => {
+          const w = new Worker(file, { workerData: { which } });
+          w.once('message', (m: number[][]) => resolve(m));
+          w.once('error', reject);
+          w.once('exit', (code) => (code === 0 ? undefined : reject(new Error(`worker exited ${code}`))));
+        }),
+    ),
+  );
+  const alone = [await trainGroup(0), await trainGroup(1)];
+  for (const which of [0, 1]) {
+    t.is(inThreads[which]!.length, 2);
+    t.true(inThreads[which]![0]!.length >= 60);
+    t.deepEqual(inThreads[which], alone[which], `group ${which}`);
+  }
 });
 
 /** Deterministic values in [-1, 1) with a few exact zeros. */

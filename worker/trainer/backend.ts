@@ -252,6 +252,12 @@ export interface BlasStatus {
   core: string;
   /** Why it is not available ('' when it is). */
   error: string;
+  /**
+   * Calls hold a process-wide lock (one product at a time over all slots): the library is not
+   * OpenBLAS's pthreads build, the one known to take concurrent calls (the sequential build shares
+   * its work buffers between threads: concurrent slots got other results, run to run).
+   */
+  serialised?: boolean;
 }
 
 interface BlasAddon {

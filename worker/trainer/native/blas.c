@@ -14,11 +14,14 @@
  * OpenBLAS 0.3.21 (Debian 12) does not recognise recent Xeons and falls back to its SSE3 "Prescott"
  * kernels (~16 GFLOP/s); unless OPENBLAS_CORETYPE is set, the core type is chosen here from the CPU's
  * features (AVX-512 -> SkylakeX, AVX2+FMA -> Haswell) before the library initialises.
- * Calls are single-threaded (openblas_set_num_threads(1)): parallelism is one trial per slot.
+ * Calls are single-threaded (OPENBLAS_NUM_THREADS=1): parallelism is one trial per slot, so slots call
+ * sgemm concurrently. OpenBLAS's pthreads build (Debian libopenblas0-pthread) takes that; any other
+ * (its sequential build shares work buffers between threads without a lock) is called under a lock.
  */
 #define NAPI_VERSION 8
 #include <dlfcn.h>
 #include <node_api.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +31,14 @@ typedef void (*sgemm_fn)(int order, int ta, int tb, int m, int n, int k, float a
 enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 };
 
 static sgemm_fn p_sgemm = NULL;
+/*
+ * Set when the library is not known to take concurrent calls (OpenBLAS's sequential build, Debian
+ * libopenblas0-serial, shares its work buffers between threads without a lock: two slots' products
+ * running at once gave other results, run to run): every call then holds `serial_lock`.
+ */
+static int serialise = 1;
+static pthread_mutex_t serial_lock = PTHREAD_MUTEX_INITIALIZER;
+static int parallel_kind = -1; /* openblas_get_parallel(): 0 sequential, 1 pthreads, 2 OpenMP; -1 unknown */
 static const char *(*p_corename)(void) = NULL;
 static char load_error[512] = "";
 static char lib_name[256] = "";
@@ -37,6 +48,8 @@ static void load_blas(void) {
   if (done) return;
   done = 1;
   const char *env = getenv("PHASEMAP_BLAS");
+  /* One thread per call: parallelism is one trial per slot (and no idle thread pool at load). */
+  setenv("OPENBLAS_NUM_THREADS", "1", 0);
   if (env && strcmp(env, "off") == 0) {
     snprintf(load_error, sizeof load_error, "disabled by PHASEMAP_BLAS=off");
     return;
@@ -61,7 +74,7 @@ static void load_blas(void) {
     else if (!errs[0]) snprintf(errs, sizeof errs, "%s", dlerror());
   }
   if (!h) {
-    snprintf(load_error, sizeof load_error, "no BLAS library could be opened (%s); install OpenBLAS (Debian: libopenblas0-serial)", errs);
+    snprintf(load_error, sizeof load_error, "no BLAS library could be opened (%s); install OpenBLAS (Debian: libopenblas0-pthread)", errs);
     return;
   }
   p_sgemm = (sgemm_fn)dlsym(h, "cblas_sgemm");
@@ -71,6 +84,9 @@ static void load_blas(void) {
   }
   void (*set_threads)(int) = (void (*)(int))dlsym(h, "openblas_set_num_threads");
   if (set_threads) set_threads(1);
+  int (*get_parallel)(void) = (int (*)(void))dlsym(h, "openblas_get_parallel");
+  if (get_parallel) parallel_kind = get_parallel();
+  serialise = parallel_kind != 1; /* only OpenBLAS's pthreads build is known to be safe */
   p_corename = (const char *(*)(void))dlsym(h, "openblas_get_corename");
 }
 
@@ -124,9 +140,11 @@ static napi_value sgemm(napi_env env, napi_callback_info info) {
     memset(c, 0, sizeof(float) * batch * m * n);
     return NULL;
   }
+  if (serialise) pthread_mutex_lock(&serial_lock);
   for (int64_t i = 0; i < batch; i++)
     p_sgemm(ROW_MAJOR, ta ? TRANS : NO_TRANS, tb ? TRANS : NO_TRANS, (int)m, (int)n, (int)k, 1.0f, a + i * sa, ta ? (int)m : (int)k,
             b + i * sb, tb ? (int)k : (int)n, 0.0f, c + i * m * n, (int)n);
+  if (serialise) pthread_mutex_unlock(&serial_lock);
   return NULL;
 }
 
@@ -143,6 +161,8 @@ static napi_value status(napi_env env, napi_callback_info info) {
   napi_set_named_property(env, o, "core", s);
   napi_create_string_utf8(env, load_error, NAPI_AUTO_LENGTH, &s);
   napi_set_named_property(env, o, "error", s);
+  napi_get_boolean(env, serialise != 0, &s);
+  napi_set_named_property(env, o, "serialised", s);
   return o;
 }
 
