@@ -9,10 +9,9 @@
 import test from 'ava';
 import type { MetricRow } from '../schemas/metrics.js';
 import type { TrialConfig } from '../schemas/sweep.js';
-import { resolveTrialConfig } from '../orchestrator/spec.js';
 import { nativeStreams, setNativeStreams } from '../worker/trainer/backend.js';
 import { trainTrial, trainTrials, type CheckpointData, type TrainHooks } from '../worker/trainer/index.js';
-import { testBackend } from './trainer-helpers.js';
+import { resolved, testBackend } from './trainer-helpers.js';
 
 process.env.PHASEMAP_REFERENCE_CACHE = 'off';
 
@@ -21,7 +20,7 @@ test.before(async () => {
 });
 
 function config(problem: Record<string, unknown>, over: Record<string, unknown> = {}): TrialConfig {
-  const cfg: Record<string, unknown> = {
+  return resolved({
     problem,
     model: { width: 12, depth: 3 },
     train: { steps: 40, lr: 1e-2, log_every: 4, eval_every: 8, checkpoint_every: 20, lr_decay: { rate: 0.9, every: 10 } },
@@ -29,10 +28,7 @@ function config(problem: Record<string, unknown>, over: Record<string, unknown> 
     diagnostics: { every: 8, snr_batches: 4 },
     seed: 5,
     ...over,
-  };
-  const errs = resolveTrialConfig(cfg);
-  if (errs.length) throw new Error(errs.map((e) => e.message).join('; '));
-  return cfg as unknown as TrialConfig;
+  });
 }
 
 interface Run {

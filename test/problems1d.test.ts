@@ -10,7 +10,6 @@ import test from 'ava';
 import * as tf from '@tensorflow/tfjs-core';
 import type { MetricRow } from '../schemas/metrics.js';
 import type { TrialConfig } from '../schemas/sweep.js';
-import { resolveTrialConfig } from '../orchestrator/spec.js';
 import { conditionTermLoss, type ConditionTerm } from '../worker/trainer/loss.js';
 import { Mlp, mlpForward, mlpValue } from '../worker/trainer/network.js';
 import { AllenCahn1d, Burgers1d, makeProblem, problemConditions, type Problem } from '../worker/trainer/problems.js';
@@ -18,7 +17,7 @@ import { gridCells } from '../worker/trainer/diagnostics.js';
 import { Rng } from '../worker/trainer/rng.js';
 import { setupTrial, trainTrial } from '../worker/trainer/train.js';
 import { runCli } from './helpers.js';
-import { testBackend } from './trainer-helpers.js';
+import { resolved, testBackend } from './trainer-helpers.js';
 
 process.env.PHASEMAP_REFERENCE_CACHE = 'off'; // memory-only reference cache in tests
 
@@ -28,17 +27,14 @@ test.before(async () => {
 
 /** A resolved trial config (spec defaults applied) for a problem section and overrides. */
 function config(problem: Record<string, unknown>, over: Record<string, unknown> = {}): TrialConfig {
-  const cfg: Record<string, unknown> = {
+  return resolved({
     problem,
     model: { width: 10, depth: 2 },
     train: { steps: 50, lr: 5e-3, log_every: 5, eval_every: 10, lr_decay: { rate: 0.9, every: 1000 } },
     diagnostics: { every: 10, snr_batches: 4 },
     seed: 3,
     ...over,
-  };
-  const errs = resolveTrialConfig(cfg);
-  if (errs.length) throw new Error(errs.map((e) => e.message).join('; '));
-  return cfg as unknown as TrialConfig;
+  });
 }
 
 /**

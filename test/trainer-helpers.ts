@@ -1,5 +1,6 @@
 /** Shared helpers for the trainer tests (not a test file itself). */
 import * as tf from '@tensorflow/tfjs-core';
+import { resolveTrialConfig } from '../orchestrator/spec.js';
 import type { TrialConfig } from '../schemas/sweep.js';
 import { initBackend, type BackendName } from '../worker/trainer/index.js';
 
@@ -31,6 +32,16 @@ export function tinyConfig(over: { [K in keyof TrialConfig]?: Partial<TrialConfi
     out[k] = typeof v === 'object' && v !== null && typeof b === 'object' && b !== null ? { ...b, ...v } : v;
   }
   return out as unknown as TrialConfig;
+}
+
+/**
+ * `cfg` with the spec's defaults applied (orchestrator/spec.ts `resolveTrialConfig`, in place) as a
+ * TrialConfig. @throws Error listing every problem found.
+ */
+export function resolved(cfg: Record<string, unknown>): TrialConfig {
+  const errs = resolveTrialConfig(cfg);
+  if (errs.length) throw new Error(errs.map((e) => e.message).join('; '));
+  return cfg as unknown as TrialConfig;
 }
 
 /** Float64 copy of a tensor's values. */
