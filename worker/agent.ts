@@ -39,7 +39,7 @@ import { fetchCheckpoint } from './checkpoint-fetch.js';
 import { makeSlotPool, type SlotPool } from './pool.js';
 import { MAX_GROUP } from './slot-stop.js';
 import type { SlotEvent, SlotOutcome, SlotTask } from './slot-task.js';
-import { fusionKey, fusionLimit } from './trainer/index.js';
+import { blasStatus, fusionKey, fusionLimit, nativeStreams } from './trainer/index.js';
 
 export interface AgentLog {
   info(msg: string): void;
@@ -216,7 +216,7 @@ export class WorkerAgent {
     const { nc } = this.opts;
     this.backend = await resolveBackend(this.opts.backend);
     this.pool = await makeSlotPool(this.backend, { slots: this.opts.slots, gpus: this.opts.gpus, slotsPerGpu: this.opts.slotsPerGpu });
-    this.opts.log?.info(`worker ${this.name}: ${this.pool.size} slot(s), backend ${this.backend}, namespace ${this.names.ns}`);
+    this.opts.log?.info(`worker ${this.name}: ${this.pool.size} slot(s), backend ${this.backend}${this.backend === 'wasm' ? ` (${wasmNativeSummary()})` : ''}, namespace ${this.names.ns}`);
     this.js = jetstream(nc);
     // Keep the payload limit a little under the server's: headers and framing share it.
     const maxPayload = nc.info?.max_payload ?? DEFAULT_MAX_MESSAGE_BYTES;
@@ -766,4 +766,11 @@ export class WorkerAgent {
 /** Whether a trial's attempt may resume from a checkpoint (its sweep checkpoints, an earlier attempt exists): it then runs alone. */
 function mayResume(trial: TrialMessage, attempt: number): boolean {
   return trial.config.train.checkpoint_every > 0 && attempt > 1;
+}
+
+/** What the wasm slots run natively (backend.ts): the matmuls' library or why not, and the stream loops. */
+function wasmNativeSummary(): string {
+  const b = blasStatus();
+  const mm = b.available ? `matmuls: ${b.library}${b.core ? ` ${b.core}` : ''}${b.serialised ? ', serialised' : ''}` : `matmuls: wasm (${b.error})`;
+  return `${mm}; stream loops: ${nativeStreams() ? 'C' : 'JS'}`;
 }

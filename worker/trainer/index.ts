@@ -1,5 +1,5 @@
 /** Public API of the PINN trainer (science.md §2–§5). */
-export { initBackend, detectBackend, currentBackend, wasmDir, blasStatus, nativeMatMulActive, type BackendName, type BlasStatus } from './backend.js';
+export { initBackend, detectBackend, currentBackend, wasmDir, blasStatus, nativeMatMulActive, nativeStreams, type BackendName, type BlasStatus } from './backend.js';
 export { Rng, BatchSampler, latinHypercube, hashString } from './rng.js';
 export {
   makeProblem, registerProblem, problemNames, Helmholtz2d, Poisson2d, Burgers1d, AllenCahn1d, problemConditions, linspace, boxBoundary2d,
