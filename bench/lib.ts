@@ -10,8 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseSpecText, resolveSweep } from '../orchestrator/spec.js';
 import type { TrialConfig } from '../schemas/sweep.js';
-import { blasStatus } from '../worker/trainer/index.js';
-import { nativeStreams } from '../worker/trainer/backend.js';
+import { blasStatus, nativeStreams } from '../worker/trainer/index.js';
 
 /** Repository root (bench/lib.ts compiles to dist/bench/lib.js). */
 export const repoRoot = fileURLToPath(new URL('../../', import.meta.url));

@@ -48,6 +48,12 @@ static int get_layout(napi_env env, napi_value v, StreamLayout *L) {
   return 1;
 }
 
+/* Sizes of the layout's arrays: every stream [G, S, n, w]; the value stream [G, 1, n, w]; a per-group
+ * array of `each` values per group ([G, each]) or one shared copy ([each]). */
+static size_t all_streams(const StreamLayout *L) { return (size_t)L->G * L->S * L->n * L->w; }
+static size_t value_stream(const StreamLayout *L) { return (size_t)L->G * L->n * L->w; }
+static size_t per_group(const StreamLayout *L, int per, size_t each) { return per ? (size_t)L->G * each : each; }
+
 static int64_t get_int(napi_env env, napi_value v) {
   int64_t x = 0;
   napi_get_value_int64(env, v, &x);
@@ -114,9 +120,9 @@ static napi_value js_fwd_hidden(napi_env env, napi_callback_info info) {
   StreamLayout L;
   if (!get_layout(env, argv[0], &L)) return NULL;
   const int bPer = get_int(env, argv[1]) != 0;
-  const size_t all = (size_t)L.G * L.S * L.n * L.w, one = (size_t)L.G * L.n * L.w;
+  const size_t all = all_streams(&L), one = value_stream(&L);
   F32(Z, 2, all)
-  F32(B, 3, bPer ? (size_t)L.G * L.w : (size_t)L.w)
+  F32(B, 3, per_group(&L, bPer, L.w))
   float *Ao = NULL;
   if (L.S > 1) {
     F32(Ao_, 4, all)
@@ -137,10 +143,10 @@ static napi_value js_fwd_layer0(napi_env env, napi_callback_info info) {
     return NULL;
   }
   const int bPer = get_int(env, argv[1]) != 0, wPer = get_int(env, argv[2]) != 0;
-  const size_t all = (size_t)L.G * L.S * L.n * L.w, one = (size_t)L.G * L.n * L.w;
+  const size_t all = all_streams(&L), one = value_stream(&L);
   F32(Z, 3, one)
-  F32(B, 4, bPer ? (size_t)L.G * L.w : (size_t)L.w)
-  F32(W, 5, (wPer ? (size_t)L.G : 1) * L.d * L.w)
+  F32(B, 4, per_group(&L, bPer, L.w))
+  F32(W, 5, per_group(&L, wPer, (size_t)L.d * L.w))
   F32(Ao, 6, all)
   F32(ao, 7, one)
   fwd_layer0(&L, bPer, wPer, Z, B, W, Ao, ao);
@@ -153,7 +159,7 @@ static napi_value js_bwd_hidden(napi_env env, napi_callback_info info) {
   StreamLayout L;
   if (!get_layout(env, argv[0], &L)) return NULL;
   const int bPer = get_int(env, argv[1]) != 0;
-  const size_t all = (size_t)L.G * L.S * L.n * L.w, one = (size_t)L.G * L.n * L.w;
+  const size_t all = all_streams(&L), one = value_stream(&L);
   F32(D, 2, all)
   F32(a, 3, one)
   float *Z = NULL;
@@ -162,7 +168,7 @@ static napi_value js_bwd_hidden(napi_env env, napi_callback_info info) {
     Z = Z_;
   }
   F32(dZ, 5, all)
-  F64(db, 6, bPer ? (size_t)L.G * L.w : (size_t)L.w)
+  F64(db, 6, per_group(&L, bPer, L.w))
   bwd_hidden(&L, bPer, D, a, Z, dZ, db);
   return NULL;
 }
@@ -177,13 +183,13 @@ static napi_value js_bwd_layer0(napi_env env, napi_callback_info info) {
     return NULL;
   }
   const int bPer = get_int(env, argv[1]) != 0, gPer = get_int(env, argv[2]) != 0, wPer = get_int(env, argv[3]) != 0;
-  const size_t all = (size_t)L.G * L.S * L.n * L.w, one = (size_t)L.G * L.n * L.w;
+  const size_t all = all_streams(&L), one = value_stream(&L);
   F32(D, 4, all)
   F32(a, 5, one)
-  F32(W, 6, (wPer ? (size_t)L.G : 1) * L.d * L.w)
+  F32(W, 6, per_group(&L, wPer, (size_t)L.d * L.w))
   F32(X, 7, (size_t)L.G * L.n * L.d)
-  F64(dW, 8, (gPer ? (size_t)L.G : 1) * L.d * L.w)
-  F64(db, 9, bPer ? (size_t)L.G * L.w : (size_t)L.w)
+  F64(dW, 8, per_group(&L, gPer, (size_t)L.d * L.w))
+  F64(db, 9, per_group(&L, bPer, L.w))
   bwd_layer0(&L, bPer, gPer, wPer, D, a, W, X, dW, db);
   return NULL;
 }
