@@ -11,7 +11,7 @@ import test from 'ava';
 import { loadSweep } from '../orchestrator/spec.js';
 import type { TrialConfig } from '../schemas/sweep.js';
 import type { TrialMessage } from '../schemas/trial.js';
-import { parseFuse } from '../worker/agent.js';
+import { balancedGroupSize, parseFuse, planGroups } from '../worker/agent.js';
 import { makeSlotPool, ThreadPool, type SlotPool } from '../worker/pool.js';
 import type { SlotEvent, SlotOutcome, SlotTask } from '../worker/slot-task.js';
 import { duck, runCli, startNats, stderrOf, tempDir, trackedCli, trialStates, until } from './helpers.js';
@@ -82,6 +82,39 @@ test.serial('runGroup on a slot process: the stop pipe carries the trial index',
   } finally {
     await pool.close();
   }
+});
+
+// ---------------------------------------------------------------------------------------------
+// The agent's group planning (pure)
+
+test('balancedGroupSize spreads trials evenly over slots and rounds', (t) => {
+  // [trials, limit, slots] → size, by hand: rounds = ⌈⌈n/limit⌉/slots⌉, size = ⌈n/(rounds·slots)⌉ ≤ limit.
+  const cases: Array<[number, number, number, number]> = [
+    [8, 4, 2, 4], // quick start: two groups of 4, one per slot
+    [12, 4, 2, 3], // 4 groups of 3 in 2 rounds, not 4 + 4 + 4 with a slot idle
+    [6, 4, 1, 3], // 3 + 3, not 4 + 2
+    [4, 4, 2, 2], // both slots busy
+    [5, 4, 1, 3],
+    [1000, 4, 2, 4],
+    [3, 1, 2, 1], // limit 1: never fused
+    [1, 4, 2, 1],
+    [7, 8, 3, 3],
+  ];
+  for (const [n, limit, slots, size] of cases) t.is(balancedGroupSize(n, limit, slots), size, `n ${n}, limit ${limit}, slots ${slots}`);
+});
+
+test('planGroups cuts an interleaved queue into one group per key, in queue order, at most one per free slot', (t) => {
+  const A = { key: 'A', size: 4 };
+  const B = { key: 'B', size: 4 };
+  // Quick start: two shapes interleaved in the stream → one group per shape.
+  t.deepEqual(planGroups([A, B, A, B, A, B, A, B], 2), [[0, 2, 4, 6], [1, 3, 5, 7]]);
+  // One free slot: the oldest trial's group; the others stay queued.
+  t.deepEqual(planGroups([A, B, A, B, A, B, A, B], 1), [[0, 2, 4, 6]]);
+  // Groups cut at the size; a trial that runs alone (null key or size 1) is its own group.
+  const A2 = { key: 'A', size: 2 };
+  t.deepEqual(planGroups([A2, { key: null, size: 4 }, A2, A2, { key: 'C', size: 1 }, A2], 5), [[0, 2], [1], [3, 5], [4]]);
+  t.deepEqual(planGroups([A, A], 0), []);
+  t.deepEqual(planGroups([], 2), []);
 });
 
 // ---------------------------------------------------------------------------------------------

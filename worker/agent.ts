@@ -12,12 +12,13 @@
  * more for it; `phasemap cancel` (the sweep's control key) stops running trials at their next step.
  *
  * Trial fusion (issue 5): a free slot may train a group of same-shaped trials (equal `fusionKey`) as one
- * batched computation (pool `runGroup`). The group is the pulled trial plus up to K−1 more (K: the
- * `fuse` option, default the trainer's `fusionLimit` for the config and backend), taken first from a
- * small local queue of already-pulled trials, then by one pull of what the stream holds undelivered
- * (this slot's share of it: idle slots here and on other workers get theirs; expiry 1 s, the client's
- * least); pulled trials that do not fit wait in that queue (≤ 2K, kept alive with in-progress acks,
- * nak'ed when the agent stops) and are served before new pulls. A trial that may resume from a
+ * batched computation (pool `runGroup`), up to K trials (K: the `fuse` option, default the trainer's
+ * `fusionLimit` for the config and backend). The pull loop forms the groups of all free slots at once:
+ * it tops a small local queue up with one pull of this worker's share of what the stream holds
+ * undelivered (idle slots of other workers get theirs; expiry 1 s, the client's least), sized so that
+ * the trials spread evenly over the slots and rounds (`balancedGroupSize`), then cuts the queue into
+ * groups per key (`planGroups`). Trials that do not fit wait in the queue (kept alive with in-progress
+ * acks, nak'ed when the agent stops) and are served before new pulls. A trial that may resume from a
  * checkpoint runs alone. Each trial of a group keeps its own claim, heartbeats,
  * publish pipeline, retries, cancel, take-over ('lost' stops that trial only) and result (`fused` = the
  * group's size).
@@ -174,8 +175,13 @@ interface Prepared {
   publishError: () => Error | null;
 }
 
-/** How long a fill-up pull for a group waits for its messages (the client's minimum pull expiry). */
+/** How long a top-up pull for the free slots waits for its messages (the client's minimum pull expiry). */
 const GATHER_EXPIRES_MS = 1000;
+/**
+ * A trial that arrived while the worker waited for one starts its slot this much later, when it may be
+ * fused: the rest of its submission (published a few ms apart) then lands first and can join its group.
+ */
+const SUBMISSION_SETTLE_MS = 30;
 
 export class WorkerAgent {
   readonly name: string;
@@ -281,10 +287,10 @@ export class WorkerAgent {
         await new Promise<void>((r) => (this.wake = r));
         continue;
       }
-      // Trials already pulled (that did not fit a group) first.
-      let first = this.queue.shift() ?? null;
-      if (!first) {
+      // Trials already pulled (that did not fit a group) first; else wait for one.
+      if (!this.queue.length) {
         let m: JsMsg | null = null;
+        const t0 = Date.now();
         try {
           m = await this.consumer.next({ expires: 2000 });
         } catch (e) {
@@ -298,20 +304,31 @@ export class WorkerAgent {
           m.nak();
           break;
         }
-        first = this.parse(m);
-        if (!first) continue;
+        const p = this.parse(m);
+        if (!p) continue;
+        this.queue.push(p);
+        // It arrived while we waited: the rest of its submission is likely still being published.
+        if (Date.now() - t0 > SUBMISSION_SETTLE_MS && this.groupLimit(p) > 1) await sleep(SUBMISSION_SETTLE_MS);
       }
-      // A slot is taken from the moment its first message is pulled (the claim is asynchronous).
       const free = this.pool!.size - this.taken;
-      this.taken++;
-      const seq = first.m.seq;
-      void this.runSlot(first, free)
-        .catch((e: Error) => this.opts.log?.warn(`worker ${this.name}: slot run of trial message #${seq} failed: ${e.message}`))
-        .finally(() => {
-          this.taken--;
-          this.wake?.();
-          this.wake = null;
-        });
+      await this.topUp(free);
+      if (this.stopping) break;
+      // Every free slot gets its group now, formed from the whole local queue (not one slot at a time).
+      const picked = planGroups(this.queue.map((p) => ({ key: p.key, size: this.groupSize(p) })), free);
+      const groups = picked.map((g) => g.map((i) => this.queue[i]!));
+      const used = new Set(picked.flat());
+      this.queue = this.queue.filter((_, i) => !used.has(i));
+      for (const group of groups) {
+        this.taken++;
+        const seq = group[0]!.m.seq;
+        void this.runSlot(group)
+          .catch((e: Error) => this.opts.log?.warn(`worker ${this.name}: slot run of trial message #${seq} failed: ${e.message}`))
+          .finally(() => {
+            this.taken--;
+            this.wake?.();
+            this.wake = null;
+          });
+      }
     }
   }
 
@@ -342,7 +359,7 @@ export class WorkerAgent {
     return { m, trial, attempt, key };
   }
 
-  /** Most trials a slot trains fused with `p` (1: alone). */
+  /** Most trials a slot trains fused with `p` (1: alone): the `fuse` option, or the trainer's rule for `auto`. */
   private groupLimit(p: Pulled): number {
     if (p.key === null || this.fuse === 1) return 1;
     let k = this.fuse;
@@ -356,46 +373,36 @@ export class WorkerAgent {
     return Math.max(1, Math.min(MAX_GROUP, Math.floor(k)));
   }
 
-  /** Puts a pulled trial in the local queue (nak'ed instead when the agent is stopping). */
-  private enqueue(p: Pulled): void {
-    if (this.stopping) p.m.nak();
-    else this.queue.push(p);
+  /** The group size `p`'s slot aims at now: its limit, balanced over the trials known (`balancedGroupSize`). */
+  private groupSize(p: Pulled): number {
+    return balancedGroupSize(this.known, this.groupLimit(p), this.slotsKnown);
   }
 
+  /** Trials known at the last top-up (local queue + undelivered in the stream) and the slots sharing them. */
+  private known = 1;
+  private slotsKnown = 1;
+
   /**
-   * Fills `group` (its first trial fusable, limit `limit` > 1) with same-key trials: first from the local
-   * queue, then by one pull of at most this slot's share of what the stream holds undelivered (groups
-   * of equal size over the fewest rounds the limit allows) — shared among the `free` slots of this
-   * worker that were free when the group's first trial was pulled and the idle slots of other
-   * workers (their waiting pull requests), so that idle slots get trials too — and at most what the
-   * local queue has room for (2 × limit): pulled trials of another key wait there.
+   * Tops the local queue up for `free` slots: reads what the stream holds undelivered and the idle pull
+   * requests of other workers, then pulls this worker's share in one fetch — enough for a balanced group
+   * (`balancedGroupSize`) on each free slot, counting what the queue holds already. A queue of trials
+   * that run alone pulls one per free slot.
    */
-  private async gather(group: Pulled[], limit: number, free: number): Promise<void> {
-    const key = group[0]!.key;
-    for (let j = 0; j < this.queue.length && group.length < limit; ) {
-      if (this.queue[j]!.key === key) group.push(...this.queue.splice(j, 1));
-      else j++;
-    }
-    if (group.length >= limit || this.stopping) return;
+  private async topUp(free: number): Promise<void> {
     let pending = 0;
     let idle = 0;
     try {
       const ci = await this.consumer.info(false);
       pending = ci.num_pending;
-      // Pull requests waiting on the consumer: idle slots of other workers (and this worker's own loop
-      // pulling for its next free slot, counted in `free` already).
-      idle = Math.max(0, (ci.num_waiting ?? 0) - (free > 1 ? 1 : 0));
+      idle = ci.num_waiting ?? 0; // other workers' idle slots: this worker's loop is not pulling now
     } catch {
-      return; // transport trouble: run what we have
+      return; // transport trouble: form groups from what we have
     }
-    // Balanced: as few rounds of groups as the limit allows, the trials spread evenly over the slots
-    // and rounds (12 trials, limit 4, 2 slots: 4 groups of 3 in 2 rounds, not 3 groups of 4 with one
-    // slot idle for the last).
-    const n = group.length + pending;
-    const slots = Math.max(1, free + idle);
-    const rounds = Math.ceil(Math.ceil(n / limit) / slots);
-    const target = Math.min(limit, Math.ceil(n / (rounds * slots)));
-    const want = Math.min(target - group.length, 2 * limit - this.queue.length);
+    this.known = this.queue.length + pending;
+    this.slotsKnown = Math.max(1, free + idle);
+    const limit = Math.max(...this.queue.map((p) => this.groupLimit(p)));
+    const share = Math.ceil((pending * free) / this.slotsKnown);
+    const want = Math.min(share, free * balancedGroupSize(this.known, limit, this.slotsKnown) - this.queue.length);
     if (want <= 0 || this.stopping) return;
     try {
       const it = await this.consumer.fetch({ max_messages: want, expires: GATHER_EXPIRES_MS });
@@ -405,12 +412,10 @@ export class WorkerAgent {
           continue;
         }
         const p = this.parse(m);
-        if (!p) continue;
-        if (p.key === key && group.length < limit) group.push(p);
-        else this.enqueue(p);
+        if (p) this.queue.push(p);
       }
     } catch (e) {
-      this.opts.log?.warn(`worker ${this.name}: pulling trials to fuse failed (${(e as Error).message}); running ${group.length}`);
+      this.opts.log?.warn(`worker ${this.name}: pulling trials for the free slots failed (${(e as Error).message}); running what is pulled`);
     }
   }
 
@@ -420,10 +425,7 @@ export class WorkerAgent {
    * its own (`finish`: result, retry, ack). A trial whose preparation or ending throws is handed back
    * (nak) for redelivery; a slot that fails hands back every trial of its group.
    */
-  private async runSlot(first: Pulled, free: number): Promise<void> {
-    const group = [first];
-    const limit = this.groupLimit(first);
-    if (limit > 1) await this.gather(group, limit, free);
+  private async runSlot(group: Pulled[]): Promise<void> {
     const giveBack = (p: Pulled, e: Error) => {
       this.opts.log?.warn(`worker ${this.name}: trial message #${p.m.seq} handed back: ${e.message}`);
       p.m.nak(1000);
@@ -761,6 +763,47 @@ export class WorkerAgent {
     this.watcher?.stop();
     await this.pool?.close();
   }
+}
+
+/**
+ * The size of the fused groups that spread `n` same-shaped trials over `slots` slots in the fewest rounds
+ * a group limit of `limit` allows, evenly: 12 trials, limit 4, 2 slots → 3 (4 groups of 3 in 2 rounds,
+ * not 3 groups of 4 with one slot idle in the second); 8 trials, limit 4, 2 slots → 4; 4 trials → 2.
+ * @param n trials known (≥ 1); @param limit most trials per group (≥ 1); @param slots slots sharing them (≥ 1).
+ * @returns a size in 1…limit.
+ */
+export function balancedGroupSize(n: number, limit: number, slots: number): number {
+  if (limit <= 1 || n <= 1) return 1;
+  const rounds = Math.ceil(Math.ceil(n / limit) / Math.max(1, slots));
+  return Math.max(1, Math.min(limit, Math.ceil(n / (rounds * Math.max(1, slots)))));
+}
+
+/**
+ * Forms the groups of up to `free` slots from a queue of pulled trials: trials of one fusion key (null:
+ * runs alone) are cut, in queue order, into groups of that key's `size`; the groups start in the order
+ * of their first trial. So two interleaved shapes (quick start: A B A B …) give one group per shape, not
+ * groups mixed up by which slot pulled first.
+ * @param items the queue, oldest first: each trial's fusion key and the group size its slot aims at.
+ * @param free slots free now (≥ 0).
+ * @returns at most `free` groups, each the queue indices of its trials (ascending); the rest stay queued.
+ */
+export function planGroups(items: Array<{ key: string | null; size: number }>, free: number): number[][] {
+  const groups: number[][] = [];
+  const open = new Map<string, number[]>();
+  items.forEach((it, i) => {
+    if (it.key === null || it.size <= 1) {
+      groups.push([i]);
+      return;
+    }
+    let g = open.get(it.key);
+    if (!g || g.length >= it.size) {
+      g = [];
+      open.set(it.key, g);
+      groups.push(g);
+    }
+    g.push(i);
+  });
+  return groups.slice(0, Math.max(0, free)); // created at their first trial: in queue order
 }
 
 /** Whether a trial's attempt may resume from a checkpoint (its sweep checkpoints, an earlier attempt exists): it then runs alone. */
