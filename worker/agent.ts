@@ -191,8 +191,10 @@ export class WorkerAgent {
   private kv!: KV;
   private consumer!: Consumer;
   private running = new Map<string, Running>();
-  /** Slots taken: slot runs (one trial or a fused group) pulled and not finished (claiming, running or publishing). */
+  /** Slots taken: slot runs (one trial or a fused group) pulled and not trained yet (claiming or running). */
   private taken = 0;
+  /** Slot runs not ended yet: taken ones and those whose trials are still ending (results, acks). */
+  private slotRuns = 0;
   /** Pulled trials waiting for a slot (they did not fit a group); served before new pulls. */
   private queue: Pulled[] = [];
   private keepAlive: ReturnType<typeof setInterval> | null = null;
@@ -320,13 +322,23 @@ export class WorkerAgent {
       this.queue = this.queue.filter((_, i) => !used.has(i));
       for (const group of groups) {
         this.taken++;
+        this.slotRuns++;
         const seq = group[0]!.m.seq;
-        void this.runSlot(group)
+        let released = false;
+        // The slot is free for the next group as soon as it has trained this one (its trials' results,
+        // state writes and acks go on meanwhile).
+        const release = () => {
+          if (released) return;
+          released = true;
+          this.taken--;
+          this.wake?.();
+          this.wake = null;
+        };
+        void this.runSlot(group, release)
           .catch((e: Error) => this.opts.log?.warn(`worker ${this.name}: slot run of trial message #${seq} failed: ${e.message}`))
           .finally(() => {
-            this.taken--;
-            this.wake?.();
-            this.wake = null;
+            release();
+            this.slotRuns--;
           });
       }
     }
@@ -420,12 +432,13 @@ export class WorkerAgent {
   }
 
   /**
-   * One slot run: `first` alone, or fused with same-shaped trials (`gather`). Every trial is claimed and
-   * set up on its own (`prepare`), the group runs on one slot (pool `runGroup`), and every trial ends on
-   * its own (`finish`: result, retry, ack). A trial whose preparation or ending throws is handed back
-   * (nak) for redelivery; a slot that fails hands back every trial of its group.
+   * One slot run: a group of one trial, or of same-shaped trials trained fused (`planGroups`). Every
+   * trial is claimed and set up on its own (`prepare`), the group runs on one slot (pool `runGroup`),
+   * `release` frees the slot for the next group, and every trial ends on its own (`finish`: result,
+   * retry, ack). A trial whose preparation or ending throws is handed back (nak) for redelivery; a slot
+   * that fails hands back every trial of its group.
    */
-  private async runSlot(group: Pulled[]): Promise<void> {
+  private async runSlot(group: Pulled[], release: () => void): Promise<void> {
     const giveBack = (p: Pulled, e: Error) => {
       this.opts.log?.warn(`worker ${this.name}: trial message #${p.m.seq} handed back: ${e.message}`);
       p.m.nak(1000);
@@ -439,6 +452,7 @@ export class WorkerAgent {
     } catch (e) {
       outs = prepared.map(() => e as Error);
     }
+    release();
     await Promise.all(prepared.map((p, i) => this.finish(p, outs[i]!).catch((e: Error) => giveBack({ m: p.r.msg, trial: p.r.trial, attempt: p.r.attempt, key: null }, e))));
   }
 
@@ -759,7 +773,7 @@ export class WorkerAgent {
     if (handBack) await Promise.all([...this.running.values()].map((r) => this.handBack(r)));
     await this.loop;
     for (const q of this.queue.splice(0)) q.m.nak();
-    if (!handBack) while (this.taken) await sleep(200);
+    if (!handBack) while (this.slotRuns) await sleep(200);
     this.watcher?.stop();
     await this.pool?.close();
   }
