@@ -14,7 +14,8 @@ import { startEmbeddedNats } from '../orchestrator/nats-server.js';
 import { loadSweep } from '../orchestrator/spec.js';
 import type { TrialMessage, TrialState } from '../schemas/trial.js';
 import { transportNames } from '../schemas/transport.js';
-import { figure, tempDir, type Figure } from './lib.js';
+import { cpus } from 'node:os';
+import { figure, tempDir, treeCpuSeconds, type Figure } from './lib.js';
 import { startCli, stopCli } from './procs.js';
 import type { BenchOptions } from './train.js';
 
@@ -101,6 +102,7 @@ export async function benchDispatch(o: BenchOptions): Promise<Figure[]> {
     const startRates: number[] = [];
     const doneRates: number[] = [];
     const walls: number[] = [];
+    const cpuPerTrial: number[] = [];
     const startRuns = o.quick ? 1 : o.runs;
     await ensureResources(nc, transportNames(ns), 'dispatchstart0');
     const worker = startCli(['worker', '--nats', nats.url, '--slots', '2', '--namespace', ns, '--backend', 'wasm', '--name', 'bench-worker']);
@@ -113,8 +115,11 @@ export async function benchDispatch(o: BenchOptions): Promise<Figure[]> {
         // (`<trial_id>.<attempt>.…`) do not name the sweep, so JetStream would drop a second sweep's
         // output of the same configs as duplicates within its 2-minute window.
         await writeFile(file, gridSpec(`dispatchstart${r}`, M / 100, 100, 1, 1000 * r));
+        const cpu0 = treeCpuSeconds();
         const res = await startOnce(nc, nats.url, file, `dispatchstart${r}`, ns, join(work, `start-${r}`), M);
+        const cpu1 = treeCpuSeconds();
         if (r > 0) {
+          if (cpu0 !== null && cpu1 !== null) cpuPerTrial.push(((cpu1 - cpu0) / M) * 1000);
           startRates.push(res.startRate);
           doneRates.push(res.doneRate);
           walls.push(res.wall);
@@ -136,6 +141,15 @@ export async function benchDispatch(o: BenchOptions): Promise<Figure[]> {
         method: 'trials ÷ s from the first trial state `queued` to the last trial state `done` (KV watch): claim, train, publish, collector',
       }),
     );
+    if (cpuPerTrial.length) {
+      const cores = cpus().length;
+      const med = [...cpuPerTrial].sort((a, b) => a - b)[cpuPerTrial.length >> 1]!;
+      figs.push(figure({
+        bench: 'dispatch', figure: `dispatch CPU per 1-step trial`, unit: 'ms/trial', samples: cpuPerTrial, target: null,
+        config: { ...sc, cores, ceiling_trials_per_s_on_all_cores: Math.round((cores * 1000) / med) },
+        method: 'CPU s (user + system, every thread) of every process — orchestrator (`phasemap run`: submission, collector, Parquet), worker (claims, slots, publishes), nats-server, this process\'s KV watch — from /proc over the run ÷ trials; cores ÷ it is the most trials/s this machine could start and finish with every core busy',
+      }));
+    }
   } finally {
     await nc.close();
     await nats.stop();

@@ -12,7 +12,8 @@ import { connectNats } from '../orchestrator/jetstream.js';
 import { startEmbeddedNats } from '../orchestrator/nats-server.js';
 import { transportNames } from '../schemas/transport.js';
 import type { ProducerData, ProducerRun } from './ingest-producer.js';
-import { benchEntry, figure, forkChild, tempDir, type Figure } from './lib.js';
+import { cpus } from 'node:os';
+import { benchEntry, figure, forkChild, tempDir, treeCpuSeconds, type Figure } from './lib.js';
 import type { BenchOptions } from './train.js';
 
 /** In-flight publishes per trial stream: worker/agent.ts PUBLISH_WINDOW (32 when this was written). */
@@ -27,6 +28,8 @@ interface RunResult {
   encodeMs: number;
   messages: number;
   rssPeakBytes: number;
+  /** CPU seconds of every process of the path (this one with its producer threads, nats-server, the collector). */
+  cpuSeconds: number | null;
 }
 
 export async function benchIngest(o: BenchOptions): Promise<Figure[]> {
@@ -61,6 +64,7 @@ export async function benchIngest(o: BenchOptions): Promise<Figure[]> {
           o.log(`ingest: ${S} stream(s), ${r === 0 ? 'warm-up' : `run ${r}/${o.runs}`}, ${perStream(r) * S} rows`);
           let encodeMs = 0;
           let messages = 0;
+          const cpu0 = treeCpuSeconds();
           const t0 = performance.now();
           const streams = workers.map((w, i) => new Promise<void>((resolve, reject) => {
             // Per trial: publishes issued in order, up to PUBLISH_WINDOW awaiting their JetStream ack, each
@@ -97,8 +101,9 @@ export async function benchIngest(o: BenchOptions): Promise<Figure[]> {
           col.child.send({ kind: 'settle' });
           const settled = await col.next<{ rssPeakBytes: number; warnings: string[] }>('settled', 600_000);
           const t1 = performance.now();
+          const cpu1 = treeCpuSeconds();
           if (settled.warnings.length) o.log(`ingest: collector warnings: ${settled.warnings.slice(0, 3).join(' | ')}`);
-          results.push({ seconds: (t1 - t0) / 1000, publishSeconds: (tPublished - t0) / 1000, encodeMs, messages, rssPeakBytes: settled.rssPeakBytes });
+          results.push({ seconds: (t1 - t0) / 1000, publishSeconds: (tPublished - t0) / 1000, encodeMs, messages, rssPeakBytes: settled.rssPeakBytes, cpuSeconds: cpu0 === null || cpu1 === null ? null : cpu1 - cpu0 });
         }
       } finally {
         await Promise.all(workers.map((w) => w.terminate()));
@@ -132,6 +137,23 @@ export async function benchIngest(o: BenchOptions): Promise<Figure[]> {
         method: 'rows on disk (DuckDB count) ÷ wall s from "go" to the producer threads until the collector has every message on disk and acked (settle)',
         ...(bad.length ? { error: `rows on disk ${rowsOk.join(', ')} ≠ ${expected} per run` } : {}),
       }));
+      const cpuPerRow = measured.flatMap((x, k) => (x.cpuSeconds === null ? [] : [(x.cpuSeconds / rowsOk[k]!) * 1e6]));
+      if (cpuPerRow.length) {
+        const cores = cpus().length;
+        figs.push(figure({
+          bench: 'ingest',
+          figure: `ingest ${S} stream${S > 1 ? 's' : ''}, CPU per row`,
+          unit: 'µs/row',
+          samples: cpuPerRow,
+          target: null,
+          config: {
+            streams: S, cores, rows_per_run: expected,
+            ceiling_rows_per_s_on_all_cores: Math.round((cores * 1e6) / medianOf(cpuPerRow)!),
+            cpu_seconds_per_run: measured.map((x) => (x.cpuSeconds === null ? null : +x.cpuSeconds.toFixed(2))),
+          },
+          method: 'CPU s (user + system, every thread) of every process of the path — producers and publisher (this process), nats-server, the collector — from /proc over the run ÷ rows on disk; cores ÷ it is the most rows/s this machine could ingest with every core busy',
+        }));
+      }
       if (S === 16) {
         const peaks = measured.map((x) => x.rssPeakBytes / 2 ** 20);
         figs.push(figure({

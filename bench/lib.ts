@@ -3,7 +3,7 @@
  * child processes that report JSON, /proc memory readings and the analytic FLOP count of a training step.
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { cpus, freemem, loadavg, release, tmpdir, totalmem, type as osType } from 'node:os';
 import { join } from 'node:path';
@@ -105,6 +105,43 @@ export function procStatusKb(pid: number | 'self', field: 'VmRSS' | 'VmHWM'): nu
     return null;
   }
 }
+
+/**
+ * CPU seconds (user + system, all threads) of this process and every live descendant (child processes
+ * such as a collector, `phasemap` CLIs, nats-server under its guard shell), plus what the reaped ones
+ * used (each live process's cutime + cstime): the difference of two readings is the CPU the whole
+ * tree spent in between, on every core. Linux /proc only; null elsewhere.
+ */
+export function treeCpuSeconds(): number | null {
+  try {
+    const stats = new Map<number, { ppid: number; ticks: number }>();
+    for (const d of readdirSync('/proc')) {
+      if (!/^\d+$/.test(d)) continue;
+      let text: string;
+      try {
+        text = readFileSync(`/proc/${d}/stat`, 'utf8');
+      } catch {
+        continue; // exited meanwhile
+      }
+      // Fields after the command (which may hold spaces) in parentheses: state ppid … utime(14) stime cutime cstime.
+      const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+      stats.set(Number(d), { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]) });
+    }
+    const inTree = new Set([process.pid]);
+    for (let grew = true; grew; ) {
+      grew = false;
+      for (const [pid, st] of stats) if (!inTree.has(pid) && inTree.has(st.ppid)) (inTree.add(pid), (grew = true));
+    }
+    let ticks = 0;
+    for (const pid of inTree) ticks += stats.get(pid)?.ticks ?? 0;
+    return ticks / CLOCK_TICKS;
+  } catch {
+    return null;
+  }
+}
+
+/** USER_HZ: the unit of /proc/<pid>/stat times (100 on Linux x86 and arm). */
+const CLOCK_TICKS = 100;
 
 /** Peak RSS of this process in bytes: VmHWM where /proc has it, else process.resourceUsage().maxRSS. */
 export function peakRssBytes(): number {
