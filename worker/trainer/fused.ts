@@ -20,6 +20,7 @@ import { Adam } from './adam.js';
 import { blasStatus, type BackendName } from './backend.js';
 import { conditionsLoss, residualLoss, sqError, type ConditionTerm } from './loss.js';
 import { mlpForward, type MlpParams } from './network.js';
+import { stopGradient, vanilla } from './strategies.js';
 import { resolveBackend, setupTrial, trainTrial, TrialRun, type TrainHooks, type TrainOptions, type TrainSummary, type TrialSetup } from './train.js';
 
 /**
@@ -71,12 +72,14 @@ interface Member {
 interface Fused {
   K: number;
   n: number;
-  d: number;
   weights: tf.Variable[];
   biases: tf.Variable[];
   adam: Adam;
   xColl: tf.Tensor;
   qColl: tf.Tensor;
+  /** xColl as [K·N, d] and qColl as [K·N] (the mini-batches' gathers). */
+  xRows: tf.Tensor;
+  qRows: tf.Tensor;
   terms: ConditionTerm[];
   dispose(): void;
 }
@@ -91,11 +94,13 @@ function fuse(members: Member[]): Fused {
   const adam = new Adam([...weights, ...biases]);
   const xColl = tf.concat(ss.map((s) => s.xColl), 0);
   const qColl = tf.concat(ss.map((s) => s.qColl), 0);
+  const xRows = tf.reshape(xColl, [K * s0.n, s0.d]);
+  const qRows = tf.reshape(qColl, [K * s0.n]);
   const terms = s0.bc.terms.map((t, j) => ({ ...t, x: tf.concat(ss.map((s) => s.bc.terms[j]!.x), 0), g: tf.concat(ss.map((s) => s.bc.terms[j]!.g), 0) }));
   return {
-    K, n: s0.n, d: s0.d, weights, biases, adam, xColl, qColl, terms,
+    K, n: s0.n, weights, biases, adam, xColl, qColl, xRows, qRows, terms,
     dispose() {
-      tf.dispose([...weights, ...biases, xColl, qColl, ...terms.flatMap((t) => [t.x, t.g])]);
+      tf.dispose([...weights, ...biases, xColl, qColl, xRows, qRows, ...terms.flatMap((t) => [t.x, t.g])]);
       adam.dispose();
     },
   };
@@ -132,34 +137,34 @@ function fusedRelL2(f: Fused, s0: TrialSetup): number[] {
  * One fused gradient evaluation (`lossAndGrads` for K trials): each trial's strategy λ update on its
  * own batch (committed before returning), its loss L_i = mean (λ r)² + its condition terms, and the
  * gradients of Σ_i L_i with respect to the fused variables (weights then biases; slice i = ∂L_i/∂θ_i).
+ *
+ * Only what is differentiated runs on the gradient tape (every taped kernel also copies the inputs
+ * its gradient needs): the batch's points are gathered before it, and the members' λ (each from its
+ * own row of r) come from one stop-gradient op. A vanilla member's λ ≡ 1 needs no strategy call.
  * @param batches trial i's mini-batch indices (int32 [n_b], into its own N points) or null (full batch).
  * @returns losses [3, K] (rows: L, residual term, condition terms) and the gradients; caller disposes.
  */
 function fusedLossAndGrads(f: Fused, members: Member[], batches: Array<Int32Array | null>): { losses: tf.Tensor; grads: tf.Tensor[] } {
-  const { K, n, d } = f;
+  const K = f.K;
   const problem = members[0]!.s.problem;
   const params: MlpParams = { weights: f.weights, biases: f.biases };
-  const idx = batches.map((b) => (b ? tf.tensor1d(b, 'int32') : null));
+  const weighted = members.map((m) => m.s.strategy !== vanilla);
+  const idx = batches.map((b, i) => (b && weighted[i] ? tf.tensor1d(b, 'int32') : null));
+  const points = batches[0] ? gatherBatches(f, batches as Int32Array[]) : null;
+  const x = points ? points.x : f.xColl;
+  const q = points ? points.q : f.qColl;
   let losses: tf.Tensor | null = null;
   try {
     const vars = [...f.weights, ...f.biases];
     const { value, grads } = tf.variableGrads(() => {
-      let x = f.xColl;
-      let q = f.qColl;
-      if (batches[0]) {
-        const nb = batches[0].length;
-        const flat = new Int32Array(K * nb);
-        batches.forEach((b, i) => {
-          for (let j = 0; j < nb; j++) flat[i * nb + j] = i * n + b![j]!;
-        });
-        const ft = tf.tensor1d(flat, 'int32');
-        x = tf.reshape(tf.gather(tf.reshape(f.xColl, [K * n, d]), ft), [K, nb, d]);
-        q = tf.reshape(tf.gather(tf.reshape(f.qColl, [K * n]), ft), [K, nb]);
-      }
       const r = problem.residual(mlpForward(params, x, problem.derivs, problem.inputOrder), q); // [K, n_b]
-      const rows = members.map((_, i) => (K === 1 ? r : tf.slice(r, [i, 0], [1, -1])));
-      const lams = members.map((m, i) => m.s.state.batchWeights(rows[i]!, idx[i]!));
-      const lam = lams.every((l) => l === null) ? null : tf.concat(lams.map((l, i) => l ?? tf.ones(rows[i]!.shape)), 0);
+      const lam = weighted.some((w) => w)
+        ? stopGradient(r, (ri) => {
+            const nb = ri.shape[1]!;
+            const lams = members.map((m, i) => (weighted[i] ? m.s.state.batchWeights(K === 1 ? ri : tf.slice(ri, [i, 0], [1, -1]), idx[i]!) : null) ?? tf.ones([1, nb]));
+            return K === 1 ? lams[0]! : tf.concat(lams, 0);
+          })
+        : null;
       const lr = residualLoss(r, lam); // [K]
       const lb = conditionsLoss(params, f.terms, problem.inputOrder); // [K]
       const total = tf.add(lr, lb);
@@ -171,7 +176,24 @@ function fusedLossAndGrads(f: Fused, members: Member[], batches: Array<Int32Arra
     return { losses: losses!, grads: vars.map((v) => grads[v.name]!) };
   } finally {
     for (const t of idx) t?.dispose();
+    if (points) tf.dispose([points.x, points.q]);
   }
+}
+
+/**
+ * Trial i's mini-batch `batches[i]` of its own points: x [K, n_b, d], q [K, n_b], one gather each from
+ * the points as N·K rows by [K, n_b] indices (row i·N + j is trial i's point j).
+ */
+function gatherBatches(f: Fused, batches: Int32Array[]): { x: tf.Tensor; q: tf.Tensor } {
+  const nb = batches[0]!.length;
+  const flat = new Int32Array(f.K * nb);
+  batches.forEach((b, i) => {
+    for (let j = 0; j < nb; j++) flat[i * nb + j] = i * f.n + b[j]!;
+  });
+  return tf.tidy(() => {
+    const rows = tf.tensor2d(flat, [f.K, nb], 'int32');
+    return { x: tf.gather(f.xRows, rows), q: tf.gather(f.qRows, rows) };
+  });
 }
 
 /**
@@ -282,8 +304,9 @@ async function trainFused(members: Member[]): Promise<void> {
         }
         // Trials that left the group keep their parameters (learning rate 0; their Adam moments still move, unread).
         const K = members.length;
-        const wl = tf.tensor3d(members.map((m, i) => (live(m) ? lrs[i]! : 0)), [K, 1, 1]);
-        const bl = tf.reshape(wl, [K, 1]);
+        const lrv = members.map((m, i) => (live(m) ? lrs[i]! : 0));
+        const wl = tf.tensor3d(lrv, [K, 1, 1]);
+        const bl = tf.tensor2d(lrv, [K, 1]);
         f.adam.step(step.grads, [...f.weights.map(() => wl), ...f.biases.map(() => bl)]);
         tf.dispose([wl, bl]);
         for (const m of members) if (live(m)) m.run.updated(k);

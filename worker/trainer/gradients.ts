@@ -12,8 +12,10 @@ import * as tf from '@tensorflow/tfjs-core';
 type Saved = tf.Tensor[];
 type Attrs = Record<string, unknown>;
 
+/** The gradient `res` of a broadcast op's output (shape `outShape`) summed back to an input's `shape`. */
 function reduceTo(res: tf.Tensor, shape: number[], outShape: number[]): tf.Tensor {
   const axes = tf.broadcast_util.getReductionAxes(shape, outShape);
+  if (axes.length === 0 && tf.util.arraysEqual(res.shape, shape)) return res;
   return tf.reshape(axes.length > 0 ? tf.sum(res, axes) : res, shape);
 }
 
@@ -109,6 +111,10 @@ const configs: tf.GradConfig[] = [
       const paddings = x.shape.map((s, i) => [b[i]!, s - b[i]! - dy.shape[i]!] as [number, number]);
       return { x: () => tf.pad(dy, paddings) };
     },
+  },
+  {
+    kernelName: 'Unpack',
+    gradFunc: (dy, _saved, attrs) => ({ value: () => tf.stack(dy as tf.Tensor[], (attrs as Attrs as { axis: number }).axis) }),
   },
   {
     kernelName: 'Concat',

@@ -123,22 +123,30 @@ function streamsOf(t: tf.Tensor, idx: number[]): tf.Tensor {
 export function mlpForward(params: MlpParams, x: tf.Tensor, derivs: DerivSpec, names: readonly string[]): Fields {
   if (params.weights.length < 2) return mlpForwardTape(params, x, derivs, names);
   const sp = streamSpec(derivs);
-  return fieldsOfStreams(streamsOp(params, x, sp), derivs, names);
+  const [G, n] = x.shape as [number, number, number];
+  if (sp.S === 1) return { u: streamsOp(params, x, sp, [G, n]) };
+  return fieldsOf3(streamsOp(params, x, sp, [G, sp.S, n]), derivs, names);
 }
 
 /**
- * The Fields of output streams [G, S, n, 1]: u = stream 0, u_<x_i> = stream 1 + p (p = position of i in
- * derivs.first), u_<x_i x_i> = stream 1 + nd + q.
+ * The Fields of output streams [G, S, n] (S > 1): u = stream 0, u_<x_i> = stream 1 + p (p = position
+ * of i in derivs.first), u_<x_i x_i> = stream 1 + nd + q. One Unpack kernel, which saves nothing for
+ * its gradient (a slice and a reshape per stream would each save a copy of their input on the tape).
  */
+function fieldsOf3(o3: tf.Tensor, derivs: DerivSpec, names: readonly string[]): Fields {
+  const streams = tf.unstack(o3, 1);
+  const fields: Fields = { u: streams[0]! };
+  const nd = derivs.first.length;
+  derivs.first.forEach((i, p) => (fields[`u_${names[i]}`] = streams[1 + p]!));
+  derivs.second.forEach((i, q) => (fields[`u_${names[i]}${names[i]}`] = streams[1 + nd + q]!));
+  return fields;
+}
+
+/** The Fields of output streams [G, S, n, 1] (see `fieldsOf3`). */
 function fieldsOfStreams(out: tf.Tensor, derivs: DerivSpec, names: readonly string[]): Fields {
   const [G, S, n] = out.shape as [number, number, number, number];
-  const o3 = tf.reshape(out, [G, S, n]);
-  const at = (j: number) => (S === 1 ? tf.reshape(o3, [G, n]) : tf.reshape(tf.slice(o3, [0, j, 0], [-1, 1, -1]), [G, n]));
-  const fields: Fields = { u: at(0) };
-  const nd = derivs.first.length;
-  derivs.first.forEach((i, p) => (fields[`u_${names[i]}`] = at(1 + p)));
-  derivs.second.forEach((i, q) => (fields[`u_${names[i]}${names[i]}`] = at(1 + nd + q)));
-  return fields;
+  if (S === 1) return { u: tf.reshape(out, [G, n]) };
+  return fieldsOf3(tf.reshape(out, [G, S, n]), derivs, names);
 }
 
 /**
@@ -255,7 +263,7 @@ export function mlpForwardTape(params: MlpParams, x: tf.Tensor, derivs: DerivSpe
 export function mlpValue(params: MlpParams, x: tf.Tensor): tf.Tensor {
   if (params.weights.length >= 2 && params.weights[params.weights.length - 1]!.shape.at(-1) === 1) {
     const [G, n] = x.shape as [number, number, number];
-    return tf.reshape(streamsOp(params, x, streamSpec({ first: [], second: [] })), [G, n]);
+    return streamsOp(params, x, streamSpec({ first: [], second: [] }), [G, n]);
   }
   const { weights, biases } = params;
   const L = weights.length;
@@ -341,7 +349,7 @@ interface LayerCache {
   s2?: tf.Tensor;
   /** Hidden layers l ≥ 1 with derivative streams: the derivative streams of z, [G, S − 1, n, w]. */
   zr?: tf.Tensor;
-  /** Heap-kernel path, hidden layers l ≥ 1 with derivative streams: z = ain W (all streams, no bias), [G, S, n, w]. */
+  /** Heap-kernel path, hidden layers l ≥ 1 with derivative streams: z = ain W (all streams, no bias), the values of [G, S, n, w]. */
   z?: tf.Tensor;
 }
 
@@ -620,11 +628,17 @@ function layer0Backward(dA: tf.Tensor, c: LayerCache, W0: tf.Tensor, sp: StreamS
 }
 
 /**
- * The MLP's output streams [G, S, n] (out = 1) or [G, S, n, out] as one differentiable op: forward
- * as `streamsForward`, gradient from `streamsBackward` (w.r.t. weights and biases; the gradient
- * w.r.t. the inputs x is not provided — zeros).
+ * The MLP's output streams [G, S, n, out], reshaped to `shape` (e.g. [G, S, n] or, for S = 1, [G, n]
+ * when out = 1), as one differentiable op: forward as `streamsForward`, gradient from `streamsBackward`
+ * (w.r.t. weights and biases; the gradient w.r.t. the inputs x is not provided — zeros).
+ *
+ * What the backward needs is kept with the op's `save`, which copies each tensor (one Identity kernel
+ * and tape node apiece), so only what a tf.Variable does not already keep alive: the layer caches (or,
+ * chunked, x) and the parameters that are not variables (a computed weight may be disposed before the
+ * backward runs); of the biases the backward reads only their ranks, unless chunked (it recomputes
+ * the forward).
  */
-function streamsOp(params: MlpParams, x: tf.Tensor, sp: StreamSpec): tf.Tensor {
+function streamsOp(params: MlpParams, x: tf.Tensor, sp: StreamSpec, shape: number[]): tf.Tensor {
   const { weights, biases } = params;
   const L = weights.length;
   const op = tf.customGrad(((...args: unknown[]) => {
@@ -632,37 +646,57 @@ function streamsOp(params: MlpParams, x: tf.Tensor, sp: StreamSpec): tf.Tensor {
     const ts = args as tf.Tensor[];
     const xx = ts[0]!;
     const xShape = xx.shape.slice();
-    const ws = ts.slice(1, 1 + L);
-    const bs = ts.slice(1 + L, 1 + 2 * L);
-    const chunks = chunkRanges(xx, ws, sp);
+    const ps = ts.slice(1); // weights then biases
+    const chunks = chunkRanges(xx, ps.slice(0, L), sp);
+    // The parameters to save: non-variable weights, and biases too when chunked.
+    const saveP = ps.map((p, i) => !(p instanceof tf.Variable) && (i < L || chunks.length > 1));
+    const nP = saveP.filter(Boolean).length;
+    /** The parameters in the backward: the saved ones from `saved` (first), the others as given. */
+    const params = (saved: tf.Tensor[]) => {
+      let j = 0;
+      const all = ps.map((p, i) => (saveP[i] ? saved[j++]! : p));
+      return { ws: all.slice(0, L), bs: all.slice(L) };
+    };
+    const toSave = ps.filter((_, i) => saveP[i]);
+    let out: tf.Tensor;
+    let grad: (dOut: tf.Tensor, saved: tf.Tensor[]) => { dW: tf.Tensor[]; db: tf.Tensor[] };
     if (chunks.length > 1) {
       // Large n: the forward keeps only the outputs; the backward recomputes each chunk's caches.
-      const out = chunkedOut(ws, bs, xx, sp, chunks);
-      save([xx, ...ws, ...bs]);
-      return {
-        value: out,
-        gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
-          const { dW, db } = chunkedBackward(saved.slice(1, 1 + L), saved.slice(1 + L, 1 + 2 * L), saved[0]!, dy as tf.Tensor, sp, false, chunks);
-          return [tf.zeros(xShape), ...dW, ...db];
-        },
+      out = chunkedOut(ps.slice(0, L), ps.slice(L), xx, sp, chunks);
+      save([...toSave, xx]);
+      grad = (dOut, saved) => {
+        const { ws, bs } = params(saved);
+        return chunkedBackward(ws, bs, saved[nP]!, dOut, sp, false, chunks);
       };
-    }
-    const { out, cache } = fwdImpl(ws, bs, xx, sp);
-    // Flatten the caches in a fixed order (which keys each layer has is recorded in `layout`).
-    const layout = cache.map((c) => CACHE_KEYS.filter((k) => c[k] !== undefined));
-    save([...ws, ...bs, ...cache.flatMap((c, l) => layout[l]!.map((k) => c[k]!))]);
-    return {
-      value: out,
-      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
-        const sw = saved.slice(0, L);
-        const sb = saved.slice(L, 2 * L);
-        let j = 2 * L;
+    } else {
+      const f = fwdImpl(ps.slice(0, L), ps.slice(L), xx, sp);
+      out = f.out;
+      // The distinct cache tensors (a layer's output is the next one's input: with S = 1 the same
+      // tensor), saved once each; `layout` records which keys each layer has and where they are.
+      const distinct: tf.Tensor[] = [];
+      const layout = f.cache.map((c) =>
+        CACHE_KEYS.filter((k) => c[k] !== undefined).map((k) => {
+          let at = distinct.indexOf(c[k]!);
+          if (at < 0) at = distinct.push(c[k]!) - 1;
+          return [k, at] as const;
+        }),
+      );
+      save([...toSave, ...distinct]);
+      grad = (dOut, saved) => {
         const sc = layout.map((keys) => {
           const c: LayerCache = { ain: null as unknown as tf.Tensor };
-          for (const k of keys) c[k] = saved[j++]!;
+          for (const [k, at] of keys) c[k] = saved[nP + at]!;
           return c;
         });
-        const { dW, db } = bwdImpl(sw, sb, sc, dy as tf.Tensor, sp, false);
+        const { ws, bs } = params(saved);
+        return bwdImpl(ws, bs, sc, dOut, sp, false);
+      };
+    }
+    const outShape = out.shape.slice();
+    return {
+      value: tf.reshape(out, shape),
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+        const { dW, db } = grad(tf.reshape(dy as tf.Tensor, outShape), saved);
         return [tf.zeros(xShape), ...dW, ...db];
       },
     };
@@ -877,21 +911,18 @@ function heapForward(weights: tf.Tensor[], biases: tf.Tensor[], x: tf.Tensor, sp
   const [G, n, d] = x.shape as [number, number, number];
   const W0 = weights[0]!;
   const w0 = W0.shape[W0.rank - 1]!;
-  const z0 = groupMatMul(x, W0);
+  const z0 = rowsMatMul(x, W0);
   const l0 = heapLayer0Forward(z0, biases[0]!, W0, G, n, d, w0, sp);
   z0.dispose();
   const cache: LayerCache[] = [{ ain: x, a: l0.a }];
   let A = l0.A;
   for (let l = 1; l < L; l++) {
     const W = weights[l]!;
-    const win = W.shape[W.rank - 2]!;
     const wout = W.shape[W.rank - 1]!;
-    const Z = tf.reshape(groupMatMul(tf.reshape(A, [G, S * n, win]), W), [G, S, n, wout]);
+    const Z = rowsMatMul(A, W);
     if (l === L - 1) {
       cache.push({ ain: A });
-      const b4 = bias4(biases[l]!);
-      const bS = S === 1 ? b4 : tf.concat([b4, tf.zeros([b4.shape[0]!, S - 1, 1, wout])], 1);
-      return { out: tf.add(Z, bS), cache };
+      return { out: heapOutputBias(Z, biases[l]!, G, S, n, wout), cache };
     }
     const next = heapTanhForward(Z, biases[l]!, G, n, wout, sp);
     if (S === 1) {
@@ -901,6 +932,36 @@ function heapForward(weights: tf.Tensor[], biases: tf.Tensor[], x: tf.Tensor, sp
     A = next.A;
   }
   throw new Error('unreachable');
+}
+
+/**
+ * z = a W over the rows of a ([G, …, in], the values of [G, R, in]) in the layout of [G, R, out] (the
+ * shape as the matmul leaves it, [G·R, out] or [G, R, out]: callers that need another reshape), with
+ * the products of `groupMatMul` on a as [G, R, in].
+ */
+function rowsMatMul(a: tf.Tensor, W: tf.Tensor): tf.Tensor {
+  const win = W.shape[W.rank - 2]!;
+  if (W.rank === 2) return tf.matMul(tf.reshape(a, [a.size / win, win]) as tf.Tensor2D, W as tf.Tensor2D);
+  const G = a.shape[0]!;
+  return perGroupMatMul(tf.reshape(a, [G, a.size / (G * win), win]), W);
+}
+
+/**
+ * The output layer's bias on the value stream, in one loop: out [G, S, n, w] = z (the values of
+ * [G, S, n, w]) + [b, 0, …, 0] over the streams, b [w] or [G, w]; float32 sums as tf.add rounds them.
+ */
+function heapOutputBias(z: tf.Tensor, b: tf.Tensor, G: number, S: number, n: number, w: number): tf.Tensor {
+  const [out] = heapKernel([z, b], [[G, S, n, w]], ([Z, B], [O]) => {
+    const bPer = B!.length !== w;
+    const st = n * w;
+    for (let g = 0; g < G; g++) {
+      const base = g * S * st;
+      const bo = bPer ? g * w : 0;
+      for (let k = 0; k < st; k++) O![base + k] = Z![base + k]! + B![bo + (k % w)]!;
+      for (let k = base + st; k < base + S * st; k++) O![k] = Z![k]! + 0;
+    }
+  });
+  return out!;
 }
 
 /** Offset of group g in a per-group array of `per` values (0 for a shared one of `per` values). */
@@ -1005,6 +1066,17 @@ function heapOutputBackward(dOut: tf.Tensor, A: tf.Tensor, W: tf.Tensor, G: numb
   };
 }
 
+/**
+ * A 1-wide output layer's W ([win, 1]) as `shape` ([1, win]): with XNNPACK in a fresh buffer, since
+ * the wasm backend caches the packed right operand of a matmul by buffer, not by shape, so a reshape
+ * of W (which the forward used as [win, 1]) would reuse the forward's packing; the native BLAS packs
+ * nothing between calls: a reshape.
+ */
+function wRow(W: tf.Tensor, shape: number[]): tf.Tensor {
+  const r = tf.reshape(W, shape);
+  return nativeMatMulActive() ? r : tf.mul(r, tf.scalar(1));
+}
+
 function heapBackward(weights: tf.Tensor[], biases: tf.Tensor[], cache: LayerCache[], dOut: tf.Tensor, sp: StreamSpec, perGroupW: boolean): { dW: tf.Tensor[]; db: tf.Tensor[] } {
   const L = weights.length;
   const { S } = sp;
@@ -1020,36 +1092,42 @@ function heapBackward(weights: tf.Tensor[], biases: tf.Tensor[], cache: LayerCac
   const woutL = WL.shape[WL.rank - 1]!;
   let dA: tf.Tensor;
   if (woutL === 1 && WL.rank === 2 && !pgW(L - 1)) {
-    // Shared 1-wide output: XNNPACK matmuls with tiny packed operands (dA = dOut ⊗ W as a K = 1
-    // product, dW = Aᵀ dOut) beat the JS loop ~3×.
+    // Shared 1-wide output: matmuls with tiny operands (dA = dOut ⊗ W as a K = 1 product, dW = Aᵀ dOut)
+    // beat the JS loop ~3×.
     const R = G * S * n;
     const dOut2 = tf.reshape(dOut, [R, 1]) as tf.Tensor2D;
     dW[L - 1] = matMulTA(tf.reshape(cache[L - 1]!.ain, [R, winL]) as tf.Tensor2D, dOut2);
     db[L - 1] = biasGrad(streamRange(dOut, 0, 1), pgB(L - 1));
-    // W as a [1, win] matrix in a fresh buffer: the wasm backend caches the packed right operand of a
-    // matmul by buffer, not by shape, so a reshape of W (which the forward used as [win, 1]) would
-    // reuse the forward's packing.
-    const Wrow = tf.mul(tf.reshape(WL, [1, winL]), tf.scalar(1)) as tf.Tensor2D;
-    dA = tf.reshape(tf.matMul(dOut2, Wrow), [G, S, n, winL]);
+    dA = tf.reshape(tf.matMul(dOut2, wRow(WL, [1, winL]) as tf.Tensor2D), [G, S, n, winL]);
   } else if (woutL === 1 && WL.rank === 3 && pgB(L - 1) && G > 1) {
-    // Per-group (fused trials) 1-wide output: each group exactly as the shared branch above computes a
-    // single trial (the same XNNPACK products and sums), so a fused trial rounds as it does alone.
-    const dWs: tf.Tensor[] = [];
-    const dbs: tf.Tensor[] = [];
-    const dAs: tf.Tensor[] = [];
+    // Per-group (fused trials) 1-wide output: each group's products exactly those of the shared branch
+    // above for a single trial (same m, n, k and transposes), so a fused trial rounds as it does alone.
+    // The native BLAS runs a batched product as one sgemm per group (backend.ts): one batched call
+    // each; XNNPACK has no batched path with the same rounding: one 2-D product per group there.
     const R = S * n;
-    for (let g = 0; g < G; g++) {
-      const dOutG = tf.slice(dOut, [g, 0, 0, 0], [1, -1, -1, -1]);
-      const dOut2 = tf.reshape(dOutG, [R, 1]) as tf.Tensor2D;
-      const ain = tf.reshape(tf.slice(cache[L - 1]!.ain, [g, 0, 0, 0], [1, -1, -1, -1]), [R, winL]) as tf.Tensor2D;
-      dWs.push(matMulTA(ain, dOut2));
-      dbs.push(biasGrad(streamRange(dOutG, 0, 1), false));
-      const Wrow = tf.mul(tf.reshape(tf.slice(WL, [g, 0, 0], [1, -1, -1]), [1, winL]), tf.scalar(1)) as tf.Tensor2D;
-      dAs.push(tf.reshape(tf.matMul(dOut2, Wrow), [1, S, n, winL]));
+    const vOut = tf.reshape(streamRange(dOut, 0, 1), [G, n, 1]);
+    if (nativeMatMulActive()) {
+      const dOut3 = tf.reshape(dOut, [G, R, 1]);
+      dW[L - 1] = tf.matMul(tf.reshape(cache[L - 1]!.ain, [G, R, winL]) as tf.Tensor3D, dOut3 as tf.Tensor3D, true, false);
+      db[L - 1] = tf.reshape(tf.matMul(tf.ones([1, 1, n]) as tf.Tensor3D, vOut as tf.Tensor3D), [G, 1]);
+      dA = tf.reshape(tf.matMul(dOut3 as tf.Tensor3D, tf.reshape(WL, [G, 1, winL]) as tf.Tensor3D), [G, S, n, winL]);
+    } else {
+      const dWs: tf.Tensor[] = [];
+      const dbs: tf.Tensor[] = [];
+      const dAs: tf.Tensor[] = [];
+      const part = (t: tf.Tensor, g: number, shape: number[]) => tf.reshape(tf.slice(t, [g, ...shape.map(() => 0)], [1, ...shape.map(() => -1)]), shape);
+      const dOutR = tf.reshape(dOut, [G, R, 1]);
+      const ainR = tf.reshape(cache[L - 1]!.ain, [G, R, winL]);
+      for (let g = 0; g < G; g++) {
+        const dOut2 = part(dOutR, g, [R, 1]) as tf.Tensor2D;
+        dWs.push(matMulTA(part(ainR, g, [R, winL]) as tf.Tensor2D, dOut2));
+        dbs.push(colSum(part(vOut, g, [n, 1])));
+        dAs.push(tf.matMul(dOut2, wRow(tf.slice(WL, [g, 0, 0], [1, -1, -1]), [1, winL]) as tf.Tensor2D));
+      }
+      dW[L - 1] = tf.stack(dWs);
+      db[L - 1] = tf.reshape(tf.stack(dbs), [G, 1]);
+      dA = tf.reshape(tf.stack(dAs), [G, S, n, winL]);
     }
-    dW[L - 1] = tf.stack(dWs);
-    db[L - 1] = tf.stack(dbs);
-    dA = tf.concat(dAs, 0);
   } else if (woutL === 1) {
     const o = heapOutputBackward(dOut, cache[L - 1]!.ain, WL, G, S, n, winL, pgW(L - 1), pgB(L - 1));
     dW[L - 1] = o.dW;

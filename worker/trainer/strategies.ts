@@ -10,6 +10,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { StrategyConfig } from '../../schemas/sweep.js';
 import type { AdamOptions } from './adam.js';
 import './gradients.js';
+import { heapKernel, heapKernelsAvailable } from './backend.js';
 import { residualLoss } from './loss.js';
 import { Rng } from './rng.js';
 
@@ -138,27 +139,34 @@ export function rba(eta = 1e-3, gamma = 0.999, opts: RbaOptions = {}): Strategy 
     init(n: number, lambda0?: Float32Array): StrategyState {
       let lam: tf.Tensor = lambda0 ? tf.tensor1d(lambda0) : tf.zeros([n]);
       let first = !lambda0 && initMode === 'residual';
-      let pending: { lb: tf.Tensor; idx: tf.Tensor | null } | null = null;
+      /** λ_b of group 0 [n_b] and the batch: indices as a tensor (tf-op path) or as numbers (heap path). */
+      let pending: { lb: tf.Tensor; idx: tf.Tensor | null; at: Int32Array | null } | null = null;
       return {
         batchWeights(r: tf.Tensor, idx: tf.Tensor | null): tf.Tensor {
           const G = r.shape[0]!;
+          if (pending) pending.lb.dispose();
+          if (heapKernelsAvailable() && r.dtype === 'float32') {
+            const at = idx ? Int32Array.from(idx.dataSync()) : null;
+            const { lb, row } = rbaHeap(lam, at, r, first ? null : { gamma, eta }, normalization);
+            pending = { lb: tf.keep(row), idx: null, at };
+            return lb;
+          }
           const lamB = idx ? tf.gather(lam, idx) : lam; // [n_b]
           const lb = stopGradient(r, (ri) =>
             first ? rbaNormalize(ri, normalization) : rbaUpdate(tf.reshape(lamB, [1, -1]), ri, gamma, eta, normalization),
           ); // [G, n_b]
-          if (pending) pending.lb.dispose();
           // λ of one trial: groups (if any) share λ, take group 0.
-          pending = { lb: tf.keep(G === 1 ? tf.reshape(lb, [-1]) : tf.reshape(tf.slice(lb, [0, 0], [1, -1]), [-1])), idx };
+          pending = { lb: tf.keep(G === 1 ? tf.reshape(lb, [-1]) : tf.reshape(tf.slice(lb, [0, 0], [1, -1]), [-1])), idx, at: null };
           return lb;
         },
         commit(): void {
           if (!pending) return;
-          const { lb, idx } = pending;
+          const { lb, idx, at } = pending;
           pending = null;
           first = false;
-          const next = idx
-            ? tf.tidy(() => tf.tensorScatterUpdate(lam, tf.reshape(idx, [-1, 1]), lb))
-            : lb;
+          let next = lb;
+          if (at) next = scatterHeap(lam, at, lb);
+          else if (idx) next = tf.tidy(() => tf.tensorScatterUpdate(lam, tf.reshape(idx, [-1, 1]), lb));
           if (next !== lb) lb.dispose();
           lam.dispose();
           lam = next;
@@ -172,6 +180,56 @@ export function rba(eta = 1e-3, gamma = 0.999, opts: RbaOptions = {}): Strategy 
       };
     },
   };
+}
+
+/**
+ * The RBA λ_b of `rba`'s batchWeights on the wasm heap in one loop, instead of ~13 kernels and a
+ * stop-gradient op: `rbaNormalize` of each group's row of r [G, n_b] and, with `upd`, `rbaUpdate` of λ
+ * at the batch `at` (null: all N in order), every operation rounded to float32 as those kernels round
+ * it (abs, max, min, compare and select are exact; a float32 sum, difference, product or quotient
+ * computed in double and rounded once is the correctly rounded float32 one), so the same bits. The
+ * outputs are not recorded on any gradient tape: λ is a constant to the network's gradient.
+ * @returns λ_b [G, n_b] and its group-0 row [n_b].
+ */
+function rbaHeap(lam: tf.Tensor, at: Int32Array | null, r: tf.Tensor, upd: { gamma: number; eta: number } | null, normalization: RbaNormalization): { lb: tf.Tensor; row: tf.Tensor } {
+  const [G, nb] = r.shape as [number, number];
+  const f = Math.fround;
+  const g32 = upd ? f(upd.gamma) : 0;
+  const e32 = upd ? f(upd.eta) : 0;
+  const [lb, row] = heapKernel([r, lam], [[G, nb], [nb]], ([R, LAM], [LB, ROW]) => {
+    for (let g = 0; g < G; g++) {
+      const o = g * nb;
+      let mx = Math.abs(R![o]!);
+      let mn = mx;
+      for (let j = 1; j < nb; j++) {
+        const a = Math.abs(R![o + j]!);
+        if (a > mx) mx = a;
+        if (a < mn) mn = a;
+      }
+      const mxPos = mx > 0 ? 1 : 0;
+      const den = f(mx + (1 - mxPos));
+      const range = f(mx - mn);
+      const rPos = range > 0 ? 1 : 0;
+      const rden = f(range + (1 - rPos));
+      for (let j = 0; j < nb; j++) {
+        const a = Math.abs(R![o + j]!);
+        const byMax = f(a / den);
+        const norm = normalization === 'max' ? byMax : f(f(f(f(a - mn) / rden) * rPos) + f(byMax * (1 - rPos)));
+        LB![o + j] = upd ? f(f(LAM![at ? at[j]! : j]! * g32) + f(norm * e32)) : norm;
+      }
+    }
+    ROW!.set(LB!.subarray(0, nb));
+  });
+  return { lb: lb!, row: row! };
+}
+
+/** λ [N] with λ[at[j]] = lb[j] (`tensorScatterUpdate` on the wasm heap: a copy). */
+function scatterHeap(lam: tf.Tensor, at: Int32Array, lb: tf.Tensor): tf.Tensor {
+  const [next] = heapKernel([lam, lb], [lam.shape.slice()], ([LAM, LB], [O]) => {
+    O!.set(LAM!);
+    for (let j = 0; j < at.length; j++) O![at[j]!] = LB![j]!;
+  });
+  return next!;
 }
 
 /** Options of `sa` (science.md §4). */
