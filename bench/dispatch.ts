@@ -15,7 +15,7 @@ import { loadSweep } from '../orchestrator/spec.js';
 import type { TrialMessage, TrialState } from '../schemas/trial.js';
 import { transportNames } from '../schemas/transport.js';
 import { cpus } from 'node:os';
-import { figure, tempDir, treeCpuSeconds, type Figure } from './lib.js';
+import { figure, median, tempDir, treeCpuSeconds, type Figure } from './lib.js';
 import { startCli, stopCli } from './procs.js';
 import type { BenchOptions } from './train.js';
 
@@ -143,10 +143,9 @@ export async function benchDispatch(o: BenchOptions): Promise<Figure[]> {
     );
     if (cpuPerTrial.length) {
       const cores = cpus().length;
-      const med = [...cpuPerTrial].sort((a, b) => a - b)[cpuPerTrial.length >> 1]!;
       figs.push(figure({
         bench: 'dispatch', figure: `dispatch CPU per 1-step trial`, unit: 'ms/trial', samples: cpuPerTrial, target: null,
-        config: { ...sc, cores, ceiling_trials_per_s_on_all_cores: Math.round((cores * 1000) / med) },
+        config: { ...sc, cores, ceiling_trials_per_s_on_all_cores: Math.round((cores * 1000) / median(cpuPerTrial)) },
         method: 'CPU s (user + system, every thread) of every process — orchestrator (`phasemap run`: submission, collector, Parquet), worker (claims, slots, publishes), nats-server, this process\'s KV watch — from /proc over the run ÷ trials; cores ÷ it is the most trials/s this machine could start and finish with every core busy',
       }));
     }

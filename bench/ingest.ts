@@ -13,7 +13,7 @@ import { startEmbeddedNats } from '../orchestrator/nats-server.js';
 import { transportNames } from '../schemas/transport.js';
 import type { ProducerData, ProducerRun } from './ingest-producer.js';
 import { cpus } from 'node:os';
-import { benchEntry, figure, forkChild, tempDir, treeCpuSeconds, type Figure } from './lib.js';
+import { benchEntry, figure, forkChild, median, tempDir, treeCpuSeconds, type Figure } from './lib.js';
 import type { BenchOptions } from './train.js';
 
 /** In-flight publishes per trial stream: worker/agent.ts PUBLISH_WINDOW (32 when this was written). */
@@ -148,7 +148,7 @@ export async function benchIngest(o: BenchOptions): Promise<Figure[]> {
           target: null,
           config: {
             streams: S, cores, rows_per_run: expected,
-            ceiling_rows_per_s_on_all_cores: Math.round((cores * 1e6) / medianOf(cpuPerRow)!),
+            ceiling_rows_per_s_on_all_cores: Math.round((cores * 1e6) / median(cpuPerRow)),
             cpu_seconds_per_run: measured.map((x) => (x.cpuSeconds === null ? null : +x.cpuSeconds.toFixed(2))),
           },
           method: 'CPU s (user + system, every thread) of every process of the path — producers and publisher (this process), nats-server, the collector — from /proc over the run ÷ rows on disk; cores ÷ it is the most rows/s this machine could ingest with every core busy',

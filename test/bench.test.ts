@@ -48,7 +48,16 @@ test('bench --quick writes a well-formed results.json', async (t) => {
     t.is(f.error, undefined, `${f.figure}: ${String(f.error)}`);
     t.is(f.runs, 1, String(f.figure));
   }
-  const ingest = j.figures.filter((f) => f.bench === 'ingest');
+  const ingest = j.figures.filter((f) => f.bench === 'ingest' && f.unit === 'rows/s');
   t.deepEqual(ingest.map((f) => (f.config as { streams: number }).streams), [1, 4, 16]);
   t.true(ingest.every((f) => (f.target as { value: number }).value === 1_000_000));
+  // CPU per row of every process of the path (Linux /proc), and the ceiling it implies on this machine's cores.
+  const cpu = j.figures.filter((f) => f.bench === 'ingest' && f.unit === 'µs/row');
+  t.deepEqual(cpu.map((f) => (f.config as { streams: number }).streams), [1, 4, 16]);
+  for (const f of cpu) {
+    const c = f.config as { cores: number; ceiling_rows_per_s_on_all_cores: number };
+    t.true((f.median as number) > 0, String(f.figure));
+    t.is(c.cores, j.machine.cores as number);
+    t.is(c.ceiling_rows_per_s_on_all_cores, Math.round((c.cores * 1e6) / (f.median as number)));
+  }
 });
