@@ -115,11 +115,9 @@ export async function benchDispatch(o: BenchOptions): Promise<Figure[]> {
         // (`<trial_id>.<attempt>.…`) do not name the sweep, so JetStream would drop a second sweep's
         // output of the same configs as duplicates within its 2-minute window.
         await writeFile(file, gridSpec(`dispatchstart${r}`, M / 100, 100, 1, 1000 * r));
-        const cpu0 = treeCpuSeconds();
         const res = await startOnce(nc, nats.url, file, `dispatchstart${r}`, ns, join(work, `start-${r}`), M);
-        const cpu1 = treeCpuSeconds();
         if (r > 0) {
-          if (cpu0 !== null && cpu1 !== null) cpuPerTrial.push(((cpu1 - cpu0) / M) * 1000);
+          if (res.cpuSeconds !== null) cpuPerTrial.push((res.cpuSeconds / M) * 1000);
           startRates.push(res.startRate);
           doneRates.push(res.doneRate);
           walls.push(res.wall);
@@ -146,7 +144,7 @@ export async function benchDispatch(o: BenchOptions): Promise<Figure[]> {
       figs.push(figure({
         bench: 'dispatch', figure: `dispatch CPU per 1-step trial`, unit: 'ms/trial', samples: cpuPerTrial, target: null,
         config: { ...sc, cores, ceiling_trials_per_s_on_all_cores: Math.round((cores * 1000) / median(cpuPerTrial)) },
-        method: 'CPU s (user + system, every thread) of every process — orchestrator (`phasemap run`: submission, collector, Parquet), worker (claims, slots, publishes), nats-server, this process\'s KV watch — from /proc over the run ÷ trials; cores ÷ it is the most trials/s this machine could start and finish with every core busy',
+        method: 'CPU s (user + system, every thread) of every process — orchestrator (`phasemap run`: submission, collector, Parquet), worker (claims, slots, publishes), nats-server, this process\'s KV watch — from /proc, read when the KV watch sees the first `queued` state and the last `done` one (the window of the submission → done row), ÷ trials; cores ÷ it is the most trials/s this machine could take from queued to done with every core busy',
       }));
     }
   } finally {
@@ -157,10 +155,17 @@ export async function benchDispatch(o: BenchOptions): Promise<Figure[]> {
   return figs;
 }
 
-async function startOnce(nc: NatsConnection, url: string, spec: string, sweepName: string, ns: string, dir: string, M: number): Promise<{ startRate: number; doneRate: number; wall: number }> {
+/**
+ * One submission → start run: `phasemap run SPEC --slots 0` against the worker, timed by a KV watch.
+ * @returns the rates, the orchestrator's wall s and the CPU s of every process from the first `queued`
+ *   state to the last `done` one (null without /proc).
+ */
+async function startOnce(nc: NatsConnection, url: string, spec: string, sweepName: string, ns: string, dir: string, M: number): Promise<{ startRate: number; doneRate: number; wall: number; cpuSeconds: number | null }> {
   const names = transportNames(ns);
   const kv = await new Kvm(jetstream(nc)).open(names.stateBucket);
   let firstQueued = Infinity;
+  let cpuAtQueued: number | null = null;
+  let cpuAtDone: number | null = null;
   const started = new Map<string, number>();
   const done = new Map<string, number>();
   let allDone!: () => void;
@@ -176,12 +181,17 @@ async function startOnce(nc: NatsConnection, url: string, spec: string, sweepNam
       } catch {
         continue;
       }
-      if (st.status === 'queued') firstQueued = Math.min(firstQueued, t);
-      else {
+      if (st.status === 'queued') {
+        if (firstQueued === Infinity) cpuAtQueued = treeCpuSeconds();
+        firstQueued = Math.min(firstQueued, t);
+      } else {
         if (!started.has(e.key)) started.set(e.key, t);
         if (st.status === 'done' || st.status === 'failed') {
           if (!done.has(e.key)) done.set(e.key, t);
-          if (done.size >= M) allDone();
+          if (done.size === M) {
+            cpuAtDone = treeCpuSeconds();
+            allDone();
+          }
         }
       }
     }
@@ -201,5 +211,6 @@ async function startOnce(nc: NatsConnection, url: string, spec: string, sweepNam
   if (done.size < M) throw new Error(`KV watch saw ${done.size} of ${M} trials done`);
   const lastStart = Math.max(...started.values());
   const lastDone = Math.max(...done.values());
-  return { startRate: M / ((lastStart - firstQueued) / 1000), doneRate: M / ((lastDone - firstQueued) / 1000), wall };
+  const cpuSeconds = cpuAtQueued !== null && cpuAtDone !== null ? cpuAtDone - cpuAtQueued : null;
+  return { startRate: M / ((lastStart - firstQueued) / 1000), doneRate: M / ((lastDone - firstQueued) / 1000), wall, cpuSeconds };
 }
