@@ -51,9 +51,10 @@ export function fusionLimit(config: TrialConfig, backend: BackendName): number {
  * helmholtz2d depth 3, full batch). Wasm matmuls: speed-up of fused over one-after-the-other
  * 1.1–1.25× at N × width ≤ 256 × 20, ~1.0× at 512 × 20 and 256 × 50, 0.8–0.95× above (the per-trial
  * matmuls and the per-point JS loops do not shrink when fused; what fusion saves is per-kernel
- * overhead, which dominates only small steps). Native addon (OpenBLAS matmuls, C stream loops): the
- * per-trial work is cheaper, so the overhead is a larger share: 1.2–1.8× up to 512 × 20 and at
- * 256 × 32, 1.0–1.1× at 1,024 × 20, 512 × 32, 256 × 50 and above. On tensorflow (GPU) slots fusion
+ * overhead, which dominates only small steps). Native addon (OpenBLAS matmuls, C stream loops), with a
+ * fused step dispatching about as many tfjs kernels as an unfused one: 1.3–2.3× (medians) up to
+ * 512 × 20 and at 256 × 32, 1.3–1.4× at 1,024 × 20, 512 × 32 and 256 × 50, 1.0–1.1× above (a
+ * fused step there is compute, which grows with the trials). On tensorflow (GPU) slots fusion
  * is not used (1): not measured there.
  */
 export const FUSION_RULE = { maxPointsTimesWidth: 5_120, maxPointsTimesWidthBlas: 10_240, maxTrials: 4 };
