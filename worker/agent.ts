@@ -313,10 +313,10 @@ export class WorkerAgent {
         if (Date.now() - t0 > SUBMISSION_SETTLE_MS && this.groupLimit(p) > 1) await sleep(SUBMISSION_SETTLE_MS);
       }
       const free = this.pool!.size - this.taken;
-      await this.topUp(free);
+      const known = await this.topUp(free);
       if (this.stopping) break;
       // Every free slot gets its group now, formed from the whole local queue (not one slot at a time).
-      const picked = planGroups(this.queue.map((p) => ({ key: p.key, size: this.groupSize(p) })), free);
+      const picked = planGroups(this.queue.map((p) => ({ key: p.key, size: balancedGroupSize(known.trials, this.groupLimit(p), known.slots) })), free);
       const groups = picked.map((g) => g.map((i) => this.queue[i]!));
       const used = new Set(picked.flat());
       this.queue = this.queue.filter((_, i) => !used.has(i));
@@ -385,22 +385,14 @@ export class WorkerAgent {
     return Math.max(1, Math.min(MAX_GROUP, Math.floor(k)));
   }
 
-  /** The group size `p`'s slot aims at now: its limit, balanced over the trials known (`balancedGroupSize`). */
-  private groupSize(p: Pulled): number {
-    return balancedGroupSize(this.known, this.groupLimit(p), this.slotsKnown);
-  }
-
-  /** Trials known at the last top-up (local queue + undelivered in the stream) and the slots sharing them. */
-  private known = 1;
-  private slotsKnown = 1;
-
   /**
    * Tops the local queue up for `free` slots: reads what the stream holds undelivered and the idle pull
    * requests of other workers, then pulls this worker's share in one fetch — enough for a balanced group
    * (`balancedGroupSize`) on each free slot, counting what the queue holds already. A queue of trials
    * that run alone pulls one per free slot.
+   * @returns the trials known (queue + undelivered) and the slots sharing them, to size the groups by.
    */
-  private async topUp(free: number): Promise<void> {
+  private async topUp(free: number): Promise<{ trials: number; slots: number }> {
     let pending = 0;
     let idle = 0;
     try {
@@ -408,14 +400,13 @@ export class WorkerAgent {
       pending = ci.num_pending;
       idle = ci.num_waiting ?? 0; // other workers' idle slots: this worker's loop is not pulling now
     } catch {
-      return; // transport trouble: form groups from what we have
+      return { trials: this.queue.length, slots: free }; // transport trouble: form groups from what we have
     }
-    this.known = this.queue.length + pending;
-    this.slotsKnown = Math.max(1, free + idle);
+    const known = { trials: this.queue.length + pending, slots: Math.max(1, free + idle) };
     const limit = Math.max(...this.queue.map((p) => this.groupLimit(p)));
-    const share = Math.ceil((pending * free) / this.slotsKnown);
-    const want = Math.min(share, free * balancedGroupSize(this.known, limit, this.slotsKnown) - this.queue.length);
-    if (want <= 0 || this.stopping) return;
+    const share = Math.ceil((pending * free) / known.slots);
+    const want = Math.min(share, free * balancedGroupSize(known.trials, limit, known.slots) - this.queue.length);
+    if (want <= 0 || this.stopping) return known;
     try {
       const it = await this.consumer.fetch({ max_messages: want, expires: GATHER_EXPIRES_MS });
       for await (const m of it) {
@@ -429,6 +420,7 @@ export class WorkerAgent {
     } catch (e) {
       this.opts.log?.warn(`worker ${this.name}: pulling trials for the free slots failed (${(e as Error).message}); running what is pulled`);
     }
+    return known;
   }
 
   /**
