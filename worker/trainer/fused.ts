@@ -53,11 +53,11 @@ export function fusionLimit(config: TrialConfig, backend: BackendName): number {
  * matmuls and the per-point JS loops do not shrink when fused; what fusion saves is per-kernel
  * overhead, which dominates only small steps). Native addon (OpenBLAS matmuls, C stream loops), with a
  * fused step dispatching about as many tfjs kernels as an unfused one: 1.3–2.3× (medians) up to
- * 512 × 20 and at 256 × 32, 1.3–1.4× at 1,024 × 20, 512 × 32 and 256 × 50, 1.0–1.1× above (a
- * fused step there is compute, which grows with the trials). On tensorflow (GPU) slots fusion
+ * 512 × 20 and at 256 × 32, 1.3–1.4× at 1,024 × 20, 512 × 32 and 256 × 50 (so the limit is
+ * 20,480), 1.0–1.1× above (a fused step there is compute, which grows with the trials). On tensorflow (GPU) slots fusion
  * is not used (1): not measured there.
  */
-export const FUSION_RULE = { maxPointsTimesWidth: 5_120, maxPointsTimesWidthBlas: 10_240, maxTrials: 4 };
+export const FUSION_RULE = { maxPointsTimesWidth: 5_120, maxPointsTimesWidthBlas: 20_480, maxTrials: 4 };
 
 /** One trial of a fused run. */
 interface Member {
