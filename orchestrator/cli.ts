@@ -123,7 +123,8 @@ const program = new Command()
   .name('phasemap')
   .description('Map the phases of PINN training: sweeps over NATS JetStream, metrics as Parquet.')
   .version(pkg.version)
-  .showHelpAfterError()
+  // The error, then where the usage is: the whole help after it would bury the error.
+  .showHelpAfterError('(phasemap help <command> shows its usage)')
   // Usage errors exit 2 (1 means "some trial failed"); help and --version exit 0.
   .exitOverride((e: CommanderError) => {
     process.exit(e.exitCode === 0 ? 0 : 2);

@@ -206,6 +206,7 @@ export function resolveTrialConfig(cfg: Record<string, unknown>): SpecError[] {
   errs.push(...validateNamed('strategy', strategySchemas, cfg.strategy));
   errs.push(...validateObject(ModelSchema, cfg.model, 'model'));
   errs.push(...validateObject(TrainSchema, cfg.train, 'train'));
+  const snrDefault = (cfg.diagnostics as Record<string, unknown> | null)?.snr_batches === undefined;
   errs.push(...validateObject(DiagnosticsSchema, cfg.diagnostics, 'diagnostics'));
   if (!validator(SeedSchema)(cfg.seed)) errs.push(new SpecError('seed', cfg.seed, 'an integer in [0, 2147483647]'));
   if (errs.length) return errs;
@@ -214,7 +215,7 @@ export function resolveTrialConfig(cfg: Record<string, unknown>): SpecError[] {
   if (c.train.batch_size !== 'full' && c.train.batch_size > n)
     errs.push(new SpecError('train.batch_size', c.train.batch_size, `'full' or an integer <= problem.n_collocation (${n})`));
   if (n % c.diagnostics.snr_batches !== 0)
-    errs.push(new SpecError('diagnostics.snr_batches', c.diagnostics.snr_batches, `a divisor of problem.n_collocation (${n}): the SNR split uses B equal batches`));
+    errs.push(new SpecError('diagnostics.snr_batches', c.diagnostics.snr_batches, `a divisor of problem.n_collocation (${n}): the SNR split uses B equal batches${snrDefault ? ` (${c.diagnostics.snr_batches} is the default; set diagnostics.snr_batches)` : ''}`));
   if (c.train.eval_every % c.train.log_every !== 0)
     errs.push(new SpecError('train.eval_every', c.train.eval_every, `a multiple of train.log_every (${c.train.log_every})`));
   if (c.diagnostics.every % c.train.log_every !== 0)

@@ -39,6 +39,9 @@ test('batch_size accepts full or an integer, nothing else', (t) => {
 
 test('cross-field rules: snr_batches divides N; cadences are multiples of log_every', (t) => {
   t.regex(errorsOf(base.replace('snr_batches: 4', 'snr_batches: 5'))[0]!, /diagnostics\.snr_batches: got 5, expected a divisor of problem\.n_collocation \(64\)/);
+  t.notRegex(errorsOf(base.replace('snr_batches: 4', 'snr_batches: 5'))[0]!, /default/, 'a value the spec set is not called the default');
+  // Left out, the default (10) does not divide 64: the error says it is the default and which key sets it.
+  t.regex(errorsOf(base.replace(/,? *snr_batches: 4,? */, ''))[0]!, /diagnostics\.snr_batches: got 10, expected a divisor of problem\.n_collocation \(64\).*\(10 is the default; set diagnostics\.snr_batches\)/);
   t.regex(errorsOf(base.replace('eval_every: 5', 'eval_every: 7'))[0]!, /train\.eval_every: got 7, expected a multiple of train\.log_every \(5\)/);
 });
 
