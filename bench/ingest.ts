@@ -175,11 +175,9 @@ export async function benchIngest(o: BenchOptions): Promise<Figure[]> {
   return figs;
 }
 
+/** lib's `median` to 3 decimals (results.json config fields); null for no values. */
 function medianOf(xs: number[]): number | null {
-  if (!xs.length) return null;
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return +(s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2).toFixed(3);
+  return xs.length ? +median(xs).toFixed(3) : null;
 }
 
 async function countRows(dir: string): Promise<Map<string, number>> {
