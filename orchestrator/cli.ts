@@ -4,6 +4,7 @@
  *   phasemap run SPEC [--out DIR] [--nats URL] [--slots N] [--backend auto|wasm|cpu|tensorflow] [--gpus all|none|0,2,…] [--slots-per-gpu K] [--fuse auto|N]
  *   phasemap validate SPEC
  *   phasemap diagram DIR [--x lr] [--y batch_size] [--facet strategy | --no-facet]
+ *   phasemap report DIR [--out PATH] [--x lr] [--y batch_size] [--facet strategy | --no-facet] [--watch]
  *   phasemap worker --nats URL [--slots N] [--gpus all|none|0,2,…] [--slots-per-gpu K] [--fuse auto|N] [--backend …] [--name NAME]
  *   phasemap status [SWEEP] --nats URL [--json]
  *   phasemap cancel SWEEP --nats URL [--wait S]
@@ -15,7 +16,7 @@ import { availableParallelism } from 'node:os';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { parseFuse, WorkerAgent } from '../worker/agent.js';
 import { GpuDiscoveryError, parseGpus } from '../worker/gpus.js';
-import { buildDiagram, DIAGRAM_FILE, renderDiagram, type DiagramAxes } from './diagram.js';
+import { buildDiagram, DIAGRAM_FILE, renderDiagram, type DiagramAxes } from '../analysis/diagram.js';
 import { connectNats } from './jetstream.js';
 import { addNatsOptions, NatsConfigError, natsAuthForUrl, natsAuthFromOptions, redactUrl, type NatsCliOptions } from './nats-connect.js';
 import { NatsServerMissing } from './nats-server.js';
@@ -155,7 +156,7 @@ program
     process.on('SIGINT', () => onSignal('SIGINT'));
     process.on('SIGTERM', () => onSignal('SIGTERM'));
     try {
-      const s = await runSweep({ spec, out: o.out, nats: o.nats, natsAuth: natsAuthForUrl(o.nats, o), slots: o.slots, backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, fuse, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, replicas: o.replicas, signal: ac.signal });
+      const s = await runSweep({ spec, out: o.out, nats: o.nats, natsAuth: natsAuthForUrl(o.nats, o), slots: o.slots, backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, fuse, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, replicas: o.replicas, signal: ac.signal, liveReport: true });
       if (s.interrupted) {
         log.warn(`interrupted: ${s.done}/${s.queued} trial(s) of this run done; run the same command again to go on (${s.dir})`);
         process.exitCode = 130;
@@ -176,6 +177,13 @@ program
           (e: Error) => log.warn(`phase diagram not written: ${e.message}`),
         );
       }
+      // The final report (no reload): also after an interrupt, so that the page stops saying "running".
+      // Loaded here: vega and DuckDB's report code are not needed by the other commands.
+      const { writeReport } = await import('../analysis/report/index.js');
+      await writeReport(s.dir, {}).then(
+        (r) => log.info(`report: ${r.index} (open it in a browser; figures as SVG and PNG beside it)`),
+        (e: Error) => log.warn(`report not written: ${e.message}`),
+      );
     } catch (e) {
       process.exitCode = fail(e);
     }
@@ -210,6 +218,39 @@ program
     } catch (e) {
       const msg = (e as Error).message;
       if (/^(--x|--y|--facet|.*: no trials\.parquet)/.test(msg)) {
+        log.error(msg);
+        process.exitCode = 2;
+      } else process.exitCode = fail(e);
+    }
+  });
+
+program
+  .command('report')
+  .description('write DIR/report/index.html (one self-contained page, works offline) and every figure beside it as SVG and PNG: the phase diagram, SNR, test error, loss and the other diagnostics per diagram cell, and the trials table')
+  .argument('<dir>', 'a sweep output directory')
+  .option('--out <path>', 'folder of the report (default: DIR/report)')
+  .option('--x <column>', 'trials.parquet column on the diagram\'s horizontal axis', 'lr')
+  .option('--y <column>', 'trials.parquet column on the vertical axis', 'batch_size')
+  .option('--facet <column>', 'one diagram panel per value of this column', 'strategy')
+  .option('--no-facet', 'a single diagram panel')
+  .option('--watch', 'for a DIR another process fills (a remote orchestrator): rewrite the report as trials finish, at most every 15 s, until every trial has finished')
+  .addOption(new Option('--live', 'the sweep is running: the page says so and reloads itself (used by phasemap run)').hideHelp())
+  .action(async (dir: string, o: { out?: string; x: string; y: string; facet: string | false; watch?: boolean; live?: boolean }) => {
+    const axes: DiagramAxes = { x: o.x, y: o.y, facet: o.facet || null };
+    try {
+      const { watchReport, writeReport } = await import('../analysis/report/index.js');
+      if (o.watch) {
+        const ac = new AbortController();
+        process.on('SIGINT', () => ac.abort());
+        process.on('SIGTERM', () => ac.abort());
+        await watchReport(dir, { out: o.out, axes, signal: ac.signal, onWrite: (r) => log.info(`report: ${r.index} (${r.data.counts.done}/${r.data.counts.total} done, ${(r.ms.total / 1000).toFixed(1)} s)`) });
+        return;
+      }
+      const r = await writeReport(dir, { out: o.out, axes, live: o.live });
+      log.info(`report: ${r.index} (${r.files.length} figure files, ${(r.ms.total / 1000).toFixed(1)} s); open it in a browser`);
+    } catch (e) {
+      const msg = (e as Error).message;
+      if (/^(--x|--y|--facet|.*: no (trials\.parquet|sweep\.json))/.test(msg)) {
         log.error(msg);
         process.exitCode = 2;
       } else process.exitCode = fail(e);

@@ -14,7 +14,7 @@ import type { TransportNames } from '../schemas/transport.js';
 import { CheckpointAssembler, parseChunkHeaders } from './checkpoints.js';
 import { parseWireStream, partIpcStream, type WireBatch } from '../schemas/metrics-ipc.js';
 import { decodeMetricsMessage, MetricsStore, splitMetricsTable, writeTrialsParquet } from './parquet-store.js';
-import { attemptPhases, DEFAULT_PHASE_PARAMS, type PhaseParams } from './phases.js';
+import { attemptPhases, DEFAULT_PHASE_PARAMS, type PhaseParams } from '../analysis/phases.js';
 
 export interface CollectorOptions {
   nc: NatsConnection;

@@ -14,12 +14,13 @@ import type { BackendRequest, TrialMessage } from '../schemas/trial.js';
 import { DEFAULT_NAMESPACE, transportNames, type ProgressMessage } from '../schemas/transport.js';
 import { WorkerAgent } from '../worker/agent.js';
 import { serveCheckpoints } from './checkpoints.js';
+import { LiveReport } from './live-report.js';
 import { Collector } from './collector.js';
 import { claimSweepOwner, connectNats, ensureResources, publishTrials, resetCollectorConsumer, setSweepControl, watchMaxDeliveries } from './jetstream.js';
 import { redactUrl, type NatsAuth } from './nats-connect.js';
 import { embeddedStoreDir, startEmbeddedNats, type EmbeddedNats } from './nats-server.js';
 import { readTrialsParquet, writeTrialsParquet } from './parquet-store.js';
-import { attemptPhases } from './phases.js';
+import { attemptPhases } from '../analysis/phases.js';
 import { plainLogger, SweepProgress, type Logger } from './progress.js';
 import { loadSweep, type ResolvedSweep } from './spec.js';
 
@@ -48,6 +49,8 @@ export interface RunOptions {
   log?: Logger;
   /** Stop waiting after this many ms (tests); default none. */
   signal?: AbortSignal;
+  /** Keep DIR/report fresh while the sweep runs (orchestrator/live-report.ts); default false (the CLI turns it on). */
+  liveReport?: boolean;
 }
 
 export interface RunSummary {
@@ -194,6 +197,7 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
   let log: Logger = base;
   let release: (() => Promise<void>) | null = null;
   let ckptService: { unsubscribe(): void } | null = null;
+  const live = opts.liveReport ? new LiveReport(dir, base) : null;
   try {
     if (!opts.nats) {
       embedded = await startEmbeddedNats(embeddedStoreDir(dir));
@@ -222,6 +226,7 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
       onWarning: (m) => log.warn(m),
       onTrialFinished: (r, res) => {
         if (!waiting?.delete(r.trial_id)) return;
+        live?.poke();
         progress?.onFinished(r.trial_id, r.status, res.steps_done);
         log.info(
           `trial ${r.trial_id} ${r.status} (attempt ${res.attempt}, ${res.wall_seconds.toFixed(1)} s, final loss ${res.final_loss?.toPrecision(4) ?? '-'}, rel_l2 ${res.final_rel_l2?.toPrecision(4) ?? '-'}${res.diverged ? ', diverged' : ''}${res.error ? `, error: ${res.error}` : ''})`,
@@ -245,6 +250,7 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
     await writeTrialsParquet(dir, [...records.values()]);
     summary.queued = toRun.length;
     if (toRun.length === 0) return summary;
+    live?.poke();
 
     progress = new SweepProgress(toRun.length, toRun.reduce((s, t) => s + t.config.train.steps, 0), opts.tty ?? Boolean(process.stderr.isTTY), base);
     log = progress.log;
@@ -292,6 +298,7 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
     sub.unsubscribe();
     lost.unsubscribe();
   } finally {
+    await live?.stop();
     progress?.stop();
     await agent?.stop(summary.interrupted);
     ckptService?.unsubscribe();

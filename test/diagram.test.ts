@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
-import { buildDiagram, DIAGRAM_FILE, renderDiagram } from '../orchestrator/diagram.js';
+import { buildDiagram, DIAGRAM_FILE, renderDiagram } from '../analysis/diagram.js';
 import { writeTrialsParquet } from '../orchestrator/parquet-store.js';
 import { parseSpecText, resolveSweep } from '../orchestrator/spec.js';
 import type { FinalPhase } from '../schemas/trial.js';
@@ -71,6 +71,11 @@ test('phase_diagram.parquet aggregates done trials per (facet, x, y) cell', asyn
   const text = renderDiagram(cells, { x: 'lr', y: 'batch_size', facet: 'strategy' });
   t.regex(text, /strategy = rba[\s\S]*DE 3\/3[\s\S]*t_DE 1100[\s\S]*rel_l2 3\.0e-3/);
   t.regex(text, /strategy = vanilla[\s\S]*div 2\/3/);
+  // Full batches are shown as `full`, not as N = 64; a one-line legend closes the diagram.
+  t.regex(text, /│ full +│/);
+  t.notRegex(text, /│ 64 +│/);
+  t.regex(text, /\ncell: dominant final phase \(div = diverged, fit = fitting, diff = diffusion, DE = diffusion equilibrium\)[^\n]*\n$/);
+  t.deepEqual(cells.map((c) => c.y_full), cells.map(() => true));
   // A 50/50 cell (seed 0, lr 0.01: vanilla diverged, rba diffusion) shows diverged; without a facet
   // there is no facet column.
   const seeds = await buildDiagram(dir, { x: 'seed', y: 'lr', facet: null });

@@ -10,7 +10,7 @@ import { Kvm } from '@nats-io/kv';
 import { connect } from '@nats-io/transport-node';
 import test from 'ava';
 import { transportNames } from '../schemas/transport.js';
-import { DEFAULT_PHASE_PARAMS } from '../orchestrator/phases.js';
+import { DEFAULT_PHASE_PARAMS } from '../analysis/phases.js';
 import { duck, runCli, startNats, tempDir } from './helpers.js';
 
 const tiny = (lrs: string, name = 'tiny') => `

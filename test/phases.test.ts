@@ -12,7 +12,7 @@ import { Field, Float64, Int32, makeData, RecordBatch, Schema, Struct, Table, ta
 import { Table as WasmTable, writeParquet } from 'parquet-wasm';
 import { metricsPartPath } from '../schemas/parquet.js';
 import { AnalysisSchema } from '../schemas/sweep.js';
-import { attemptPhases, DEFAULT_PHASE_PARAMS, detectPhases, readAttemptSeries, type PhaseSeries } from '../orchestrator/phases.js';
+import { attemptPhases, DEFAULT_PHASE_PARAMS, detectPhases, readAttemptSeries, snrPoints, type PhaseSeries } from '../analysis/phases.js';
 import { parseSpecText, resolveSweep } from '../orchestrator/spec.js';
 import { repoRoot } from './helpers.js';
 import { specErrors, TINY_SPEC } from './spec-helpers.js';
@@ -258,4 +258,14 @@ test('spec analysis: unknown keys named, ranges and types checked, smooth_window
   t.deepEqual(errorsOf(`${base}analysis: {smooth_window: 4}\n`), ['spec.yaml: analysis.smooth_window: got 4, expected an odd integer (a centered moving average)']);
   t.regex(errorsOf(`${base}analysis: 3\n`)[0]!, /analysis: got 3, expected a value of type object/);
   t.regex(errorsOf(`${base}grid:\n  analysis.rise_window: [5, 10]\n`)[0]!, /grid\.analysis\.rise_window: .*expected a dotted path into one of problem/);
+});
+
+test('snrPoints: the points and the smoothed series the detector reads (what the report draws)', (t) => {
+  // Step 0 is 10^6 over a run near 10^0: dropped (rule 1). Then log10 SNR 0, 1, 2, 3 smoothed over 3 points.
+  const series: PhaseSeries = { step: [0, 10, 20, 30, 40, 50], snr: [1e6, 1, 10, null, 100, 1000], loss: [1, 1, 1, 1, 1, 1] };
+  const p = snrPoints(series, { smooth_window: 3 });
+  t.deepEqual(p.step, [10, 20, 40, 50]);
+  t.deepEqual(p.log10, [0, 1, 2, 3]);
+  t.deepEqual(p.smoothed, [0.5, 1, 2, 2.5]);
+  t.is(p.dropped, 1);
 });

@@ -11,7 +11,7 @@ import { connect, headers, type NatsConnection } from '@nats-io/transport-node';
 import * as tf from '@tensorflow/tfjs-core';
 import test, { type ExecutionContext } from 'ava';
 import { checkpointSteps, serveCheckpoints } from '../orchestrator/checkpoints.js';
-import { readAttemptSeries } from '../orchestrator/phases.js';
+import { readAttemptSeries } from '../analysis/phases.js';
 import { copyEarlierRows, MetricsStore } from '../orchestrator/parquet-store.js';
 import { CKPT_REPLY_HEADERS } from '../schemas/checkpoint-request.js';
 import type { MetricRow } from '../schemas/metrics.js';

@@ -152,6 +152,58 @@ export function lossDiverged(loss: number[], factor: number): boolean {
   return false;
 }
 
+/** The logged SNR points the phase record is read from (rules 1 and 2 of this module's header). */
+export interface SnrPoints {
+  /** Steps of the points kept, ascending. */
+  step: number[];
+  /** log10 SNR of each kept point. */
+  log10: number[];
+  /** The centered moving average of `log10` over `smooth_window` points: the series the detector reads. */
+  smoothed: number[];
+  /** Leading points dropped as meaningless (rule 1). */
+  dropped: number;
+}
+
+/** Rows sorted by step (a repeated step keeps its first row), their losses and the SNR points of rules 1–2. */
+function readSeries(series: PhaseSeries, p: PhaseParams): { loss: number[]; points: SnrPoints } {
+  const n = series.step.length;
+  if (series.snr.length !== n || series.loss.length !== n)
+    throw new Error(`detectPhases: step, snr and loss must have one entry per row (got ${n}, ${series.snr.length}, ${series.loss.length})`);
+  const order = [...Array(n).keys()].sort((a, b) => series.step[a]! - series.step[b]!);
+  const seen = new Set<number>();
+  const rows = order.filter((i) => (seen.has(series.step[i]!) ? false : (seen.add(series.step[i]!), true)));
+  const loss = rows.map((i) => series.loss[i]!);
+
+  // 1. Logged SNR points; drop meaningless leading ones.
+  const step: number[] = [];
+  const y: number[] = [];
+  for (const i of rows) {
+    const v = series.snr[i];
+    if (typeof v === 'number' && Number.isFinite(v) && v > 0) {
+      step.push(series.step[i]!);
+      y.push(Math.log10(v));
+    }
+  }
+  let dropped = 0;
+  while (y.length > 1 && y[0]! - median(y.slice(1)) >= p.outlier_decades) {
+    y.shift();
+    step.shift();
+    dropped++;
+  }
+  // 2. Smooth.
+  return { loss, points: { step, log10: y, smoothed: smoothLog(y, p.smooth_window), dropped } };
+}
+
+/**
+ * The SNR points a trial's phase record is read from: the logged points kept by rule 1 and their
+ * smoothed log10 (rule 2), exactly as `detectPhases` reads them (for figures that show what the
+ * detector saw). `series.loss` is not used but must have one entry per row.
+ * @throws Error when the arrays differ in length.
+ */
+export function snrPoints(series: PhaseSeries, params: Partial<PhaseParams> = DEFAULT_PHASE_PARAMS): SnrPoints {
+  return readSeries(series, { ...DEFAULT_PHASE_PARAMS, ...params }).points;
+}
+
 /**
  * Reads a trial's phase record from its logged series (rules: this module's header; science.md §6).
  *
@@ -162,31 +214,9 @@ export function lossDiverged(loss: number[], factor: number): boolean {
  */
 export function detectPhases(series: PhaseSeries, params: Partial<PhaseParams> = DEFAULT_PHASE_PARAMS): PhaseRecord {
   const p: PhaseParams = { ...DEFAULT_PHASE_PARAMS, ...params };
-  const n = series.step.length;
-  if (series.snr.length !== n || series.loss.length !== n)
-    throw new Error(`detectPhases: step, snr and loss must have one entry per row (got ${n}, ${series.snr.length}, ${series.loss.length})`);
-  const order = [...Array(n).keys()].sort((a, b) => series.step[a]! - series.step[b]!);
-  const seen = new Set<number>();
-  const rows = order.filter((i) => (seen.has(series.step[i]!) ? false : (seen.add(series.step[i]!), true)));
-  const loss = rows.map((i) => series.loss[i]!);
-
-  // 1. Logged SNR points; drop meaningless leading ones.
-  const steps: number[] = [];
-  const y: number[] = [];
-  for (const i of rows) {
-    const v = series.snr[i];
-    if (typeof v === 'number' && Number.isFinite(v) && v > 0) {
-      steps.push(series.step[i]!);
-      y.push(Math.log10(v));
-    }
-  }
-  while (y.length > 1 && y[0]! - median(y.slice(1)) >= p.outlier_decades) {
-    y.shift();
-    steps.shift();
-  }
-
-  // 2. Smooth; 3. diffusion.
-  const s = smoothLog(y, p.smooth_window);
+  const { loss, points } = readSeries(series, p);
+  const { step: steps, smoothed: s } = points;
+  // 3. Diffusion.
   const m = s.length;
   let d = -1;
   let peak = -Infinity;

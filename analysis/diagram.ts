@@ -1,0 +1,185 @@
+/**
+ * The phase diagram of a sweep: DuckDB SQL over DIR/trials.parquet → DIR/phase_diagram.parquet,
+ * one row per (facet, x, y) cell, and a terminal table per facet (rows y, columns x).
+ */
+import { existsSync } from 'node:fs';
+import { rename } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
+import Table from 'cli-table3';
+import { TRIAL_COLUMNS, TRIALS_FILE } from '../schemas/parquet.js';
+
+export const DIAGRAM_FILE = 'phase_diagram.parquet';
+/** The four final phases, in the order ties are broken (diverged first). */
+export const PHASES = ['diverged', 'fitting', 'diffusion', 'equilibrium'] as const;
+export type Phase = (typeof PHASES)[number];
+/** Short names of the phases in the terminal diagram. */
+export const PHASE_SHORT: Readonly<Record<Phase, string>> = { diverged: 'div', fitting: 'fit', diffusion: 'diff', equilibrium: 'DE' };
+
+export interface DiagramAxes {
+  /** trials.parquet column on the horizontal axis (default lr). */
+  x: string;
+  /** trials.parquet column on the vertical axis (default batch_size). */
+  y: string;
+  /** trials.parquet column that splits the diagram into one table per value (default strategy); null = none. */
+  facet: string | null;
+}
+
+/** One cell of the diagram (a row of phase_diagram.parquet, whose axis columns carry their trials.parquet names). */
+export interface DiagramCell {
+  /** Value of the facet column (null without a facet). */
+  facet: unknown;
+  /** Value of the x column. */
+  x: unknown;
+  /** Value of the y column. */
+  y: unknown;
+  /** Done trials in the cell. */
+  trials: number;
+  share_diverged: number;
+  share_fitting: number;
+  share_diffusion: number;
+  share_equilibrium: number;
+  /** Median step of the DE transition over the cell's trials that reached it (null if none). */
+  median_t_equilibrium: number | null;
+  median_final_rel_l2: number | null;
+  best_final_rel_l2: number | null;
+  /** True when the y column is batch_size and every trial of the cell trained on full batches: its y value is shown as `full`. */
+  y_full: boolean;
+  /** The same for the x column. */
+  x_full: boolean;
+}
+
+function column(flag: string, name: string): string {
+  const known = TRIAL_COLUMNS.map((c) => c.name);
+  if (!known.includes(name)) throw new Error(`${flag}: got ${JSON.stringify(name)}, expected a trials.parquet column: ${known.join(', ')}`);
+  return `"${name}"`;
+}
+
+const sqlString = (s: string) => `'${s.replace(/'/g, "''")}'`;
+const num = (v: unknown): number | null => (v === null || v === undefined ? null : Number(v));
+
+/** The axis columns quoted for SQL, checked against TRIAL_COLUMNS. @throws Error naming the flag. */
+function axisColumns(axes: DiagramAxes): { x: string; y: string; facet: string | null } {
+  const x = column('--x', axes.x);
+  const y = column('--y', axes.y);
+  const facet = axes.facet ? column('--facet', axes.facet) : null;
+  const named = [axes.x, axes.y, ...(axes.facet ? [axes.facet] : [])];
+  if (new Set(named).size !== named.length) throw new Error(`--x, --y, --facet: got ${named.join(', ')}, expected three different columns`);
+  return { x, y, facet };
+}
+
+/** SELECT of the diagram's cells over a trials.parquet file (done trials only), ordered by facet, y, x. */
+function diagramSelect(trials: string, axes: DiagramAxes): string {
+  const { x, y, facet } = axisColumns(axes);
+  const shares = PHASES.map((p) => `avg(CASE WHEN final_phase = '${p}' THEN 1.0 ELSE 0.0 END) AS share_${p}`).join(',\n      ');
+  return `
+    SELECT ${facet ? `${facet}, ` : ''}${x}, ${y}, count(*)::INTEGER AS trials,
+      ${shares},
+      median(t_equilibrium)::DOUBLE AS median_t_equilibrium,
+      median(final_rel_l2) AS median_final_rel_l2,
+      min(final_rel_l2) AS best_final_rel_l2
+    FROM read_parquet(${sqlString(trials)}) WHERE status = 'done'
+    GROUP BY ALL ORDER BY ${facet ? `${facet}, ` : ''}${y}, ${x}`;
+}
+
+/**
+ * The cells of the diagram of DIR/trials.parquet, read on an open DuckDB connection (nothing written).
+ * @throws Error naming the flag when an axis is not a trials.parquet column, or when DIR has no trials.parquet.
+ */
+export async function queryDiagram(conn: DuckDBConnection, dir: string, axes: DiagramAxes, from?: string): Promise<DiagramCell[]> {
+  const trials = join(dir, TRIALS_FILE);
+  if (!existsSync(trials)) throw new Error(`${dir}: no ${TRIALS_FILE} (run a sweep with --out ${dir} first)`);
+  const source = from ?? `(${diagramSelect(trials, axes)})`;
+  // A batch_size axis value is shown as `full` when every trial of its cell trained on full batches.
+  const full = (axis: string) =>
+    axis === 'batch_size'
+      ? `(SELECT bool_and(batch_full) FROM read_parquet(${sqlString(trials)}) t WHERE t.status = 'done' AND t.batch_size = d.batch_size${axes.facet ? ` AND t."${axes.facet}" IS NOT DISTINCT FROM d."${axes.facet}"` : ''}${axis === axes.y ? ` AND t."${axes.x}" IS NOT DISTINCT FROM d."${axes.x}"` : ` AND t."${axes.y}" IS NOT DISTINCT FROM d."${axes.y}"`})`
+      : 'false';
+  const rows = (await conn.runAndReadAll(`SELECT d.*, ${full(axes.x)} AS __x_full, ${full(axes.y)} AS __y_full FROM ${source} d`)).getRowObjects();
+  return rows.map((r) => ({
+    facet: axes.facet ? r[axes.facet] : null, x: r[axes.x], y: r[axes.y], trials: Number(r.trials),
+    share_diverged: Number(r.share_diverged), share_fitting: Number(r.share_fitting),
+    share_diffusion: Number(r.share_diffusion), share_equilibrium: Number(r.share_equilibrium),
+    median_t_equilibrium: num(r.median_t_equilibrium), median_final_rel_l2: num(r.median_final_rel_l2), best_final_rel_l2: num(r.best_final_rel_l2),
+    x_full: r.__x_full === true, y_full: r.__y_full === true,
+  }));
+}
+
+/**
+ * Aggregates DIR/trials.parquet (done trials only) per (facet, x, y) cell and writes
+ * DIR/phase_diagram.parquet (columns: the facet column (if any), the x and y columns under their
+ * trials.parquet names, trials, share_<phase> for diverged, fitting,
+ * diffusion, equilibrium — shares of the cell's trials in [0, 1] —, median_t_equilibrium (steps),
+ * median_final_rel_l2, best_final_rel_l2). Replaced atomically.
+ * @throws Error naming the flag when an axis is not a trials.parquet column, or when DIR has no trials.parquet.
+ */
+export async function buildDiagram(dir: string, axes: DiagramAxes): Promise<DiagramCell[]> {
+  axisColumns(axes);
+  const trials = join(dir, TRIALS_FILE);
+  if (!existsSync(trials)) throw new Error(`${dir}: no ${TRIALS_FILE} (run a sweep with --out ${dir} first)`);
+  const out = join(dir, DIAGRAM_FILE);
+  const tmp = `${out}.tmp-${process.pid}`;
+  const db = await DuckDBInstance.create(':memory:');
+  const conn = await db.connect();
+  try {
+    await conn.run(`COPY (${diagramSelect(trials, axes)}) TO ${sqlString(tmp)} (FORMAT parquet, COMPRESSION zstd)`);
+    await rename(tmp, out);
+    return await queryDiagram(conn, dir, axes, `read_parquet(${sqlString(out)})`);
+  } finally {
+    conn.closeSync();
+  }
+}
+
+const fmt = (v: number | null, digits = 2) => (v === null || !Number.isFinite(v) ? '-' : v.toExponential(digits - 1));
+
+/** The dominant phase of a cell: the largest share; ties go to the first in PHASES order, so a cell split between diverged and anything is diverged. */
+export function dominantPhase(c: DiagramCell): { phase: Phase; count: number } {
+  let best: Phase = PHASES[0];
+  for (const p of PHASES) if (c[`share_${p}`] > c[`share_${best}`]) best = p;
+  return { phase: best, count: Math.round(c[`share_${best}`] * c.trials) };
+}
+
+/** The dominant phase of a cell with its count of trials (seeds), e.g. `DE 3/4`. */
+function dominant(c: DiagramCell): string {
+  const d = dominantPhase(c);
+  return `${PHASE_SHORT[d.phase]} ${d.count}/${c.trials}`;
+}
+
+/** An axis value as the diagram shows it: `full` for a full batch, numbers short (1e-3, 0.01, 128). */
+export function axisLabel(v: unknown, full = false): string {
+  if (full) return 'full';
+  if (typeof v === 'number' && Number.isFinite(v) && v !== 0 && (Math.abs(v) < 1e-2 || Math.abs(v) >= 1e5)) return v.toExponential().replace(/\.?0+e/, 'e').replace('e+', 'e');
+  return String(v);
+}
+
+/** The one-line legend under the terminal diagram. */
+export const DIAGRAM_LEGEND =
+  'cell: dominant final phase (div = diverged, fit = fitting, diff = diffusion, DE = diffusion equilibrium) with its count of the cell\'s trials, median DE step, median final rel. L2';
+
+/**
+ * Renders the diagram as one table per facet value: rows = y values, columns = x values; a cell
+ * shows its dominant phase (count of trials), the median step of DE and the median final rel_l2.
+ */
+export function renderDiagram(cells: DiagramCell[], axes: DiagramAxes): string {
+  const facets = [...new Set(cells.map((c) => String(c.facet)))];
+  const parts: string[] = [];
+  for (const f of facets) {
+    const fc = cells.filter((c) => String(c.facet) === f);
+    const xs = [...new Set(fc.map((c) => String(c.x)))];
+    const ys = [...new Set(fc.map((c) => String(c.y)))];
+    const xLabel = (x: string) => { const c = fc.find((k) => String(k.x) === x)!; return axisLabel(c.x, fc.every((k) => String(k.x) !== x || k.x_full)); };
+    const yLabel = (y: string) => { const c = fc.find((k) => String(k.y) === y)!; return axisLabel(c.y, fc.every((k) => String(k.y) !== y || k.y_full)); };
+    const table = new Table({ head: [`${axes.y} \\ ${axes.x}`, ...xs.map(xLabel)], style: { head: [], border: [] } });
+    for (const y of ys) {
+      table.push([
+        yLabel(y),
+        ...xs.map((x) => {
+          const c = fc.find((k) => String(k.x) === x && String(k.y) === y);
+          return c ? `${dominant(c)}\nt_DE ${c.median_t_equilibrium ?? '-'}\nrel_l2 ${fmt(c.median_final_rel_l2)}` : '';
+        }),
+      ]);
+    }
+    parts.push(`${axes.facet ? `${axes.facet} = ${f}\n` : ''}${table.toString()}`);
+  }
+  return parts.length ? `${parts.join('\n\n')}\n${DIAGRAM_LEGEND}\n` : '(no done trials)\n';
+}

@@ -1,0 +1,307 @@
+/**
+ * What a report shows, read from a results DIR: the sweep (sweep.json), every trial (trials.parquet),
+ * the diagram's cells (analysis/diagram.ts) and the logged series of each done trial's completed
+ * attempt (DIR/metrics, read with DuckDB), thinned for display.
+ *
+ * **Display thinning** (the data on disk are never thinned): a trial's series with more than
+ * `pointsPerTrial` logged points keeps `pointsPerTrial` of them: its first and last point, the points
+ * at its t_diffusion and t_equilibrium, and, in each of `pointsPerTrial / 2 − 2` buckets of equal
+ * width in log10(step + 1) (the figures' x axis is log), the points with the lowest and the highest
+ * value of the series' first column (so spikes and dips stay visible). `pointsPerTrial` defaults to
+ * clamp(⌊60,000 / done trials⌋, 40, 400): a sweep's figures hold at most ~60,000 points per series.
+ */
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
+import { METRICS_DIR, SWEEP_FILE, TRIALS_FILE } from '../../schemas/parquet.js';
+import type { AnalysisConfig, TrialConfig } from '../../schemas/sweep.js';
+import { axisLabel, dominantPhase, queryDiagram, type DiagramAxes, type DiagramCell, type Phase } from '../diagram.js';
+import { DEFAULT_PHASE_PARAMS, snrPoints } from '../phases.js';
+
+/** One trial as the report shows it. */
+export interface ReportTrial {
+  trial_id: string;
+  status: string;
+  /** The attempt that finished (its metrics are the ones shown). */
+  attempts: number;
+  /** Grid values from sweep.json (dotted path → value); {} for a trial not in the grid. */
+  grid: Record<string, unknown>;
+  seed: number | null;
+  strategy: string | null;
+  problem: string | null;
+  /** Index into ReportData.cells of the diagram cell the trial belongs to; -1 when not done (not in the diagram). */
+  cell: number;
+  final_phase: Phase | null;
+  t_diffusion: number | null;
+  t_equilibrium: number | null;
+  final_loss: number | null;
+  final_rel_l2: number | null;
+  wall_seconds: number | null;
+  host: string | null;
+  device: string | null;
+  backend: string | null;
+  fused: number | null;
+  error: string | null;
+  /** True when its config has diagnostics (an SNR series). */
+  diagnostics: boolean;
+}
+
+/** One diagram cell with its labels and its dominant phase. */
+export interface ReportCell extends DiagramCell {
+  xLabel: string;
+  yLabel: string;
+  facetLabel: string;
+  /** Dominant final phase and how many of the cell's trials are in it. */
+  phase: Phase;
+  count: number;
+  /** Row of small panels this cell's curves go in (facet and y), and its column (x). */
+  row: string;
+  col: string;
+}
+
+/**
+ * Column-wise series of all shown trials, one entry per kept point: `t` the trial's index in
+ * ReportData.trials, `step` the step, then one array per column (null where not logged).
+ */
+export interface SeriesTable {
+  t: number[];
+  step: number[];
+  cols: Record<string, (number | null)[]>;
+}
+
+export interface ReportData {
+  sweep: string;
+  description: string | null;
+  /** Problems of the sweep's trials, e.g. `helmholtz2d (a1 = 1, a2 = 4, k = 1)`. */
+  problems: string[];
+  axes: DiagramAxes;
+  cells: ReportCell[];
+  /** Row and column labels of the small-panel grid, in display order. */
+  rows: string[];
+  cols: string[];
+  trials: ReportTrial[];
+  counts: { total: number; done: number; failed: number; cancelled: number; running: number; queued: number };
+  /** snr: raw log10 SNR of each logged point and the smoothed series the phase detector reads (null where a point was dropped as meaningless). */
+  snr: SeriesTable;
+  /** rel_l2 at its logged points. */
+  error: SeriesTable;
+  /** loss, loss_residual, loss_boundary. */
+  loss: SeriesTable;
+  /** grad_order, snr_adam, res_homogeneity, lambda_mean, lambda_max, and per layer snr_layers.<l>, saturation_layers.<l>, entropy_layers.<l>. */
+  signals: SeriesTable;
+  /** Layers of the per-layer signals: counts of weight matrices (snr_layers) and hidden layers (saturation, entropy). */
+  layers: { snr: number; hidden: number };
+  pointsPerTrial: number;
+  analysis: Partial<AnalysisConfig>;
+}
+
+export interface LoadOptions {
+  axes?: DiagramAxes;
+  /** Display thinning (module header); default clamp(⌊60,000 / done trials⌋, 40, 400). */
+  pointsPerTrial?: number;
+}
+
+interface SweepFile {
+  name: string;
+  description?: string;
+  analysis?: AnalysisConfig;
+  trials: Array<{ trial_id: string; config: TrialConfig; grid_values?: Record<string, unknown> }>;
+}
+
+const sql = (s: string) => `'${s.replace(/'/g, "''")}'`;
+const numOrNull = (v: unknown): number | null => (v === null || v === undefined ? null : Number(v));
+const strOrNull = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
+const key = (...v: unknown[]) => JSON.stringify(v.map((x) => (x === null || x === undefined ? null : String(x))));
+
+function problemLabel(c: TrialConfig): string {
+  const p = c.problem as unknown as Record<string, unknown>;
+  const params = ['a1', 'a2', 'k', 'nu', 'd'].filter((k) => typeof p[k] === 'number').map((k) => `${k} = ${p[k]}`);
+  return `${c.problem.name}${params.length ? ` (${params.join(', ')})` : ''}`;
+}
+
+/** Indices of the points to keep (module header): first, last, `must` and per log-step bucket the min and max of `v`. */
+export function thinIndices(step: number[], v: (number | null)[], budget: number, must: Set<number>): number[] {
+  const n = step.length;
+  if (n <= budget) return [...Array(n).keys()];
+  const keep = new Set<number>([0, n - 1]);
+  for (let i = 0; i < n; i++) if (must.has(step[i]!)) keep.add(i);
+  const buckets = Math.max(1, Math.floor(budget / 2) - 2);
+  const lo = Math.log10(step[0]! + 1);
+  const hi = Math.log10(step[n - 1]! + 1);
+  const width = (hi - lo) / buckets || 1;
+  const minI = new Array<number>(buckets).fill(-1);
+  const maxI = new Array<number>(buckets).fill(-1);
+  for (let i = 0; i < n; i++) {
+    const b = Math.min(buckets - 1, Math.floor((Math.log10(step[i]! + 1) - lo) / width));
+    const x = v[i];
+    if (x === null || x === undefined || !Number.isFinite(x)) continue;
+    if (minI[b]! < 0 || x < v[minI[b]!]!) minI[b] = i;
+    if (maxI[b]! < 0 || x > v[maxI[b]!]!) maxI[b] = i;
+  }
+  for (let b = 0; b < buckets; b++) {
+    if (minI[b]! >= 0) keep.add(minI[b]!);
+    if (maxI[b]! >= 0) keep.add(maxI[b]!);
+  }
+  return [...keep].sort((a, b) => a - b);
+}
+
+function emptyTable(names: string[]): SeriesTable {
+  return { t: [], step: [], cols: Object.fromEntries(names.map((n) => [n, []])) };
+}
+
+/** Four significant digits: the figures need no more, and the page stays small. */
+const round = (v: number | null | undefined): number | null => (v === null || v === undefined || !Number.isFinite(v) ? null : Number(v.toPrecision(4)));
+
+function push(table: SeriesTable, t: number, step: number[], cols: Record<string, (number | null)[]>, idx: number[]): void {
+  for (const i of idx) {
+    table.t.push(t);
+    table.step.push(step[i]!);
+    for (const [name, v] of Object.entries(cols)) table.cols[name]!.push(round(v[i]));
+  }
+}
+
+/** Rows (trial, step) that hold a value of `col`, as index arrays into the trial's rows. */
+function where(rows: number[], col: (number | null)[]): number[] {
+  return rows.filter((i) => col[i] !== null && col[i] !== undefined);
+}
+
+async function metricColumns(conn: DuckDBConnection, glob: string): Promise<Set<string>> {
+  const desc = (await conn.runAndReadAll(`DESCRIBE SELECT * FROM read_parquet(${sql(glob)}, hive_partitioning = true, union_by_name = true)`)).getRowObjects();
+  return new Set(desc.map((r) => String(r.column_name)));
+}
+
+/**
+ * Reads what the report shows from DIR (module header).
+ * @throws Error when DIR has no trials.parquet or sweep.json, or an axis is not a trials.parquet column (naming the flag).
+ */
+export async function loadReportData(dir: string, opts: LoadOptions = {}): Promise<ReportData> {
+  const axes = opts.axes ?? { x: 'lr', y: 'batch_size', facet: 'strategy' };
+  const sweepPath = join(dir, SWEEP_FILE);
+  if (!existsSync(sweepPath)) throw new Error(`${dir}: no ${SWEEP_FILE} (is it a phasemap results DIR?)`);
+  const file = JSON.parse(await readFile(sweepPath, 'utf8')) as SweepFile;
+  const byId = new Map(file.trials.map((t) => [t.trial_id, t]));
+  const db = await DuckDBInstance.create(':memory:');
+  const conn = await db.connect();
+  try {
+    const diagram = await queryDiagram(conn, dir, axes);
+    const trialsPath = join(dir, TRIALS_FILE);
+    const rows = (await conn.runAndReadAll(`SELECT * FROM read_parquet(${sql(trialsPath)}) ORDER BY trial_id`)).getRowObjectsJS();
+
+    // Cells, their labels and the small-panel grid.
+    const cellIndex = new Map<string, number>();
+    const cells: ReportCell[] = diagram.map((c, i) => {
+      cellIndex.set(key(c.facet, c.x, c.y), i);
+      const d = dominantPhase(c);
+      const xLabel = axisLabel(c.x, c.x_full);
+      const yLabel = axisLabel(c.y, c.y_full);
+      const facetLabel = axes.facet ? `${axes.facet} ${String(c.facet)}` : '';
+      return { ...c, xLabel, yLabel, facetLabel, phase: d.phase, count: d.count, row: `${facetLabel ? `${facetLabel} · ` : ''}${axes.y} ${yLabel}`, col: `${axes.x} ${xLabel}` };
+    });
+    // Rows: by facet, then y from the largest (full batch on top, as in the diagram figure); columns by x.
+    const order = (v: unknown) => (typeof v === 'number' ? v : Number.NaN);
+    const byNum = (a: unknown, b: unknown) => (Number.isNaN(order(a)) || Number.isNaN(order(b)) ? String(a).localeCompare(String(b)) : order(a) - order(b));
+    const rowList = [...cells].sort((a, b) => String(a.facet).localeCompare(String(b.facet)) || byNum(b.y, a.y)).map((c) => c.row);
+    const colList = [...cells].sort((a, b) => byNum(a.x, b.x)).map((c) => c.col);
+
+    const trials: ReportTrial[] = rows.map((r) => {
+      const cfg = byId.get(String(r.trial_id))?.config;
+      const done = r.status === 'done';
+      const cell = done ? (cellIndex.get(key(axes.facet ? r[axes.facet] : null, r[axes.x], r[axes.y])) ?? -1) : -1;
+      return {
+        trial_id: String(r.trial_id), status: String(r.status), attempts: Number(r.attempts),
+        grid: byId.get(String(r.trial_id))?.grid_values ?? {},
+        seed: numOrNull(r.seed), strategy: strOrNull(r.strategy), problem: cfg ? problemLabel(cfg) : strOrNull(r.problem),
+        cell, final_phase: (r.final_phase as Phase | null) ?? null,
+        t_diffusion: numOrNull(r.t_diffusion), t_equilibrium: numOrNull(r.t_equilibrium),
+        final_loss: numOrNull(r.final_loss), final_rel_l2: numOrNull(r.final_rel_l2), wall_seconds: numOrNull(r.wall_seconds),
+        host: strOrNull(r.host), device: strOrNull(r.device), backend: strOrNull(r.backend), fused: numOrNull(r.fused), error: strOrNull(r.error),
+        diagnostics: Number(r.diagnostics_every ?? 0) > 0,
+      };
+    });
+    // Trials of sweep.json that trials.parquet does not list yet are queued.
+    const listed = new Set(trials.map((t) => t.trial_id));
+    const unlisted = file.trials.filter((t) => !listed.has(t.trial_id)).length;
+    const count = (s: string) => trials.filter((t) => t.status === s).length;
+    const counts = { total: trials.length + unlisted, done: count('done'), failed: count('failed'), cancelled: count('cancelled'), running: count('running'), queued: count('queued') + unlisted };
+
+    const shown = trials.map((t, i) => [t, i] as const).filter(([t]) => t.cell >= 0);
+    const pointsPerTrial = opts.pointsPerTrial ?? Math.max(40, Math.min(400, Math.floor(60_000 / Math.max(1, shown.length))));
+    const analysis = { ...DEFAULT_PHASE_PARAMS, ...(file.analysis ?? {}) };
+    const layerNames = (prefix: string, n: number) => Array.from({ length: n }, (_, l) => `${prefix}.${l}`);
+    const depth = Math.max(0, ...trials.map((t) => byId.get(t.trial_id)?.config.model.depth ?? 0));
+    const layers = { snr: depth + 1, hidden: depth };
+    const signalCols = ['grad_order', 'snr_adam', 'res_homogeneity', 'lambda_mean', 'lambda_max', ...layerNames('snr_layers', layers.snr), ...layerNames('saturation_layers', layers.hidden), ...layerNames('entropy_layers', layers.hidden)];
+    const data: Pick<ReportData, 'snr' | 'error' | 'loss' | 'signals'> = {
+      snr: emptyTable(['raw', 'smoothed']),
+      error: emptyTable(['rel_l2']),
+      loss: emptyTable(['loss', 'loss_residual', 'loss_boundary']),
+      signals: emptyTable(signalCols),
+    };
+
+    const glob = join(dir, METRICS_DIR, '*', '*', '*.parquet');
+    if (shown.length && existsSync(join(dir, METRICS_DIR))) {
+      const have = await metricColumns(conn, glob);
+      const want = ['step', 'loss', 'loss_residual', 'loss_boundary', 'rel_l2', 'snr', 'grad_order', 'snr_adam', 'res_homogeneity', 'lambda_mean', 'lambda_max', 'snr_layers', 'saturation_layers', 'entropy_layers'];
+      const select = want.map((c) => (have.has(c) ? `m.${c}` : `NULL AS ${c}`)).join(', ');
+      const res = await conn.runAndReadAll(`
+        SELECT m.trial_id, ${select}
+        FROM read_parquet(${sql(glob)}, hive_partitioning = true, union_by_name = true) m
+        JOIN (SELECT trial_id, attempts FROM read_parquet(${sql(trialsPath)}) WHERE status = 'done') t
+          ON m.trial_id = t.trial_id AND m.attempt = t.attempts
+        ORDER BY m.trial_id, m.step`);
+      const c = res.getColumnsObjectJS() as Record<string, unknown[]>;
+      const ids = c.trial_id as string[];
+      const index = new Map(trials.map((t, i) => [t.trial_id, i]));
+      const col = (name: string) => (c[name] as (number | null)[]).map((v) => (v === null || v === undefined ? null : Number(v)));
+      const step = col('step') as number[];
+      const cols = Object.fromEntries(want.filter((w) => !w.endsWith('_layers') && w !== 'step').map((w) => [w, col(w)])) as Record<string, (number | null)[]>;
+      const lists = Object.fromEntries(['snr_layers', 'saturation_layers', 'entropy_layers'].map((w) => [w, c[w] as (number[] | null)[]]));
+      let start = 0;
+      while (start < ids.length) {
+        let end = start;
+        while (end < ids.length && ids[end] === ids[start]) end++;
+        const ti = index.get(ids[start]!);
+        const tr = ti === undefined ? undefined : trials[ti];
+        if (tr && tr.cell >= 0) {
+          const all = Array.from({ length: end - start }, (_, k) => start + k);
+          const must = new Set([tr.t_diffusion, tr.t_equilibrium].filter((s): s is number => s !== null));
+          const stepsOf = (idx: number[]) => idx.map((i) => step[i]!);
+          const thin = (idx: number[], v: (number | null)[]) => {
+            const s = stepsOf(idx);
+            return thinIndices(s, idx.map((i) => v[i]!), pointsPerTrial, must).map((k) => idx[k]!);
+          };
+          // SNR: the detector's own points (rule 1 drops meaningless leading ones) and smoothing.
+          const snrRows = all.filter((i) => { const v = cols.snr![i]; return v !== null && v !== undefined && Number.isFinite(v) && v > 0; });
+          if (snrRows.length) {
+            const pts = snrPoints({ step: stepsOf(all), snr: all.map((i) => cols.snr![i]!), loss: all.map((i) => cols.loss![i] ?? 0) }, analysis);
+            const smooth = new Map(pts.step.map((s, k) => [s, pts.smoothed[k]!]));
+            const raw = snrRows.map((i) => Math.log10(cols.snr![i]!));
+            const sm = snrRows.map((i) => smooth.get(step[i]!) ?? null);
+            const keep = thinIndices(stepsOf(snrRows), raw, pointsPerTrial, must);
+            push(data.snr, ti!, stepsOf(snrRows), { raw, smoothed: sm }, keep);
+          }
+          const relRows = where(all, cols.rel_l2!);
+          push(data.error, ti!, step, { rel_l2: cols.rel_l2! }, thin(relRows, cols.rel_l2!));
+          push(data.loss, ti!, step, { loss: cols.loss!, loss_residual: cols.loss_residual!, loss_boundary: cols.loss_boundary! }, thin(all, cols.loss!));
+          const diagRows = where(all, cols.grad_order!);
+          if (diagRows.length) {
+            const sig: Record<string, (number | null)[]> = {};
+            for (const name of ['grad_order', 'snr_adam', 'res_homogeneity', 'lambda_mean', 'lambda_max']) sig[name] = cols[name]!;
+            for (const [name, n] of [['snr_layers', layers.snr], ['saturation_layers', layers.hidden], ['entropy_layers', layers.hidden]] as const)
+              for (let l = 0; l < n; l++) sig[`${name}.${l}`] = lists[name]!.map((v) => (v && v[l] !== undefined ? Number(v[l]) : null));
+            push(data.signals, ti!, step, sig, thin(diagRows, cols.grad_order!));
+          }
+        }
+        start = end;
+      }
+    }
+    const problems = [...new Set(file.trials.map((t) => problemLabel(t.config)))];
+    return {
+      sweep: file.name, description: file.description ?? null, problems, axes, cells,
+      rows: [...new Set(rowList)], cols: [...new Set(colList)], trials, counts, ...data, layers, pointsPerTrial, analysis,
+    };
+  } finally {
+    conn.closeSync();
+  }
+}

@@ -1,0 +1,88 @@
+/**
+ * The report of a running sweep, kept fresh by `phasemap run`: `phasemap report DIR --live` in a child
+ * process (so rendering never blocks the orchestrator's acks and heartbeats; at a low CPU priority, so
+ * it yields to the training slots), once at the start and again after trials finish, never more often
+ * than every `minInterval` seconds ($PHASEMAP_REPORT_INTERVAL, 15) nor than 4 × the last report's duration (a large sweep's
+ * report takes seconds: at most a fifth of one core goes to it). One child at a time.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { setPriority } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { reportInterval } from '../analysis/report/index.js';
+import type { Logger } from './progress.js';
+
+const CLI = fileURLToPath(new URL('./cli.js', import.meta.url));
+
+export class LiveReport {
+  private child: ChildProcess | null = null;
+  private exited: Promise<void> = Promise.resolve();
+  private timer: NodeJS.Timeout | null = null;
+  private lastStart = 0;
+  private lastMs = 0;
+  private pending = false;
+  private stopped = false;
+  private failures = 0;
+
+  constructor(
+    private readonly dir: string,
+    private readonly log: Logger,
+    private readonly minInterval = reportInterval(),
+  ) {}
+
+  /** Asks for a fresh report (a trial finished): written now, or as soon as the interval allows. */
+  poke(): void {
+    if (this.stopped) return;
+    this.pending = true;
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.stopped || this.child || this.timer || !this.pending) return;
+    const gap = Math.max(this.minInterval * 1000, 4 * this.lastMs);
+    const wait = Math.max(0, this.lastStart + gap - Date.now());
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.start();
+    }, wait);
+    this.timer.unref();
+  }
+
+  private start(): void {
+    if (this.stopped) return;
+    this.pending = false;
+    this.lastStart = Date.now();
+    const child = spawn(process.execPath, [CLI, 'report', this.dir, '--live'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    this.child = child;
+    try {
+      if (child.pid) setPriority(child.pid, 10);
+    } catch {
+      /* not permitted: it runs at normal priority */
+    }
+    let err = '';
+    child.stderr?.on('data', (b: Buffer) => {
+      if (err.length < 4000) err += b.toString();
+    });
+    this.exited = new Promise((resolve) =>
+      child.on('exit', (code) => {
+        this.lastMs = Date.now() - this.lastStart;
+        this.child = null;
+        if (code !== 0 && !this.stopped && this.failures++ < 3)
+          this.log.warn(`live report not written (exit ${code}): ${err.split('\n').find((l) => l.includes('[error]')) ?? err.trim().split('\n')[0] ?? ''}`);
+        resolve();
+        this.schedule();
+      }),
+    );
+  }
+
+  /** Stops refreshing; a report being written is waited for (up to `waitS` seconds, then ended), so that the final report written after this is the last word. */
+  async stop(waitS = 30): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const child = this.child;
+    if (!child) return;
+    const t = setTimeout(() => child.kill('SIGTERM'), waitS * 1000);
+    await this.exited;
+    clearTimeout(t);
+  }
+}
