@@ -47,6 +47,8 @@ export interface DiagramCell {
   y_full: boolean;
   /** The same for the x column. */
   x_full: boolean;
+  /** The same for the facet column. */
+  facet_full: boolean;
 }
 
 function column(flag: string, name: string): string {
@@ -90,18 +92,19 @@ export async function queryDiagram(conn: DuckDBConnection, dir: string, axes: Di
   const trials = join(dir, TRIALS_FILE);
   if (!existsSync(trials)) throw new Error(`${dir}: no ${TRIALS_FILE} (run a sweep with --out ${dir} first)`);
   const source = from ?? `(${diagramSelect(trials, axes)})`;
-  // A batch_size axis value is shown as `full` when every trial of its cell trained on full batches.
-  const full = (axis: string) =>
+  // A batch_size axis value is shown as `full` when every done trial of its cell trained on full batches.
+  const named = [axes.x, axes.y, axes.facet].filter((c): c is string => c !== null);
+  const full = (axis: string | null) =>
     axis === 'batch_size'
-      ? `(SELECT bool_and(batch_full) FROM read_parquet(${sqlString(trials)}) t WHERE t.status = 'done' AND t.batch_size = d.batch_size${axes.facet ? ` AND t."${axes.facet}" IS NOT DISTINCT FROM d."${axes.facet}"` : ''}${axis === axes.y ? ` AND t."${axes.x}" IS NOT DISTINCT FROM d."${axes.x}"` : ` AND t."${axes.y}" IS NOT DISTINCT FROM d."${axes.y}"`})`
+      ? `(SELECT bool_and(batch_full) FROM read_parquet(${sqlString(trials)}) t WHERE t.status = 'done' AND ${named.map((c) => `t."${c}" IS NOT DISTINCT FROM d."${c}"`).join(' AND ')})`
       : 'false';
-  const rows = (await conn.runAndReadAll(`SELECT d.*, ${full(axes.x)} AS __x_full, ${full(axes.y)} AS __y_full FROM ${source} d`)).getRowObjects();
+  const rows = (await conn.runAndReadAll(`SELECT d.*, ${full(axes.x)} AS __x_full, ${full(axes.y)} AS __y_full, ${full(axes.facet)} AS __facet_full FROM ${source} d`)).getRowObjects();
   return rows.map((r) => ({
     facet: axes.facet ? r[axes.facet] : null, x: r[axes.x], y: r[axes.y], trials: Number(r.trials),
     share_diverged: Number(r.share_diverged), share_fitting: Number(r.share_fitting),
     share_diffusion: Number(r.share_diffusion), share_equilibrium: Number(r.share_equilibrium),
     median_t_equilibrium: num(r.median_t_equilibrium), median_final_rel_l2: num(r.median_final_rel_l2), best_final_rel_l2: num(r.best_final_rel_l2),
-    x_full: r.__x_full === true, y_full: r.__y_full === true,
+    x_full: r.__x_full === true, y_full: r.__y_full === true, facet_full: r.__facet_full === true,
   }));
 }
 
@@ -127,6 +130,7 @@ export async function buildDiagram(dir: string, axes: DiagramAxes): Promise<Diag
     return await queryDiagram(conn, dir, axes, `read_parquet(${sqlString(out)})`);
   } finally {
     conn.closeSync();
+    db.closeSync();
   }
 }
 
@@ -179,7 +183,7 @@ export function renderDiagram(cells: DiagramCell[], axes: DiagramAxes): string {
         }),
       ]);
     }
-    parts.push(`${axes.facet ? `${axes.facet} = ${f}\n` : ''}${table.toString()}`);
+    parts.push(`${axes.facet ? `${axes.facet} = ${axisLabel(fc[0]!.facet, fc.every((k) => k.facet_full))}\n` : ''}${table.toString()}`);
   }
   return parts.length ? `${parts.join('\n\n')}\n${DIAGRAM_LEGEND}\n` : '(no done trials)\n';
 }

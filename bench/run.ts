@@ -3,7 +3,7 @@
  *
  *   node dist/bench/run.js [--only NAME[,NAME]] [--runs N] [--quick] [--out FILE]
  *
- * NAME: train-step, snr-cost, ingest, dispatch, scaling, fusion, memory. Every figure is the median of N runs
+ * NAME: train-step, snr-cost, ingest, dispatch, scaling, fusion, memory, report. Every figure is the median of N runs
  * (default 5) after a warm-up; --quick is a smoke test (small sizes, 2 runs unless --runs; written to
  * $TMPDIR/phasemap-bench-quick.json unless --out, never over bench/results.json). See
  * bench/README.md for what each figure measures.
@@ -18,11 +18,12 @@ import { benchDispatch } from './dispatch.js';
 import { benchFusion } from './fusion.js';
 import { benchIngest } from './ingest.js';
 import { figure, machine, repoRoot, type Figure } from './lib.js';
+import { benchReport } from './report.js';
 import { benchScaling } from './scaling.js';
 import { renderTable } from './table.js';
 import { benchSlotMemory, benchTrainStep, type BenchOptions } from './train.js';
 
-export const BENCHES = ['train-step', 'snr-cost', 'ingest', 'dispatch', 'scaling', 'fusion', 'memory'] as const;
+export const BENCHES = ['train-step', 'snr-cost', 'ingest', 'dispatch', 'scaling', 'fusion', 'memory', 'report'] as const;
 type BenchName = (typeof BENCHES)[number];
 
 interface Args {
@@ -95,6 +96,7 @@ async function main(): Promise<void> {
   if (want('dispatch')) await guard('dispatch', () => benchDispatch(o));
   if (want('scaling')) await guard('scaling', () => benchScaling(o));
   if (want('fusion')) await guard('fusion', () => benchFusion(o, true));
+  if (want('report')) await guard('report', () => benchReport(o));
   const order = (f: Figure) => BENCHES.indexOf(f.bench as BenchName);
   figs.sort((a, b) => order(a) - order(b));
   const result = {

@@ -3,15 +3,17 @@
  * the diagram's cells (analysis/diagram.ts) and the logged series of each done trial's completed
  * attempt (DIR/metrics, read with DuckDB), thinned for display.
  *
- * **Display thinning** (the data on disk are never thinned): a trial's series with more than
- * `pointsPerTrial` logged points keeps `pointsPerTrial` of them: its first and last point, the points
- * at its t_diffusion and t_equilibrium, and, in each of `pointsPerTrial / 2 − 2` buckets of equal
- * width in log10(step + 1) (the figures' x axis is log), the points with the lowest and the highest
- * value of the series' first column (so spikes and dips stay visible). `pointsPerTrial` defaults to
- * clamp(⌊60,000 / done trials⌋, 40, 400): a sweep's figures hold at most ~60,000 points per series.
+ * **Display thinning** (the data on disk are never thinned): a trial's series with more than P
+ * logged points keeps P of them: its first and last point, the points at its t_diffusion and
+ * t_equilibrium, and, in each of P/2 − 2 buckets of equal width in log10(step + 1) (the figures' x
+ * axis is log), the points with the lowest and the highest value of the series' first column (so
+ * spikes and dips stay visible). P = clamp(⌊40,000 / (done trials × lines per trial)⌋, 8, 150) (a
+ * panel is at most 200 px wide: 150 points per line is finer than its pixels), the
+ * lines per trial of the table's figures being 2 for SNR (dots and line), 1 for rel_l2, 3 for the
+ * loss parts and depth + 1 for the diagnostics (one per weight matrix): ~40,000 points per figure.
  */
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
 import { METRICS_DIR, SWEEP_FILE, TRIALS_FILE } from '../../schemas/parquet.js';
@@ -92,13 +94,14 @@ export interface ReportData {
   signals: SeriesTable;
   /** Layers of the per-layer signals: counts of weight matrices (snr_layers) and hidden layers (saturation, entropy). */
   layers: { snr: number; hidden: number };
-  pointsPerTrial: number;
+  /** Display thinning: most points kept per trial and series, per table (module header). */
+  points: { snr: number; error: number; loss: number; signals: number };
   analysis: Partial<AnalysisConfig>;
 }
 
 export interface LoadOptions {
   axes?: DiagramAxes;
-  /** Display thinning (module header); default clamp(⌊60,000 / done trials⌋, 40, 400). */
+  /** Display thinning: points per trial and series (module header); default clamp(⌊40,000 / (done trials × lines per trial)⌋, 8, 150). */
   pointsPerTrial?: number;
 }
 
@@ -166,9 +169,19 @@ function where(rows: number[], col: (number | null)[]): number[] {
   return rows.filter((i) => col[i] !== null && col[i] !== undefined);
 }
 
-async function metricColumns(conn: DuckDBConnection, glob: string): Promise<Set<string>> {
-  const desc = (await conn.runAndReadAll(`DESCRIBE SELECT * FROM read_parquet(${sql(glob)}, hive_partitioning = true, union_by_name = true)`)).getRowObjects();
-  return new Set(desc.map((r) => String(r.column_name)));
+/**
+ * The columns of the metrics parts, read from one part of one shown trial (parts of one DIR share
+ * their schema; a column that only some parts lack reads as null there); empty when there is none.
+ */
+async function metricColumns(conn: DuckDBConnection, dir: string, shown: ReportTrial[]): Promise<Set<string>> {
+  for (const t of shown) {
+    const folder = join(dir, METRICS_DIR, `trial_id=${t.trial_id}`, `attempt=${t.attempts}`);
+    const part = existsSync(folder) ? (await readdir(folder)).find((f) => f.endsWith('.parquet')) : undefined;
+    if (!part) continue;
+    const desc = (await conn.runAndReadAll(`DESCRIBE SELECT * FROM read_parquet(${sql(join(folder, part))})`)).getRowObjects();
+    return new Set(desc.map((r) => String(r.column_name)));
+  }
+  return new Set();
 }
 
 /**
@@ -195,7 +208,7 @@ export async function loadReportData(dir: string, opts: LoadOptions = {}): Promi
       const d = dominantPhase(c);
       const xLabel = axisLabel(c.x, c.x_full);
       const yLabel = axisLabel(c.y, c.y_full);
-      const facetLabel = axes.facet ? `${axes.facet} ${String(c.facet)}` : '';
+      const facetLabel = axes.facet ? `${axes.facet} ${axisLabel(c.facet, c.facet_full)}` : '';
       return { ...c, xLabel, yLabel, facetLabel, phase: d.phase, count: d.count, row: `${facetLabel ? `${facetLabel} · ` : ''}${axes.y} ${yLabel}`, col: `${axes.x} ${xLabel}` };
     });
     // Rows: by facet, then y from the largest (full batch on top, as in the diagram figure); columns by x.
@@ -226,11 +239,13 @@ export async function loadReportData(dir: string, opts: LoadOptions = {}): Promi
     const counts = { total: trials.length + unlisted, done: count('done'), failed: count('failed'), cancelled: count('cancelled'), running: count('running'), queued: count('queued') + unlisted };
 
     const shown = trials.map((t, i) => [t, i] as const).filter(([t]) => t.cell >= 0);
-    const pointsPerTrial = opts.pointsPerTrial ?? Math.max(40, Math.min(400, Math.floor(60_000 / Math.max(1, shown.length))));
     const analysis = { ...DEFAULT_PHASE_PARAMS, ...(file.analysis ?? {}) };
     const layerNames = (prefix: string, n: number) => Array.from({ length: n }, (_, l) => `${prefix}.${l}`);
     const depth = Math.max(0, ...trials.map((t) => byId.get(t.trial_id)?.config.model.depth ?? 0));
     const layers = { snr: depth + 1, hidden: depth };
+    // Display thinning (module header): about 40,000 points per figure at most.
+    const budget = (lines: number) => opts.pointsPerTrial ?? Math.max(8, Math.min(150, Math.floor(40_000 / (Math.max(1, shown.length) * lines))));
+    const points = { snr: budget(2), error: budget(1), loss: budget(3), signals: budget(layers.snr) };
     const signalCols = ['grad_order', 'snr_adam', 'res_homogeneity', 'lambda_mean', 'lambda_max', ...layerNames('snr_layers', layers.snr), ...layerNames('saturation_layers', layers.hidden), ...layerNames('entropy_layers', layers.hidden)];
     const data: Pick<ReportData, 'snr' | 'error' | 'loss' | 'signals'> = {
       snr: emptyTable(['raw', 'smoothed']),
@@ -240,68 +255,72 @@ export async function loadReportData(dir: string, opts: LoadOptions = {}): Promi
     };
 
     const glob = join(dir, METRICS_DIR, '*', '*', '*.parquet');
-    if (shown.length && existsSync(join(dir, METRICS_DIR))) {
-      const have = await metricColumns(conn, glob);
-      const want = ['step', 'loss', 'loss_residual', 'loss_boundary', 'rel_l2', 'snr', 'grad_order', 'snr_adam', 'res_homogeneity', 'lambda_mean', 'lambda_max', 'snr_layers', 'saturation_layers', 'entropy_layers'];
-      const select = want.map((c) => (have.has(c) ? `m.${c}` : `NULL AS ${c}`)).join(', ');
-      const res = await conn.runAndReadAll(`
-        SELECT m.trial_id, ${select}
+    const have = await metricColumns(conn, dir, trials.filter((t) => t.cell >= 0));
+    if (have.has('step')) {
+      const pick = (c: string, as = c) => (have.has(c.replace(/\[\d+\]$/, '')) ? `m.${c} AS "${as}"` : `NULL::DOUBLE AS "${as}"`);
+      const layerCols = ([['snr_layers', layers.snr], ['saturation_layers', layers.hidden], ['entropy_layers', layers.hidden]] as const).flatMap(([name, n]) =>
+        Array.from({ length: n }, (_, l) => pick(`${name}[${l + 1}]`, `${name}.${l}`)),
+      );
+      // One scan of the parts: the completed attempts' rows, each with its trial's index in `trials`
+      // (ordered by trial_id, as read above), the per-layer lists split into one column per layer.
+      await conn.run(`
+        CREATE TEMP TABLE shown AS
+        SELECT t.ti, m.step, ${['loss', 'loss_residual', 'loss_boundary', 'rel_l2', 'snr', 'grad_order', 'snr_adam', 'res_homogeneity', 'lambda_mean', 'lambda_max'].map((c) => pick(c)).join(', ')}, ${layerCols.join(', ')}
         FROM read_parquet(${sql(glob)}, hive_partitioning = true, union_by_name = true) m
-        JOIN (SELECT trial_id, attempts FROM read_parquet(${sql(trialsPath)}) WHERE status = 'done') t
-          ON m.trial_id = t.trial_id AND m.attempt = t.attempts
-        ORDER BY m.trial_id, m.step`);
-      const c = res.getColumnsObjectJS() as Record<string, unknown[]>;
-      const ids = c.trial_id as string[];
-      const index = new Map(trials.map((t, i) => [t.trial_id, i]));
-      const col = (name: string) => (c[name] as (number | null)[]).map((v) => (v === null || v === undefined ? null : Number(v)));
-      const step = col('step') as number[];
-      const cols = Object.fromEntries(want.filter((w) => !w.endsWith('_layers') && w !== 'step').map((w) => [w, col(w)])) as Record<string, (number | null)[]>;
-      const lists = Object.fromEntries(['snr_layers', 'saturation_layers', 'entropy_layers'].map((w) => [w, c[w] as (number[] | null)[]]));
-      let start = 0;
-      while (start < ids.length) {
-        let end = start;
-        while (end < ids.length && ids[end] === ids[start]) end++;
-        const ti = index.get(ids[start]!);
-        const tr = ti === undefined ? undefined : trials[ti];
-        if (tr && tr.cell >= 0) {
-          const all = Array.from({ length: end - start }, (_, k) => start + k);
-          const must = new Set([tr.t_diffusion, tr.t_equilibrium].filter((s): s is number => s !== null));
-          const stepsOf = (idx: number[]) => idx.map((i) => step[i]!);
-          const thin = (idx: number[], v: (number | null)[]) => {
-            const s = stepsOf(idx);
-            return thinIndices(s, idx.map((i) => v[i]!), pointsPerTrial, must).map((k) => idx[k]!);
-          };
-          // SNR: the detector's own points (rule 1 drops meaningless leading ones) and smoothing.
-          const snrRows = all.filter((i) => { const v = cols.snr![i]; return v !== null && v !== undefined && Number.isFinite(v) && v > 0; });
-          if (snrRows.length) {
-            const pts = snrPoints({ step: stepsOf(all), snr: all.map((i) => cols.snr![i]!), loss: all.map((i) => cols.loss![i] ?? 0) }, analysis);
-            const smooth = new Map(pts.step.map((s, k) => [s, pts.smoothed[k]!]));
-            const raw = snrRows.map((i) => Math.log10(cols.snr![i]!));
-            const sm = snrRows.map((i) => smooth.get(step[i]!) ?? null);
-            const keep = thinIndices(stepsOf(snrRows), raw, pointsPerTrial, must);
-            push(data.snr, ti!, stepsOf(snrRows), { raw, smoothed: sm }, keep);
-          }
-          const relRows = where(all, cols.rel_l2!);
-          push(data.error, ti!, step, { rel_l2: cols.rel_l2! }, thin(relRows, cols.rel_l2!));
-          push(data.loss, ti!, step, { loss: cols.loss!, loss_residual: cols.loss_residual!, loss_boundary: cols.loss_boundary! }, thin(all, cols.loss!));
-          const diagRows = where(all, cols.grad_order!);
-          if (diagRows.length) {
-            const sig: Record<string, (number | null)[]> = {};
-            for (const name of ['grad_order', 'snr_adam', 'res_homogeneity', 'lambda_mean', 'lambda_max']) sig[name] = cols[name]!;
-            for (const [name, n] of [['snr_layers', layers.snr], ['saturation_layers', layers.hidden], ['entropy_layers', layers.hidden]] as const)
-              for (let l = 0; l < n; l++) sig[`${name}.${l}`] = lists[name]!.map((v) => (v && v[l] !== undefined ? Number(v[l]) : null));
-            push(data.signals, ti!, step, sig, thin(diagRows, cols.grad_order!));
-          }
+        JOIN (SELECT * FROM (SELECT trial_id, attempts, status, (row_number() OVER (ORDER BY trial_id) - 1)::INTEGER AS ti FROM read_parquet(${sql(trialsPath)})) WHERE status = 'done') t
+          ON m.trial_id = t.trial_id AND m.attempt = t.attempts`);
+      const read = async (cols: string, where: string) => {
+        const c = (await conn.runAndReadAll(`SELECT ti, step, ${cols} FROM shown ${where} ORDER BY ti, step`)).getColumnsObjectJS() as Record<string, unknown[]>;
+        const out: Record<string, (number | null)[]> = {};
+        for (const [k, v] of Object.entries(c)) out[k] = v.map((x) => (x === null || x === undefined ? null : Number(x)));
+        return { ti: out.ti as number[], step: out.step as number[], cols: out };
+      };
+      /** Calls `f` with each shown trial's index, record and row range [start, end) of `tis`. */
+      const eachTrial = (tis: number[], f: (ti: number, tr: ReportTrial, rows: number[]) => void) => {
+        for (let start = 0, end = 0; start < tis.length; start = end) {
+          while (end < tis.length && tis[end] === tis[start]) end++;
+          const tr = trials[tis[start]!];
+          if (tr && tr.cell >= 0) f(tis[start]!, tr, Array.from({ length: end - start }, (_, k) => start + k));
         }
-        start = end;
+      };
+      const mustKeep = (tr: ReportTrial) => new Set([tr.t_diffusion, tr.t_equilibrium].filter((s): s is number => s !== null));
+      const thin = (step: number[], idx: number[], v: (number | null)[], budget: number, must: Set<number>) =>
+        thinIndices(idx.map((i) => step[i]!), idx.map((i) => v[i]!), budget, must).map((k) => idx[k]!);
+
+      // Every logged row: loss parts, rel_l2 and SNR (scalars only).
+      const a = await read('loss, loss_residual, loss_boundary, rel_l2, snr', '');
+      const A = a.cols;
+      eachTrial(a.ti, (ti, tr, all) => {
+        const must = mustKeep(tr);
+        // SNR: the detector's own points (rule 1 drops meaningless leading ones) and smoothing.
+        const snrRows = all.filter((i) => { const v = A.snr![i]; return v !== null && v !== undefined && Number.isFinite(v) && v > 0; });
+        if (snrRows.length) {
+          const pts = snrPoints({ step: all.map((i) => a.step[i]!), snr: all.map((i) => A.snr![i]!), loss: all.map((i) => A.loss![i] ?? 0) }, analysis);
+          const smooth = new Map(pts.step.map((s, k) => [s, pts.smoothed[k]!]));
+          const steps = snrRows.map((i) => a.step[i]!);
+          const raw = snrRows.map((i) => Math.log10(A.snr![i]!));
+          const keep = thinIndices(steps, raw, points.snr, must);
+          push(data.snr, ti, steps, { raw, smoothed: steps.map((s) => smooth.get(s) ?? null) }, keep);
+        }
+        push(data.error, ti, a.step, { rel_l2: A.rel_l2! }, thin(a.step, where(all, A.rel_l2!), A.rel_l2!, points.error, must));
+        push(data.loss, ti, a.step, { loss: A.loss!, loss_residual: A.loss_residual!, loss_boundary: A.loss_boundary! }, thin(a.step, all, A.loss!, points.loss, must));
+      });
+
+      // Rows with diagnostics: the other §5 signals, one column per layer.
+      if (have.has('grad_order')) {
+        const d = await read(signalCols.map((c) => `"${c}"`).join(', '), 'WHERE grad_order IS NOT NULL');
+        eachTrial(d.ti, (ti, tr, rows) => {
+          push(data.signals, ti, d.step, Object.fromEntries(signalCols.map((n) => [n, d.cols[n]!])), thin(d.step, rows, d.cols.grad_order!, points.signals, mustKeep(tr)));
+        });
       }
     }
     const problems = [...new Set(file.trials.map((t) => problemLabel(t.config)))];
     return {
       sweep: file.name, description: file.description ?? null, problems, axes, cells,
-      rows: [...new Set(rowList)], cols: [...new Set(colList)], trials, counts, ...data, layers, pointsPerTrial, analysis,
+      rows: [...new Set(rowList)], cols: [...new Set(colList)], trials, counts, ...data, layers, points, analysis,
     };
   } finally {
     conn.closeSync();
+    db.closeSync();
   }
 }

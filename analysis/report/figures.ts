@@ -47,6 +47,13 @@ export interface DatasetDef {
   positive?: boolean;
   /** Plot log10 of the value. */
   log10?: boolean;
+  /**
+   * Many trials: lines are drawn as one path per colour (phase or series) in a panel, broken between
+   * trials (a row with a null value after each trial's run), instead of one path per trial; rows carry
+   * their order `i`. Vega builds a dataflow per path, so this draws a 1,000-trial figure many times
+   * faster; such lines carry no tooltip.
+   */
+  joined?: boolean;
 }
 
 /**
@@ -69,14 +76,22 @@ export function datasetRows(p: Payload, def: DatasetDef): Array<Record<string, u
     const vals = tab.cols[def.cols[k]!];
     if (!vals) continue;
     const series = def.labels ? def.labels[k] : def.cols[k];
+    let last: Record<string, unknown> | null = null;
+    const brk = () => {
+      if (def.joined && last) out.push({ ...last, value: null, i: out.length });
+      last = null;
+    };
     for (let i = 0; i < tab.t.length; i++) {
       let v = vals[i];
       const h = heads[tab.t[i]!];
+      if (i > 0 && tab.t[i] !== tab.t[i - 1]) brk();
       if (v === null || v === undefined || !h) continue;
       if (def.positive && !(v > 0)) continue;
       if (def.log10) v = Math.log10(v);
-      out.push({ ...h, kind: 'value', series, step: tab.step[i], value: v });
+      last = { ...h, kind: 'value', series, step: tab.step[i], value: v, i: out.length };
+      out.push(last);
     }
+    brk();
   }
   p.trials.forEach((t, i) => {
     const h = heads[i];
@@ -170,7 +185,7 @@ function diagramFigure(p: Payload, title: string, subtitle: string): FigureDef {
         },
       },
       {
-        mark: { type: 'text', lineBreak: '\n', fontSize: 10, color: 'black' },
+        mark: { type: 'text', lineBreak: '\n', fontSize: 10, color: 'black', baseline: 'middle', dy: -12 },
         encoding: {
           x: logX ? { field: 'x', type: 'quantitative', scale: xScale } : { field: 'x', type: 'ordinal', sort: p.cols.map((c) => c.replace(/^\S+ /, '')) },
           y: { field: 'ylabel', type: 'ordinal', sort: yDomain },
@@ -217,12 +232,15 @@ function panelLayers(o: PanelOptions, zoom: boolean, maxStep: number): unknown[]
       mark: { type: 'circle', size: 8, opacity: 0.3 },
       encoding: { x, y, color, tooltip },
     });
+  const joined = o.dataset.joined === true && !zoom;
   layers.push({
     name: 'trial_lines',
     transform: [values, ...(o.points ? [{ filter: `datum.series == '${o.points.line}'` }] : [])],
-    mark: { type: 'line', strokeWidth: 1.3, interpolate: 'linear' },
+    mark: { type: 'line', strokeWidth: joined ? 0.8 : 1.3, interpolate: 'linear', ...(joined ? { invalid: 'break-paths-filter-domains' } : {}) },
     ...(zoom ? { params: [{ name: 'zoom', select: { type: 'interval', encodings: ['x', 'y'] }, bind: 'scales' }] } : {}),
-    encoding: { x, y, color, detail: o.byPhase ? { field: 'trial' } : { field: 'line' }, tooltip },
+    encoding: joined
+      ? { x, y, color, order: { field: 'i', type: 'quantitative' } }
+      : { x, y, color, detail: o.byPhase ? { field: 'trial' } : { field: 'line' }, tooltip },
   });
   if (o.refY !== undefined) layers.push({ name: 'reference', mark: { type: 'rule', color: '#888', strokeWidth: 0.7 }, encoding: { y: { datum: o.refY } } });
   for (const [kind, colour] of [['diffusion', PHASE_COLORS.diffusion], ['equilibrium', PHASE_COLORS.equilibrium]] as const)
@@ -268,6 +286,9 @@ function panelFigure(p: Payload, o: PanelOptions): FigureDef {
 export function trialFigureSpec(p: Payload, f: FigureDef, panel: PanelOptions): Record<string, unknown> {
   return { title: f.title, data: { name: f.datasets[0]!.name }, width: 420, height: 220, layer: panelLayers(panel, true, maxStep(p)) };
 }
+
+/** Above this many shown trials, lines are drawn joined (DatasetDef.joined). */
+export const JOIN_ABOVE = 100;
 
 const RULES = 'dashed: t_diffusion (sky blue) and t_equilibrium (green) of each trial';
 
@@ -321,6 +342,8 @@ export function figureDefs(p: Payload, layers: { snr: number; hidden: number }, 
       name: 'lambda', title: t('point weights λ vs step'), byPhase: false, subtitle: `mean and max of the per-point weights λ over the N collocation points (rba, sa; 1 for vanilla); ${RULES}`,
       dataset: { name: 'lambda', table: 'signals', cols: ['lambda_mean', 'lambda_max'], labels: ['λ mean', 'λ max'] }, yTitle: 'λ',
     });
+  // Many trials: broken paths instead of one path per trial (DatasetDef.joined).
+  if (p.trials.filter((x) => x.cell >= 0).length > JOIN_ABOVE) for (const o of panels) o.dataset.joined = true;
   const diagram = diagramFigure(p, t('phase diagram'), 'cell colour: dominant final phase; text: that phase with its count of the cell\'s seeds, median DE step, median final rel. L2; hover for the trials');
   return [diagram, ...panels.map((o) => ({ ...panelFigure(p, o), panel: o }))];
 }

@@ -10,14 +10,15 @@
  * `res-homogeneity`, `snr-layers`, `saturation`, `entropy`, and `lambda` when a trial re-weights
  * (rba, sa). Curves come from each done trial's completed attempt, thinned for display only (data.ts).
  */
-import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TRIALS_FILE } from '../../schemas/parquet.js';
 import type { DiagramAxes } from '../diagram.js';
 import { loadReportData, type ReportData } from './data.js';
-import { cellRows, datasetRows, figureDefs, trialFigureSpec, VEGA_CONFIG, type Payload } from './figures.js';
+import { availableParallelism } from 'node:os';
+import { writeFigureFilesThreaded } from './figure-files.js';
+import { figureDefs, trialFigureSpec, type Payload } from './figures.js';
 import { renderPage } from './page.js';
-import { renderSvg, svgToPng } from './render.js';
 
 export const REPORT_DIR = 'report';
 
@@ -39,6 +40,8 @@ export interface ReportOptions {
   axes?: DiagramAxes;
   /** The sweep is still running: the page says so and reloads itself every 15 s. */
   live?: boolean;
+  /** Threads that render figures (default: min(2, CPU cores)). */
+  threads?: number;
   /** Skip the PNG files (SVG and the page only). */
   png?: boolean;
   /** Display thinning: points per trial and series (data.ts). */
@@ -54,8 +57,8 @@ export interface ReportResult {
   data: ReportData;
   /** Figure name → PNG size in pixels. */
   pngSizes: Record<string, { width: number; height: number }>;
-  /** Milliseconds spent: reading DIR, rendering figures, the whole report. */
-  ms: { read: number; figures: number; total: number };
+  /** Milliseconds spent: reading DIR, rendering figures (and each figure's SVG), the whole report. */
+  ms: { read: number; figures: number; total: number; svg: Record<string, number> };
 }
 
 function buildPayload(data: ReportData): Payload {
@@ -97,31 +100,12 @@ export async function writeReport(dir: string, opts: ReportOptions = {}): Promis
   const defs = figureDefs(payload, data.layers, hasLambda);
   payload.figures = defs.map(({ panel: _panel, ...f }) => f);
   const trialSpecs = Object.fromEntries(defs.filter((f) => f.panel).map((f) => [f.name, trialFigureSpec(payload, f, f.panel!)]));
-  const files: string[] = [];
-  const pngSizes: ReportResult['pngSizes'] = {};
-  const pngs: Promise<void>[] = [];
-  for (const f of defs) {
-    const datasets: Record<string, unknown[]> = {};
-    for (const d of f.datasets) datasets[d.name] = datasetRows(payload, d);
-    if (f.name === 'phase-diagram') datasets.cells = cellRows(payload);
-    const svg = await renderSvg(f.spec, datasets, VEGA_CONFIG);
-    await writeAtomic(join(out, `${f.name}.svg`), svg);
-    files.push(join(out, `${f.name}.svg`));
-    if (opts.png !== false)
-      pngs.push(
-        svgToPng(svg).then(async ({ png, width, height }) => {
-          await writeAtomic(join(out, `${f.name}.png`), png);
-          files.push(join(out, `${f.name}.png`));
-          pngSizes[f.name] = { width, height };
-        }),
-      );
-    else await rm(join(out, `${f.name}.png`), { force: true });
-  }
-  await Promise.all(pngs);
+  const threads = opts.threads ?? Math.min(2, availableParallelism());
+  const { files, pngSizes, svgMs } = await writeFigureFilesThreaded(payload, defs.map(({ panel: _p, ...f }) => f), out, opts.png !== false, threads);
   const t2 = performance.now();
   const index = join(out, 'index.html');
   await writeAtomic(index, renderPage({ data, payload, trialSpecs, live: opts.live === true ? reportInterval() : null, now: opts.now ?? new Date() }));
-  return { index, files, data, pngSizes, ms: { read: t1 - t0, figures: t2 - t1, total: performance.now() - t0 } };
+  return { index, files, data, pngSizes, ms: { read: t1 - t0, figures: t2 - t1, total: performance.now() - t0, svg: svgMs } };
 }
 
 export interface WatchOptions extends Omit<ReportOptions, 'live'> {

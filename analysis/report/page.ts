@@ -128,7 +128,7 @@ ${data.description ? `<p>${esc(data.description)}</p>` : ''}
 <p>${esc(data.problems.join(', '))} · ${data.counts.total} trial(s) · diagram: ${esc(data.axes.x)} × ${esc(data.axes.y)}${data.axes.facet ? `, one panel per ${esc(data.axes.facet)}` : ''}</p>
 <p id="status" class="${status.split(':')[0]}">${esc(status)}</p>
 <p class="legend">final phase:${legend}</p>
-<p class="note">Curves show each done trial's completed attempt, thinned for display to at most ${data.pointsPerTrial} points per trial and series (the Parquet data are not thinned). Hover for values; click a legend entry to highlight a phase; click a trial in the table for its curves.</p>
+<p class="note">Curves show each done trial's completed attempt, thinned for display to about 40,000 points per figure (here at most ${data.points.snr} SNR points per trial; the Parquet data are not thinned). Hover for values; click a legend entry to highlight a phase; click a trial in the table for its curves.</p>
 <nav>${nav} · <a href="#trials">trials</a></nav>
 </header>
 ${sections}

@@ -30,12 +30,22 @@ export async function renderSvg(spec: Record<string, unknown>, datasets: Record<
   }
 }
 
+/** Most pixels of a PNG: a figure of many panels is rasterised below 2× so that it stays under this. */
+export const PNG_MAX_PIXELS = 8e6;
+
+/** The zoom of a figure's PNG: 2 (for slides and papers), less for a figure whose 2× PNG would pass PNG_MAX_PIXELS. */
+export function pngScale(width: number, height: number): number {
+  return Math.min(2, Math.sqrt(PNG_MAX_PIXELS / Math.max(1, width * height)));
+}
+
 /**
- * Rasterises an SVG document to PNG at `scale` × its size (2 = for slides and papers), on libuv's
- * thread pool (several figures rasterise in parallel while the next SVG is rendered).
+ * Rasterises an SVG document to PNG at `pngScale` × its size, on libuv's thread pool (several
+ * figures rasterise in parallel while the next SVG is rendered).
  * @returns the PNG bytes and their size in pixels.
  */
-export async function svgToPng(svg: string, scale = 2): Promise<{ png: Buffer; width: number; height: number }> {
+export async function svgToPng(svg: string): Promise<{ png: Buffer; width: number; height: number }> {
+  const m = /<svg[^>]*\swidth="([\d.]+)"[^>]*\sheight="([\d.]+)"/.exec(svg.slice(0, 2000));
+  const scale = m ? pngScale(Number(m[1]), Number(m[2])) : 2;
   const r = await renderAsync(svg, {
     fitTo: { mode: 'zoom', value: scale },
     background: 'white',
