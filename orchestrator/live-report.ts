@@ -2,8 +2,8 @@
  * The report of a running sweep, kept fresh by `phasemap run`: `phasemap report DIR --live` in a child
  * process (so rendering never blocks the orchestrator's acks and heartbeats; at a low CPU priority, so
  * it yields to the training slots), once at the start and again after trials finish, never more often
- * than every `minInterval` seconds ($PHASEMAP_REPORT_INTERVAL, 15) nor than 4 × the last report's duration (a large sweep's
- * report takes seconds: at most a fifth of one core goes to it). One child at a time.
+ * than every `minInterval` seconds ($PHASEMAP_REPORT_INTERVAL, 15) nor than 2 × the last report's duration (a large sweep's
+ * report takes seconds: at most a third of the machine's time goes to it, at low priority). One child at a time.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { setPriority } from 'node:os';
@@ -38,7 +38,7 @@ export class LiveReport {
 
   private schedule(): void {
     if (this.stopped || this.child || this.timer || !this.pending) return;
-    const gap = Math.max(this.minInterval * 1000, 4 * this.lastMs);
+    const gap = Math.max(this.minInterval * 1000, 2 * this.lastMs);
     const wait = Math.max(0, this.lastStart + gap - Date.now());
     this.timer = setTimeout(() => {
       this.timer = null;
@@ -82,6 +82,7 @@ export class LiveReport {
     const child = this.child;
     if (!child) return;
     const t = setTimeout(() => child.kill('SIGTERM'), waitS * 1000);
+    if (waitS <= 0) child.kill('SIGTERM');
     await this.exited;
     clearTimeout(t);
   }

@@ -298,9 +298,10 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
     sub.unsubscribe();
     lost.unsubscribe();
   } finally {
-    await live?.stop();
     progress?.stop();
     await agent?.stop(summary.interrupted);
+    // After an interrupt the report being written is ended at once: the final one follows.
+    await live?.stop(summary.interrupted ? 0 : 30);
     ckptService?.unsubscribe();
     await collector?.stop();
     await release?.();

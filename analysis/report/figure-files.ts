@@ -5,14 +5,14 @@
  * threads (this file is also the worker's entry point): vega renders on one core, so a 2-core machine
  * draws two figures at once.
  */
-import { rename, rm, writeFile } from 'node:fs/promises';
+import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isMainThread, parentPort, Worker } from 'node:worker_threads';
 import { cellRows, datasetRows, VEGA_CONFIG, type FigureDef, type Payload } from './figures.js';
 import { renderSvg, svgToPng } from './render.js';
 
 export interface FigureFiles {
-  /** Paths written (SVG, and PNG unless `png` is false). */
+  /** Paths written (SVG, and PNG unless `png` is false: PNGs written before then stay). */
   files: string[];
   /** Figure name → PNG size in pixels. */
   pngSizes: Record<string, { width: number; height: number }>;
@@ -20,7 +20,8 @@ export interface FigureFiles {
   svgMs: Record<string, number>;
 }
 
-async function writeAtomic(path: string, body: string | Buffer): Promise<void> {
+/** Writes a file under a temporary name (`PATH.tmp-<pid>-<random>`), then renames it into place. */
+export async function writeAtomic(path: string, body: string | Buffer): Promise<void> {
   const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
   await writeFile(tmp, body);
   await rename(tmp, path);
@@ -55,7 +56,6 @@ export async function writeFigureFiles(p: Payload, figures: FigureDef[], out: st
           r.pngSizes[f.name] = { width, height };
         }),
       );
-    else await rm(join(out, `${f.name}.png`), { force: true });
   }
   await Promise.all(pngs);
   return r;

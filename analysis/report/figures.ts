@@ -150,10 +150,10 @@ function decades(maxStep: number): number[] {
 /** The phase-diagram figure (module header; cell colour = dominant final phase, text = count, median DE step, median final rel. L2). */
 function diagramFigure(p: Payload, title: string, subtitle: string): FigureDef {
   const logX = p.cells.length > 0 && p.cells.every((c) => typeof c.x === 'number' && (c.x as number) > 0);
-  const ySort = [...new Set(p.cells.map((c) => c.yLabel))];
-  // rows of p.rows run from the largest y down; keep that order for the y axis
-  const yOrder = p.rows.map((r) => p.cells.find((c) => c.row === r)!.yLabel).filter((v, i, a) => a.indexOf(v) === i);
-  const yDomain = yOrder.length ? yOrder : ySort;
+  // p.rows run from the largest y down (full batches on top): the y axis keeps that order.
+  const yDomain = [...new Set(p.rows.map((r) => p.cells.find((c) => c.row === r)!.yLabel))];
+  // An ordinal x axis in the order of p.cols (`lr 1e-3` → `1e-3`).
+  const xOrder = p.cols.map((c) => c.replace(/^\S+ /, ''));
   const nx = new Set(p.cells.map((c) => c.xLabel)).size;
   const xTitle = p.axes.x === 'lr' ? 'learning rate lr₀ (log)' : p.axes.x;
   const yTitle = p.axes.y === 'batch_size' ? 'batch size' : p.axes.y;
@@ -163,7 +163,7 @@ function diagramFigure(p: Payload, title: string, subtitle: string): FigureDef {
   const xScale = { type: 'log', domain: xDomain, nice: false };
   const x = logX
     ? { field: 'xlo', type: 'quantitative', scale: xScale, title: xTitle, axis: { values: xv, format: '~g', grid: false } }
-    : { field: 'x', type: 'ordinal', title: xTitle, sort: p.cols.map((c) => c.replace(/^\S+ /, '')) };
+    : { field: 'x', type: 'ordinal', title: xTitle, sort: xOrder };
   const unit = {
     width: Math.max(180, 96 * nx),
     height: Math.max(80, 56 * yDomain.length),
@@ -187,7 +187,7 @@ function diagramFigure(p: Payload, title: string, subtitle: string): FigureDef {
       {
         mark: { type: 'text', lineBreak: '\n', fontSize: 10, color: 'black', baseline: 'middle', dy: -12 },
         encoding: {
-          x: logX ? { field: 'x', type: 'quantitative', scale: xScale } : { field: 'x', type: 'ordinal', sort: p.cols.map((c) => c.replace(/^\S+ /, '')) },
+          x: logX ? { field: 'x', type: 'quantitative', scale: xScale } : { field: 'x', type: 'ordinal', sort: xOrder },
           y: { field: 'ylabel', type: 'ordinal', sort: yDomain },
           text: { field: 'text' },
         },

@@ -10,13 +10,13 @@
  * `res-homogeneity`, `snr-layers`, `saturation`, `entropy`, and `lambda` when a trial re-weights
  * (rba, sa). Curves come from each done trial's completed attempt, thinned for display only (data.ts).
  */
-import { mkdir, rename, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TRIALS_FILE } from '../../schemas/parquet.js';
 import type { DiagramAxes } from '../diagram.js';
 import { loadReportData, type ReportData } from './data.js';
 import { availableParallelism } from 'node:os';
-import { writeFigureFilesThreaded } from './figure-files.js';
+import { writeAtomic, writeFigureFilesThreaded } from './figure-files.js';
 import { figureDefs, trialFigureSpec, type Payload } from './figures.js';
 import { renderPage } from './page.js';
 
@@ -42,7 +42,7 @@ export interface ReportOptions {
   live?: boolean;
   /** Threads that render figures (default: min(2, CPU cores)). */
   threads?: number;
-  /** Skip the PNG files (SVG and the page only). */
+  /** Skip the PNG files (SVG and the page only; PNGs already there stay). */
   png?: boolean;
   /** Display thinning: points per trial and series (data.ts). */
   pointsPerTrial?: number;
@@ -79,11 +79,24 @@ function buildPayload(data: ReportData): Payload {
   return p;
 }
 
-async function writeAtomic(path: string, body: string | Buffer): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
-  await writeFile(tmp, body);
-  await rename(tmp, path);
+/** Whether a process with this pid runs (on this machine). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
+
+/** Removes the temporary files (`NAME.tmp-<pid>-…`) of report writers that were ended before their rename. */
+async function removeOrphans(out: string): Promise<void> {
+  for (const f of await readdir(out)) {
+    const pid = /\.tmp-(\d+)(-|$)/.exec(f)?.[1];
+    if (pid && !alive(Number(pid))) await rm(join(out, f), { force: true });
+  }
+}
+
 
 /**
  * Writes the report of a results DIR (module header).
@@ -95,6 +108,7 @@ export async function writeReport(dir: string, opts: ReportOptions = {}): Promis
   const t1 = performance.now();
   const out = opts.out ?? join(dir, REPORT_DIR);
   await mkdir(out, { recursive: true });
+  await removeOrphans(out);
   const payload = buildPayload(data);
   const hasLambda = data.trials.some((t) => t.cell >= 0 && t.strategy !== null && t.strategy !== 'vanilla');
   const defs = figureDefs(payload, data.layers, hasLambda);
