@@ -2,16 +2,17 @@ import test from 'ava';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import * as zlib from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import { gaussHermite } from '../worker/trainer/reference/gauss-hermite.js';
 import { burgersReference, burgersOnPoints } from '../worker/trainer/reference/burgers.js';
 import { allenCahnReference, allenCahnOnPoints } from '../worker/trainer/reference/allen-cahn.js';
 import { cachedReference, clearReferenceMemo, referenceKeyHash, defaultReferenceCacheDir } from '../worker/trainer/reference/cache.js';
 
-// dist/test/reference.test.js → repository root; the public data lie in <repo>/../shared (CI too),
-// or where PHASEMAP_REFERENCE_DATA points.
+// dist/test/reference.test.js → repository root; the public benchmark solutions are test fixtures in
+// the repository (test/fixtures/reference, gzip; source and licence in its README).
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
-const dataDir = process.env.PHASEMAP_REFERENCE_DATA ?? path.join(repoRoot, '..', 'shared', 'data', 'reference');
+const dataDir = path.join(repoRoot, 'test', 'fixtures', 'reference');
 
 interface Bench {
   x: number[];
@@ -19,7 +20,7 @@ interface Bench {
   u: number[][];
 }
 function loadBench(name: string): Bench {
-  return JSON.parse(fs.readFileSync(path.join(dataDir, name), 'utf8')) as Bench;
+  return JSON.parse(zlib.gunzipSync(fs.readFileSync(path.join(dataDir, `${name}.gz`))).toString('utf8')) as Bench;
 }
 /** max_{i,j} |got[i·nt + j] − want[i][j]|. */
 function maxAbsDiff(got: Float64Array, want: number[][], nt: number): number {
