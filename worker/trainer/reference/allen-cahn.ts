@@ -8,7 +8,7 @@
  * L_m = −d (πm)² + 5 on the 2-periodic domain), nonlinear part N(u) = −5u³ (pseudo-spectral, no
  * dealiasing). FFTs: the `fft.js` package.
  *
- * Accuracy vs the public benchmark `AC.mat` (../shared/data/reference/allen_cahn.json, 512 × 201
+ * Accuracy vs the public benchmark `AC.mat` (test/fixtures/reference/allen_cahn.json.gz, 512 × 201
  * grid; values rounded to 9 digits, i.e. a ~5e-10 floor), 512 modes, max abs difference:
  *   dt = 1e-3: 5.3e-10 (rounding floor) · 2.5e-3 (default): 1.2e-9 · 5e-3: 1.3e-8 ·
  *   1e-2: 2.0e-7 · 1.5e-2: ~9e-7 (largest step that still meets 1e-6) · 2e-2: 3.5e-6 · 5e-2: 1.8e-4.
@@ -326,7 +326,7 @@ function uniqueTimes(ts: ArrayLike<number>, what: string): { times: Float64Array
  * any real x, read 2-periodically). t = 0 returns the initial condition x² cos(πx) exactly.
  *
  * Accuracy: with the defaults (512 modes, dt = 2.5e-3) 1.2e-9 max abs vs the public benchmark
- * `AC.mat` (../shared/data/reference/allen_cahn.json); see the module comment for the dt study
+ * `AC.mat` (test/fixtures/reference/allen_cahn.json.gz); see the module comment for the dt study
  * and the distance to the continuous PDE. Cost: ~0.1 ms per step (4 complex FFT pairs of size
  * 512), ⌈Δ/dt⌉ steps per interval between distinct output times, plus ~0.1 ms of ETDRK4
  * coefficients per distinct step size: ~0.1–0.2 s for the benchmark's 201 times.

@@ -62,7 +62,7 @@ function burgersAt(x: number, t: number, nu: number, r: GaussHermiteRule, scratc
  * `burgers1d`; formula: Basdevant et al. 1986, see the module comment).
  *
  * Accuracy: with the defaults it matches the public benchmark `burgers_shock.mat`
- * (../shared/data/reference/burgers.json) to ~1e-9 max abs, shock included.
+ * (test/fixtures/reference/burgers.json.gz) to ~1e-9 max abs, shock included.
  *
  * @param x spatial points, [nx], dimensionless, normally in [−1, 1] (any real x is accepted: the
  *   formula gives the odd 2-periodic extension).
