@@ -246,7 +246,8 @@ program
         await watchReport(dir, { out: o.out, axes, signal: ac.signal, onWrite: (r) => log.info(`report: ${r.index} (${r.data.counts.done}/${r.data.counts.total} done, ${(r.ms.total / 1000).toFixed(1)} s)`) });
         return;
       }
-      const r = await writeReport(dir, { out: o.out, axes, live: o.live });
+      // A live report (run refreshes it while the sweep runs) skips the PNGs: the page does not use them, the final report writes them.
+      const r = await writeReport(dir, { out: o.out, axes, live: o.live, png: !o.live });
       log.info(`report: ${r.index} (${r.files.length} figure files, ${(r.ms.total / 1000).toFixed(1)} s); open it in a browser`);
     } catch (e) {
       const msg = (e as Error).message;

@@ -29,7 +29,7 @@ test.after.always(async () => {
   await browser?.close();
 });
 
-// 2 strategies × 2 lr × 2 batch sizes = 8 trials, ~4 s each here. The loose DE thresholds make
+// 2 strategies × 2 lr × 2 batch sizes × 2 seeds = 16 trials, ~3 s each here, one after the other. The loose DE thresholds make
 // the full-batch RBA trials record diffusion equilibrium at this small scale (looked at: their
 // smoothed SNR falls to ~0.1 and climbs back toward 1), so that the DE rules can be checked.
 const LIVE_SPEC = `
@@ -43,6 +43,7 @@ grid:
   train.lr: [0.003, 0.01]
   train.batch_size: [full, 64]
   strategy: [{name: vanilla}, {name: rba}]
+  seed: [0, 1]
 `;
 
 const FIGURES = ['phase-diagram', 'snr', 'rel-l2', 'loss', 'grad-order', 'snr-adam', 'res-homogeneity', 'snr-layers', 'saturation', 'entropy', 'lambda'];
@@ -77,7 +78,7 @@ test.serial('a running sweep keeps its report live (the page reloads, its counts
   const out = join(work, 'out');
   await writeFile(spec, LIVE_SPEC);
   const env = { PHASEMAP_REPORT_INTERVAL: '3' };
-  // One slot, no fusion: the trials finish one after the other over ~30 s.
+  // One slot, no fusion: the trials finish one after the other over ~50 s.
   const run = cli(['run', spec, '--out', out, '--slots', '1', '--fuse', '1', '--backend', 'wasm'], { env, timeoutMs: 300_000 });
   const index = join(out, 'report', 'index.html');
   // The watcher starts before DIR exists and waits for it.
@@ -90,14 +91,14 @@ test.serial('a running sweep keeps its report live (the page reloads, its counts
     if (s?.reloads && s.text.startsWith('running:') && !seen.includes(s.text)) seen.push(s.text);
   };
   await until(async () => (await note(), seen.length > 0), 120_000, 'the first live report', 50);
-  t.regex(seen[0]!, /^running: \d\/8 done, updated \d\d:\d\d:\d\d$/, seen.join(' | '));
+  t.regex(seen[0]!, /^running: \d+\/16 done, updated \d\d:\d\d:\d\d$/, seen.join(' | '));
   const live = await openOffline(browser!, index);
   const loads: string[] = [await live.page.locator('#status').innerText()];
   live.page.on('load', () => void live.page.locator('#status').innerText().then((s) => loads.push(s), () => undefined));
   // While the sweep runs, the report's count of done trials grows.
-  await until(async () => (await note(), seen.some((x) => !/^running: 0\//.test(x)) || run.child.exitCode !== null), 240_000, 'a live report with trials done', 100);
+  const done = (s: string) => Number(/(\d+)\/16 done/.exec(s)?.[1] ?? -1);
+  await until(async () => (await note(), seen.some((x) => done(x) > done(seen[0]!)) || run.child.exitCode !== null), 240_000, 'a live report with more trials done', 100);
   await until(() => loads.length >= 2, 60_000, 'the page to reload itself', 200);
-  const done = (s: string) => Number(/(\d+)\/8 done/.exec(s)?.[1] ?? -1);
   t.true(done(loads[1]!) >= done(loads[0]!), loads.join(' | '));
   t.deepEqual(live.requests, []);
   t.deepEqual(live.errors, []);
@@ -111,24 +112,24 @@ test.serial('a running sweep keeps its report live (the page reloads, its counts
   t.regex(r.stdout, /DE = diffusion equilibrium/);
   t.true(seen.length >= 2 && seen.some((x) => done(x) > done(seen[0]!)), `live reports while running: ${seen.join(' | ')}`);
   const final = await statusOf(index);
-  t.regex(final!.text, /^finished: 8\/8 done, updated/);
+  t.regex(final!.text, /^finished: 16\/16 done, updated/);
   t.false(final!.reloads, 'the final page does not reload');
   const w = await watch;
   t.is(w.code, 0, w.stderr);
   const watched = await statusOf(join(out, 'watched', 'index.html'));
-  t.regex(watched!.text, /^finished: 8\/8 done/);
+  t.regex(watched!.text, /^finished: 16\/16 done/);
   t.false(watched!.reloads);
 
   // The final report, offline in Chromium.
   const trials = await duck(`SELECT trial_id, strategy, lr, batch_size, t_diffusion, t_equilibrium, final_phase FROM '${out}/trials.parquet' WHERE status = 'done'`);
-  t.is(trials.length, 8);
+  t.is(trials.length, 16);
   const withDE = trials.filter((x) => x.t_equilibrium !== null);
   t.true(withDE.length >= 1, 'at least one trial records DE (else the rule check below checks nothing)');
   const { page, requests, errors } = await openOffline(browser!, index);
   t.is(await rendered(page), FIGURES.length);
   t.deepEqual(requests, [], 'no network request');
   t.deepEqual(errors, [], 'no console error');
-  // One cell per (strategy, lr, batch size): 2 facets × 2 × 2.
+  // One cell per (strategy, lr, batch size): 2 facets × 2 × 2; its seeds share it.
   const cells = new Set(trials.map((x) => `${x.strategy}|${x.lr}|${x.batch_size}`)).size;
   t.is(cells, 8);
   t.is(await marks(page, 'phase-diagram', 'cells'), cells);
@@ -161,11 +162,11 @@ test.serial('a running sweep keeps its report live (the page reloads, its counts
   }, shot);
   t.true(stats.colours > 50 && stats.ink > 0.03, `screenshot: ${JSON.stringify(stats)}`);
   // The trials table: a row per trial, sortable; a trial's link shows its own curves.
-  t.is(await page.locator('#trials-table tbody tr').count(), 8);
+  t.is(await page.locator('#trials-table tbody tr').count(), 16);
   await page.locator('#trials-table th', { hasText: 'final rel. L2' }).click();
   const col = await page.evaluate(() => [...document.querySelectorAll('#trials-table th')].findIndex((th) => th.textContent === 'final rel. L2') + 1);
   const rels = await page.locator(`#trials-table tbody tr td:nth-child(${col})`).evaluateAll((tds) => tds.map((x) => Number((x as HTMLElement).dataset.v)));
-  t.is(rels.length, 8);
+  t.is(rels.length, 16);
   t.deepEqual(rels, [...rels].sort((a, b) => a - b), 'sorted by final rel. L2');
   const id = withDE[0]!.trial_id as string;
   await page.locator(`a[href="#trial=${id}"]`).click();

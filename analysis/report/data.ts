@@ -92,6 +92,8 @@ export interface ReportData {
   loss: SeriesTable;
   /** grad_order, snr_adam, res_homogeneity, lambda_mean, lambda_max, and per layer snr_layers.<l>, saturation_layers.<l>, entropy_layers.<l>. */
   signals: SeriesTable;
+  /** Largest N (collocation points) of the sweep's trials: log2 N bounds the entropy estimate. */
+  maxCollocation: number;
   /** Layers of the per-layer signals: counts of weight matrices (snr_layers) and hidden layers (saturation, entropy). */
   layers: { snr: number; hidden: number };
   /** Display thinning: most points kept per trial and series, per table (module header). */
@@ -318,6 +320,7 @@ export async function loadReportData(dir: string, opts: LoadOptions = {}): Promi
     return {
       sweep: file.name, description: file.description ?? null, problems, axes, cells,
       rows: [...new Set(rowList)], cols: [...new Set(colList)], trials, counts, ...data, layers, points, analysis,
+      maxCollocation: Math.max(0, ...file.trials.map((t) => t.config.problem.n_collocation)),
     };
   } finally {
     conn.closeSync();

@@ -127,7 +127,7 @@ export function cellRows(p: Payload): Array<Record<string, unknown>> {
 }
 
 const phaseScale = { domain: PHASE_DOMAIN, range: PHASE_RANGE };
-const phaseLegend = { title: 'final phase', labelExpr: "datum.label == 'equilibrium' ? 'diffusion equilibrium (DE)' : datum.label", orient: 'top', labelLimit: 260 };
+const phaseLegend = { title: 'final phase', labelExpr: "datum.label == 'equilibrium' ? 'diffusion equilibrium (DE)' : datum.label", orient: 'top', labelLimit: 260, symbolOpacity: 1 };
 
 /** A subtitle as lines of at most ~110 characters, broken after '; ' (vega sizes a figure by its longest line). */
 function lines(text: string): string[] {
@@ -223,24 +223,30 @@ function panelLayers(o: PanelOptions, zoom: boolean, maxStep: number): unknown[]
     ? { field: 'phase', type: 'nominal', scale: phaseScale, legend: phaseLegend }
     : { field: 'series', type: 'nominal', scale: { range: SERIES_RANGE }, legend: { title: null, orient: 'top' } };
   const values = { filter: "datum.kind == 'value' && datum.step >= 1" };
-  const tooltip = [{ field: 'trial' }, { field: 'seed' }, { field: 'phase', title: 'final phase' }, { field: 'series' }, { field: 'step' }, { field: 'value', format: '.4g' }];
+  const tooltip = [{ field: 'trial' }, { field: 'seed' }, { field: 'phase', title: 'final phase' }, { field: 'series' }, { field: 'step' }, { field: 'value', title: o.yTitle, format: '.4g' }];
+  // Clicking a legend entry (a phase, or a series) picks out its lines; the others fade.
+  const pickField = o.byPhase ? 'phase' : 'series';
+  const faded = (on: number, off: number) => ({ opacity: { condition: { param: 'pick', value: on, empty: true }, value: off } });
   const layers: unknown[] = [];
   if (o.points)
     layers.push({
       name: 'raw_points',
       transform: [values, { filter: `datum.series == '${o.points.series}'` }],
-      mark: { type: 'circle', size: 8, opacity: 0.3 },
-      encoding: { x, y, color, tooltip },
+      mark: { type: 'circle', size: 8 },
+      encoding: { x, y, color, tooltip, ...faded(0.3, 0.03) },
     });
   const joined = o.dataset.joined === true && !zoom;
   layers.push({
     name: 'trial_lines',
     transform: [values, ...(o.points ? [{ filter: `datum.series == '${o.points.line}'` }] : [])],
     mark: { type: 'line', strokeWidth: joined ? 0.8 : 1.3, interpolate: 'linear', ...(joined ? { invalid: 'break-paths-filter-domains' } : {}) },
-    ...(zoom ? { params: [{ name: 'zoom', select: { type: 'interval', encodings: ['x', 'y'] }, bind: 'scales' }] } : {}),
+    params: [
+      { name: 'pick', select: { type: 'point', fields: [pickField] }, bind: 'legend' },
+      ...(zoom ? [{ name: 'zoom', select: { type: 'interval', encodings: ['x', 'y'] }, bind: 'scales' }] : []),
+    ],
     encoding: joined
-      ? { x, y, color, order: { field: 'i', type: 'quantitative' } }
-      : { x, y, color, detail: o.byPhase ? { field: 'trial' } : { field: 'line' }, tooltip },
+      ? { x, y, color, order: { field: 'i', type: 'quantitative' }, ...faded(1, 0.1) }
+      : { x, y, color, detail: o.byPhase ? { field: 'trial' } : { field: 'line' }, tooltip, ...faded(1, 0.1) },
   });
   if (o.refY !== undefined) layers.push({ name: 'reference', mark: { type: 'rule', color: '#888', strokeWidth: 0.7 }, encoding: { y: { datum: o.refY } } });
   for (const [kind, colour] of [['diffusion', PHASE_COLORS.diffusion], ['equilibrium', PHASE_COLORS.equilibrium]] as const)
@@ -293,7 +299,7 @@ export const JOIN_ABOVE = 100;
 const RULES = 'dashed: t_diffusion (sky blue) and t_equilibrium (green) of each trial';
 
 /** Every figure of a report, in page order, with the panel options the trial view reuses. */
-export function figureDefs(p: Payload, layers: { snr: number; hidden: number }, hasLambda: boolean): Array<FigureDef & { panel?: PanelOptions }> {
+export function figureDefs(p: Payload, layers: { snr: number; hidden: number }, hasLambda: boolean, maxN: number): Array<FigureDef & { panel?: PanelOptions }> {
   const where = p.problems.join(', ');
   const t = (what: string) => `${p.sweep} · ${where}: ${what}`;
   const layerNames = (prefix: string, n: number) => Array.from({ length: n }, (_, l) => `${prefix}.${l}`);
@@ -333,8 +339,9 @@ export function figureDefs(p: Payload, layers: { snr: number; hidden: number }, 
       dataset: { name: 'saturation', table: 'signals', cols: layerNames('saturation_layers', layers.hidden), labels: layerLabels(layers.hidden, true) }, yTitle: 'saturation (%)',
     },
     {
-      name: 'entropy', title: t('hidden-layer entropy vs step'), byPhase: false, subtitle: `H(T) of the binned activations of each hidden layer, in bits; ${RULES}`,
-      dataset: { name: 'entropy', table: 'signals', cols: layerNames('entropy_layers', layers.hidden), labels: layerLabels(layers.hidden, true) }, yTitle: 'entropy (bits)',
+      name: 'entropy', title: t('hidden-layer entropy vs step'), byPhase: false, refY: Math.log2(Math.max(2, maxN)),
+      subtitle: `H(T) of the binned activations of each hidden layer, in bits; grey: log2 N = ${Math.log2(Math.max(2, maxN)).toFixed(2)} bits, the most it can read with N collocation points (every point in a bin pattern of its own); ${RULES}`,
+      dataset: { name: 'entropy', table: 'signals', cols: layerNames('entropy_layers', layers.hidden), labels: layerLabels(layers.hidden, true) }, yTitle: 'entropy (bits)', yScale: { zero: false },
     },
   ];
   if (hasLambda)

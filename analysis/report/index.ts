@@ -111,7 +111,7 @@ export async function writeReport(dir: string, opts: ReportOptions = {}): Promis
   await removeOrphans(out);
   const payload = buildPayload(data);
   const hasLambda = data.trials.some((t) => t.cell >= 0 && t.strategy !== null && t.strategy !== 'vanilla');
-  const defs = figureDefs(payload, data.layers, hasLambda);
+  const defs = figureDefs(payload, data.layers, hasLambda, data.maxCollocation);
   payload.figures = defs.map(({ panel: _panel, ...f }) => f);
   const trialSpecs = Object.fromEntries(defs.filter((f) => f.panel).map((f) => [f.name, trialFigureSpec(payload, f, f.panel!)]));
   const threads = opts.threads ?? Math.min(2, availableParallelism());
@@ -142,7 +142,7 @@ async function trialsMtime(dir: string): Promise<number> {
 }
 
 /**
- * `phasemap report DIR --watch`: waits for DIR's trials.parquet, writes a live report, then again whenever trials.parquet changed,
+ * `phasemap report DIR --watch`: waits for DIR's trials.parquet, writes a live report (without PNGs: the page does not use them), then again whenever trials.parquet changed,
  * at most every `minInterval` seconds, until every trial of sweep.json has finished (done, failed or
  * cancelled); the last report written then is the final one (no reload). Returns then, or when
  * `signal` aborts.
@@ -163,7 +163,7 @@ export async function watchReport(dir: string, opts: WatchOptions = {}): Promise
     if (m !== 0 && m !== seen && Date.now() - wroteAt >= min) {
       seen = m;
       wroteAt = Date.now();
-      last = await writeReport(dir, { ...opts, live: true });
+      last = await writeReport(dir, { ...opts, live: true, png: false });
       const c = last.data.counts;
       if (c.done + c.failed + c.cancelled === c.total) {
         last = await writeReport(dir, { ...opts, live: false });
