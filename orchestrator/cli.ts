@@ -5,6 +5,7 @@
  *   phasemap validate SPEC
  *   phasemap diagram DIR [--x lr] [--y batch_size] [--facet strategy | --no-facet]
  *   phasemap report DIR [--out PATH] [--x lr] [--y batch_size] [--facet strategy | --no-facet] [--watch]
+ *   phasemap query DIR [SQL] [--format table|csv|json]
  *   phasemap worker --nats URL [--slots N] [--gpus all|none|0,2,…] [--slots-per-gpu K] [--fuse auto|N] [--backend …] [--name NAME]
  *   phasemap status [SWEEP] --nats URL [--json]
  *   phasemap cancel SWEEP --nats URL [--wait S]
@@ -252,6 +253,25 @@ program
     } catch (e) {
       const msg = (e as Error).message;
       if (/^(--x|--y|--facet|.*: no (trials\.parquet|sweep\.json))/.test(msg)) {
+        log.error(msg);
+        process.exitCode = 2;
+      } else process.exitCode = fail(e);
+    }
+  });
+
+program
+  .command('query')
+  .description('SQL (DuckDB) over a results DIR: views trials, metrics (each trial\'s completed attempt only: one row per trial and logged step) and metrics_all (every attempt); without SQL, the views and their columns')
+  .argument('<dir>', 'a sweep output directory')
+  .argument('[sql]', 'a query, e.g. "SELECT strategy, lr, median(final_rel_l2) FROM trials GROUP BY ALL"')
+  .addOption(new Option('--format <f>', 'output format').choices(['table', 'csv', 'json']).default('table'))
+  .action(async (dir: string, query: string | undefined, o: { format: 'table' | 'csv' | 'json' }) => {
+    try {
+      const { runQuery } = await import('../analysis/query.js');
+      process.stdout.write(await runQuery(dir, query, o.format));
+    } catch (e) {
+      const msg = (e as Error).message;
+      if (/: no trials\.parquet|Error: /.test(msg)) {
         log.error(msg);
         process.exitCode = 2;
       } else process.exitCode = fail(e);

@@ -221,4 +221,11 @@ test.serial('Ctrl-C mid-sweep, then the same command again: resumes, and the com
     SELECT count(*) AS n FROM (SELECT trial_id, attempt, step, count(*) AS c
       FROM read_parquet('${out}/metrics/**/*.parquet', hive_partitioning = true) GROUP BY ALL HAVING c > 1)`);
   t.is(Number(dups[0]!.n), 0);
+  // phasemap query: `metrics` holds the completed attempts only, one row per (trial, logged step);
+  // `metrics_all` also the interrupted attempts' rows.
+  const q = await runCli(['query', out, `SELECT (SELECT count(*) FROM metrics) AS n, (SELECT count(DISTINCT (trial_id, step)) FROM metrics) AS distinct_steps, (SELECT count(*) FROM metrics_all) AS n_all`, '--format', 'json']);
+  t.is(q.code, 0, q.stderr);
+  const [counts] = JSON.parse(q.stdout) as Array<{ n: number; distinct_steps: number; n_all: number }>;
+  t.deepEqual([counts!.n, counts!.distinct_steps], [2 * expected.length, 2 * expected.length]);
+  t.true(counts!.n_all > counts!.n, `metrics_all (${counts!.n_all} rows) also holds the interrupted attempts' rows`);
 });
