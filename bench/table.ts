@@ -1,4 +1,4 @@
-/** The benchmark table: for the terminal (cli-table3) and as Markdown (README's Performance section). */
+/** The benchmark table: for the terminal (cli-table3) and as Markdown (docs/performance.md). */
 import Table from 'cli-table3';
 import type { Figure } from './lib.js';
 
