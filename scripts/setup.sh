@@ -3,12 +3,22 @@
 # python3 with numpy when missing (for the checkpoint tests), OpenBLAS when missing (faster matmuls), then the npm dependencies and the build (`npm ci` runs `prepare` = tsc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# apt_install PKG…: Debian's packages, as root or through sudo; without either, says what to install and stops.
+apt_install() {
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+      echo "setup: cannot install $* (not root, no sudo): as root run 'apt-get install $*', then run this again" >&2
+      exit 1
+    fi
+  fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
 if ! command -v nats-server >/dev/null 2>&1; then
   echo "setup: nats-server not found; installing it" >&2
   if command -v apt-get >/dev/null 2>&1; then
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nats-server >/dev/null
+    apt_install nats-server
   elif command -v brew >/dev/null 2>&1; then
     brew install nats-server
   else
@@ -21,9 +31,7 @@ nats-server --version >&2
 if ! python3 -c 'import numpy' >/dev/null 2>&1; then
   echo "setup: python3 with numpy not found; installing it" >&2
   if command -v apt-get >/dev/null 2>&1; then
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3 python3-numpy >/dev/null
+    apt_install python3 python3-numpy
   elif command -v brew >/dev/null 2>&1; then
     brew install numpy
   else
@@ -35,12 +43,12 @@ fi
 # native addon opens it at run time, worker/trainer/native/blas.c); without it they stay in wasm.
 # The pthreads build: slots call it concurrently, which the sequential build is not safe for (it is
 # then called under a lock, one product at a time).
-if ! ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so\.0'; then
+# (grep reads all of ldconfig's output: with `grep -q` it could exit first, and under pipefail the
+# SIGPIPE of ldconfig made the test fail now and then, re-installing for nothing.)
+if ! ldconfig -p 2>/dev/null | grep 'libopenblas\.so\.0' >/dev/null; then
   if command -v apt-get >/dev/null 2>&1; then
     echo "setup: OpenBLAS not found; installing it (libopenblas0-pthread)" >&2
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libopenblas0-pthread >/dev/null
+    apt_install libopenblas0-pthread
   else
     echo "setup: OpenBLAS (libopenblas.so.0) not found: training runs, with slower matmuls; install OpenBLAS to speed it up" >&2
   fi

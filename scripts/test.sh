@@ -7,9 +7,12 @@ bash scripts/setup.sh
 if [ ! -x "${PHASEMAP_CHROMIUM:-/usr/bin/chromium}" ]; then
   echo "setup: chromium not found; installing Debian's chromium for the browser tests" >&2
   if command -v apt-get >/dev/null 2>&1; then
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+    if [ "$(id -u)" -eq 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+      echo "setup: cannot install chromium (not root, no sudo): as root run 'apt-get install chromium', then run this again" >&2
+      exit 1
+    fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
   else
     echo "setup: install chromium yourself and set PHASEMAP_CHROMIUM to its path, then run this again" >&2
     exit 1
