@@ -119,6 +119,30 @@ function fail(e: unknown): number {
   return 3;
 }
 
+/**
+ * The exit code of a command that reads a results DIR: 2, with the message alone, for bad input — an
+ * axis flag that names no trials.parquet column, a DIR that is not a results DIR, or a message that
+ * `input` matches (e.g. DuckDB's error for a user's SQL); else what `fail` says.
+ */
+function failDir(e: unknown, input?: RegExp): number {
+  const msg = (e as Error).message ?? '';
+  if (/^(--x|--y|--facet)|: no (trials\.parquet|sweep\.json)/.test(msg) || input?.test(msg)) {
+    log.error(msg);
+    return 2;
+  }
+  return fail(e);
+}
+
+/** The diagram's axis flags (--x, --y, --facet / --no-facet), as `diagram` and `report` take them. */
+function axisOptions(c: Command, what: string): Command {
+  return c
+    .option('--x <column>', 'trials.parquet column on the horizontal axis', 'lr')
+    .option('--y <column>', 'trials.parquet column on the vertical axis', 'batch_size')
+    .option('--facet <column>', `one ${what} per value of this column`, 'strategy')
+    .option('--no-facet', `a single ${what}`);
+}
+const axesOf = (o: { x: string; y: string; facet: string | false }): DiagramAxes => ({ x: o.x, y: o.y, facet: o.facet || null });
+
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
 const program = new Command()
@@ -204,40 +228,33 @@ program
     }
   });
 
-program
-  .command('diagram')
-  .description(`aggregate a sweep's trials into DIR/${DIAGRAM_FILE} (per cell: trials, share of each final phase, median t_equilibrium, median and best final_rel_l2) and print it`)
-  .argument('<dir>', 'a sweep output directory')
-  .option('--x <column>', 'trials.parquet column on the horizontal axis', 'lr')
-  .option('--y <column>', 'trials.parquet column on the vertical axis', 'batch_size')
-  .option('--facet <column>', 'one table per value of this column', 'strategy')
-  .option('--no-facet', 'a single table')
-  .action(async (dir: string, o: { x: string; y: string; facet: string | false }) => {
-    try {
-      const axes: DiagramAxes = { x: o.x, y: o.y, facet: o.facet || null };
-      process.stdout.write(renderDiagram(await buildDiagram(dir, axes), axes));
-    } catch (e) {
-      const msg = (e as Error).message;
-      if (/^(--x|--y|--facet|.*: no trials\.parquet)/.test(msg)) {
-        log.error(msg);
-        process.exitCode = 2;
-      } else process.exitCode = fail(e);
-    }
-  });
+axisOptions(
+  program
+    .command('diagram')
+    .description(`aggregate a sweep's trials into DIR/${DIAGRAM_FILE} (per cell: trials, share of each final phase, median t_equilibrium, median and best final_rel_l2) and print it`)
+    .argument('<dir>', 'a sweep output directory'),
+  'table',
+).action(async (dir: string, o: { x: string; y: string; facet: string | false }) => {
+  try {
+    const axes = axesOf(o);
+    process.stdout.write(renderDiagram(await buildDiagram(dir, axes), axes));
+  } catch (e) {
+    process.exitCode = failDir(e);
+  }
+});
 
-program
-  .command('report')
-  .description('write DIR/report/index.html (one self-contained page, works offline) and every figure beside it as SVG and PNG: the phase diagram, SNR, test error, loss and the other diagnostics per diagram cell, and the trials table')
-  .argument('<dir>', 'a sweep output directory')
-  .option('--out <path>', 'folder of the report (default: DIR/report)')
-  .option('--x <column>', 'trials.parquet column on the diagram\'s horizontal axis', 'lr')
-  .option('--y <column>', 'trials.parquet column on the vertical axis', 'batch_size')
-  .option('--facet <column>', 'one diagram panel per value of this column', 'strategy')
-  .option('--no-facet', 'a single diagram panel')
+axisOptions(
+  program
+    .command('report')
+    .description('write DIR/report/index.html (one self-contained page, works offline) and every figure beside it as SVG and PNG: the phase diagram, SNR, test error, loss and the other diagnostics per diagram cell, and the trials table')
+    .argument('<dir>', 'a sweep output directory')
+    .option('--out <path>', 'folder of the report (default: DIR/report)'),
+  'diagram panel',
+)
   .option('--watch', 'for a DIR another process fills (a remote orchestrator): rewrite the report as trials finish, at most every 15 s, until every trial has finished')
   .addOption(new Option('--live', 'the sweep is running: the page says so and reloads itself (used by phasemap run)').hideHelp())
   .action(async (dir: string, o: { out?: string; x: string; y: string; facet: string | false; watch?: boolean; live?: boolean }) => {
-    const axes: DiagramAxes = { x: o.x, y: o.y, facet: o.facet || null };
+    const axes = axesOf(o);
     try {
       const { watchReport, writeReport } = await import('../analysis/report/index.js');
       if (o.watch) {
@@ -251,11 +268,7 @@ program
       const r = await writeReport(dir, { out: o.out, axes, live: o.live, png: !o.live });
       log.info(`report: ${r.index} (${r.files.length} figure files, ${(r.ms.total / 1000).toFixed(1)} s); open it in a browser`);
     } catch (e) {
-      const msg = (e as Error).message;
-      if (/^(--x|--y|--facet|.*: no (trials\.parquet|sweep\.json))/.test(msg)) {
-        log.error(msg);
-        process.exitCode = 2;
-      } else process.exitCode = fail(e);
+      process.exitCode = failDir(e);
     }
   });
 
@@ -270,11 +283,8 @@ program
       const { runQuery } = await import('../analysis/query.js');
       process.stdout.write(await runQuery(dir, query, o.format));
     } catch (e) {
-      const msg = (e as Error).message;
-      if (/: no trials\.parquet|Error: /.test(msg)) {
-        log.error(msg);
-        process.exitCode = 2;
-      } else process.exitCode = fail(e);
+      // DuckDB's errors for the user's SQL (Parser Error, Binder Error, …) are bad input.
+      process.exitCode = failDir(e, /Error: /);
     }
   });
 
