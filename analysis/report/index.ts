@@ -12,10 +12,10 @@
  */
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { availableParallelism } from 'node:os';
 import { TRIALS_FILE } from '../../schemas/parquet.js';
 import type { DiagramAxes } from '../diagram.js';
 import { loadReportData, type ReportData } from './data.js';
-import { availableParallelism } from 'node:os';
 import { writeAtomic, writeFigureFilesThreaded } from './figure-files.js';
 import { figureDefs, trialFigureSpec, type Payload } from './figures.js';
 import { renderPage } from './page.js';
@@ -38,7 +38,7 @@ export interface ReportOptions {
   /** Folder the report is written to; default `DIR/report`. */
   out?: string;
   axes?: DiagramAxes;
-  /** The sweep is still running: the page says so and reloads itself every 15 s. */
+  /** The sweep is still running: the page says so and reloads itself (every reportInterval() seconds). */
   live?: boolean;
   /** Threads that render figures (default: min(2, CPU cores)). */
   threads?: number;
@@ -97,7 +97,6 @@ async function removeOrphans(out: string): Promise<void> {
   }
 }
 
-
 /**
  * Writes the report of a results DIR (module header).
  * @throws Error when DIR is not a results DIR (no sweep.json / trials.parquet), or an axis is not a trials.parquet column (naming the flag).
@@ -115,7 +114,7 @@ export async function writeReport(dir: string, opts: ReportOptions = {}): Promis
   payload.figures = defs.map(({ panel: _panel, ...f }) => f);
   const trialSpecs = Object.fromEntries(defs.filter((f) => f.panel).map((f) => [f.name, trialFigureSpec(payload, f, f.panel!)]));
   const threads = opts.threads ?? Math.min(2, availableParallelism());
-  const { files, pngSizes, svgMs } = await writeFigureFilesThreaded(payload, defs.map(({ panel: _p, ...f }) => f), out, opts.png !== false, threads);
+  const { files, pngSizes, svgMs } = await writeFigureFilesThreaded(payload, payload.figures, out, opts.png !== false, threads);
   const t2 = performance.now();
   const index = join(out, 'index.html');
   await writeAtomic(index, renderPage({ data, payload, trialSpecs, live: opts.live === true ? reportInterval() : null, now: opts.now ?? new Date() }));
