@@ -10,11 +10,11 @@ import Table from 'cli-table3';
 import { TRIAL_COLUMNS, TRIALS_FILE } from '../schemas/parquet.js';
 
 export const DIAGRAM_FILE = 'phase_diagram.parquet';
-/** The four final phases, in the order ties are broken (diverged first). */
-export const PHASES = ['diverged', 'fitting', 'diffusion', 'equilibrium'] as const;
+/** The five final phases (docs/phases.md), in the order ties are broken (diverged first). */
+export const PHASES = ['diverged', 'fitting', 'steady', 'diffusion', 'equilibrium'] as const;
 export type Phase = (typeof PHASES)[number];
 /** Short names of the phases in the terminal diagram. */
-export const PHASE_SHORT: Readonly<Record<Phase, string>> = { diverged: 'div', fitting: 'fit', diffusion: 'diff', equilibrium: 'DE' };
+export const PHASE_SHORT: Readonly<Record<Phase, string>> = { diverged: 'div', fitting: 'fit', steady: 'std', diffusion: 'diff', equilibrium: 'DE' };
 
 export interface DiagramAxes {
   /** trials.parquet column on the horizontal axis (default lr). */
@@ -37,12 +37,18 @@ export interface DiagramCell {
   trials: number;
   share_diverged: number;
   share_fitting: number;
+  share_steady: number;
   share_diffusion: number;
   share_equilibrium: number;
   /** Median step of the DE transition over the cell's trials that reached it (null if none). */
   median_t_equilibrium: number | null;
+  /** Earliest and latest DE step over the cell's trials that reached it (the seeds' spread; null if none). */
+  min_t_equilibrium: number | null;
+  max_t_equilibrium: number | null;
   median_final_rel_l2: number | null;
   best_final_rel_l2: number | null;
+  /** Largest final rel. L2 of the cell (with best_final_rel_l2, the seeds' spread). */
+  worst_final_rel_l2: number | null;
   /** True when the y column is batch_size and every trial of the cell trained on full batches: its y value is shown as `full`. */
   y_full: boolean;
   /** The same for the x column. */
@@ -78,8 +84,11 @@ function diagramSelect(trials: string, axes: DiagramAxes): string {
     SELECT ${facet ? `${facet}, ` : ''}${x}, ${y}, count(*)::INTEGER AS trials,
       ${shares},
       median(t_equilibrium)::DOUBLE AS median_t_equilibrium,
+      min(t_equilibrium)::DOUBLE AS min_t_equilibrium,
+      max(t_equilibrium)::DOUBLE AS max_t_equilibrium,
       median(final_rel_l2) AS median_final_rel_l2,
-      min(final_rel_l2) AS best_final_rel_l2
+      min(final_rel_l2) AS best_final_rel_l2,
+      max(final_rel_l2) AS worst_final_rel_l2
     FROM read_parquet(${sqlString(trials)}) WHERE status = 'done'
     GROUP BY ALL ORDER BY ${facet ? `${facet}, ` : ''}${y}, ${x}`;
 }
@@ -101,9 +110,10 @@ export async function queryDiagram(conn: DuckDBConnection, dir: string, axes: Di
   const rows = (await conn.runAndReadAll(`SELECT d.*, ${full(axes.x)} AS __x_full, ${full(axes.y)} AS __y_full, ${full(axes.facet)} AS __facet_full FROM ${source} d`)).getRowObjects();
   return rows.map((r) => ({
     facet: axes.facet ? r[axes.facet] : null, x: r[axes.x], y: r[axes.y], trials: Number(r.trials),
-    share_diverged: Number(r.share_diverged), share_fitting: Number(r.share_fitting),
+    share_diverged: Number(r.share_diverged), share_fitting: Number(r.share_fitting), share_steady: Number(r.share_steady),
     share_diffusion: Number(r.share_diffusion), share_equilibrium: Number(r.share_equilibrium),
-    median_t_equilibrium: num(r.median_t_equilibrium), median_final_rel_l2: num(r.median_final_rel_l2), best_final_rel_l2: num(r.best_final_rel_l2),
+    median_t_equilibrium: num(r.median_t_equilibrium), min_t_equilibrium: num(r.min_t_equilibrium), max_t_equilibrium: num(r.max_t_equilibrium),
+    median_final_rel_l2: num(r.median_final_rel_l2), best_final_rel_l2: num(r.best_final_rel_l2), worst_final_rel_l2: num(r.worst_final_rel_l2),
     x_full: r.__x_full === true, y_full: r.__y_full === true, facet_full: r.__facet_full === true,
   }));
 }
@@ -112,8 +122,8 @@ export async function queryDiagram(conn: DuckDBConnection, dir: string, axes: Di
  * Aggregates DIR/trials.parquet (done trials only) per (facet, x, y) cell and writes
  * DIR/phase_diagram.parquet (columns: the facet column (if any), the x and y columns under their
  * trials.parquet names, trials, share_<phase> for diverged, fitting,
- * diffusion, equilibrium — shares of the cell's trials in [0, 1] —, median_t_equilibrium (steps),
- * median_final_rel_l2, best_final_rel_l2). Replaced atomically.
+ * steady, diffusion, equilibrium — shares of the cell's trials in [0, 1] —, median_t_equilibrium,
+ * min_t_equilibrium, max_t_equilibrium (steps), median_final_rel_l2, best_final_rel_l2, worst_final_rel_l2). Replaced atomically.
  * @throws Error naming the flag when an axis is not a trials.parquet column, or when DIR has no trials.parquet.
  */
 export async function buildDiagram(dir: string, axes: DiagramAxes): Promise<DiagramCell[]> {
@@ -149,6 +159,14 @@ function dominant(c: DiagramCell): string {
   return `${PHASE_SHORT[d.phase]} ${d.count}/${c.trials}`;
 }
 
+/** The cell's DE step: the median, with the seeds' range when they differ, e.g. `2800 (2500–3300)`. */
+export function deRange(c: Pick<DiagramCell, 'median_t_equilibrium' | 'min_t_equilibrium' | 'max_t_equilibrium'>): string {
+  if (c.median_t_equilibrium === null) return '-';
+  return c.min_t_equilibrium !== null && c.max_t_equilibrium !== null && c.min_t_equilibrium !== c.max_t_equilibrium
+    ? `${c.median_t_equilibrium} (${c.min_t_equilibrium}–${c.max_t_equilibrium})`
+    : String(c.median_t_equilibrium);
+}
+
 /** An axis value as the diagram shows it: `full` for a full batch, numbers short (1e-3, 0.01, 128). */
 export function axisLabel(v: unknown, full = false): string {
   if (full) return 'full';
@@ -158,7 +176,7 @@ export function axisLabel(v: unknown, full = false): string {
 
 /** The one-line legend under the terminal diagram. */
 export const DIAGRAM_LEGEND =
-  'cell: dominant final phase (div = diverged, fit = fitting, diff = diffusion, DE = diffusion equilibrium) with its count of the cell\'s trials, median DE step, median final rel. L2';
+  'cell: dominant final phase (div = diverged, fit = fitting, std = steady, diff = diffusion, DE = diffusion equilibrium) with its count of the cell\'s trials (seeds), median DE step (the seeds\' range), median final rel. L2';
 
 /**
  * Renders the diagram as one table per facet value: rows = y values, columns = x values; a cell
@@ -179,7 +197,7 @@ export function renderDiagram(cells: DiagramCell[], axes: DiagramAxes): string {
         yLabel(y),
         ...xs.map((x) => {
           const c = fc.find((k) => String(k.x) === x && String(k.y) === y);
-          return c ? `${dominant(c)}\nt_DE ${c.median_t_equilibrium ?? '-'}\nrel_l2 ${fmt(c.median_final_rel_l2)}` : '';
+          return c ? `${dominant(c)}\nt_DE ${deRange(c)}\nrel_l2 ${fmt(c.median_final_rel_l2)}` : '';
         }),
       ]);
     }

@@ -1,45 +1,48 @@
 /**
- * The phase record of a trial (science.md §6): when it fell from fitting into diffusion, when (if
- * ever) it reached diffusion equilibrium (DE), and the phase it ended in — read from its logged
- * gradient SNR and loss series.
+ * The phase record of a trial (science.md §6; the phases and the labelling guide: docs/phases.md):
+ * when it fell from fitting into diffusion, when (if ever) it reached diffusion equilibrium (DE),
+ * and the phase it ended in — read from its logged gradient SNR and loss series.
  *
  * The rule, on the logged SNR points (rows whose `snr` is a finite number > 0; rows without one are
  * not points), with the thresholds of `PhaseParams`:
  *
  * 1. **Meaningless leading points.** While the first point's log10 SNR is `outlier_decades` (3) or
- *    more above the median log10 SNR of all later points, it is dropped. This is RBA with λ⁰ = 0:
- *    at step 0 every batch loss is the same boundary term, the batches' gradients nearly agree and
- *    SNR reads 1e5–1e7 while the rest of the run sits near 1 (the calibration run: 10^6.0 at step 0,
- *    median 10^0.0 after). A genuine fitting peak is not that far above the run's typical level
- *    (science.md §6: SNR "often ≫ 1" in fitting, ≪ 1 in diffusion), and a point dropped from a real
- *    but short fitting phase costs at most that one point. Step 0 is not skipped as such: for a
- *    vanilla trial it is a real measurement (and often the fitting peak).
- * 2. **Smoothing.** s = centered moving average of log10 SNR over `smooth_window` (5) points,
- *    truncated at both ends of the series (the first point averages itself and the next two) —
- *    the smoothing of science.md §6's calibration table.
- * 3. **t_diffusion** = the step of the first point i where s has fallen below `diffusion_threshold`
- *    (0, i.e. SNR 1) *and* at least `diffusion_drop` (1) decades below its maximum so far (the
- *    fitting peak: max s[0..i]), and s stays below `diffusion_threshold` for `sustain_points` (10)
- *    points from i on (i included; a run that ends sooner has no t_diffusion). The drop matters
- *    where SNR starts near or below 1 (the CPU-scale vanilla calibration starts at 10^−0.2): there
- *    fitting is the stretch where SNR falls from its start to a decade lower while the loss drops,
- *    and diffusion the plateau after it.
- * 4. **t_equilibrium** = the step of the first point j after t_diffusion where s[j] is at least
- *    `rise_decades` (1) above the lowest s of the `rise_window` (10) points before j (points at or
- *    after t_diffusion only; the lowest, first-found, is the start of the rise, r), and s then stays
- *    above the **diffusion level** = median of s over the points from t_diffusion to r (inclusive)
- *    + `level_margin` (0.25 decades) for the rest of the run: the `sustain_points` (10) points from j
- *    on are all above it (so at least that many points must remain), and s is never at or below it
- *    for `sustain_points` points in a row afterwards — the same hysteresis as for entering
- *    diffusion, so that a few-point dip (Adam's loss spikes move SNR too) is not read as a return
- *    to diffusion. A rise that falls back, or a spike, is not DE: the next j is tried. Null when no j
- *    qualifies. The step is where the rise is complete, not where it starts.
+ *    more above the median log10 SNR of all later points, it is dropped: RBA with λ⁰ = 0, whose
+ *    batches at step 0 all see the same boundary term (SNR 1e5–1e7 while the run sits near 1).
+ * 2. **Smoothing.** s = running median of log10 SNR over `smooth_window` (7) points, centered,
+ *    truncated at the ends. A median, not a mean: single values swing by ±1 decade from one logged
+ *    point to the next (Adam's loss spikes), and where SNR flickers between two levels the median
+ *    follows the level it spends most of its time at.
+ * 3. **t_diffusion.** A *candidate* is a point i where s goes below `diffusion_threshold` (0,
+ *    SNR 1) and stays below for the `sustain_points` (8) points from i. Its stretch runs from i to
+ *    its DE rise (rule 4, looked for from i) or, without one, to the end of the run. The first
+ *    candidate whose stretch is diffusion gives t_diffusion = i — the step where SNR fell below 1
+ *    for good, science.md §6 — or, for a run below 1 from its first point, the first point where s
+ *    has fallen `diffusion_drop` (0.5) decades below its running maximum. A stretch is diffusion
+ *    when it has `diffusion_points` (20) points, its median s is at most `diffusion_depth` (−0.4,
+ *    SNR ≈ 0.4: diffusion is SNR ≪ 1) and its lowest s is `diffusion_drop` below the highest s
+ *    before it (the fitting peak). The median over the whole stretch is what "stays below" means
+ *    here: a fall that climbs back to 1 without a jump, or a cluster of dips at loss spikes, has a
+ *    stretch whose median is above the depth — not diffusion; while a diffusion that flickers up to
+ *    1 now and then still is.
+ * 4. **t_equilibrium**, from t_diffusion: the diffusion level at point j is the median of s from
+ *    t_diffusion to the last point before j within `level_margin` (0.5) of the level (the start of
+ *    the rise). The first j where s[j] ≥ level + `rise_decades` (1), within `rise_window` (25)
+ *    points of that start, is a candidate; it is DE when at least `sustain_points` points remain
+ *    and, from the start of the rise to the end, s is above level + `level_margin` on at least half
+ *    of the points and never at or below it for `diffusion_points` points in a row. t_equilibrium is the first point of the rise above level +
+ *    `level_margin`: where the upper level starts to dominate (half-way up a 1-decade jump; where
+ *    SNR flickers between two levels, where the upper one starts to hold most of the points). A rise
+ *    that falls back, a spike, the one-off dip and recovery of a learning-rate decay, a slow drift
+ *    (slower than a decade per `rise_window` points): not DE; the next j is tried.
  * 5. **final_phase** = `diverged` when any loss is NaN/±Inf, or when from some logged step on every
- *    loss is ≥ `divergence_factor` (1e4) × the minimum loss before that step (it blew up and never
- *    came back: a loss spike that recovers is Adam's, not a divergence); else `equilibrium` when
- *    t_equilibrium is set, `diffusion` when t_diffusion is set, `fitting` otherwise (which includes
- *    a trial without SNR diagnostics: no transition can be seen). t_diffusion and t_equilibrium are
- *    reported for a diverged trial too (what happened before it blew up).
+ *    loss is ≥ `divergence_factor` (1e4) × the minimum loss before that step; else `equilibrium`
+ *    when t_equilibrium is set, `diffusion` when t_diffusion is set; else `fitting` when the run
+ *    has fewer than 2 × `sustain_points` points or its s still falls at the end (on the log step
+ *    axis: the upper quartile of s over steps T/2…T is more than `settle_decades` (0.4) below that over
+ *    T/4…T/2, T the last step: its whole band still moves down), and `steady` otherwise: the SNR settled around 1 or above without
+ *    collapsing into diffusion (mini-batch training, large learning rates). t_diffusion and
+ *    t_equilibrium are reported for a diverged trial too (what happened before it blew up).
  *
  * `readAttemptSeries` reads one attempt's series from its Parquet parts; `attemptPhases` does both.
  */
@@ -58,36 +61,48 @@ export type { FinalPhase, PhaseRecord } from '../schemas/trial.js';
  * the sweep spec's `analysis:` block (schemas/sweep.ts AnalysisSchema).
  */
 export interface PhaseParams {
-  /** Width of the centered moving average of log10 SNR, in logged SNR points (odd; truncated at the ends). Default 5. */
+  /** Width of the centered running median of log10 SNR, in logged SNR points (odd; truncated at the ends). Default 7. */
   smooth_window: number;
+  /** The smoothing takes, on each side of a point, only points whose step is within this factor of its own. Default 1.25. */
+  smooth_span: number;
   /** Leading SNR points this many decades or more above the median log10 SNR of all later points are dropped. Default 3. */
   outlier_decades: number;
-  /** log10 SNR below which the smoothed SNR is in diffusion (0 = SNR 1). Default 0. */
+  /** log10 SNR below which the smoothed SNR is below 1 (0 = SNR 1): where diffusion starts. Default 0. */
   diffusion_threshold: number;
-  /** Decades the smoothed SNR must also have fallen below its maximum so far (the fitting peak) to enter diffusion. Default 1. */
+  /** Decades the smoothed SNR must also have fallen below its maximum so far (the fitting peak) to enter diffusion. Default 0.5. */
   diffusion_drop: number;
-  /** Logged SNR points a phase must last: diffusion stays below the threshold this long; DE holds this many points to the end. Default 10. */
+  /** Highest median log10 SNR of a diffusion stretch (diffusion is SNR ≪ 1). Default −0.4. */
+  diffusion_depth: number;
+  /** Logged SNR points the diffusion stretch lasts at least (to the DE rise, or to the end of the run). Default 20. */
+  diffusion_points: number;
+  /** Logged SNR points a phase must last: diffusion's stretch, the points left after DE. Default 8. */
   sustain_points: number;
-  /** Rise of the smoothed log10 SNR, in decades, that marks the DE transition. Default 1. */
+  /** Rise of the smoothed log10 SNR above the diffusion floor, in decades, that marks the DE transition. Default 1. */
   rise_decades: number;
-  /** Logged SNR points within which that rise happens. Default 10. */
+  /** Logged SNR points within which that rise happens (from the floor's last visit). Default 25. */
   rise_window: number;
-  /** Decades above the diffusion level (median smoothed log10 SNR from t_diffusion to the start of the rise) DE must stay. Default 0.25. */
+  /** Decades above the diffusion floor DE must stay (no sustained return at or below it); t_equilibrium is where s first passes it on the rise. Default 0.5. */
   level_margin: number;
+  /** A run without diffusion whose smoothed SNR over steps T/2…T is more than this many decades below its median over T/4…T/2 is still fitting. Default 0.4. */
+  settle_decades: number;
   /** Loss ≥ this × its running minimum, to the end of the run, is a divergence. Default 1e4. */
   divergence_factor: number;
 }
 
 /** The defaults (equal to the defaults of the spec's `analysis:` block; a test checks it). */
 export const DEFAULT_PHASE_PARAMS: Readonly<PhaseParams> = Object.freeze({
-  smooth_window: 5,
+  smooth_window: 7,
+  smooth_span: 1.25,
   outlier_decades: 3,
   diffusion_threshold: 0,
-  diffusion_drop: 1,
-  sustain_points: 10,
+  diffusion_drop: 0.5,
+  diffusion_depth: -0.4,
+  diffusion_points: 20,
+  sustain_points: 8,
   rise_decades: 1,
-  rise_window: 10,
-  level_margin: 0.25,
+  rise_window: 25,
+  level_margin: 0.5,
+  settle_decades: 0.4,
   divergence_factor: 1e4,
 });
 
@@ -111,31 +126,27 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-/** Centered moving average over `w` points (for an even w one more point before than after), truncated at the ends. */
-export function smoothLog(y: number[], w: number): number[] {
-  const before = Math.floor((w - 1) / 2);
-  const after = w - 1 - before;
-  const prefix = [0];
-  for (const v of y) prefix.push(prefix[prefix.length - 1]! + v);
-  return y.map((_, i) => {
-    const lo = Math.max(0, i - before);
-    const hi = Math.min(y.length - 1, i + after);
-    return (prefix[hi + 1]! - prefix[lo]!) / (hi - lo + 1);
-  });
-}
-
 /**
- * True when s holds above `level` from j to the end: its first `sustain` points all above it, and
- * never `sustain` points in a row at or below it afterwards (a shorter dip is noise, not a return).
+ * Centered running median of `y` over at most `w` points (odd; (w − 1)/2 on each side), taking on
+ * each side only points whose step is within a factor `span` of the point's own (steps offset by
+ * one logging interval so that step 0 has a logarithm), and as many on both sides: early points,
+ * where phases change within a few logged points, are smoothed little; late ones over the full w.
+ * Without steps (or span = Infinity) it is a plain running median truncated at the ends.
  */
-function staysAbove(s: number[], j: number, level: number, sustain: number): boolean {
-  for (let k = j; k < j + sustain; k++) if (!(s[k]! > level)) return false;
-  let below = 0;
-  for (let k = j + sustain; k < s.length; k++) {
-    below = s[k]! > level ? 0 : below + 1;
-    if (below >= sustain) return false;
-  }
-  return true;
+export function smoothLog(y: number[], w: number, step?: number[], span = Infinity): number[] {
+  if (!Number.isFinite(span)) step = undefined;
+  const half = Math.floor((w - 1) / 2);
+  const off = step && step.length > 1 ? Math.max(1, step[1]! - step[0]!) : 1;
+  const ln = step ? step.map((v) => Math.log(v + off)) : [];
+  const lspan = Math.log(span);
+  return y.map((_, i) => {
+    let left = 0;
+    while (left < half && i - left - 1 >= 0 && (!step || ln[i]! - ln[i - left - 1]! <= lspan)) left++;
+    let right = 0;
+    while (right < half && i + right + 1 < y.length && (!step || ln[i + right + 1]! - ln[i]! <= lspan)) right++;
+    const h = step ? Math.min(left, right) : -1;
+    return median(h >= 0 ? y.slice(i - h, i + h + 1) : y.slice(i - left, i + right + 1));
+  });
 }
 
 /** True when the loss became NaN/Inf, or rose to `factor` × its running minimum and stayed there to the end. */
@@ -158,7 +169,7 @@ export interface SnrPoints {
   step: number[];
   /** log10 SNR of each kept point. */
   log10: number[];
-  /** The centered moving average of `log10` over `smooth_window` points: the series the detector reads. */
+  /** The centered running median of `log10` over `smooth_window` points: the series the detector reads. */
   smoothed: number[];
   /** Leading points dropped as meaningless (rule 1). */
   dropped: number;
@@ -191,7 +202,7 @@ function readSeries(series: PhaseSeries, p: PhaseParams): { loss: number[]; poin
     dropped++;
   }
   // 2. Smooth.
-  return { loss, points: { step, log10: y, smoothed: smoothLog(y, p.smooth_window), dropped } };
+  return { loss, points: { step, log10: y, smoothed: smoothLog(y, p.smooth_window, step, p.smooth_span), dropped } };
 }
 
 /**
@@ -205,7 +216,98 @@ export function snrPoints(series: PhaseSeries, params: Partial<PhaseParams> = DE
 }
 
 /**
- * Reads a trial's phase record from its logged series (rules: this module's header; science.md §6).
+ * Rules 3–4: the indices in s of t_diffusion and t_equilibrium (−1 when not seen). Candidate starts
+ * (the first point of a run of sustain_points points below the threshold) are tried in order; the
+ * first whose stretch — from it to its DE rise, or to the end of the run — is diffusion gives the
+ * record.
+ */
+function findTransitions(s: number[], p: PhaseParams): { d: number; e: number } {
+  const m = s.length;
+  let peak = -Infinity;
+  for (let i = 0; i + p.sustain_points <= m; i++) {
+    const start = i === 0 || !(s[i - 1]! < p.diffusion_threshold);
+    let sustained = start;
+    for (let k = i; k < i + p.sustain_points && sustained; k++) if (!(s[k]! < p.diffusion_threshold)) sustained = false;
+    if (!sustained) {
+      peak = Math.max(peak, s[i]!);
+      continue;
+    }
+    const e = findEquilibrium(s, i, p);
+    const region = s.slice(i, e >= 0 ? e : m);
+    const top = Math.max(peak, s[i]!);
+    if (region.length >= p.diffusion_points && median(region) <= p.diffusion_depth && Math.min(...region) <= top - p.diffusion_drop) {
+      if (i > 0) return { d: i, e };
+      // Below 1 from the first point on: diffusion starts where s has fallen diffusion_drop below its
+      // running maximum (the fitting stretch of a run that starts below 1 is its fall from the start).
+      let run = -Infinity;
+      for (let q = 0; q < m; q++) {
+        run = Math.max(run, s[q]!);
+        if (s[q]! <= run - p.diffusion_drop) return { d: q, e: e >= 0 && e <= q ? -1 : e };
+      }
+    }
+    peak = Math.max(peak, s[i]!);
+  }
+  return { d: -1, e: -1 };
+}
+
+/** Rule 4: the index of t_equilibrium in s (after d), or −1. */
+function findEquilibrium(s: number[], d: number, p: PhaseParams): number {
+  const m = s.length;
+  // The diffusion level at j: the median of s from d to the last point before j that was within
+  // level_margin of the running level (the start of the rise).
+  let lastLow = d;
+  for (let j = d + 1; j < m; j++) {
+    const level = median(s.slice(d, lastLow + 1));
+    if (s[j]! <= level + p.level_margin) {
+      lastLow = j;
+      continue;
+    }
+    if (s[j]! < level + p.rise_decades || j - lastLow > p.rise_window) continue;
+    if (m - j < p.sustain_points) return -1;
+    // Holds: from the rise to the end, s is above level + level_margin on at least half of the
+    // points, and never at or below it for diffusion_points points in a row (a flicker between the
+    // two levels that the upper one dominates is DE; a return to diffusion is not).
+    let below = 0;
+    let up = 0;
+    let holds = true;
+    for (let k = lastLow + 1; k < m && holds; k++) {
+      if (s[k]! > level + p.level_margin) {
+        below = 0;
+        up++;
+      } else below++;
+      if (below >= p.diffusion_points) holds = false;
+    }
+    if (holds && 2 * up >= m - lastLow - 1) return lastLow + 1;
+  }
+  return -1;
+}
+
+/** The upper quartile of xs (nearest rank). */
+function upperQuartile(xs: number[]): number {
+  const s = xs.slice().sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(0.75 * s.length))]!;
+}
+
+/**
+ * Rule 5's fitting test: too short, or still falling at the end — on the log step axis the phases
+ * are read on: the upper quartile of s over the last half of the run's steps (T/2 to T) is more
+ * than settle_decades below that over the quarter before it (T/4 to T/2). The upper quartile, not
+ * the median: a run that flickers down more often late (loss spikes) has not fallen; one whose whole
+ * band moves down has.
+ */
+function stillFitting(s: number[], steps: number[], p: PhaseParams): boolean {
+  const m = s.length;
+  if (m < 2 * p.sustain_points) return true;
+  const T = steps[m - 1]!;
+  const last = s.filter((_, i) => steps[i]! >= T / 2);
+  const before = s.filter((_, i) => steps[i]! >= T / 4 && steps[i]! < T / 2);
+  if (!before.length || !last.length) return false;
+  return upperQuartile(before) - upperQuartile(last) > p.settle_decades;
+}
+
+/**
+ * Reads a trial's phase record from its logged series (rules: this module's header; science.md §6;
+ * docs/phases.md).
  *
  * @param series rows of one attempt (any order: they are sorted by step; a repeated step keeps its first row).
  * @param params thresholds; missing fields take `DEFAULT_PHASE_PARAMS`.
@@ -216,32 +318,7 @@ export function detectPhases(series: PhaseSeries, params: Partial<PhaseParams> =
   const p: PhaseParams = { ...DEFAULT_PHASE_PARAMS, ...params };
   const { loss, points } = readSeries(series, p);
   const { step: steps, smoothed: s } = points;
-  // 3. Diffusion.
-  const m = s.length;
-  let d = -1;
-  let peak = -Infinity;
-  for (let i = 0; i < m && d < 0; i++) {
-    peak = Math.max(peak, s[i]!);
-    if (!(s[i]! < Math.min(p.diffusion_threshold, peak - p.diffusion_drop))) continue;
-    if (i + p.sustain_points > m) break;
-    let stays = true;
-    for (let k = i; k < i + p.sustain_points; k++) if (!(s[k]! < p.diffusion_threshold)) stays = false;
-    if (stays) d = i;
-  }
-
-  // 4. Diffusion equilibrium.
-  let e = -1;
-  if (d >= 0) {
-    for (let j = d + 1; j < m && e < 0; j++) {
-      if (m - j < p.sustain_points) break;
-      let r = Math.max(d, j - p.rise_window);
-      for (let k = r + 1; k < j; k++) if (s[k]! < s[r]!) r = k;
-      if (s[j]! - s[r]! < p.rise_decades) continue;
-      if (staysAbove(s, j, median(s.slice(d, r + 1)) + p.level_margin, p.sustain_points)) e = j;
-    }
-  }
-
-  // 5. Final phase.
+  const { d, e } = findTransitions(s, p);
   const t_diffusion = d >= 0 ? steps[d]! : null;
   const t_equilibrium = e >= 0 ? steps[e]! : null;
   const final_phase: FinalPhase = lossDiverged(loss, p.divergence_factor)
@@ -250,7 +327,9 @@ export function detectPhases(series: PhaseSeries, params: Partial<PhaseParams> =
       ? 'equilibrium'
       : t_diffusion !== null
         ? 'diffusion'
-        : 'fitting';
+        : stillFitting(s, steps, p)
+          ? 'fitting'
+          : 'steady';
   return { t_diffusion, t_equilibrium, final_phase };
 }
 

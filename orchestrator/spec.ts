@@ -329,7 +329,7 @@ function resolveAnalysis(raw: unknown): { value: AnalysisConfig; errors: SpecErr
   const errors = validateObject(AnalysisSchema, value, 'analysis');
   if (errors.length) return { value, errors };
   if (value.smooth_window % 2 === 0)
-    errors.push(new SpecError('analysis.smooth_window', value.smooth_window, 'an odd integer (a centered moving average)'));
+    errors.push(new SpecError('analysis.smooth_window', value.smooth_window, 'an odd integer (a centered running median)'));
   // In the schema's order (sweep.json reads the same whatever order the spec wrote them in).
   const ordered = Object.fromEntries(Object.keys(AnalysisSchema.properties).map((k) => [k, (value as Record<string, unknown>)[k]]));
   return { value: ordered as AnalysisConfig, errors };

@@ -90,11 +90,13 @@ export interface TrialResultMessage {
 
 /**
  * Where a trial's training ended, read from its SNR and loss series (science.md §6; rules in
- * orchestrator/phases.ts): `diverged` (loss NaN/Inf or blew up), `equilibrium` (reached diffusion
- * equilibrium), `diffusion` (fell into diffusion, never left it), `fitting` (no diffusion seen,
- * including a trial without SNR diagnostics).
+ * analysis/phases.ts, docs/phases.md): `diverged` (loss NaN/Inf or blew up), `equilibrium` (reached
+ * diffusion equilibrium), `diffusion` (fell into diffusion, never left it), `steady` (settled at an
+ * SNR around 1 or above without ever collapsing into diffusion: typical of mini-batch training),
+ * `fitting` (still at or falling from its starting SNR when the run ended, including a trial
+ * without SNR diagnostics).
  */
-export type FinalPhase = 'diverged' | 'fitting' | 'diffusion' | 'equilibrium';
+export type FinalPhase = 'diverged' | 'fitting' | 'steady' | 'diffusion' | 'equilibrium';
 
 /** A trial's phase record: the steps of its transitions (null when not seen) and its final phase. */
 export interface PhaseRecord {

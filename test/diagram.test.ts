@@ -60,21 +60,25 @@ test('phase_diagram.parquet aggregates done trials per (facet, x, y) cell', asyn
   t.is(by('vanilla', 0.01).median_t_equilibrium, null);
   t.is(by('rba', 0.001).share_equilibrium, 1);
   t.is(by('rba', 0.001).median_t_equilibrium, 1100);
+  // The seeds' spread: DE at 1000, 1200, 1100; rel. L2 0.004, 0.002, 0.003.
+  t.deepEqual([by('rba', 0.001).min_t_equilibrium, by('rba', 0.001).max_t_equilibrium], [1000, 1200]);
+  t.deepEqual([by('rba', 0.001).best_final_rel_l2, by('rba', 0.001).worst_final_rel_l2], [0.002, 0.004]);
   t.is(by('rba', 0.001).median_final_rel_l2, 0.003);
   // The failed trial is not in the cell.
   t.deepEqual([by('rba', 0.01).share_diffusion, by('rba', 0.01).share_equilibrium, by('rba', 0.01).median_t_equilibrium], [0.5, 0.5, 800]);
   const types = await duck(`SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM '${join(dir, DIAGRAM_FILE)}')`);
   t.deepEqual(types.map((r) => `${r.column_name}:${r.column_type}`), [
-    'strategy:VARCHAR', 'lr:DOUBLE', 'batch_size:INTEGER', 'trials:INTEGER', 'share_diverged:DOUBLE', 'share_fitting:DOUBLE',
-    'share_diffusion:DOUBLE', 'share_equilibrium:DOUBLE', 'median_t_equilibrium:DOUBLE', 'median_final_rel_l2:DOUBLE', 'best_final_rel_l2:DOUBLE',
+    'strategy:VARCHAR', 'lr:DOUBLE', 'batch_size:INTEGER', 'trials:INTEGER', 'share_diverged:DOUBLE', 'share_fitting:DOUBLE', 'share_steady:DOUBLE',
+    'share_diffusion:DOUBLE', 'share_equilibrium:DOUBLE', 'median_t_equilibrium:DOUBLE', 'min_t_equilibrium:DOUBLE', 'max_t_equilibrium:DOUBLE',
+    'median_final_rel_l2:DOUBLE', 'best_final_rel_l2:DOUBLE', 'worst_final_rel_l2:DOUBLE',
   ]);
   const text = renderDiagram(cells, { x: 'lr', y: 'batch_size', facet: 'strategy' });
-  t.regex(text, /strategy = rba[\s\S]*DE 3\/3[\s\S]*t_DE 1100[\s\S]*rel_l2 3\.0e-3/);
+  t.regex(text, /strategy = rba[\s\S]*DE 3\/3[\s\S]*t_DE 1100 \(1000–1200\)[\s\S]*rel_l2 3\.0e-3/);
   t.regex(text, /strategy = vanilla[\s\S]*div 2\/3/);
   // Full batches are shown as `full`, not as N = 64; a one-line legend closes the diagram.
   t.regex(text, /│ full +│/);
   t.notRegex(text, /│ 64 +│/);
-  t.regex(text, /\ncell: dominant final phase \(div = diverged, fit = fitting, diff = diffusion, DE = diffusion equilibrium\)[^\n]*\n$/);
+  t.regex(text, /\ncell: dominant final phase \(div = diverged, fit = fitting, std = steady, diff = diffusion, DE = diffusion equilibrium\)[^\n]*\n$/);
   t.deepEqual(cells.map((c) => c.y_full), cells.map(() => true));
   // A 50/50 cell (seed 0, lr 0.01: vanilla diverged, rba diffusion) shows diverged; without a facet
   // there is no facet column.

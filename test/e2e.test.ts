@@ -109,7 +109,7 @@ test.serial('phasemap run: a tiny sweep end to end, re-run runs nothing, a grown
   t.deepEqual(await partFiles(out), before);
   t.is((JSON.parse(await readFile(join(out, 'sweep.json'), 'utf8')) as { analysis: { sustain_points: number } }).analysis.sustain_points, 2);
   const reread = await duck(`SELECT final_phase FROM '${out}/trials.parquet'`);
-  for (const r of reread) t.true(['fitting', 'diffusion', 'equilibrium', 'diverged'].includes(r.final_phase as string));
+  for (const r of reread) t.true(['fitting', 'steady', 'diffusion', 'equilibrium', 'diverged'].includes(r.final_phase as string));
 
   await writeFile(spec, tiny('[0.001, 0.01, 0.03]'));
   const r3 = await runCli(['run', spec, '--out', out, '--slots', '2', '--backend', 'wasm']);

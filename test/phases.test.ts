@@ -60,21 +60,53 @@ test('a trial that never rises stays in diffusion', (t) => {
   t.deepEqual(detectPhases(series(y)), { t_diffusion: 250, t_equilibrium: null, final_phase: 'diffusion' });
 });
 
-test('diffusion needs a sustained stretch: a dip shorter than sustain_points is still fitting', (t) => {
-  // Points 5–12 at −1.5 (8 points; smoothed below 0 for points 5..12 only: 8 < 10), then back to 10^1.
-  const y = [...fill(5, FIT), ...fill(8, DIFF), ...fill(30, FIT)];
-  t.deepEqual(detectPhases(series(y)), { t_diffusion: null, t_equilibrium: null, final_phase: 'fitting' });
-  t.is(detectPhases(series(y), { sustain_points: 8 }).t_diffusion, 250);
+// The running median (9 points, span 1.25) leaves a series of constant blocks at least 5 points long
+// unchanged (each window's majority is the point's own block), so s = y in the tests below.
+
+test('a dip that climbs back is not diffusion: steady; a shorter dip neither; diffusion_points', (t) => {
+  // 8 points at 10^-1.5 (under sustain_points = 10), then back up: no diffusion. The run then sits at
+  // 10^1 over its last third (no fall): steady, not fitting.
+  const short = [...fill(5, FIT), ...fill(8, DIFF), ...fill(30, FIT)];
+  t.deepEqual(detectPhases(series(short)), { t_diffusion: null, t_equilibrium: null, final_phase: 'steady' });
+  // 25 points at 10^-0.8 (deep enough, long enough) that end back at 10^0: a rise of 0.8 decades from
+  // the level −0.8 (under rise_decades = 1), so not DE, and the stretch ended: a dip. Steady.
+  const dip = [...fill(5, 0.5), ...fill(25, -0.8), ...fill(50, 0)];
+  t.deepEqual(detectPhases(series(dip)), { t_diffusion: null, t_equilibrium: null, final_phase: 'steady' });
+  // The same dip followed by 10^0.5: a 1.3-decade rise that holds — diffusion from 250, DE at 1,500.
+  const rise = [...fill(5, 0.5), ...fill(25, -0.8), ...fill(50, 0.5)];
+  t.deepEqual(detectPhases(series(rise)), { t_diffusion: 250, t_equilibrium: 1500, final_phase: 'equilibrium' });
+  // A shallow fall to 10^-0.3 that stays: not diffusion (median above diffusion_depth −0.5). Steady.
+  t.deepEqual(detectPhases(series([...fill(5, FIT), ...fill(80, -0.3)])), { t_diffusion: null, t_equilibrium: null, final_phase: 'steady' });
+  t.deepEqual(detectPhases(series([...fill(5, FIT), ...fill(80, -0.3)]), { diffusion_depth: -0.3 }), { t_diffusion: 250, t_equilibrium: null, final_phase: 'diffusion' });
+  // Fewer than diffusion_points (20) points of diffusion before a DE rise: a cluster of dips, not
+  // diffusion (points 5–19 at 10^-1.5, then 10^0.5).
+  const brief = [...fill(5, FIT), ...fill(15, DIFF), ...fill(60, DE)];
+  t.deepEqual(detectPhases(series(brief)), { t_diffusion: null, t_equilibrium: null, final_phase: 'steady' });
+  t.deepEqual(detectPhases(series(brief), { diffusion_points: 15 }), { t_diffusion: 250, t_equilibrium: 1000, final_phase: 'equilibrium' });
 });
 
-test('SNR that starts below 1 enters diffusion only once it has fallen a decade below its start (diffusion_drop)', (t) => {
-  // Starts at 10^-0.25 (below 1 already, like the CPU-scale vanilla calibration), falls to 10^-1.5 at point 10.
+test('fitting: a run whose SNR band still moves down at the end (log step axis), or too short to tell', (t) => {
+  // 60 points (steps 0–2,950) falling linearly from 10^1 by k decades a point; below 1 only for the
+  // last 10 (under diffusion_points): no diffusion. The upper quartile over steps T/2…T (points 30–59)
+  // is point 37's value, over T/4…T/2 (points 15–29) point 18's: a fall of 19k decades — 0.38 for
+  // k = 0.02, under settle_decades 0.4: steady; over 0.3: still fitting.
+  const slope = (k: number) => [...Array(60).keys()].map((i) => 1 - k * i);
+  t.is(detectPhases(series(slope(0.02))).final_phase, 'steady');
+  t.is(detectPhases(series(slope(0.02)), { settle_decades: 0.3 }).final_phase, 'fitting');
+  // Fewer than 2 × sustain_points (16) points: too short to tell.
+  t.is(detectPhases(series(fill(15, FIT))).final_phase, 'fitting');
+  t.is(detectPhases(series(fill(16, FIT))).final_phase, 'steady');
+});
+
+test('SNR that starts below 1: diffusion from where it has fallen diffusion_drop below its start', (t) => {
+  // Starts at 10^-0.25 (below 1 already, like the CPU-scale vanilla calibration), falls to 10^-1.5 at
+  // point 10: below 1 from point 0, so t_diffusion is the first point 0.5 decades under the running
+  // maximum (−0.25): point 10, step 500.
   const y = [...fill(10, -0.25), ...fill(40, DIFF)];
-  // Peak s[0] = −0.25. s[9] = (3·−0.25 + 2·−1.5)/5 = −0.75, s[10] = (2·−0.25 + 3·−1.5)/5 = −1.0,
-  // s[11] = (−0.25 + 4·−1.5)/5 = −1.25 (not below −0.25 − 1), s[12] = −1.5 → step 12·50 = 600.
-  t.deepEqual(detectPhases(series(y)), { t_diffusion: 600, t_equilibrium: null, final_phase: 'diffusion' });
-  // Without the drop, any fall below the start counts: s[8] = (4·−0.25 − 1.5)/5 = −0.5 → step 400.
-  t.is(detectPhases(series(y), { diffusion_drop: 0 }).t_diffusion, 400);
+  t.deepEqual(detectPhases(series(y)), { t_diffusion: 500, t_equilibrium: null, final_phase: 'diffusion' });
+  // A run that crosses 1 on its way down starts diffusion at the crossing (science.md §6).
+  const crossing = [...fill(5, 0.25), ...fill(45, DIFF)];
+  t.deepEqual(detectPhases(series(crossing)), { t_diffusion: 250, t_equilibrium: null, final_phase: 'diffusion' });
 });
 
 test('NaN loss → diverged; the phases before it are still reported', (t) => {
@@ -98,21 +130,18 @@ test('a loss that explodes by ≥ divergence_factor over its running minimum and
 });
 
 test('RBA with λ⁰ = 0: a meaningless first SNR (10^6, every batch loss the same boundary term) is not read as the fitting peak', (t) => {
-  // After step 0 the SNR sits at 10^-0.5 (never a decade lower: no diffusion by the rule).
+  // After step 0 the SNR sits at 10^-0.5 from the start: dropped, the run is below 1 from its first
+  // point and never falls half a decade under it — steady.
   const y = [6, ...fill(60, -0.5)];
-  t.deepEqual(detectPhases(series(y)), { t_diffusion: null, t_equilibrium: null, final_phase: 'fitting' });
-  // Read as a peak (skip disabled), the same series would show "diffusion" from step 150:
-  // s[0] = (6 − 1)/3, s[1] = (6 − 1.5)/4, s[2] = (6 − 2)/5 = 0.8, s[3] = −0.5 < 0.
-  t.deepEqual(detectPhases(series(y), { outlier_decades: 100 }), { t_diffusion: 150, t_equilibrium: null, final_phase: 'diffusion' });
+  t.deepEqual(detectPhases(series(y)), { t_diffusion: null, t_equilibrium: null, final_phase: 'steady' });
+  // Read as a peak (the drop disabled), the same series crosses below 1 at point 1: "diffusion" from step 50.
+  t.deepEqual(detectPhases(series(y), { outlier_decades: 100 }), { t_diffusion: 50, t_equilibrium: null, final_phase: 'diffusion' });
   // A genuine fitting peak at steps 0–50 (2.5 decades above the rest, under outlier_decades = 3) is
-  // kept: s[0] = (3 − 1)/3 (the peak), s[3] = (1.5 − 4)/5 = −0.5 < 2/3 − 1 → step 150. Had step 0 been
-  // dropped (skipping step 0 outright, or a lower outlier_decades), the peak would read s = −1/6 and
-  // the fall to −1 would be under a decade: no diffusion at all.
+  // kept: diffusion from the crossing at point 2 (step 100).
   const vanilla = [1.5, 1.5, ...fill(60, -1)];
-  t.deepEqual(detectPhases(series(vanilla)), { t_diffusion: 150, t_equilibrium: null, final_phase: 'diffusion' });
-  t.deepEqual(detectPhases(series(vanilla), { outlier_decades: 2 }), { t_diffusion: null, t_equilibrium: null, final_phase: 'fitting' });
+  t.deepEqual(detectPhases(series(vanilla)), { t_diffusion: 100, t_equilibrium: null, final_phase: 'diffusion' });
   // Several meaningless leading points (e.g. diagnostics every step) are all dropped.
-  t.deepEqual(detectPhases(series([6.5, 6, 5.5, ...fill(60, -0.5)])), { t_diffusion: null, t_equilibrium: null, final_phase: 'fitting' });
+  t.deepEqual(detectPhases(series([6.5, 6, 5.5, ...fill(60, -0.5)])), { t_diffusion: null, t_equilibrium: null, final_phase: 'steady' });
 });
 
 test('noisy spikes in diffusion do not trigger equilibrium', (t) => {
@@ -127,16 +156,22 @@ test('noisy spikes in diffusion do not trigger equilibrium', (t) => {
   // A rise in the last few points (fewer than sustain_points left) is not DE either.
   const late = [...fill(5, FIT), ...fill(90, DIFF), ...fill(5, DE)];
   t.deepEqual(detectPhases(series(late)), { t_diffusion: 250, t_equilibrium: null, final_phase: 'diffusion' });
-  // A dip back to diffusion after a real rise, shorter than sustain_points once smoothed (points
-  // 60–71 at 10^-1.5: s at or below the level −1.25 for points 62–69, 8 < 10), does not undo DE.
+  // A return to the diffusion level after a real rise, shorter than sustain_points (points 60–67,
+  // 8 < 10), does not undo DE.
   const dip = threePhases();
-  for (let i = 60; i < 72; i++) dip[i] = DIFF;
+  for (let i = 60; i < 68; i++) dip[i] = DIFF;
   t.deepEqual(detectPhases(series(dip)), { t_diffusion: 250, t_equilibrium: 2000, final_phase: 'equilibrium' });
-  // A long return (points 50–69: s at or below the level for 16 points) does: the first rise is not
-  // DE, the second is (s[70] = (2·−1.5 + 3·0.5)/5 = −0.3, 1.2 decades up → step 3500).
+  // A long return (points 50–69, 20 points) does: the first rise is not DE, the second is (step 3500).
   const back = threePhases();
   for (let i = 50; i < 70; i++) back[i] = DIFF;
   t.deepEqual(detectPhases(series(back)), { t_diffusion: 250, t_equilibrium: 3500, final_phase: 'equilibrium' });
+  // Two-level flicker (the upper level 10^0.5 on 2 of every 3 points from point 40 on): the running
+  // median follows the upper level — DE at 2,050 (point 41: the first 7-point window, 38–44, with 4
+  // upper points); on 1 of every 3, it follows the floor — no DE.
+  const often = [...fill(5, FIT), ...fill(35, DIFF), ...[...Array(60).keys()].map((i) => (i % 3 === 2 ? DIFF : DE))];
+  t.deepEqual(detectPhases(series(often)), { t_diffusion: 250, t_equilibrium: 2050, final_phase: 'equilibrium' });
+  const rare = [...fill(5, FIT), ...fill(35, DIFF), ...[...Array(60).keys()].map((i) => (i % 3 === 2 ? DE : DIFF))];
+  t.deepEqual(detectPhases(series(rare)), { t_diffusion: 250, t_equilibrium: null, final_phase: 'diffusion' });
 });
 
 test('no diagnostics (snr all null), empty series, order of rows, mismatched arrays', (t) => {
@@ -165,33 +200,18 @@ interface Fixture {
 }
 const calib = JSON.parse(readFileSync(join(repoRoot, 'test/fixtures/helmholtz-calibration-series.json'), 'utf8')) as Fixture;
 
-test('calibration run, vanilla: diffusion from 650, DE at 1,900', (t) => {
+test('calibration run (science.md §6, CPU scale): vanilla diffusion then DE; RBA reaches DE earlier', (t) => {
   const v = calib.trials.vanilla;
-  t.is(v.step.length, 101);
-  // Smoothed log10 SNR (5 points, centered): −0.12 at step 0 (the fitting peak: SNR is below 1 from the
-  // start at this scale, as in science.md §6's reference, −0.18), −0.56 at 300, −1.08 at 600, −1.14 at
-  // 650 — the first point a decade below the peak — then −1.33 at 900 and a plateau at −1.4…−1.47 to
-  // 1,450: diffusion, as in the reference ("sits in diffusion (SNR ≈ 0.045) from ~900"). From −1.47
-  // at 1,450 it climbs to −0.29 at 1,900 (1.18 decades in 9 points) and never returns below its
-  // diffusion level (median −1.42, + 0.25): DE at 1,900. The reference climbs later (by ~3,300); this
-  // run leaves its minimum earlier (README: by 1,800 its smoothed SNR is already −0.6), so 1,900 is
-  // what §6's rule reads here — the rise is complete at 1,900 and smoothed SNR is above 1 from ~3,100.
-  t.deepEqual(detectPhases(v), { t_diffusion: 650, t_equilibrium: 1900, final_phase: 'equilibrium' });
-});
-
-test('calibration run, RBA: step 0 (10^6) skipped; diffusion from 300, DE at 1,650', (t) => {
   const r = calib.trials.rba;
-  t.true(Math.log10(r.snr[0]!) > 5.9, 'step 0 holds the meaningless λ⁰ = 0 value');
-  // Without step 0 the smoothed log10 SNR starts at +0.59 (step 50: the real fitting peak) and falls
-  // to −0.45 at 300, a decade below it, while rel_l2 drops from 1.8 to 0.05: diffusion from 300,
-  // shallower than vanilla's (−0.4…−0.9; science.md: RBA "never falls as deep"). From −0.89 at
-  // 1,250 it rises to +0.29 at 1,650 (1.18 decades in 8 points) and stays above its diffusion level
-  // (median −0.51, + 0.25 = −0.26) except for short dips (at most 2 points in a row; its late
-  // points drift back towards it, −0.1…−0.4 after 4,000, like the reference's −0.12 at 4,800):
-  // DE at 1,650, earlier than vanilla, as science.md §6 expects of RBA.
-  t.deepEqual(detectPhases(r), { t_diffusion: 300, t_equilibrium: 1650, final_phase: 'equilibrium' });
-  // Read as the fitting peak, step 0 would inflate the smoothed start (+2.59) and move diffusion to 200.
-  t.is(detectPhases(r, { outlier_decades: 100 }).t_diffusion, 200);
+  t.is(v.step.length, 101);
+  t.true(Math.log10(r.snr[0]!) > 5.9, 'RBA step 0 holds the meaningless λ⁰ = 0 value');
+  // Vanilla starts below 1 (10^-0.12; the reference −0.18), has fallen half a decade by 150, sits at
+  // 10^-1.4 from ~900 (the reference: ~0.045 from ~900 to ~2,000) and climbs more than a decade (the
+  // reference: "by ~3,300"); its rise passes half a decade above the diffusion level at 1,750.
+  t.deepEqual(detectPhases(v), { t_diffusion: 150, t_equilibrium: 1750, final_phase: 'equilibrium' });
+  // RBA (step 0 dropped): falls below 1 at 150 to a shallower floor (−0.4…−0.9) and rises out of it
+  // at 1,500: DE earlier than vanilla, as science.md §6 expects.
+  t.deepEqual(detectPhases(r), { t_diffusion: 150, t_equilibrium: 1500, final_phase: 'equilibrium' });
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -250,22 +270,29 @@ test('spec analysis: defaults when absent, values in schema order, trial ids unc
 test('spec analysis: unknown keys named, ranges and types checked, smooth_window odd, not a grid key', (t) => {
   const typo = errorsOf(`${base}analysis: {rise_windw: 5}\n`);
   t.is(typo.length, 1);
-  t.regex(typo[0]!, /^spec\.yaml: analysis\.rise_windw: unknown key, expected one of the keys smooth_window, outlier_decades, .*divergence_factor \(did you mean 'rise_window'\?\)$/);
+  t.regex(typo[0]!, /^spec\.yaml: analysis\.rise_windw: unknown key, expected one of the keys smooth_window, smooth_span, outlier_decades, .*divergence_factor \(did you mean 'rise_window'\?\)$/);
   const bad = errorsOf(`${base}analysis: {divergence_factor: 1, sustain_points: 0, rise_decades: high}\n`);
   t.true(bad.some((e) => e.includes('analysis.divergence_factor: got 1, expected a number > 1')), bad.join('\n'));
   t.true(bad.some((e) => e.includes('analysis.sustain_points: got 0, expected a number >= 1')), bad.join('\n'));
   t.true(bad.some((e) => e.includes('analysis.rise_decades: got "high", expected a value of type number')), bad.join('\n'));
-  t.deepEqual(errorsOf(`${base}analysis: {smooth_window: 4}\n`), ['spec.yaml: analysis.smooth_window: got 4, expected an odd integer (a centered moving average)']);
+  t.deepEqual(errorsOf(`${base}analysis: {smooth_window: 4}\n`), ['spec.yaml: analysis.smooth_window: got 4, expected an odd integer (a centered running median)']);
   t.regex(errorsOf(`${base}analysis: 3\n`)[0]!, /analysis: got 3, expected a value of type object/);
   t.regex(errorsOf(`${base}grid:\n  analysis.rise_window: [5, 10]\n`)[0]!, /grid\.analysis\.rise_window: .*expected a dotted path into one of problem/);
 });
 
 test('snrPoints: the points and the smoothed series the detector reads (what the report draws)', (t) => {
-  // Step 0 is 10^6 over a run near 10^0: dropped (rule 1). Then log10 SNR 0, 1, 2, 3 smoothed over 3 points.
+  // Step 0 is 10^6 over a run near 10^0: dropped (rule 1). Then log10 SNR 0, 1, 2, 3 at steps 10, 20,
+  // 40, 50. Steps offset by the first interval (10): 20, 30, 50, 60 — no two neighbours within a factor
+  // 1.25, so the running median leaves every point as it is; with an unlimited span it is the plain
+  // 3-point running median, truncated at the ends.
   const series: PhaseSeries = { step: [0, 10, 20, 30, 40, 50], snr: [1e6, 1, 10, null, 100, 1000], loss: [1, 1, 1, 1, 1, 1] };
   const p = snrPoints(series, { smooth_window: 3 });
   t.deepEqual(p.step, [10, 20, 40, 50]);
   t.deepEqual(p.log10, [0, 1, 2, 3]);
-  t.deepEqual(p.smoothed, [0.5, 1, 2, 2.5]);
+  t.deepEqual(p.smoothed, [0, 1, 2, 3]);
   t.is(p.dropped, 1);
+  t.deepEqual(snrPoints(series, { smooth_window: 3, smooth_span: Infinity }).smoothed, [0.5, 1, 2, 2.5]);
+  // Late points (steps 1,000–1,080 every 10) are within the span: a single spike is removed.
+  const late: PhaseSeries = { step: [0, ...[...Array(9).keys()].map((i) => 1000 + 10 * i)], snr: [1, 1, 1, 1, 1, 1e3, 1, 1, 1, 1], loss: Array(10).fill(1) };
+  t.deepEqual(snrPoints(late, { outlier_decades: 100 }).smoothed, Array(10).fill(0));
 });

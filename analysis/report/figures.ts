@@ -5,12 +5,13 @@
  * self-contained (no imports, no closures) so that the page runs the very same code (inlined with
  * Function.prototype.toString).
  *
- * One colour-blind-safe palette (Okabe & Ito, 2008) for the four final phases, in every figure:
- * diverged vermillion, fitting yellow, diffusion sky blue, diffusion equilibrium bluish green.
+ * One colour-blind-safe palette (Okabe & Ito, 2008) for the five final phases, in every figure:
+ * diverged vermillion, fitting yellow, steady reddish purple, diffusion sky blue, diffusion
+ * equilibrium bluish green.
  */
 import type { ReportData, SeriesTable } from './data.js';
 
-export const PHASE_COLORS = { diverged: '#D55E00', fitting: '#F0E442', diffusion: '#56B4E9', equilibrium: '#009E73' } as const;
+export const PHASE_COLORS = { diverged: '#D55E00', fitting: '#F0E442', steady: '#CC79A7', diffusion: '#56B4E9', equilibrium: '#009E73' } as const;
 const PHASE_DOMAIN = Object.keys(PHASE_COLORS);
 const PHASE_RANGE = Object.values(PHASE_COLORS);
 /** Colours of series other than phases (loss parts, layers): Okabe–Ito's remaining hues, then black. */
@@ -23,7 +24,7 @@ export interface Payload {
   axes: ReportData['axes'];
   rows: string[];
   cols: string[];
-  cells: Array<{ row: string; col: string; facet: string; xLabel: string; yLabel: string; x: unknown; phase: string; count: number; trials: number; median_t_equilibrium: number | null; median_final_rel_l2: number | null; members: string }>;
+  cells: Array<{ row: string; col: string; facet: string; xLabel: string; yLabel: string; x: unknown; phase: string; count: number; trials: number; median_t_equilibrium: number | null; de_range: string; rel_l2_range: string; median_final_rel_l2: number | null; members: string }>;
   trials: Array<{ trial_id: string; seed: number | null; phase: string | null; cell: number; t_diffusion: number | null; t_equilibrium: number | null }>;
   tables: Record<string, SeriesTable>;
   figures: FigureDef[];
@@ -116,12 +117,12 @@ export function cellRows(p: Payload): Array<Record<string, unknown>> {
   const fmt = (v: number | null) => (v === null ? '-' : v < 0.01 || v >= 1e4 ? v.toExponential(1) : v.toPrecision(2));
   return p.cells.map((c) => {
     const [xlo, xhi] = logX ? bounds(c.x as number) : [null, null];
-    const short: Record<string, string> = { diverged: 'div', fitting: 'fit', diffusion: 'diff', equilibrium: 'DE' };
+    const short: Record<string, string> = { diverged: 'div', fitting: 'fit', steady: 'std', diffusion: 'diff', equilibrium: 'DE' };
     return {
       facet: c.facet, xlabel: c.xLabel, ylabel: c.yLabel, x: logX ? c.x : c.xLabel, xlo, xhi, phase: c.phase,
-      text: `${short[c.phase] ?? c.phase} ${c.count}/${c.trials}\nt_DE ${c.median_t_equilibrium ?? '-'}\nrel_l2 ${fmt(c.median_final_rel_l2)}`,
+      text: `${short[c.phase] ?? c.phase} ${c.count}/${c.trials}\nt_DE ${c.de_range}\nrel_l2 ${fmt(c.median_final_rel_l2)}`,
       seeds: `${c.count}/${c.trials} seeds ${c.phase}`,
-      t_DE: c.median_t_equilibrium, rel_l2: c.median_final_rel_l2, trials: c.members,
+      t_DE: c.de_range, rel_l2: c.median_final_rel_l2, rel_l2_range: c.rel_l2_range, trials: c.members,
     };
   });
 }
@@ -180,7 +181,7 @@ function diagramFigure(p: Payload, title: string, subtitle: string): FigureDef {
           opacity: { condition: { param: 'pick', value: 1 }, value: 0.25 },
           tooltip: [
             { field: 'xlabel', title: p.axes.x }, { field: 'ylabel', title: p.axes.y }, { field: 'seeds', title: 'cell' },
-            { field: 't_DE', title: 'median t_equilibrium (steps)' }, { field: 'rel_l2', title: 'median final rel. L2', format: '.3g' }, { field: 'trials', title: 'trials' },
+            { field: 't_DE', title: 't_equilibrium (steps): median (seeds\' range)' }, { field: 'rel_l2', title: 'median final rel. L2', format: '.3g' }, { field: 'rel_l2_range', title: 'final rel. L2 over the seeds' }, { field: 'trials', title: 'trials' },
           ],
         },
       },
@@ -351,7 +352,7 @@ export function figureDefs(p: Payload, layers: { snr: number; hidden: number }, 
     });
   // Many trials: broken paths instead of one path per trial (DatasetDef.joined).
   if (p.trials.filter((x) => x.cell >= 0).length > JOIN_ABOVE) for (const o of panels) o.dataset.joined = true;
-  const diagram = diagramFigure(p, t('phase diagram'), 'cell colour: dominant final phase; text: that phase with its count of the cell\'s seeds, median DE step, median final rel. L2; hover for the trials');
+  const diagram = diagramFigure(p, t('phase diagram'), 'cell colour: dominant final phase; text: that phase with its count of the cell\'s seeds, median DE step (the seeds\' range), median final rel. L2; hover for the trials');
   return [diagram, ...panels.map((o) => ({ ...panelFigure(p, o), panel: o }))];
 }
 

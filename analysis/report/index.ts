@@ -14,7 +14,7 @@ import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { TRIALS_FILE } from '../../schemas/parquet.js';
-import type { DiagramAxes } from '../diagram.js';
+import { deRange, type DiagramAxes } from '../diagram.js';
 import { loadReportData, type ReportData } from './data.js';
 import { writeAtomic, writeFigureFilesThreaded } from './figure-files.js';
 import { figureDefs, trialFigureSpec, type Payload } from './figures.js';
@@ -66,7 +66,8 @@ function buildPayload(data: ReportData): Payload {
     sweep: data.sweep, problems: data.problems, axes: data.axes, rows: data.rows, cols: data.cols,
     cells: data.cells.map((c, i) => ({
       row: c.row, col: c.col, facet: c.facetLabel, xLabel: c.xLabel, yLabel: c.yLabel, x: c.x, phase: c.phase, count: c.count, trials: c.trials,
-      median_t_equilibrium: c.median_t_equilibrium, median_final_rel_l2: c.median_final_rel_l2,
+      median_t_equilibrium: c.median_t_equilibrium, de_range: deRange(c), median_final_rel_l2: c.median_final_rel_l2,
+      rel_l2_range: c.best_final_rel_l2 === null ? '-' : `${c.best_final_rel_l2.toPrecision(2)}–${(c.worst_final_rel_l2 ?? c.best_final_rel_l2).toPrecision(2)}`,
       members: data.trials
         .filter((t) => t.cell === i)
         .map((t) => `seed ${t.seed}: ${t.final_phase} (t_diffusion ${t.t_diffusion ?? '-'}, t_DE ${t.t_equilibrium ?? '-'}, rel. L2 ${t.final_rel_l2?.toPrecision(3) ?? '-'})`)

@@ -96,7 +96,7 @@ export function renderPage(i: PageInput): string {
   const { data, payload } = i;
   const title = `${data.sweep} — phasemap report`;
   const status = statusLine(data.counts, i.live !== null, i.now);
-  const legend = Object.entries({ diverged: 'diverged', fitting: 'fitting', diffusion: 'diffusion', equilibrium: 'diffusion equilibrium (DE)' })
+  const legend = Object.entries({ diverged: 'diverged', fitting: 'fitting', steady: 'steady', diffusion: 'diffusion', equilibrium: 'diffusion equilibrium (DE)' })
     .map(([k, v]) => `<span class="sw ph-${k}"></span>${esc(v)}`)
     .join(' ');
   const sections = payload.figures
@@ -113,7 +113,7 @@ body{font-family:'DejaVu Sans',Verdana,sans-serif;margin:1.2em 2em;color:#222}
 h1{font-size:1.5em;margin:.2em 0} h2{font-size:1.15em;margin:1.2em 0 .4em}
 #status{font-weight:bold} #status.running{color:#0072B2} #status.stopped{color:#D55E00}
 .sw{display:inline-block;width:.9em;height:.9em;margin:0 .25em 0 .8em;vertical-align:-.1em;border:1px solid #888}
-.ph-diverged{background:#D55E00}.ph-fitting{background:#F0E442}.ph-diffusion{background:#56B4E9}.ph-equilibrium{background:#009E73}
+.ph-diverged{background:#D55E00}.ph-fitting{background:#F0E442}.ph-steady{background:#CC79A7}.ph-diffusion{background:#56B4E9}.ph-equilibrium{background:#009E73}
 td.ph{color:#000}
 section{margin:1.5em 0} .files{font-size:.8em;color:#666} nav{font-size:.9em;margin:.6em 0}
 table{border-collapse:collapse;font-size:.8em} th,td{border:1px solid #ddd;padding:2px 6px;text-align:left;white-space:nowrap}
