@@ -59,7 +59,7 @@ export interface TrialRecord {
   /** How many trials trained together in the finished attempt's slot run (trial fusion; 1 = alone); null when it never trained. */
   fused: number | null;
   error: string | null;
-  /** Phase record of the finished attempt (science.md §6, orchestrator/phases.ts); null until done, and for a failed trial. */
+  /** Phase record of the finished attempt (science.md §6, analysis/phases.ts); null until done, and for a failed trial. */
   t_diffusion: number | null;
   t_equilibrium: number | null;
   final_phase: FinalPhase | null;

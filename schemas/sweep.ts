@@ -155,7 +155,7 @@ export const DiagnosticsSchema = Type.Object(
 );
 
 /**
- * Thresholds of the phase record (science.md §6; orchestrator/phases.ts applies them). Not part of
+ * Thresholds of the phase record (science.md §6; analysis/phases.ts applies them; docs/phases.md). Not part of
  * the trial config: changing them changes no trial id, only how finished trials are read.
  */
 export const AnalysisSchema = Type.Object(

@@ -1,5 +1,5 @@
 /**
- * The phase record (science.md §6, orchestrator/phases.ts): synthetic series with transitions at
+ * The phase record (science.md §6, analysis/phases.ts): synthetic series with transitions at
  * known steps, the recorded CPU-scale calibration series, reading an attempt back from Parquet
  * parts, and the spec's `analysis:` block.
  */
