@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import canonicalizeModule from 'canonicalize';
-import { parseDocument } from 'yaml';
+import { LineCounter, parseDocument, visit, type YAMLError } from 'yaml';
 import { Type, type TSchema } from '@sinclair/typebox';
 import {
   AnalysisSchema,
@@ -24,6 +24,7 @@ import {
 /**
  * A spec error: names the field path, the value found and what was expected. An unknown key reads
  * `PATH: unknown key, expected one of the keys … (did you mean …?)`, since its value is not what is wrong.
+ * `note`, when set, follows after a semicolon (e.g. that the value is a base value the grid overrides).
  */
 export class SpecError extends Error {
   constructor(
@@ -32,9 +33,28 @@ export class SpecError extends Error {
     readonly expected: string,
     readonly source?: string,
     readonly unknownKey = false,
+    readonly note?: string,
   ) {
-    super(`${source ? `${source}: ` : ''}${path}: ${unknownKey ? 'unknown key' : `got ${show(value)}`}, expected ${expected}`);
+    super(`${source ? `${source}: ` : ''}${path}: ${unknownKey ? 'unknown key' : `got ${show(value)}`}, expected ${expected}${note ? `; ${note}` : ''}`);
     this.name = 'SpecError';
+  }
+}
+
+/**
+ * A YAML or JSON syntax error: `FILE:LINE:COLUMN: ` and the parser's whole message, then the lines
+ * of the spec it points at (indented). `line`/`column` are 1-based, absent where the parser gave none.
+ */
+export class SpecSyntaxError extends SpecError {
+  constructor(
+    readonly detail: string,
+    source: string,
+    readonly line?: number,
+    readonly column?: number,
+    readonly excerpt?: string,
+  ) {
+    super('(syntax)', detail, 'valid YAML or JSON', source);
+    this.message = `${source}${line === undefined ? '' : `:${line}:${column ?? 1}`}: ${detail}${excerpt ? `\n${excerpt}` : ''}`;
+    this.name = 'SpecSyntaxError';
   }
 }
 
@@ -88,13 +108,46 @@ function validator(schema: TSchema): ValidateFunction {
   return v;
 }
 
-function levenshtein(a: string, b: string): number {
+/**
+ * Edit distance between `a` and `b`, case-insensitive: insertions, deletions, substitutions and
+ * swaps of two adjacent characters (optimal string alignment) count 1 each, so `stesp` is 1 from `steps`.
+ */
+function editDistance(a: string, b: string): number {
+  a = a.toLowerCase();
+  b = b.toLowerCase();
   const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
   for (let j = 1; j <= b.length; j++) d[0]![j] = j;
   for (let i = 1; i <= a.length; i++)
-    for (let j = 1; j <= b.length; j++)
+    for (let j = 1; j <= b.length; j++) {
       d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i]![j] = Math.min(d[i]![j]!, d[i - 2]![j - 2]! + 1);
+    }
   return d[a.length]![b.length]!;
+}
+
+/**
+ * The candidate nearest to `word` by edit distance (the first of equals, in the order given), if it
+ * is near enough to be a likely typo: at most a third of `word`'s length away (at least 1), and
+ * less than all of it. Case alone never rules a candidate out (`RBA` → `rba`).
+ */
+function suggest(word: string, candidates: readonly string[]): string | undefined {
+  const limit = Math.max(1, Math.floor(word.length / 3));
+  let best: string | undefined;
+  let bestD = Infinity;
+  for (const c of candidates) {
+    const dist = editDistance(word, c);
+    if (dist < bestD) {
+      best = c;
+      bestD = dist;
+    }
+  }
+  return bestD <= limit && bestD < word.length ? best : undefined;
+}
+
+/** ` (did you mean 'X'?)` for the nearest candidate, or '' when none is near. */
+function didYouMean(word: string, candidates: readonly string[]): string {
+  const near = suggest(word, candidates);
+  return near === undefined ? '' : ` (did you mean '${near}'?)`;
 }
 
 function allowedKeys(instancePath: string, root: TSchema): string[] {
@@ -123,9 +176,7 @@ function toSpecErrors(errors: ErrorObject[], data: unknown, prefix: string, root
       case 'additionalProperties': {
         const key = String(p.additionalProperty);
         const allowed = allowedKeys(e.instancePath, root);
-        const near = allowed.filter((k) => levenshtein(k, key) <= 2);
-        err = new SpecError(join(key), (value as Record<string, unknown>)[key],
-          `one of the keys ${allowed.join(', ')}${near.length ? ` (did you mean '${near[0]}'?)` : ''}`, undefined, true);
+        err = new SpecError(join(key), (value as Record<string, unknown>)[key], `one of the keys ${allowed.join(', ')}${didYouMean(key, allowed)}`, undefined, true);
         break;
       }
       case 'required':
@@ -181,8 +232,7 @@ function validateNamed(kind: string, schemas: Record<string, TSchema>, data: unk
   const name = (data as { name?: unknown }).name;
   const schema = typeof name === 'string' ? schemas[name] : undefined;
   if (!schema) {
-    const near = typeof name === 'string' ? names.filter((n) => levenshtein(n, name) <= 3) : [];
-    return [new SpecError(`${kind}.name`, name, `one of ${names.join(', ')}${near.length ? ` (did you mean '${near[0]}'?)` : ''}`)];
+    return [new SpecError(`${kind}.name`, name, `one of ${names.join(', ')}${typeof name === 'string' ? didYouMean(name, names) : ''}`)];
   }
   return validateObject(schema, data, kind);
 }
@@ -195,10 +245,38 @@ const SeedSchema = Type.Integer({ minimum: 0, maximum: 2 ** 31 - 1 });
  * B equal fixed batches); eval_every, diagnostics.every and train.checkpoint_every are multiples of log_every.
  */
 export function resolveTrialConfig(cfg: Record<string, unknown>): SpecError[] {
+  return checkTrial(cfg).errors;
+}
+
+/** What a trial check looked at: its cross-field rules, and the fields of problem and strategy (not when the name is bad). */
+const CHECKED_RULES = 1;
+const CHECKED_PROBLEM = 2;
+const CHECKED_STRATEGY = 4;
+
+/** resolveTrialConfig, also saying what was checked (CHECKED_* flags): an error not found where it was not looked for may still be there. */
+function checkTrial(cfg: Record<string, unknown>): { errors: SpecError[]; checked: number } {
+  const snrDefault = (cfg.diagnostics as Record<string, unknown> | null | undefined)?.snr_batches === undefined;
+  const errors = checkTrialFields(cfg);
+  const named = (kind: string) => !errors.some((e) => e.path === kind || e.path === `${kind}.name`);
+  const checked = (named('problem') ? CHECKED_PROBLEM : 0) | (named('strategy') ? CHECKED_STRATEGY : 0);
+  return errors.length ? { errors, checked } : { errors: checkTrialRules(cfg as unknown as TrialConfig, snrDefault), checked: checked | CHECKED_RULES };
+}
+
+/** The CHECKED_* flag a trial check needs to have found `e` (0: always looked for). */
+function neededCheck(e: SpecError, rule: boolean): number {
+  if (rule) return CHECKED_RULES;
+  const head = e.path.split('.')[0];
+  if (e.path === head || e.path === `${head}.name`) return 0;
+  return head === 'problem' ? CHECKED_PROBLEM : head === 'strategy' ? CHECKED_STRATEGY : 0;
+}
+
+/** Keys, types and ranges of a trial config (defaults applied in place); the cross-field rules are not checked. */
+function checkTrialFields(cfg: Record<string, unknown>): SpecError[] {
   const errs: SpecError[] = [];
+  const topKeys = ['name', 'description', ...TRIAL_KEYS, 'grid'];
   for (const k of Object.keys(cfg))
     if (!(TRIAL_KEYS as readonly string[]).includes(k))
-      errs.push(new SpecError(k, cfg[k], `one of the keys name, description, ${TRIAL_KEYS.join(', ')}, grid`, undefined, true));
+      errs.push(new SpecError(k, cfg[k], `one of the keys ${topKeys.join(', ')}${didYouMean(k, TRIAL_KEYS)}`, undefined, true));
   for (const k of ['model', 'train', 'diagnostics'] as const) if (cfg[k] === undefined) cfg[k] = {};
   if (cfg.strategy === undefined) cfg.strategy = { name: 'vanilla' };
   if (cfg.seed === undefined) cfg.seed = 0;
@@ -206,11 +284,14 @@ export function resolveTrialConfig(cfg: Record<string, unknown>): SpecError[] {
   errs.push(...validateNamed('strategy', strategySchemas, cfg.strategy));
   errs.push(...validateObject(ModelSchema, cfg.model, 'model'));
   errs.push(...validateObject(TrainSchema, cfg.train, 'train'));
-  const snrDefault = (cfg.diagnostics as Record<string, unknown> | null)?.snr_batches === undefined;
   errs.push(...validateObject(DiagnosticsSchema, cfg.diagnostics, 'diagnostics'));
   if (!validator(SeedSchema)(cfg.seed)) errs.push(new SpecError('seed', cfg.seed, 'an integer in [0, 2147483647]'));
-  if (errs.length) return errs;
-  const c = cfg as unknown as TrialConfig;
+  return errs;
+}
+
+/** The cross-field rules of a trial config whose fields are valid. `snrDefault`: snr_batches was left out. */
+function checkTrialRules(c: TrialConfig, snrDefault: boolean): SpecError[] {
+  const errs: SpecError[] = [];
   const n = c.problem.n_collocation;
   if (c.train.batch_size !== 'full' && c.train.batch_size > n)
     errs.push(new SpecError('train.batch_size', c.train.batch_size, `'full' or an integer <= problem.n_collocation (${n})`));
@@ -265,13 +346,19 @@ function* product(entries: [string, unknown[]][]): Generator<Record<string, unkn
 }
 
 /**
- * Expands and validates a parsed spec. Errors name the path (a grid value's error names the grid
- * key and index as well). Duplicate trials (same resolved config) are kept once.
+ * Expands and validates a parsed spec. Errors name the path; one that comes from grid values names
+ * them too (`grid.train.lr[1] → train.lr: …`, `grid.strategy (all 2 values) → …`, or
+ * `grid.problem.n_collocation[0] × grid.train.batch_size[1] → …` for a combination), and is reported
+ * once however many trials it occurs in. A base value that the grid overrides in every trial is
+ * checked as well (keys, types, ranges), its error saying so. Order: the spec's top-level errors,
+ * then errors of the base config (by section: problem, strategy, model, train, diagnostics, seed),
+ * then errors of grid values in the grid's order (key, then index). Duplicate trials (same resolved
+ * config) are kept once.
  * @throws SpecErrors listing every problem found.
  */
 export function resolveSweep(raw: unknown, source?: string): ResolvedSweep {
   const fail = (errs: SpecError[]) => {
-    throw new SpecErrors(errs.map((e) => new SpecError(e.path, e.value, e.expected, source, e.unknownKey)));
+    throw new SpecErrors(errs.map((e) => new SpecError(e.path, e.value, e.expected, source, e.unknownKey, e.note)));
   };
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) fail([new SpecError('(spec)', raw, 'a mapping with name, problem, model, train, strategy, diagnostics, seed, grid')]);
   // Top-level errors (unknown keys, the name, the grid's shape) are reported together with the
@@ -286,27 +373,36 @@ export function resolveSweep(raw: unknown, source?: string): ResolvedSweep {
   const gridOk = !errors.some((e) => e.path === 'grid' || e.path.startsWith('grid.'));
   const grid = gridOk ? Object.entries(spec.grid ?? {}) : [];
   for (const [key] of grid) {
-    const head = key.split('.')[0]!;
-    if (!(TRIAL_KEYS as readonly string[]).includes(head))
-      errors.push(new SpecError(`grid.${key}`, key, `a dotted path into one of ${TRIAL_KEYS.join(', ')}`));
+    const [head, ...rest] = key.split('.');
+    if (!(TRIAL_KEYS as readonly string[]).includes(head!)) {
+      const near = suggest(head!, TRIAL_KEYS);
+      errors.push(new SpecError(`grid.${key}`, key, `a dotted path into one of ${TRIAL_KEYS.join(', ')}${near ? ` (did you mean '${[near, ...rest].join('.')}'?)` : ''}`));
+    }
   }
   if (!gridOk || errors.some((e) => e.path.startsWith('grid.'))) fail(errors);
   const base: Record<string, unknown> = {};
   for (const k of TRIAL_KEYS) if ((spec as Record<string, unknown>)[k] !== undefined) base[k] = structuredClone((spec as Record<string, unknown>)[k]);
 
+  // Each distinct error (by its message) with the grid combinations it occurs in, by ordinal in
+  // product order; `seq` is the order it was first met in. `checked`: what each combination's check looked at.
+  const found = new Map<string, { err: SpecError; ordinals: number[]; seq: number; needs: number }>();
+  const checked = new Uint8Array(grid.reduce((n, [, vs]) => n * vs.length, 1));
   const trials: ResolvedTrial[] = [];
   const ids = new Set<string>();
   let duplicates = 0;
+  let ordinal = 0;
   for (const combo of product(grid)) {
+    const o = ordinal++;
     const cfg = structuredClone(base);
     for (const [k, v] of Object.entries(combo)) setPath(cfg, k.split('.'), v);
-    const errs = resolveTrialConfig(cfg);
-    if (errs.length) {
-      for (const e of errs) {
-        const g = grid.find(([k]) => e.path === k || e.path.startsWith(`${k}.`) || k.startsWith(`${e.path}.`));
-        const at = g ? `grid.${g[0]}[${g[1].indexOf(combo[g[0]])}] → ${e.path}` : e.path;
-        const err = new SpecError(at, e.value, e.expected, undefined, e.unknownKey);
-        if (!errors.some((x) => x.message === err.message)) errors.push(err);
+    const check = checkTrial(cfg);
+    checked[o] = check.checked;
+    if (check.errors.length) {
+      const rules = (check.checked & CHECKED_RULES) !== 0;
+      for (const e of check.errors) {
+        let f = found.get(e.message);
+        if (!f) found.set(e.message, (f = { err: e, ordinals: [], seq: found.size, needs: neededCheck(e, rules) }));
+        f.ordinals.push(o);
       }
       continue;
     }
@@ -319,8 +415,101 @@ export function resolveSweep(raw: unknown, source?: string): ResolvedSweep {
     ids.add(id);
     trials.push({ trial_id: id, config, grid_values: combo });
   }
+  const located = [
+    ...overriddenBaseErrors(base, grid.map(([k]) => k)).map((err, i) => ({ err, rank: [] as number[], seq: i - 1e9 })),
+    ...[...found.values()].map((f) => ({ ...locateInGrid(f.err, f.ordinals, grid, (o) => (checked[o]! & f.needs) === f.needs), seq: f.seq })),
+  ];
+  located.sort((a, b) => compareRanks(a.rank, b.rank) || sectionRank(a.err) - sectionRank(b.err) || a.seq - b.seq);
+  for (const { err } of located) if (!errors.some((x) => x.message === err.message)) errors.push(err);
   if (errors.length) fail(errors);
   return { name: spec.name, description: spec.description, spec, analysis: analysis.value, max_attempts: maxAttempts as number, trials, duplicates };
+}
+
+/** Sections of a trial config in the order they are checked; errors of the base config are listed in it. */
+const SECTION_ORDER: readonly string[] = ['problem', 'strategy', 'model', 'train', 'diagnostics', 'seed'];
+
+function sectionRank(e: SpecError): number {
+  const i = SECTION_ORDER.indexOf(e.path.split('.')[0]!);
+  return i < 0 ? SECTION_ORDER.length : i;
+}
+
+/** Lexicographic order of number lists, a prefix first. */
+function compareRanks(a: number[], b: number[]): number {
+  for (let i = 0; i < Math.min(a.length, b.length); i++) if (a[i] !== b[i]) return a[i]! - b[i]!;
+  return a.length - b.length;
+}
+
+/** At most this many grid values (or combinations) are listed in one error; the rest are counted. */
+const MAX_LISTED = 20;
+
+/**
+ * Names the grid values an error of the trial configs comes from, given the combinations it occurs
+ * in (ordinals in product order) and those where it was looked for (`lookedFor`: e.g. the
+ * cross-field rules only where the fields are valid). A grid key is named when the error's path lies
+ * under it (or it under the path), or when the error depends on its value: some combination with the
+ * error, with that key's value changed, is looked at and has no error. An error no grid key is named
+ * for is the base config's own. `rank` orders errors in the grid's order.
+ */
+function locateInGrid(e: SpecError, ordinals: number[], grid: [string, unknown[]][], lookedFor: (ordinal: number) => boolean): { err: SpecError; rank: number[] } {
+  const sizes = grid.map(([, vs]) => vs.length);
+  const strides = sizes.map((_, i) => sizes.slice(i + 1).reduce((a, b) => a * b, 1));
+  const indexAt = (o: number, i: number) => Math.floor(o / strides[i]!) % sizes[i]!;
+  const occurs = new Set(ordinals);
+  const dependsOn = (i: number) =>
+    ordinals.some((o) => {
+      const rest = o - indexAt(o, i) * strides[i]!;
+      for (let v = 0; v < sizes[i]!; v++) if (!occurs.has(rest + v * strides[i]!) && lookedFor(rest + v * strides[i]!)) return true;
+      return false;
+    });
+  const keys = grid.flatMap(([k], i) => (e.path === k || e.path.startsWith(`${k}.`) || k.startsWith(`${e.path}.`) || dependsOn(i) ? [i] : []));
+  if (keys.length === 0) return { err: e, rank: [] };
+  const tuples = new Map<string, number[]>();
+  for (const o of ordinals) {
+    const t = keys.map((i) => indexAt(o, i));
+    tuples.set(t.join(','), t);
+  }
+  const list = [...tuples.values()].sort(compareRanks);
+  let where: string;
+  if (keys.length === 1 && list.length > 1 && list.length === sizes[keys[0]!]) where = `grid.${grid[keys[0]!]![0]} (all ${list.length} values)`;
+  else {
+    where = list
+      .slice(0, MAX_LISTED)
+      .map((t) => t.map((ix, j) => `grid.${grid[keys[j]!]![0]}[${ix}]`).join(' × '))
+      .join(', ');
+    if (list.length > MAX_LISTED) where += ` and ${list.length - MAX_LISTED} more`;
+  }
+  return { err: new SpecError(`${where} → ${e.path}`, e.value, e.expected, undefined, e.unknownKey, e.note), rank: [keys[0]!, ...list[0]!] };
+}
+
+/**
+ * Errors of base values that the grid overrides in every trial, which no trial config shows: the
+ * keys, types and ranges of a base value at a grid key's path, and a base value that is not an
+ * object where a grid key sets a field inside it (setPath replaces it). Cross-field rules are not
+ * applied to the base alone.
+ */
+function overriddenBaseErrors(base: Record<string, unknown>, gridKeys: string[]): SpecError[] {
+  /** The grid key that makes the base value at `path` unused, and whether it sets a field inside a non-object (replacing it). */
+  const unusedBy = (path: string): { key: string; replaces: boolean } | undefined => {
+    for (const k of gridKeys) {
+      if ((path === k || path.startsWith(`${k}.`)) && getAt(base, k.split('.')) !== undefined) return { key: k, replaces: false };
+      if (k.startsWith(`${path}.`)) {
+        const v = getAt(base, path.split('.'));
+        if (v !== undefined && (v === null || typeof v !== 'object' || Array.isArray(v))) return { key: k, replaces: true };
+      }
+    }
+    return undefined;
+  };
+  const touched = gridKeys.some((k) => {
+    const segs = k.split('.');
+    return segs.some((_, i) => unusedBy(segs.slice(0, i + 1).join('.')) !== undefined);
+  });
+  if (!touched) return [];
+  return checkTrialFields(structuredClone(base)).flatMap((e) => {
+    const by = unusedBy(e.path);
+    if (by === undefined) return [];
+    const note = `grid.${by.key} ${by.replaces ? 'replaces' : 'overrides'} this base value in every trial, so it is never used: fix it or remove it`;
+    return [new SpecError(e.path, e.value, e.expected, undefined, e.unknownKey, note)];
+  });
 }
 
 /** Validates the spec's `analysis:` block (absent = all defaults) into a new object with defaults applied. */
@@ -335,11 +524,42 @@ function resolveAnalysis(raw: unknown): { value: AnalysisConfig; errors: SpecErr
   return { value: ordered as AnalysisConfig, errors };
 }
 
-/** Parses YAML (JSON is accepted: it is YAML) with line numbers in syntax errors. */
+/**
+ * Parses YAML (JSON is accepted: it is YAML). A syntax error reads `SOURCE:LINE:COLUMN: ` and the
+ * parser's whole message, then the spec's lines it points at.
+ * @throws SpecErrors of SpecSyntaxError, one per error the parser found.
+ */
 export function parseSpecText(text: string, source = 'spec'): unknown {
-  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
-  if (doc.errors.length) throw new SpecErrors(doc.errors.map((e) => new SpecError('(syntax)', e.message.split('\n')[0], 'valid YAML or JSON', source)));
-  return doc.toJS({ maxAliasCount: 100 });
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true, lineCounter });
+  if (doc.errors.length) throw new SpecErrors(doc.errors.map((e) => syntaxError(e, source)));
+  try {
+    return doc.toJS({ maxAliasCount: 100 });
+  } catch (e) {
+    // An alias without its anchor, or too many aliases: thrown when the document is built.
+    let at: { line: number; col: number } | undefined;
+    visit(doc, {
+      Alias(_, node) {
+        if (node.range && node.resolve(doc) === undefined) {
+          at = lineCounter.linePos(node.range[0]);
+          return visit.BREAK;
+        }
+        return undefined;
+      },
+    });
+    throw new SpecErrors([new SpecSyntaxError((e as Error).message, source, at?.line, at?.col)]);
+  }
+}
+
+/** A SpecSyntaxError from one of the `yaml` parser's errors (made with prettyErrors). */
+function syntaxError(e: YAMLError, source: string): SpecSyntaxError {
+  const [first = '', ...rest] = e.message.split('\n');
+  const pos = e.linePos?.[0];
+  // prettyErrors appends ` at line L, column C:` and an excerpt; the location goes in front instead.
+  const detail = pos ? first.replace(/ at line \d+, column \d+:?$/, '') : first;
+  while (rest.length && rest[0]!.trim() === '') rest.shift();
+  while (rest.length && rest[rest.length - 1]!.trim() === '') rest.pop();
+  return new SpecSyntaxError(detail, source, pos?.line, pos?.col, rest.map((l) => `    ${l}`.trimEnd()).join('\n') || undefined);
 }
 
 /** Reads, parses and resolves a spec file. @throws SpecErrors, or an fs error for a missing file. */

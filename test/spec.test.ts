@@ -111,3 +111,77 @@ test('grid combinations that resolve to the same trial run once and are counted'
   t.is(s.trials.length, 2);
   t.is(s.duplicates, 1);
 });
+
+test('an unknown key suggests the nearest key of its own object, by edit distance', (t) => {
+  const errs = errorsOf(`${base.replace('n_collocation: 64', 'n_collocation: 64, n_colocation: 3').replace('eval_every: 5', 'eval_every: 5, lr_decay: {rat: 0.9}')}strategy: {name: rba, gama: 0.99}\n`);
+  t.deepEqual(errs, [
+    "spec.yaml: problem.n_colocation: unknown key, expected one of the keys name, a1, a2, k, n_collocation, n_boundary, w_bc, eval_grid (did you mean 'n_collocation'?)",
+    "spec.yaml: strategy.gama: unknown key, expected one of the keys name, eta, gamma, normalization, init (did you mean 'gamma'?)",
+    "spec.yaml: train.lr_decay.rat: unknown key, expected one of the keys rate, every (did you mean 'rate'?)",
+  ]);
+  // Case alone is a typo; a key nothing is near gets no suggestion (not 'k' for 'x').
+  t.deepEqual(errorsOf(base.replace('a1: 1', 'a1: 1, x: 2').replace('depth: 2', 'depth: 2, Width: 3')), [
+    'spec.yaml: problem.x: unknown key, expected one of the keys name, a1, a2, k, n_collocation, n_boundary, w_bc, eval_grid',
+    "spec.yaml: model.Width: unknown key, expected one of the keys width, depth (did you mean 'width'?)",
+  ]);
+  t.deepEqual(errorsOf(`${base}strategy: {name: RBA}\nseeed: 1\ngrid:\n  trian.lr: [0.1]\n`), [
+    "spec.yaml: seeed: unknown key, expected one of the keys $schema, name, description, problem, model, train, strategy, diagnostics, seed, grid, analysis, max_attempts (did you mean 'seed'?)",
+    "spec.yaml: grid.trian.lr: got \"trian.lr\", expected a dotted path into one of problem, model, train, strategy, diagnostics, seed (did you mean 'train.lr'?)",
+  ]);
+  t.deepEqual(errorsOf(`${base}strategy: {name: RBA}\n`), ["spec.yaml: strategy.name: got \"RBA\", expected one of vanilla, rba, sa (did you mean 'rba'?)"]);
+});
+
+test('a base value the grid overrides is still checked, and the error says it is never used', (t) => {
+  t.deepEqual(errorsOf(`${base}strategy: {name: RBA, gama: 0.99}\ngrid:\n  strategy: [{name: vanilla}, {name: rba}]\n`), [
+    "spec.yaml: strategy.name: got \"RBA\", expected one of vanilla, rba, sa (did you mean 'rba'?); grid.strategy overrides this base value in every trial, so it is never used: fix it or remove it",
+  ]);
+  t.deepEqual(errorsOf(`${base}strategy: {name: rba, gama: 0.99}\ngrid:\n  strategy: [{name: vanilla}, {name: rba}]\n`), [
+    "spec.yaml: strategy.gama: unknown key, expected one of the keys name, eta, gamma, normalization, init (did you mean 'gamma'?); grid.strategy overrides this base value in every trial, so it is never used: fix it or remove it",
+  ]);
+  // A dotted grid key: only the value it overrides; a base that is not an object where the grid sets a field in it is replaced.
+  t.deepEqual(errorsOf(`${base.replace('steps: 10', 'steps: 10, lr: -1')}seed: x\ngrid:\n  train.lr: [0.1]\n  seed.a: [1]\n`), [
+    'spec.yaml: train.lr: got -1, expected a number > 0; grid.train.lr overrides this base value in every trial, so it is never used: fix it or remove it',
+    'spec.yaml: seed: got "x", expected an integer in [0, 2147483647]; grid.seed.a replaces this base value in every trial, so it is never used: fix it or remove it',
+    'spec.yaml: grid.seed.a[0] → seed: got {"a":1}, expected an integer in [0, 2147483647]',
+  ]);
+  // Valid base values the grid overrides are fine, and cross-field rules apply to the trials only.
+  t.deepEqual(errorsOf(`${base.replace('steps: 10', 'steps: 10, batch_size: 100')}grid:\n  train.batch_size: [full, 16]\n`), []);
+});
+
+test('each distinct error is reported once, naming the grid values it occurs in, in the grid\'s order', (t) => {
+  const errs = errorsOf(`${base.replace('width: 8', 'widht: 8')}grid:
+  train.lr: [0.001, -0.5, 0.01, -0.5]
+  strategy: [{name: rba, gama: 0.9}, {name: vanilla}, {name: rba, gama: 0.99}, {name: sa, lr: -1}]
+  seed: [0, 1]
+`);
+  t.deepEqual(errs, [
+    "spec.yaml: model.widht: unknown key, expected one of the keys width, depth (did you mean 'width'?)",
+    'spec.yaml: grid.train.lr[1], grid.train.lr[3] → train.lr: got -0.5, expected a number > 0',
+    "spec.yaml: grid.strategy[0], grid.strategy[2] → strategy.gama: unknown key, expected one of the keys name, eta, gamma, normalization, init (did you mean 'gamma'?)",
+    'spec.yaml: grid.strategy[3] → strategy.lr: got -1, expected a number > 0',
+  ]);
+  // Every value of a key; a combination of two keys; a key that selects the schema.
+  t.deepEqual(errorsOf(`${base}grid:\n  train.lrr: [1, 2]\n  problem.n_collocation: [64, 32]\n  train.batch_size: [full, 40]\n  problem.name: [helmholtz2d, poisson2d]\n`), [
+    "spec.yaml: grid.train.lrr (all 2 values) → train.lrr: unknown key, expected one of the keys steps, lr, batch_size, lr_decay, log_every, eval_every, checkpoint_every (did you mean 'lr'?)",
+    "spec.yaml: grid.problem.name[1] → problem.a1: unknown key, expected one of the keys name, n_collocation, n_boundary, w_bc, eval_grid",
+    "spec.yaml: grid.problem.name[1] → problem.a2: unknown key, expected one of the keys name, n_collocation, n_boundary, w_bc, eval_grid",
+  ]);
+  // Cross-field rules are checked only where the fields are valid: train.lr[1] is not named for them.
+  t.deepEqual(errorsOf(`${base}grid:\n  train.lr: [0.1, -1]\n  problem.n_collocation: [64, 32]\n  train.batch_size: [full, 40]\n  seed: [0, 1, 2]\n`), [
+    'spec.yaml: grid.train.lr[1] → train.lr: got -1, expected a number > 0',
+    "spec.yaml: grid.problem.n_collocation[1] × grid.train.batch_size[1] → train.batch_size: got 40, expected 'full' or an integer <= problem.n_collocation (32)",
+  ]);
+});
+
+test('YAML and JSON syntax errors give FILE:LINE:COLUMN, the parser\'s whole message and the lines it points at', (t) => {
+  t.deepEqual(errorsOf('name: t\nproblem: {name: helmholtz2d\ntrain: {steps: 10}\n'), [
+    'spec.yaml:3:1: Flow map in block collection must be sufficiently indented and end with a }\n    problem: {name: helmholtz2d\n    train: {steps: 10}\n    ^',
+  ]);
+  t.deepEqual(errorsOf('name: t\nname: u\n'), ['spec.yaml:2:1: Map keys must be unique\n    name: t\n    name: u\n    ^']);
+  t.deepEqual(errorsOf('{"name": "t",\n  "problem": {"name": "poisson2d" "n_collocation": 64}\n}\n'), [
+    // The carets span the token: "n_collocation" (15 characters), then "poisson2d" "n_collocation" (31).
+    `spec.yaml:2:35: Unexpected double-quoted-scalar token\n      "problem": {"name": "poisson2d" "n_collocation": 64}\n${' '.repeat(38)}${'^'.repeat(15)}`,
+    `spec.yaml:2:23: Block collections are not allowed within flow collections\n      "problem": {"name": "poisson2d" "n_collocation": 64}\n${' '.repeat(26)}${'^'.repeat(31)}`,
+  ]);
+  t.deepEqual(errorsOf('name: t\nproblem: *p\n'), ['spec.yaml:2:10: Unresolved alias (the anchor must be set before the alias): p']);
+});
