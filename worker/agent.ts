@@ -132,6 +132,21 @@ const msgBase = (t: TrialMessage) => `${t.run_id ?? t.sweep}.${t.trial_id}`;
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/**
+ * The delay of the nak that hands a trial message back for redelivery at once (`handBackMsg`). Not a
+ * bare nak: nats-server keeps a bare nak only in the consumer's in-memory redelivery queue and leaves
+ * the stored pending record as it was (stamped with the last in-progress ack), so when the server
+ * restarts before another worker takes the message — the embedded server of an interrupted
+ * `phasemap run` stops with it — the restored consumer redelivers it only once the ack wait has passed
+ * since that heartbeat (up to a minute). A nak with a delay backdates the pending record to "ack wait
+ * expired" and stores it: the message is redelivered at once, by a live server (within ~10 ms) and by
+ * a restarted one as soon as it is up.
+ */
+const HANDBACK_NAK_DELAY_MS = 1;
+
+/** Hands a trial message back for redelivery at once, also across a server restart (HANDBACK_NAK_DELAY_MS). */
+const handBackMsg = (m: JsMsg) => m.nak(HANDBACK_NAK_DELAY_MS);
+
 /** One trial running on this worker. */
 interface Running {
   trial: TrialMessage;
@@ -175,6 +190,8 @@ interface Prepared {
   publishError: () => Error | null;
 }
 
+/** How long stop() waits for the server to confirm the hand-back naks (a flush) before it goes on regardless. */
+const FLUSH_MS = 5000;
 /** How long a top-up pull for the free slots waits for its messages (the client's minimum pull expiry). */
 const GATHER_EXPIRES_MS = 1000;
 /**
@@ -303,7 +320,7 @@ export class WorkerAgent {
         }
         if (!m) continue;
         if (this.stopping) {
-          m.nak();
+          handBackMsg(m);
           break;
         }
         const p = this.parse(m);
@@ -411,7 +428,7 @@ export class WorkerAgent {
       const it = await this.consumer.fetch({ max_messages: want, expires: GATHER_EXPIRES_MS });
       for await (const m of it) {
         if (this.stopping) {
-          m.nak();
+          handBackMsg(m);
           continue;
         }
         const p = this.parse(m);
@@ -624,6 +641,8 @@ export class WorkerAgent {
     const now = () => new Date().toISOString();
     const enc = new TextEncoder();
     try {
+      // A handed-back trial's slot may end with an error (stop() tears the slots down): nak'ed by stop() already.
+      if (out instanceof Error && r.why === 'handback') return;
       if (out instanceof Error) throw out;
       r.ending = true;
       await prep.drain();
@@ -747,24 +766,26 @@ export class WorkerAgent {
   /** Stops a running trial and hands it back: nak (redelivered elsewhere at once), state back to queued. */
   private async handBack(r: Running): Promise<void> {
     this.halt(r, 'handback');
-    r.msg.nak();
+    handBackMsg(r.msg);
     await this.ownedWrite(r, { ...r.state, status: 'queued', owner: null, heartbeat_at: null, updated_at: new Date().toISOString() }).catch(() => null);
   }
 
   /**
    * Stops pulling and hands the trials waiting in the local queue back (nak). With `handBack`,
    * in-flight trials are stopped, set back to queued and nak'ed at once (redelivered elsewhere) and the
-   * slots are torn down; otherwise it waits for them to finish.
+   * slots are torn down; otherwise it waits for them to finish. The naks have reached the server when it
+   * returns (a flush, bounded by FLUSH_MS), so that the caller may close the connection or stop the server.
    */
   async stop(handBack = false): Promise<void> {
     this.stopping = true;
     this.handingBack ||= handBack;
     this.wake?.();
-    for (const q of this.queue.splice(0)) q.m.nak();
+    for (const q of this.queue.splice(0)) handBackMsg(q.m);
     if (this.keepAlive) clearInterval(this.keepAlive);
     if (handBack) await Promise.all([...this.running.values()].map((r) => this.handBack(r)));
     await this.loop;
-    for (const q of this.queue.splice(0)) q.m.nak();
+    for (const q of this.queue.splice(0)) handBackMsg(q.m);
+    await Promise.race([this.opts.nc.flush().catch(() => undefined), sleep(FLUSH_MS)]);
     if (!handBack) while (this.slotRuns) await sleep(200);
     this.watcher?.stop();
     await this.pool?.close();
