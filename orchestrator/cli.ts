@@ -7,7 +7,8 @@
  *   phasemap report DIR [--out PATH] [--x lr] [--y batch_size] [--facet strategy | --no-facet] [--watch]
  *   phasemap query DIR [SQL] [--format table|csv|json]
  *   phasemap worker --nats URL [--slots N] [--gpus all|none|0,2,…] [--slots-per-gpu K] [--fuse auto|N] [--backend …] [--name NAME]
- *   phasemap status [SWEEP] --nats URL [--json]
+ *   phasemap status [DIR] [--json]            (DIR: default the current directory when it is a results DIR)
+ *   phasemap status [SWEEP | DIR] --nats URL [--json]
  *   phasemap cancel SWEEP --nats URL [--wait S]
  * Every command that talks to NATS takes --namespace and the credential/TLS flags of nats-connect.ts.
  * Exit codes: 0 every trial done; 1 some trial failed or the sweep was cancelled; 2 bad input (spec, flags); 3 runtime error; 130 interrupted.
@@ -24,6 +25,8 @@ import { NatsServerMissing } from './nats-server.js';
 import { plainLogger } from './progress.js';
 import { runSweep } from './run.js';
 import { cancelSweep, renderStatus, sweepStatus, UnknownSweep, workerAckWaitMs } from './control.js';
+import { dirStatus, isResultsDir, labelSweepStatus, renderDirStatus } from './dir-status.js';
+import { trialLabels, withTrialLabels } from './trial-names.js';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { checkNamespace, DEFAULT_NAMESPACE, transportNames, trialAckWaitMs, type TransportNames } from '../schemas/transport.js';
 import { loadSweep, SpecErrors } from './spec.js';
@@ -186,7 +189,7 @@ program
         log.warn(`interrupted: ${s.done}/${s.queued} trial(s) of this run done; run the same command again to go on (${s.dir})`);
         process.exitCode = 130;
       } else if (s.failed.length) {
-        log.error(`${s.failed.length} of ${s.queued} trial(s) failed (${s.dir}):\n${s.failed.map((f) => `  ${f.trial_id}: ${f.error ?? 'unknown error'}`).join('\n')}`);
+        log.error(`${s.failed.length} of ${s.queued} trial(s) failed (${s.dir}):\n${s.failed.map((f) => `  ${f.trial_id}${f.label ? ` (${f.label})` : ''}: ${f.error ?? 'unknown error'}`).join('\n')}`);
         process.exitCode = 1;
       } else if (s.cancelled) {
         log.warn(`sweep cancelled (phasemap cancel): ${s.cancelled} of ${s.queued} trial(s) cancelled, ${s.done} done; run the same command again to run the rest (${s.dir})`);
@@ -222,7 +225,8 @@ program
     try {
       const s = await loadSweep(spec);
       process.stdout.write(`${s.name}: ${s.trials.length} trial(s)${s.duplicates ? ` (${s.duplicates} duplicate grid combination(s) merged)` : ''}\n`);
-      for (const t of s.trials) process.stdout.write(`  ${t.trial_id}  ${JSON.stringify(t.grid_values)}\n`);
+      const labels = trialLabels(s.trials);
+      for (const t of s.trials) process.stdout.write(`  ${t.trial_id}  ${labels.get(t.trial_id) ? `${labels.get(t.trial_id)}  ` : ''}${JSON.stringify(t.grid_values)}\n`);
     } catch (e) {
       process.exitCode = fail(e);
     }
@@ -304,7 +308,9 @@ program
     try {
       // Errors come worded, the URL's password redacted (nats-connect.ts).
       const nc = await connectNats(o.nats, `phasemap-worker-${o.name ?? process.pid}`, natsAuthFromOptions(o));
-      const agent = new WorkerAgent({ nc, slots: o.slots ?? availableParallelism(), backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, fuse, name: o.name, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, log });
+      // Trials are named by their grid values in the log, as the trial messages label them.
+      const labels = new Map<string, string>();
+      const agent = new WorkerAgent({ nc, slots: o.slots ?? availableParallelism(), backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, fuse, name: o.name, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, log: withTrialLabels(log, labels), labels });
       let stopping = false;
       const stop = (sig: string) => {
         if (stopping) process.exit(130);
@@ -338,16 +344,44 @@ async function withNamespace(o: NatsCliOptions & { nats: string; namespace?: str
 
 program
   .command('status')
-  .description("show a namespace's sweeps: trials by state, which worker/host/slot/device runs what, failures with their errors")
-  .argument('[sweep]', 'one sweep (default: all of the namespace)')
-  .requiredOption('--nats <url>', 'NATS server URL(s), comma-separated')
+  .description("show a sweep: from its results DIR (while its run lives, from the run's server), or with --nats every sweep of a namespace on a cluster: per trial its grid values, state, phase so far, step and rel. L2, and the ETA")
+  .argument('[target]', 'a results DIR (default: the current directory when it is one); with --nats a sweep name (default: every sweep of the namespace) or a results DIR')
+  .option('--nats <url>', 'NATS server URL(s), comma-separated: read trial states from that server or cluster')
   .option('--namespace <ns>', NAMESPACE_HELP, namespaceArg)
   .option('--json', 'one JSON object on stdout, for scripts')
-  .action(async (sweep: string | undefined, o: NatsCliOptions & { nats: string; namespace?: string; json?: boolean }) => {
-    await withNamespace(o, 'phasemap-status', async (nc, names) => {
-      const list = await sweepStatus(nc, names, sweep, await workerAckWaitMs(nc, names, trialAckWaitMs()));
+  .action(async (target: string | undefined, o: NatsCliOptions & { nats?: string; namespace?: string; json?: boolean }) => {
+    const showDir = async (dir: string, nc?: NatsConnection, names?: TransportNames) => {
+      const s = await dirStatus(dir, { nc, names });
+      process.stdout.write(o.json ? `${JSON.stringify(s, null, 2)}\n` : renderDirStatus(s));
+    };
+    if (!o.nats) {
+      const dir = target ?? process.cwd();
+      if (!isResultsDir(dir)) {
+        log.error(
+          target
+            ? `status: ${target} is not a results DIR (no sweep.json or trials.parquet); for a sweep on a NATS server or cluster, add --nats URL`
+            : `status: the current directory is not a results DIR (no sweep.json or trials.parquet): give one (phasemap status DIR), or --nats URL for the sweeps of a cluster`,
+        );
+        process.exitCode = 2;
+        return;
+      }
+      try {
+        await showDir(dir);
+      } catch (e) {
+        process.exitCode = failDir(e);
+      }
+      return;
+    }
+    const nats = o.nats;
+    await withNamespace({ ...o, nats }, 'phasemap-status', async (nc, names) => {
+      // A results DIR with --nats: that sweep, its trial states from the cluster and its metrics from DIR.
+      if (target && isResultsDir(target)) return showDir(target, nc, names);
+      const sweep = target;
+      // The running trials' steps from their live progress (up to 1.5 s), not from heartbeats.
+      const list = await sweepStatus(nc, names, sweep, await workerAckWaitMs(nc, names, trialAckWaitMs()), 1500);
+      await labelSweepStatus(list);
       if (sweep && !list.length) {
-        log.error(`sweep '${sweep}': no trials in namespace ${names.ns} on ${redactUrl(o.nats)}`);
+        log.error(`sweep '${sweep}': no trials in namespace ${names.ns} on ${redactUrl(nats)}`);
         process.exitCode = 2;
       } else process.stdout.write(o.json ? `${JSON.stringify({ namespace: names.ns, sweeps: list }, null, 2)}\n` : renderStatus(list, names.ns));
     });

@@ -9,7 +9,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import Table from 'cli-table3';
 import { casState, isStale, TERMINAL } from '../schemas/trial-state.js';
 import type { TrialResultMessage, TrialState, TrialStatus } from '../schemas/trial.js';
-import type { SweepControl, SweepOwner, TransportNames } from '../schemas/transport.js';
+import type { ProgressMessage, SweepControl, SweepOwner, TransportNames } from '../schemas/transport.js';
 
 /** The ack wait of the namespace's worker consumer (ms): how long a running trial may go without a heartbeat before it is stale; `fallback` when there is no consumer. */
 export async function workerAckWaitMs(nc: NatsConnection, names: TransportNames, fallback: number): Promise<number> {
@@ -32,12 +32,18 @@ export interface SweepStatus {
   /** The orchestrator that owns the sweep's DIR, if one is running (or was, until it went silent). */
   owner: (SweepOwner & { stale: boolean }) | null;
   running: Array<{
-    trial_id: string; attempt: number; owner: string | null; host: string | null; device: string | null; slot: string | null;
-    backend: string | null; step: number | null; steps: number | null; heartbeat_age_s: number | null;
+    trial_id: string;
+    /** Its grid values as text, when the orchestrator's DIR is readable here (orchestrator/dir-status.ts labelSweepStatus). */
+    label?: string;
+    attempt: number; owner: string | null; host: string | null; device: string | null; slot: string | null;
+    backend: string | null; step: number | null; steps: number | null;
+    /** Where `step` came from: the worker's live progress messages, or its last heartbeat (which may be many seconds old). */
+    step_from: 'progress' | 'heartbeat' | null;
+    heartbeat_age_s: number | null;
     /** No heartbeat within the ack wait: its worker is gone; JetStream redelivers the trial to another. */
     stale: boolean;
   }>;
-  failed: Array<{ trial_id: string; attempt: number; failures: number; error: string | null }>;
+  failed: Array<{ trial_id: string; label?: string; attempt: number; failures: number; error: string | null }>;
 }
 
 async function openBucket(nc: NatsConnection, names: TransportNames): Promise<KV> {
@@ -70,11 +76,27 @@ async function readAll(kv: KV, filter: string): Promise<Map<string, unknown>> {
 }
 
 /**
- * Status of one sweep (or every sweep of the namespace): trials by state, who runs what, failures.
- * @param ackWaitMs a running trial without a heartbeat for this long is reported stale.
+ * Every trial state of one sweep, by trial id (the sweep's control and owner keys left out).
  * @throws Error when the namespace has no bucket on this server.
  */
-export async function sweepStatus(nc: NatsConnection, names: TransportNames, sweep?: string, ackWaitMs = 60_000): Promise<SweepStatus[]> {
+export async function sweepTrialStates(nc: NatsConnection, names: TransportNames, sweep: string): Promise<Map<string, TrialState>> {
+  const all = await readAll(await openBucket(nc, names), `${sweep}.>`);
+  const out = new Map<string, TrialState>();
+  for (const [k, v] of all) {
+    const id = k.slice(sweep.length + 1);
+    if (/^t[0-9a-f]{16}$/.test(id)) out.set(id, v as TrialState);
+  }
+  return out;
+}
+
+/**
+ * Status of one sweep (or every sweep of the namespace): trials by state, who runs what, failures.
+ * @param ackWaitMs a running trial without a heartbeat for this long is reported stale.
+ * @param liveStepsMs listen this long (at most) for the running trials' progress messages, whose step
+ *   replaces the heartbeat's; 0 = the heartbeat's step.
+ * @throws Error when the namespace has no bucket on this server.
+ */
+export async function sweepStatus(nc: NatsConnection, names: TransportNames, sweep?: string, ackWaitMs = 60_000, liveStepsMs = 0): Promise<SweepStatus[]> {
   const kv = await openBucket(nc, names);
   const all = await readAll(kv, sweep ? `${sweep}.>` : '>');
   const by = new Map<string, SweepStatus>();
@@ -104,7 +126,7 @@ export async function sweepStatus(nc: NatsConnection, names: TransportNames, swe
         const hb = st.heartbeat_at ? Date.parse(st.heartbeat_at) : NaN;
         sw.running.push({
           trial_id: leaf, attempt: st.attempt, owner: st.owner, host: st.host ?? null, device: st.device ?? null, slot: st.slot ?? null,
-          backend: st.backend ?? null, step: st.step ?? null, steps: st.steps ?? null,
+          backend: st.backend ?? null, step: st.step ?? null, steps: st.steps ?? null, step_from: typeof st.step === 'number' ? 'heartbeat' : null,
           heartbeat_age_s: Number.isFinite(hb) ? Math.round((now - hb) / 100) / 10 : null, stale: isStale(st, ackWaitMs, now),
         });
       } else if (st.status === 'failed' || (st.error && st.status !== 'done' && st.status !== 'cancelled')) {
@@ -112,7 +134,41 @@ export async function sweepStatus(nc: NatsConnection, names: TransportNames, swe
       }
     }
   }
-  return [...by.values()].sort((a, b) => a.sweep.localeCompare(b.sweep));
+  const list = [...by.values()].sort((a, b) => a.sweep.localeCompare(b.sweep));
+  if (liveStepsMs > 0) await addLiveSteps(nc, names, list, liveStepsMs);
+  return list;
+}
+
+/**
+ * Sets the step of running trials from their workers' progress messages (`<ns>.progress.<sweep>`,
+ * about one a second per trial), listening up to `ms` or until every running trial has reported: a
+ * heartbeat's step can be many seconds old.
+ */
+async function addLiveSteps(nc: NatsConnection, names: TransportNames, list: SweepStatus[], ms: number): Promise<void> {
+  const want = new Map<string, SweepStatus['running'][number]>();
+  for (const s of list) for (const r of s.running) want.set(`${s.sweep}.${r.trial_id}`, r);
+  if (!want.size) return;
+  const seen = new Set<string>();
+  const subs = list.filter((s) => s.running.length).map((s) =>
+    nc.subscribe(names.progress(s.sweep), {
+      callback: (_e, m) => {
+        try {
+          const p = m.json<ProgressMessage>();
+          const r = want.get(`${s.sweep}.${p.trial_id}`);
+          if (!r || p.attempt !== r.attempt) return;
+          r.step = p.step;
+          r.steps = p.steps;
+          r.step_from = 'progress';
+          seen.add(`${s.sweep}.${p.trial_id}`);
+        } catch {
+          /* not a progress message */
+        }
+      },
+    }),
+  );
+  const end = Date.now() + ms;
+  while (Date.now() < end && seen.size < want.size) await new Promise((r) => setTimeout(r, 50));
+  for (const sub of subs) sub.unsubscribe();
 }
 
 /** Terminal tables of `sweepStatus` (one block per sweep). */
@@ -125,12 +181,12 @@ export function renderStatus(list: SweepStatus[], ns: string): string {
     if (s.running.length) {
       const t = new Table({ head: ['running trial', 'attempt', 'worker', 'host', 'slot', 'device', 'backend', 'step', 'heartbeat'], style: { head: [], border: [] } });
       for (const r of s.running)
-        t.push([r.trial_id, r.attempt, r.owner ?? '-', r.host ?? '-', r.slot ?? '-', r.device ?? '-', r.backend ?? '-', r.step === null ? '-' : `${r.step}/${r.steps ?? '?'}`, r.heartbeat_age_s === null ? '-' : `${r.heartbeat_age_s} s ago${r.stale ? ' STALE' : ''}`]);
+        t.push([r.label ? `${r.trial_id}\n${r.label}` : r.trial_id, r.attempt, r.owner ?? '-', r.host ?? '-', r.slot ?? '-', r.device ?? '-', r.backend ?? '-', r.step === null ? '-' : `${r.step}/${r.steps ?? '?'}`, r.heartbeat_age_s === null ? '-' : `${r.heartbeat_age_s} s ago${r.stale ? ' STALE' : ''}`]);
       out += `${t.toString()}\n`;
     }
     if (s.failed.length) {
       const t = new Table({ head: ['trial', 'attempt', 'failures', 'error'], style: { head: [], border: [] }, colWidths: [20, 9, 10, 80], wordWrap: true });
-      for (const f of s.failed) t.push([f.trial_id, f.attempt, f.failures, (f.error ?? '').split('\n')[0]!]);
+      for (const f of s.failed) t.push([f.label ? `${f.trial_id}\n${f.label}` : f.trial_id, f.attempt, f.failures, (f.error ?? '').split('\n')[0]!]);
       out += `${t.toString()}\n`;
     }
   }

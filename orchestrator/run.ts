@@ -22,7 +22,9 @@ import { embeddedStoreDir, startEmbeddedNats, type EmbeddedNats } from './nats-s
 import { readTrialsParquet, writeTrialsParquet } from './parquet-store.js';
 import { attemptPhases } from '../analysis/phases.js';
 import { plainLogger, SweepProgress, type Logger } from './progress.js';
+import { removeRunFile, writeRunFile } from './run-file.js';
 import { loadSweep, type ResolvedSweep } from './spec.js';
+import { trialLabels, withTrialLabels } from './trial-names.js';
 
 export interface RunOptions {
   spec: string;
@@ -58,7 +60,7 @@ export interface RunSummary {
   total: number;
   queued: number;
   done: number;
-  failed: Array<{ trial_id: string; error: string | null }>;
+  failed: Array<{ trial_id: string; error: string | null; /** Its grid values as text (orchestrator/trial-names.ts). */ label: string }>;
   /** Trials stopped by `phasemap cancel`. */
   cancelled: number;
   /** True when the run was interrupted before every trial finished. */
@@ -165,12 +167,16 @@ async function attemptsOnDisk(dir: string, trialId: string): Promise<number> {
 
 /** Runs a sweep to completion. Never throws for a trial's failure: see RunSummary.failed. */
 export async function runSweep(opts: RunOptions): Promise<RunSummary> {
-  const base = opts.log ?? plainLogger();
+  const plain = opts.log ?? plainLogger();
+  let base = plain;
   const sweep = await loadSweep(opts.spec);
   if (sweep.duplicates) base.warn(`${sweep.duplicates} grid combination(s) resolve to a trial already in the grid (same config); each runs once`);
   const dir = resolve(opts.out ?? join('results', sweep.name));
   await mkdir(dir, { recursive: true });
   const { records, file, prevAnalysis } = await loadDirState(dir, sweep);
+  // Every log line names a trial by its grid values beside its id.
+  const labels = trialLabels(file.trials);
+  base = withTrialLabels(plain, labels);
   if (!sameAnalysis(prevAnalysis, sweep.analysis)) {
     const n = await refreshPhases(dir, records, sweep.analysis, base);
     if (n) {
@@ -197,6 +203,8 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
   let log: Logger = base;
   let release: (() => Promise<void>) | null = null;
   let ckptService: { unsubscribe(): void } | null = null;
+  let runFile = false;
+  const dropRunFile = () => removeRunFile(dir);
   const live = opts.liveReport ? new LiveReport(dir, base) : null;
   try {
     if (!opts.nats) {
@@ -208,6 +216,10 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
     const names = transportNames(opts.namespace ?? DEFAULT_NAMESPACE);
     const transport = await ensureResources(nc, names, sweep.name, opts.replicas ?? 1);
     release = await claimSweepOwner(transport, sweep.name, dir);
+    // Now that this run owns the sweep: DIR/run.json tells `phasemap status DIR` where it runs.
+    await writeRunFile(dir, { sweep: sweep.name, namespace: names.ns, url: embedded?.url ?? null, nats: opts.nats ? redactUrl(opts.nats) : null });
+    runFile = true;
+    process.once('exit', dropRunFile);
     await resetCollectorConsumer(transport, sweep.name);
     // A new run of a cancelled sweep runs it again.
     await setSweepControl(transport, sweep.name, { cancelled: false, updated_at: new Date().toISOString() });
@@ -227,7 +239,7 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
       onTrialFinished: (r, res) => {
         if (!waiting?.delete(r.trial_id)) return;
         live?.poke();
-        progress?.onFinished(r.trial_id, r.status, res.steps_done);
+        progress?.onFinished(r.trial_id, r.status, res.steps_done, res.wall_seconds);
         log.info(
           `trial ${r.trial_id} ${r.status} (attempt ${res.attempt}, ${res.wall_seconds.toFixed(1)} s, final loss ${res.final_loss?.toPrecision(4) ?? '-'}, rel_l2 ${res.final_rel_l2?.toPrecision(4) ?? '-'}${res.diverged ? ', diverged' : ''}${res.error ? `, error: ${res.error}` : ''})`,
         );
@@ -252,8 +264,12 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
     if (toRun.length === 0) return summary;
     live?.poke();
 
-    progress = new SweepProgress(toRun.length, toRun.reduce((s, t) => s + t.config.train.steps, 0), opts.tty ?? Boolean(process.stderr.isTTY), base);
-    log = progress.log;
+    progress = new SweepProgress(
+      toRun.map((t) => ({ trial_id: t.trial_id, steps: t.config.train.steps, label: labels.get(t.trial_id) })),
+      opts.tty ?? Boolean(process.stderr.isTTY),
+      base,
+    );
+    log = withTrialLabels(progress.log, labels);
     const sub = nc.subscribe(names.progress(sweep.name), {
       callback: (_e, m) => {
         try {
@@ -275,6 +291,7 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
       messages.push({
         sweep: sweep.name, trial_id: t.trial_id, config: t.config, backend: opts.backend ?? 'auto', attempt_base,
         divergence_factor: sweep.analysis.divergence_factor, max_attempts: sweep.max_attempts, run_id: runId,
+        ...(labels.get(t.trial_id) ? { label: labels.get(t.trial_id) } : {}),
       });
     }
     const pub = await publishTrials(transport, sweep.name, messages, runId);
@@ -285,7 +302,7 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
 
     const slots = opts.slots ?? availableParallelism();
     if (slots > 0) {
-      agent = new WorkerAgent({ nc, slots, backend: opts.backend ?? 'auto', namespace: names.ns, gpus: opts.gpus, slotsPerGpu: opts.slotsPerGpu, fuse: opts.fuse, log });
+      agent = new WorkerAgent({ nc, slots, backend: opts.backend ?? 'auto', namespace: names.ns, gpus: opts.gpus, slotsPerGpu: opts.slotsPerGpu, fuse: opts.fuse, log, labels });
       await agent.start();
     } else log.info('no local worker (--slots 0): waiting for workers on the cluster');
 
@@ -304,6 +321,10 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
     await live?.stop(summary.interrupted ? 0 : 30);
     ckptService?.unsubscribe();
     await collector?.stop();
+    if (runFile) {
+      removeRunFile(dir);
+      process.off('exit', dropRunFile);
+    }
     await release?.();
     await nc?.drain().catch(() => undefined);
     await embedded?.stop();
@@ -311,7 +332,7 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
   for (const t of toRun) {
     const r = records.get(t.trial_id)!;
     if (r.status === 'done') summary.done++;
-    else if (r.status === 'failed') summary.failed.push({ trial_id: r.trial_id, error: r.error });
+    else if (r.status === 'failed') summary.failed.push({ trial_id: r.trial_id, error: r.error, label: labels.get(r.trial_id) ?? '' });
     else if (r.status === 'cancelled') summary.cancelled++;
   }
   return summary;

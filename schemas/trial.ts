@@ -33,6 +33,8 @@ export interface TrialMessage {
   max_attempts?: number;
   /** Unique per `phasemap run` that queued this message: prefixes the Nats-Msg-Ids of its attempts' metrics, checkpoints and result. */
   run_id?: string;
+  /** The trial's grid values as text (`lr=1e-3 batch=full rba seed=0`): workers log it beside the id. Not part of the trial id. */
+  label?: string;
 }
 
 /** Consecutive logged rows above `divergence_factor` × the running minimum loss that stop a trial early. */

@@ -67,6 +67,8 @@ export interface AgentOptions {
    */
   fuse?: number | 'auto';
   log?: AgentLog;
+  /** Trial labels by id (orchestrator/trial-names.ts): filled from the `label` of each trial message pulled, for a logger that names trials. */
+  labels?: Map<string, string>;
 }
 
 /**
@@ -375,6 +377,7 @@ export class WorkerAgent {
       m.term('not a trial message');
       return null;
     }
+    if (typeof trial.label === 'string' && trial.label) this.opts.labels?.set(trial.trial_id, trial.label.slice(0, 200));
     const attempt = (trial.attempt_base ?? 0) + m.info.deliveryCount;
     let key: string | null = null;
     // A trial that may resume from a checkpoint, or is on its last delivery, runs alone.

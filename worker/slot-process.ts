@@ -40,7 +40,7 @@ try {
 if (hasStopPipe) {
   const watcher = new Worker(new URL('./slot-stop.js', import.meta.url), { workerData: { fd: STOP_FD, flag: stopFlags.buffer } });
   watcher.unref();
-  watcher.on('error', (e) => process.stderr.write(`slot ${process.pid}: stop watcher failed (${e.message}); stops are seen only between steps that yield\n`));
+  watcher.on('error', (e) => process.stderr.write(`${new Date().toISOString()} [warn] slot ${process.pid}: stop watcher failed (${e.message}); stops are seen only between steps that yield\n`));
 }
 
 /** Sends to the pool; a failed send means the pool is gone (the 'disconnect' handler below exits). */
