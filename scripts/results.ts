@@ -3,8 +3,8 @@
  *
  *   node dist/scripts/results.js DIR OUTDIR
  *
- * - copies the report's phase-diagram, SNR, rel. L2, residual-homogeneity, saturation and entropy
- *   figures (SVG + PNG) into OUTDIR;
+ * - copies the report's phase-diagram and SNR figures (SVG + PNG) and its rel. L2,
+ *   residual-homogeneity, saturation and entropy figures (PNG) into OUTDIR;
  * - writes OUTDIR/table.md: per (strategy, lr, batch size) cell, the seeds' final phases,
  *   t_diffusion, t_equilibrium and final rel. L2 (median, with the seeds' range);
  * - writes OUTDIR/claims.json: the numbers behind docs/results/README.md — per (lr, batch) cell,
@@ -18,7 +18,11 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { openResults } from '../analysis/query.js';
 
-const FIGURES = ['phase-diagram', 'snr', 'rel-l2', 'res-homogeneity', 'saturation', 'entropy'];
+/** Figures copied, with their formats: the two the results page shows as SVG and PNG, the rest as PNG only (size). */
+const FIGURES: Array<[string, string[]]> = [
+  ['phase-diagram', ['svg', 'png']], ['snr', ['svg', 'png']],
+  ['rel-l2', ['png']], ['res-homogeneity', ['png']], ['saturation', ['png']], ['entropy', ['png']],
+];
 /** Steps on each side of t_equilibrium over which the before/after medians are taken. */
 const WINDOW = 500;
 
@@ -45,8 +49,8 @@ async function main() {
   const [dir, out] = process.argv.slice(2);
   if (!dir || !out) throw new Error('usage: results.js DIR OUTDIR');
   await mkdir(out, { recursive: true });
-  for (const f of FIGURES)
-    for (const ext of ['svg', 'png']) {
+  for (const [f, exts] of FIGURES)
+    for (const ext of exts) {
       const src = join(dir, 'report', `${f}.${ext}`);
       if (existsSync(src)) await copyFile(src, join(out, `${f}.${ext}`));
     }

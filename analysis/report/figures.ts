@@ -120,7 +120,7 @@ export function cellRows(p: Payload): Array<Record<string, unknown>> {
     const short: Record<string, string> = { diverged: 'div', fitting: 'fit', steady: 'std', diffusion: 'diff', equilibrium: 'DE' };
     return {
       facet: c.facet, xlabel: c.xLabel, ylabel: c.yLabel, x: logX ? c.x : c.xLabel, xlo, xhi, phase: c.phase,
-      text: `${short[c.phase] ?? c.phase} ${c.count}/${c.trials}\nt_DE ${c.de_range}\nrel_l2 ${fmt(c.median_final_rel_l2)}`,
+      text: `${short[c.phase] ?? c.phase} ${c.count}/${c.trials}\nt_DE ${c.de_range.replace(' (', '\n(')}\nrel_l2 ${fmt(c.median_final_rel_l2)}`,
       seeds: `${c.count}/${c.trials} seeds ${c.phase}`,
       t_DE: c.de_range, rel_l2: c.median_final_rel_l2, rel_l2_range: c.rel_l2_range, trials: c.members,
     };
