@@ -1,9 +1,11 @@
 /**
  * The ways README names to start the CLI work right after set-up: the built bin is executable, and
- * `npx phasemap` inside the repository runs it.
+ * `npx phasemap` inside the repository runs it — here and in a fresh clone of it.
  */
 import { spawnSync } from 'node:child_process';
-import { statSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import test from 'ava';
 import { cliPath, repoRoot } from './helpers.js';
 
@@ -13,4 +15,24 @@ test('the built bin is executable and `npx phasemap --help` runs it', (t) => {
   t.is(r.status, 0, r.stderr);
   t.regex(r.stdout, /^Usage: phasemap \[options\] \[command\]/);
   t.regex(r.stdout, /report \[options\] <dir>/);
+});
+
+test('in a fresh clone, after the build, the bin is executable and `npx phasemap --help` runs it', (t) => {
+  t.true(existsSync(join(repoRoot, '.git')), 'the repository is a git checkout');
+  const work = mkdtempSync(join(tmpdir(), 'phasemap-clone-'));
+  t.teardown(() => rmSync(work, { recursive: true, force: true }));
+  const clone = join(work, 'phasemap');
+  const run = (cmd: string, args: string[], cwd: string, timeout = 300_000) => {
+    const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', timeout });
+    t.is(r.status, 0, `${cmd} ${args.join(' ')}: ${r.stderr}`);
+    return r;
+  };
+  run('git', ['clone', '--quiet', repoRoot, clone], work);
+  // The dependencies are this checkout's (npm ci would download them again); the build is the clone's own.
+  symlinkSync(join(repoRoot, 'node_modules'), join(clone, 'node_modules'), 'dir');
+  t.false(existsSync(join(clone, 'dist')), 'a fresh clone has no build');
+  run('npm', ['run', 'build', '--silent'], clone);
+  t.is(statSync(join(clone, 'dist/orchestrator/cli.js')).mode & 0o111, 0o111, 'the clone\'s built bin has execute bits');
+  const r = run('npx', ['--no-install', 'phasemap', '--help'], clone, 60_000);
+  t.regex(r.stdout, /^Usage: phasemap \[options\] \[command\]/);
 });

@@ -21,7 +21,8 @@ test('quick-start twin: both trials learn (rel. L2 < 0.3, far below step 0); van
   const file = join(work, 'twin.yaml');
   await writeFile(file, stringify(spec));
   const out = join(work, 'out');
-  const r = await runCli(['run', file, '--out', out, '--slots', '2', '--backend', 'wasm'], { timeoutMs: 240_000 });
+  // One slot (the two trials fuse into it): the suite runs two test files at once on two cores.
+  const r = await runCli(['run', file, '--out', out, '--slots', '1', '--backend', 'wasm'], { timeoutMs: 240_000 });
   t.is(r.code, 0, r.stderr);
 
   const trials = await duck(`SELECT strategy, final_phase, t_diffusion, t_equilibrium, final_rel_l2 FROM '${out}/trials.parquet' ORDER BY strategy`);
