@@ -256,10 +256,11 @@ function findEquilibrium(s: number[], d: number, p: PhaseParams): number {
   // The diffusion level at j: the median of s from d to the last point before j that was within
   // level_margin of the running level (the start of the rise).
   let lastLow = d;
+  let level = s[d]!; // median of s[d..lastLow], recomputed only when lastLow moves
   for (let j = d + 1; j < m; j++) {
-    const level = median(s.slice(d, lastLow + 1));
     if (s[j]! <= level + p.level_margin) {
       lastLow = j;
+      level = median(s.slice(d, lastLow + 1));
       continue;
     }
     if (s[j]! < level + p.rise_decades || j - lastLow > p.rise_window) continue;
