@@ -120,7 +120,8 @@ export interface PhaseSeries {
   loss: number[];
 }
 
-function median(xs: number[]): number {
+/** The median of xs (the mean of the two middle values for an even count). */
+export function median(xs: number[]): number {
   const s = xs.slice().sort((a, b) => a - b);
   const m = s.length >> 1;
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;

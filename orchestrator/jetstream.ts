@@ -8,6 +8,7 @@ import { nanos, type NatsConnection, type Subscription } from '@nats-io/transpor
 import type { TrialMessage, TrialState } from '../schemas/trial.js';
 import { hostname } from 'node:os';
 import { OUT_ACK_WAIT_MS, workerConsumerConfig, type SweepControl, type SweepOwner, type TransportNames } from '../schemas/transport.js';
+import { pidAlive } from '../analysis/pid.js';
 
 export interface Transport {
   names: TransportNames;
@@ -154,15 +155,6 @@ export function watchMaxDeliveries(t: Transport, sweep: string, onLost: (trialId
 
 /** An orchestrator that has not refreshed its owner record for this long is gone. */
 const OWNER_STALE_MS = 60_000;
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /**
  * Makes this process the owner of a sweep in its namespace (the one process whose collector writes

@@ -7,6 +7,7 @@ import { readFileSync, rmSync } from 'node:fs';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { pidAlive } from '../analysis/pid.js';
 
 /** The run file's name inside DIR. */
 export const RUN_FILE = 'run.json';
@@ -62,11 +63,5 @@ export async function readRunFile(dir: string): Promise<RunFile | null> {
  * user's); on another host it cannot be told, and null is returned.
  */
 export function runProcessAlive(run: RunFile): boolean | null {
-  if (run.host !== hostname()) return null;
-  try {
-    process.kill(run.pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
+  return run.host === hostname() ? pidAlive(run.pid) : null;
 }

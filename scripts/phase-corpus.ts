@@ -14,16 +14,8 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { renderAsync } from '@resvg/resvg-js';
 import { agreement, agreementTable, corpusFromDir, encodeCorpus, readCorpus, readLabels, type CorpusTrial, type LabelRecord } from '../analysis/corpus.js';
-import { detectPhases } from '../analysis/phases.js';
+import { detectPhases, smoothLog } from '../analysis/phases.js';
 import { renderSvg } from '../analysis/report/render.js';
-
-function runningMedian(y: number[], w: number): number[] {
-  const h = Math.floor(w / 2);
-  return y.map((_, i) => {
-    const s = y.slice(Math.max(0, i - h), i + h + 1).sort((a, b) => a - b);
-    return s[s.length >> 1]!;
-  });
-}
 
 const X0 = 10;
 const xs = (step: number) => Math.max(X0, step);
@@ -32,7 +24,7 @@ function trialPanels(t: CorpusTrial, n: number, marks: Array<{ step: number; kin
   const s = t.series;
   const snrIdx = s.snr.map((v, i) => (v !== null && v > 0 ? i : -1)).filter((i) => i >= 0);
   const logs = snrIdx.map((i) => Math.log10(s.snr[i]!));
-  const med = runningMedian(logs, 5);
+  const med = smoothLog(logs, 5); // plain 5-point running median (no step span), what the guide calls the black line
   const snrRows = snrIdx.map((i, k) => ({ x: xs(s.step[i]!), raw: logs[k], med: med[k], adam: s.snr_adam[i] ? Math.log10(s.snr_adam[i]!) : null }));
   const lossRows: Array<Record<string, unknown>> = [];
   s.step.forEach((st, i) => {

@@ -16,6 +16,7 @@
 import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { median as medianOf } from '../analysis/phases.js';
 import { openResults } from '../analysis/query.js';
 
 /** Figures copied, with their formats: the two the results page shows as SVG and PNG, the rest as PNG only (size). */
@@ -30,12 +31,7 @@ type Row = Record<string, unknown>;
 const num = (v: unknown): number | null => (v === null || v === undefined ? null : Number(v));
 const g = (v: number | null) => (v === null ? '–' : v < 0.01 ? v.toExponential(1) : v.toPrecision(2));
 
-function median(xs: number[]): number | null {
-  if (!xs.length) return null;
-  const s = xs.slice().sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
+const median = (xs: number[]): number | null => (xs.length ? medianOf(xs) : null);
 
 function range(xs: Array<number | null>, f: (v: number | null) => string): string {
   const v = xs.filter((x): x is number => x !== null);

@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { TRIALS_FILE } from '../../schemas/parquet.js';
 import { deRange, type DiagramAxes } from '../diagram.js';
+import { pidAlive } from '../pid.js';
 import { loadReportData, type ReportData } from './data.js';
 import { writeAtomic, writeFigureFilesThreaded } from './figure-files.js';
 import { figureDefs, trialFigureSpec, type Payload } from './figures.js';
@@ -80,21 +81,11 @@ function buildPayload(data: ReportData): Payload {
   return p;
 }
 
-/** Whether a process with this pid runs (on this machine). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Removes the temporary files (`NAME.tmp-<pid>-…`) of report writers that were ended before their rename. */
 async function removeOrphans(out: string): Promise<void> {
   for (const f of await readdir(out)) {
     const pid = /\.tmp-(\d+)(-|$)/.exec(f)?.[1];
-    if (pid && !alive(Number(pid))) await rm(join(out, f), { force: true });
+    if (pid && !pidAlive(Number(pid))) await rm(join(out, f), { force: true });
   }
 }
 

@@ -7,7 +7,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { cellRows, datasetRows, VEGA_CONFIG, type Payload } from './figures.js';
+import { cellRows, datasetRows, PHASE_COLORS, VEGA_CONFIG, type Payload } from './figures.js';
 import type { ReportData, ReportTrial } from './data.js';
 
 const require = createRequire(import.meta.url);
@@ -96,9 +96,10 @@ export function renderPage(i: PageInput): string {
   const { data, payload } = i;
   const title = `${data.sweep} — phasemap report`;
   const status = statusLine(data.counts, i.live !== null, i.now);
-  const legend = Object.entries({ diverged: 'diverged', fitting: 'fitting', steady: 'steady', diffusion: 'diffusion', equilibrium: 'diffusion equilibrium (DE)' })
-    .map(([k, v]) => `<span class="sw ph-${k}"></span>${esc(v)}`)
+  const legend = Object.keys(PHASE_COLORS)
+    .map((k) => `<span class="sw ph-${k}"></span>${esc(k === 'equilibrium' ? 'diffusion equilibrium (DE)' : k)}`)
     .join(' ');
+  const phaseCss = Object.entries(PHASE_COLORS).map(([k, c]) => `.ph-${k}{background:${c}}`).join('');
   const sections = payload.figures
     .map((f) => `<section id="${f.name}"><div class="fig" id="fig-${f.name}"></div><p class="files">files: <a href="${f.name}.svg">${f.name}.svg</a> · <a href="${f.name}.png">${f.name}.png</a></p></section>`)
     .join('\n');
@@ -113,7 +114,7 @@ body{font-family:'DejaVu Sans',Verdana,sans-serif;margin:1.2em 2em;color:#222}
 h1{font-size:1.5em;margin:.2em 0} h2{font-size:1.15em;margin:1.2em 0 .4em}
 #status{font-weight:bold} #status.running{color:#0072B2} #status.stopped{color:#D55E00}
 .sw{display:inline-block;width:.9em;height:.9em;margin:0 .25em 0 .8em;vertical-align:-.1em;border:1px solid #888}
-.ph-diverged{background:#D55E00}.ph-fitting{background:#F0E442}.ph-steady{background:#CC79A7}.ph-diffusion{background:#56B4E9}.ph-equilibrium{background:#009E73}
+${phaseCss}
 td.ph{color:#000}
 section{margin:1.5em 0} .files{font-size:.8em;color:#666} nav{font-size:.9em;margin:.6em 0}
 table{border-collapse:collapse;font-size:.8em} th,td{border:1px solid #ddd;padding:2px 6px;text-align:left;white-space:nowrap}
