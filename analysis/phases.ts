@@ -1,10 +1,12 @@
 /**
  * The phase record of a trial (science.md §6; the phases and the labelling guide: docs/phases.md):
  * when it fell from fitting into diffusion, when (if ever) it reached diffusion equilibrium (DE),
- * and the phase it ended in — read from its logged gradient SNR and loss series.
+ * and the phase it ended in — read from its logged gradient SNR, its loss and Adam's SNR.
  *
  * The rule, on the logged SNR points (rows whose `snr` is a finite number > 0; rows without one are
- * not points), with the thresholds of `PhaseParams`:
+ * not points), with the thresholds of `PhaseParams`. Phases are judged on the log step axis (the
+ * axis the labelling sheets use): a stretch's length is the factor between its first and last step
+ * (steps offset by the first logging interval, so that step 0 has a logarithm).
  *
  * 1. **Meaningless leading points.** While the first point's log10 SNR is `outlier_decades` (3) or
  *    more above the median log10 SNR of all later points, it is dropped: RBA with λ⁰ = 0, whose
@@ -19,30 +21,42 @@
  *    candidate whose stretch is diffusion gives t_diffusion = i — the step where SNR fell below 1
  *    for good, science.md §6 — or, for a run below 1 from its first point, the first point where s
  *    has fallen `diffusion_drop` (0.5) decades below its running maximum. A stretch is diffusion
- *    when it has `diffusion_points` (20) points, its median s is at most `diffusion_depth` (−0.4,
- *    SNR ≈ 0.4: diffusion is SNR ≪ 1) and its lowest s is `diffusion_drop` below the highest s
- *    before it (the fitting peak). The median over the whole stretch is what "stays below" means
- *    here: a fall that climbs back to 1 without a jump, or a cluster of dips at loss spikes, has a
- *    stretch whose median is above the depth — not diffusion; while a diffusion that flickers up to
- *    1 now and then still is.
+ *    when it has `diffusion_points` (20) points, spans a factor `diffusion_span` (2) of steps, its
+ *    level — the mean of s over it — is at most `diffusion_depth` (−0.5: diffusion is SNR well
+ *    below 1, ≤ 10^−0.5) and its lowest s is `diffusion_drop` below the highest s before it (the
+ *    fitting peak). The mean over the whole stretch is what "stays below" means here: where SNR
+ *    flickers between a low and an upper level, the running median jumps to whichever holds most of
+ *    a window, while the mean weighs both by the time spent at each — the centre of the flicker a
+ *    person reads; a fall that climbs back to 1 without a jump, or a cluster of dips at loss spikes,
+ *    has a level above the depth — not diffusion. The span: diffusion is a plateau, not a dip of a
+ *    few hundred steps late in a run that sat above 1 before and after.
  * 4. **t_equilibrium**, from t_diffusion: the diffusion level at point j is the median of s from
  *    t_diffusion to the last point before j within `level_margin` (0.5) of the level (the start of
  *    the rise). The first j where s[j] ≥ level + `rise_decades` (1), within `rise_window` (25)
  *    points of that start, is a candidate; it is DE when at least `sustain_points` points remain
  *    and, from the start of the rise to the end, s is above level + `level_margin` on at least half
- *    of the points and never at or below it for `diffusion_points` points in a row. t_equilibrium is the first point of the rise above level +
- *    `level_margin`: where the upper level starts to dominate (half-way up a 1-decade jump; where
- *    SNR flickers between two levels, where the upper one starts to hold most of the points). A rise
- *    that falls back, a spike, the one-off dip and recovery of a learning-rate decay, a slow drift
- *    (slower than a decade per `rise_window` points): not DE; the next j is tried.
+ *    of the points and never at or below it for `diffusion_points` points in a row; the stretch from
+ *    the start of the rise to the end spans a factor `equilibrium_span` (1.25) of steps; and its
+ *    level (mean s) is at least `equilibrium_level` (−1). t_equilibrium is the first point of the
+ *    rise above level + `level_margin`: where the upper level starts to dominate (half-way up a
+ *    1-decade jump; where SNR flickers between two levels, where the upper one starts to hold most
+ *    of the points). A rise that falls back, a spike, the one-off dip and recovery of a
+ *    learning-rate decay, a slow drift (slower than a decade per `rise_window` points), a rise in
+ *    the last factor 1.25 of the run's steps (too late to tell from a spike at the scale the
+ *    smoothing works on), a rise that stays below SNR 0.1 (the gradients do not align: a deep
+ *    diffusion flickering up inside itself): not DE; the next j is tried.
  * 5. **final_phase** = `diverged` when any loss is NaN/±Inf, or when from some logged step on every
  *    loss is ≥ `divergence_factor` (1e4) × the minimum loss before that step; else `equilibrium`
  *    when t_equilibrium is set, `diffusion` when t_diffusion is set; else `fitting` when the run
- *    has fewer than 2 × `sustain_points` points or its s still falls at the end (on the log step
- *    axis: the upper quartile of s over steps T/2…T is more than `settle_decades` (0.4) below that over
- *    T/4…T/2, T the last step: its whole band still moves down), and `steady` otherwise: the SNR settled around 1 or above without
- *    collapsing into diffusion (mini-batch training, large learning rates). t_diffusion and
- *    t_equilibrium are reported for a diverged trial too (what happened before it blew up).
+ *    has fewer than 2 × `sustain_points` points, or when it is still high and still falling at its
+ *    end: s over its last decade of steps (T/10…T, T the last step) falls by at least `settle_slope`
+ *    (1) decade per decade of steps (least squares on the log step axis) while its median over
+ *    T/2…T is still above `diffusion_threshold` — unless the network collapsed: Adam's SNR over
+ *    the last `sustain_points` logged values is `collapse_decades` (3) or more below its median
+ *    over steps 0…T/4 (the update has died out; a network collapsed at a large learning rate is not
+ *    still fitting, whatever its SNR does). Otherwise `steady`: the SNR settled around 1 or above
+ *    without collapsing into diffusion (mini-batch training, large learning rates). t_diffusion
+ *    and t_equilibrium are reported for a diverged trial too (what happened before it blew up).
  *
  * `readAttemptSeries` reads one attempt's series from its Parquet parts; `attemptPhases` does both.
  */
@@ -71,10 +85,12 @@ export interface PhaseParams {
   diffusion_threshold: number;
   /** Decades the smoothed SNR must also have fallen below its maximum so far (the fitting peak) to enter diffusion. Default 0.5. */
   diffusion_drop: number;
-  /** Highest median log10 SNR of a diffusion stretch (diffusion is SNR ≪ 1). Default −0.4. */
+  /** Highest level (mean smoothed log10 SNR) of a diffusion stretch (diffusion is SNR well below 1). Default −0.5. */
   diffusion_depth: number;
   /** Logged SNR points the diffusion stretch lasts at least (to the DE rise, or to the end of the run). Default 20. */
   diffusion_points: number;
+  /** Factor of steps the diffusion stretch spans at least, from its first to its last point (a plateau, not a late dip). Default 2. */
+  diffusion_span: number;
   /** Logged SNR points a phase must last: diffusion's stretch, the points left after DE. Default 8. */
   sustain_points: number;
   /** Rise of the smoothed log10 SNR above the diffusion floor, in decades, that marks the DE transition. Default 1. */
@@ -83,8 +99,14 @@ export interface PhaseParams {
   rise_window: number;
   /** Decades above the diffusion floor DE must stay (no sustained return at or below it); t_equilibrium is where s first passes it on the rise. Default 0.5. */
   level_margin: number;
-  /** A run without diffusion whose smoothed SNR over steps T/2…T is more than this many decades below its median over T/4…T/2 is still fitting. Default 0.4. */
-  settle_decades: number;
+  /** Factor of steps DE spans at least, from the start of its rise to the end of the run (a rise at the very end is not told from a spike). Default 1.25. */
+  equilibrium_span: number;
+  /** Lowest level (mean smoothed log10 SNR) of DE, from the start of its rise to the end (−1: SNR 0.1; below it the gradients do not align). Default −1. */
+  equilibrium_level: number;
+  /** A run without diffusion whose smoothed SNR falls at least this many decades per decade of steps over its last decade (T/10…T), and is still above 1 over T/2…T, is still fitting. Default 1. */
+  settle_slope: number;
+  /** A run whose Adam SNR over its last sustain_points values is this many decades or more below its median over steps 0…T/4 collapsed: never `fitting`. Default 3. */
+  collapse_decades: number;
   /** Loss ≥ this × its running minimum, to the end of the run, is a divergence. Default 1e4. */
   divergence_factor: number;
 }
@@ -96,13 +118,17 @@ export const DEFAULT_PHASE_PARAMS: Readonly<PhaseParams> = Object.freeze({
   outlier_decades: 3,
   diffusion_threshold: 0,
   diffusion_drop: 0.5,
-  diffusion_depth: -0.4,
+  diffusion_depth: -0.5,
   diffusion_points: 20,
+  diffusion_span: 2,
   sustain_points: 8,
   rise_decades: 1,
   rise_window: 25,
   level_margin: 0.5,
-  settle_decades: 0.4,
+  equilibrium_span: 1.25,
+  equilibrium_level: -1,
+  settle_slope: 1,
+  collapse_decades: 3,
   divergence_factor: 1e4,
 });
 
@@ -118,6 +144,8 @@ export interface PhaseSeries {
   /** Gradient SNR, null on rows without diagnostics. */
   snr: (number | null)[];
   loss: number[];
+  /** Adam's SNR (science.md §5 `snr_adam`), null on rows without diagnostics; optional (without it no collapse is seen). */
+  snr_adam?: (number | null)[];
 }
 
 /** The median of xs (the mean of the two middle values for an even count). */
@@ -176,15 +204,20 @@ export interface SnrPoints {
   dropped: number;
 }
 
-/** Rows sorted by step (a repeated step keeps its first row), their losses and the SNR points of rules 1–2. */
-function readSeries(series: PhaseSeries, p: PhaseParams): { loss: number[]; points: SnrPoints } {
+/** Rows sorted by step (a repeated step keeps its first row), their losses, Adam's SNR (log10, by step) and the SNR points of rules 1–2. */
+function readSeries(series: PhaseSeries, p: PhaseParams): { loss: number[]; adam: Array<[number, number]>; points: SnrPoints } {
   const n = series.step.length;
-  if (series.snr.length !== n || series.loss.length !== n)
-    throw new Error(`detectPhases: step, snr and loss must have one entry per row (got ${n}, ${series.snr.length}, ${series.loss.length})`);
+  if (series.snr.length !== n || series.loss.length !== n || (series.snr_adam && series.snr_adam.length !== n))
+    throw new Error(`detectPhases: step, snr, loss (and snr_adam) must have one entry per row (got ${n}, ${series.snr.length}, ${series.loss.length}${series.snr_adam ? `, ${series.snr_adam.length}` : ''})`);
   const order = [...Array(n).keys()].sort((a, b) => series.step[a]! - series.step[b]!);
   const seen = new Set<number>();
   const rows = order.filter((i) => (seen.has(series.step[i]!) ? false : (seen.add(series.step[i]!), true)));
   const loss = rows.map((i) => series.loss[i]!);
+  const adam: Array<[number, number]> = [];
+  for (const i of rows) {
+    const v = series.snr_adam?.[i];
+    if (typeof v === 'number' && Number.isFinite(v) && v > 0) adam.push([series.step[i]!, Math.log10(v)]);
+  }
 
   // 1. Logged SNR points; drop meaningless leading ones.
   const step: number[] = [];
@@ -203,7 +236,7 @@ function readSeries(series: PhaseSeries, p: PhaseParams): { loss: number[]; poin
     dropped++;
   }
   // 2. Smooth.
-  return { loss, points: { step, log10: y, smoothed: smoothLog(y, p.smooth_window, step, p.smooth_span), dropped } };
+  return { loss, adam, points: { step, log10: y, smoothed: smoothLog(y, p.smooth_window, step, p.smooth_span), dropped } };
 }
 
 /**
@@ -216,13 +249,24 @@ export function snrPoints(series: PhaseSeries, params: Partial<PhaseParams> = DE
   return readSeries(series, { ...DEFAULT_PHASE_PARAMS, ...params }).points;
 }
 
+const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+/**
+ * The factor of steps from point a to point b (b ≥ a) on the log step axis: steps offset by the first
+ * logging interval, as in `smoothLog`, so that step 0 has a logarithm.
+ */
+function spanOf(steps: number[], a: number, b: number): number {
+  const off = steps.length > 1 ? Math.max(1, steps[1]! - steps[0]!) : 1;
+  return (steps[b]! + off) / (steps[a]! + off);
+}
+
 /**
  * Rules 3–4: the indices in s of t_diffusion and t_equilibrium (−1 when not seen). Candidate starts
  * (the first point of a run of sustain_points points below the threshold) are tried in order; the
  * first whose stretch — from it to its DE rise, or to the end of the run — is diffusion gives the
  * record.
  */
-function findTransitions(s: number[], p: PhaseParams): { d: number; e: number } {
+function findTransitions(s: number[], steps: number[], p: PhaseParams): { d: number; e: number } {
   const m = s.length;
   let peak = -Infinity;
   for (let i = 0; i + p.sustain_points <= m; i++) {
@@ -233,10 +277,16 @@ function findTransitions(s: number[], p: PhaseParams): { d: number; e: number } 
       peak = Math.max(peak, s[i]!);
       continue;
     }
-    const e = findEquilibrium(s, i, p);
-    const region = s.slice(i, e >= 0 ? e : m);
+    const e = findEquilibrium(s, steps, i, p);
+    const end = e >= 0 ? e : m;
+    const region = s.slice(i, end);
     const top = Math.max(peak, s[i]!);
-    if (region.length >= p.diffusion_points && median(region) <= p.diffusion_depth && Math.min(...region) <= top - p.diffusion_drop) {
+    if (
+      region.length >= p.diffusion_points &&
+      spanOf(steps, i, end - 1) >= p.diffusion_span &&
+      mean(region) <= p.diffusion_depth &&
+      Math.min(...region) <= top - p.diffusion_drop
+    ) {
       if (i > 0) return { d: i, e };
       // Below 1 from the first point on: diffusion starts where s has fallen diffusion_drop below its
       // running maximum (the fitting stretch of a run that starts below 1 is its fall from the start).
@@ -252,7 +302,7 @@ function findTransitions(s: number[], p: PhaseParams): { d: number; e: number } 
 }
 
 /** Rule 4: the index of t_equilibrium in s (after d), or −1. */
-function findEquilibrium(s: number[], d: number, p: PhaseParams): number {
+function findEquilibrium(s: number[], steps: number[], d: number, p: PhaseParams): number {
   const m = s.length;
   // The diffusion level at j: the median of s from d to the last point before j that was within
   // level_margin of the running level (the start of the rise).
@@ -266,9 +316,13 @@ function findEquilibrium(s: number[], d: number, p: PhaseParams): number {
     }
     if (s[j]! < level + p.rise_decades || j - lastLow > p.rise_window) continue;
     if (m - j < p.sustain_points) return -1;
+    // Too late: the stretch from the start of the rise to the end spans less than equilibrium_span
+    // (every later candidate spans less still).
+    if (spanOf(steps, lastLow + 1, m - 1) < p.equilibrium_span) return -1;
     // Holds: from the rise to the end, s is above level + level_margin on at least half of the
     // points, and never at or below it for diffusion_points points in a row (a flicker between the
-    // two levels that the upper one dominates is DE; a return to diffusion is not).
+    // two levels that the upper one dominates is DE; a return to diffusion is not); and its level
+    // (mean s) is at least equilibrium_level (the gradients align again).
     let below = 0;
     let up = 0;
     let holds = true;
@@ -279,32 +333,49 @@ function findEquilibrium(s: number[], d: number, p: PhaseParams): number {
       } else below++;
       if (below >= p.diffusion_points) holds = false;
     }
-    if (holds && 2 * up >= m - lastLow - 1) return lastLow + 1;
+    if (holds && 2 * up >= m - lastLow - 1 && mean(s.slice(lastLow + 1)) >= p.equilibrium_level) return lastLow + 1;
   }
   return -1;
 }
 
-/** The upper quartile of xs (nearest rank). */
-function upperQuartile(xs: number[]): number {
-  const s = xs.slice().sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(0.75 * s.length))]!;
+/**
+ * Rule 5's collapse: Adam's SNR (log10, by step) over its last sustain_points values is
+ * collapse_decades or more below its median over steps 0…T/4.
+ */
+function collapsed(adam: Array<[number, number]>, p: PhaseParams): boolean {
+  if (adam.length < 2 * p.sustain_points) return false;
+  const T = adam[adam.length - 1]![0];
+  const early = adam.filter(([st]) => st <= T / 4).map(([, v]) => v);
+  const late = adam.slice(-p.sustain_points).map(([, v]) => v);
+  return early.length > 0 && median(early) - median(late) >= p.collapse_decades;
 }
 
 /**
- * Rule 5's fitting test: too short, or still falling at the end — on the log step axis the phases
- * are read on: the upper quartile of s over the last half of the run's steps (T/2 to T) is more
- * than settle_decades below that over the quarter before it (T/4 to T/2). The upper quartile, not
- * the median: a run that flickers down more often late (loss spikes) has not fallen; one whose whole
- * band moves down has.
+ * Rule 5's fitting test: too short, or still high and still falling at the end — on the log step
+ * axis the phases are read on: the least-squares slope of s against log10 step over the last decade
+ * of steps (T/10 to T) is −settle_slope or steeper, and the median of s over T/2 to T is still above
+ * diffusion_threshold (the fitting phase is SNR above 1; a run that ends below 1 without diffusion
+ * has settled low, not fitting).
  */
 function stillFitting(s: number[], steps: number[], p: PhaseParams): boolean {
   const m = s.length;
   if (m < 2 * p.sustain_points) return true;
   const T = steps[m - 1]!;
-  const last = s.filter((_, i) => steps[i]! >= T / 2);
-  const before = s.filter((_, i) => steps[i]! >= T / 4 && steps[i]! < T / 2);
-  if (!before.length || !last.length) return false;
-  return upperQuartile(before) - upperQuartile(last) > p.settle_decades;
+  const end = s.filter((_, i) => steps[i]! >= T / 2);
+  if (!(median(end) > p.diffusion_threshold)) return false;
+  const idx = [...Array(m).keys()].filter((i) => steps[i]! >= T / 10 && steps[i]! > 0);
+  if (idx.length < 2) return false;
+  const x = idx.map((i) => Math.log10(steps[i]!));
+  const y = idx.map((i) => s[i]!);
+  const mx = mean(x);
+  const my = mean(y);
+  let sxy = 0;
+  let sxx = 0;
+  for (let k = 0; k < x.length; k++) {
+    sxy += (x[k]! - mx) * (y[k]! - my);
+    sxx += (x[k]! - mx) ** 2;
+  }
+  return sxx > 0 && sxy / sxx <= -p.settle_slope;
 }
 
 /**
@@ -318,9 +389,9 @@ function stillFitting(s: number[], steps: number[], p: PhaseParams): boolean {
  */
 export function detectPhases(series: PhaseSeries, params: Partial<PhaseParams> = DEFAULT_PHASE_PARAMS): PhaseRecord {
   const p: PhaseParams = { ...DEFAULT_PHASE_PARAMS, ...params };
-  const { loss, points } = readSeries(series, p);
+  const { loss, adam, points } = readSeries(series, p);
   const { step: steps, smoothed: s } = points;
-  const { d, e } = findTransitions(s, p);
+  const { d, e } = findTransitions(s, steps, p);
   const t_diffusion = d >= 0 ? steps[d]! : null;
   const t_equilibrium = e >= 0 ? steps[e]! : null;
   const final_phase: FinalPhase = lossDiverged(loss, p.divergence_factor)
@@ -329,7 +400,7 @@ export function detectPhases(series: PhaseSeries, params: Partial<PhaseParams> =
       ? 'equilibrium'
       : t_diffusion !== null
         ? 'diffusion'
-        : stillFitting(s, steps, p)
+        : stillFitting(s, steps, p) && !collapsed(adam, p)
           ? 'fitting'
           : 'steady';
   return { t_diffusion, t_equilibrium, final_phase };
@@ -345,7 +416,7 @@ function parquetTable(bytes: Uint8Array, columns?: string[]): Table {
 }
 
 /**
- * The (step, snr, loss) series of one attempt, from its parts `DIR/metrics/trial_id=<id>/attempt=<n>/part-*.parquet`,
+ * The (step, snr, loss, snr_adam) series of one attempt, from its parts `DIR/metrics/trial_id=<id>/attempt=<n>/part-*.parquet`,
  * sorted by step (a step present in two parts is kept once). Empty when the attempt has no parts.
  *
  * @throws Error on a bad trial id / attempt, an unreadable part, or a part without step or loss.
@@ -356,29 +427,32 @@ export async function readAttemptSeries(dir: string, trialId: string, attempt: n
   try {
     names = (await readdir(folder)).filter((f) => PART_FILE.test(f)).sort();
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { step: [], snr: [], loss: [] };
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { step: [], snr: [], loss: [], snr_adam: [] };
     throw e;
   }
-  const rows: Array<[number, number | null, number]> = [];
+  const rows: Array<[number, number | null, number, number | null]> = [];
   for (const name of names) {
-    // A column a part lacks (snr in a part written before diagnostics existed) is simply not returned.
-    const table = parquetTable(await readFile(join(folder, name)), ['step', 'snr', 'loss']);
+    // A column a part lacks (snr or snr_adam in a part written before diagnostics existed) is simply not returned.
+    const table = parquetTable(await readFile(join(folder, name)), ['step', 'snr', 'loss', 'snr_adam']);
     const step = table.getChild('step');
     const loss = table.getChild('loss');
     const snr = table.getChild('snr');
+    const adam = table.getChild('snr_adam');
     if (step === null || loss === null) throw new Error(`${join(folder, name)}: no step or loss column`);
     for (let i = 0; i < table.numRows; i++) {
       const v = snr?.get(i) as number | null | undefined;
-      rows.push([Number(step.get(i)), v ?? null, Number(loss.get(i))]);
+      const a = adam?.get(i) as number | null | undefined;
+      rows.push([Number(step.get(i)), v ?? null, Number(loss.get(i)), a ?? null]);
     }
   }
   rows.sort((a, b) => a[0] - b[0]);
-  const out: PhaseSeries = { step: [], snr: [], loss: [] };
-  for (const [st, v, l] of rows) {
+  const out: Required<PhaseSeries> = { step: [], snr: [], loss: [], snr_adam: [] };
+  for (const [st, v, l, a] of rows) {
     if (out.step.length && out.step[out.step.length - 1] === st) continue;
     out.step.push(st);
     out.snr.push(v);
     out.loss.push(l);
+    out.snr_adam.push(a);
   }
   return out;
 }

@@ -75,7 +75,7 @@ test('a dip that climbs back is not diffusion: steady; a shorter dip neither; di
   // The same dip followed by 10^0.5: a 1.3-decade rise that holds — diffusion from 250, DE at 1,500.
   const rise = [...fill(5, 0.5), ...fill(25, -0.8), ...fill(50, 0.5)];
   t.deepEqual(detectPhases(series(rise)), { t_diffusion: 250, t_equilibrium: 1500, final_phase: 'equilibrium' });
-  // A shallow fall to 10^-0.3 that stays: not diffusion (median above diffusion_depth −0.5). Steady.
+  // A shallow fall to 10^-0.3 that stays: not diffusion (its level, the mean of s, is above diffusion_depth −0.5). Steady.
   t.deepEqual(detectPhases(series([...fill(5, FIT), ...fill(80, -0.3)])), { t_diffusion: null, t_equilibrium: null, final_phase: 'steady' });
   t.deepEqual(detectPhases(series([...fill(5, FIT), ...fill(80, -0.3)]), { diffusion_depth: -0.3 }), { t_diffusion: 250, t_equilibrium: null, final_phase: 'diffusion' });
   // Fewer than diffusion_points (20) points of diffusion before a DE rise: a cluster of dips, not
@@ -85,17 +85,69 @@ test('a dip that climbs back is not diffusion: steady; a shorter dip neither; di
   t.deepEqual(detectPhases(series(brief), { diffusion_points: 15 }), { t_diffusion: 250, t_equilibrium: 1000, final_phase: 'equilibrium' });
 });
 
-test('fitting: a run whose SNR band still moves down at the end (log step axis), or too short to tell', (t) => {
-  // 60 points (steps 0–2,950) falling linearly from 10^1 by k decades a point; below 1 only for the
-  // last 10 (under diffusion_points): no diffusion. The upper quartile over steps T/2…T (points 30–59)
-  // is point 37's value, over T/4…T/2 (points 15–29) point 18's: a fall of 19k decades — 0.38 for
-  // k = 0.02, under settle_decades 0.4: steady; over 0.3: still fitting.
-  const slope = (k: number) => [...Array(60).keys()].map((i) => 1 - k * i);
-  t.is(detectPhases(series(slope(0.02))).final_phase, 'steady');
-  t.is(detectPhases(series(slope(0.02)), { settle_decades: 0.3 }).final_phase, 'fitting');
+/** log10 SNR c − a·log10(step) at steps 50·i (step 0 takes step 50's value): a straight line on the log step axis. */
+const logFall = (c: number, a: number, n = 60): number[] => [...Array(n).keys()].map((i) => c - a * Math.log10(Math.max(i, 1) * EVERY));
+
+test('fitting: a run still above 1 whose SNR still falls a decade per decade of steps at the end (log step axis), or too short to tell', (t) => {
+  // A monotone series is its own running median, so s is the line itself: its least-squares slope
+  // over the last decade of steps (T/10…T, T = 2,950) is exactly −a. 5 − 1.2·log10(step) ends at
+  // 10^0.84 (above 1 over T/2…T) falling 1.2 decades per decade: still fitting; settle_slope 1.3: steady.
+  t.is(detectPhases(series(logFall(5, 1.2))).final_phase, 'fitting');
+  t.is(detectPhases(series(logFall(5, 1.2)), { settle_slope: 1.3 }).final_phase, 'steady');
+  // Falling 0.8 decades per decade (under settle_slope 1): settled — steady.
+  t.is(detectPhases(series(logFall(5, 0.8))).final_phase, 'steady');
+  // 3.5 − 1.2·log10(step): the same fall, but below 1 from step 850 on (its mean there, about −0.35, is
+  // above diffusion_depth: no diffusion) and over T/2…T: a run that ends below 1 is not fitting.
+  t.is(detectPhases(series(logFall(3.5, 1.2))).final_phase, 'steady');
   // Fewer than 2 × sustain_points (16) points: too short to tell.
   t.is(detectPhases(series(fill(15, FIT))).final_phase, 'fitting');
   t.is(detectPhases(series(fill(16, FIT))).final_phase, 'steady');
+});
+
+test('collapse: a run whose Adam SNR ends collapse_decades below its early level is never fitting', (t) => {
+  // The fitting series above, with Adam's SNR at 10^-1.5 for points 0–49 and 10^-5 for the last 10
+  // (a network that collapsed at a large learning rate: its update died out). Median over steps
+  // 0…T/4 −1.5, over the last sustain_points (8) values −5: 3.5 decades ≥ collapse_decades 3 → steady.
+  const y = logFall(5, 1.2);
+  const adam = (late: number) => [...fill(50, -1.5), ...fill(10, late)].map((v) => 10 ** v);
+  t.is(detectPhases({ ...series(y), snr_adam: adam(-5) }).final_phase, 'steady');
+  t.is(detectPhases({ ...series(y), snr_adam: adam(-5) }, { collapse_decades: 4 }).final_phase, 'fitting');
+  // A fall of 2 decades is not a collapse; without snr_adam none is seen.
+  t.is(detectPhases({ ...series(y), snr_adam: adam(-3.5) }).final_phase, 'fitting');
+  t.is(detectPhases(series(y)).final_phase, 'fitting');
+  t.throws(() => detectPhases({ ...series(y), snr_adam: [1] }), { message: /one entry per row/ });
+});
+
+test('diffusion is a plateau on the log step axis (diffusion_span); its level is the mean of s, the centre of a flicker', (t) => {
+  // 10^0.6 for points 0–39, 25 points at 10^-1.5 (steps 2,000–3,200), 10^0.6 again to step 4,950: the
+  // dip spans (3,200 + 50)/(2,000 + 50) = 1.59 < diffusion_span 2 of steps — a late dip, not diffusion:
+  // steady. With diffusion_span 1.5 it is diffusion from 2,000, and the jump back (2.1 decades, held to
+  // the end over a factor 1.5 of steps) is DE at 3,250.
+  const late = [...fill(40, 0.6), ...fill(25, DIFF), ...fill(35, 0.6)];
+  t.deepEqual(detectPhases(series(late)), { t_diffusion: null, t_equilibrium: null, final_phase: 'steady' });
+  t.deepEqual(detectPhases(series(late), { diffusion_span: 1.5 }), { t_diffusion: 2000, t_equilibrium: 3250, final_phase: 'equilibrium' });
+  // After fitting, SNR flickers in blocks: 11 points at 10^-0.9, 9 at 10^0.05, four times (blocks of ≥ 4
+  // equal values are their own running median). The low level holds 55 % of the points, so the median
+  // of s is −0.9; the mean, −0.9·0.55 + 0.05·0.45 = −0.4725, is above diffusion_depth −0.5: the
+  // flicker's centre is near 10^-0.5 — steady, not diffusion (the upper level is < 1 decade up: no DE).
+  const flicker = [...fill(5, FIT)];
+  for (let k = 0; k < 4; k++) flicker.push(...fill(11, -0.9), ...fill(9, 0.05));
+  t.deepEqual(detectPhases(series(flicker)), { t_diffusion: null, t_equilibrium: null, final_phase: 'steady' });
+  t.deepEqual(detectPhases(series(flicker), { diffusion_depth: -0.45 }), { t_diffusion: 250, t_equilibrium: null, final_phase: 'diffusion' });
+});
+
+test('DE must last (equilibrium_span) and bring SNR back within a decade of 1 (equilibrium_level)', (t) => {
+  // Diffusion at 10^-1.5 from point 5 and a jump to 10^0.5 for the last 10 points (4,500–4,950): it
+  // holds over (4,950 + 50)/(4,500 + 50) = 1.10 of steps, under equilibrium_span 1.25 — too late to
+  // tell from a spike: diffusion. With equilibrium_span 1.05: DE at 4,500.
+  const lateDE = [...fill(5, FIT), ...fill(85, DIFF), ...fill(10, DE)];
+  t.deepEqual(detectPhases(series(lateDE)), { t_diffusion: 250, t_equilibrium: null, final_phase: 'diffusion' });
+  t.deepEqual(detectPhases(series(lateDE), { equilibrium_span: 1.05 }), { t_diffusion: 250, t_equilibrium: 4500, final_phase: 'equilibrium' });
+  // A deep diffusion at 10^-3 that jumps 1.3 decades to 10^-1.7 and holds: its level (−1.7) stays below
+  // equilibrium_level −1 — still diffusion; with equilibrium_level −2, DE at 2,000.
+  const deep = [...fill(5, FIT), ...fill(35, -3), ...fill(60, -1.7)];
+  t.deepEqual(detectPhases(series(deep)), { t_diffusion: 250, t_equilibrium: null, final_phase: 'diffusion' });
+  t.deepEqual(detectPhases(series(deep), { equilibrium_level: -2 }), { t_diffusion: 250, t_equilibrium: 2000, final_phase: 'equilibrium' });
 });
 
 test('SNR that starts below 1: diffusion from where it has fallen diffusion_drop below its start', (t) => {
@@ -244,10 +296,12 @@ test('readAttemptSeries / attemptPhases: parts of one attempt, in step order; ot
   const back = await readAttemptSeries(dir, id, 2);
   t.deepEqual(back.step, [...s.step.slice(0, 21), 1025, ...s.step.slice(21)].sort((a, b) => a - b));
   t.is(back.snr.filter((v) => v === null).length, 1);
+  // Parts written without an snr_adam column: Adam's SNR is null on every row (no collapse is seen).
+  t.deepEqual(back.snr_adam, back.step.map(() => null));
   t.deepEqual(await attemptPhases(dir, id, 2, {}), { t_diffusion: 250, t_equilibrium: 2000, final_phase: 'equilibrium' });
   t.deepEqual(await attemptPhases(dir, id, 2, {}, true), { t_diffusion: 250, t_equilibrium: 2000, final_phase: 'diverged' });
   t.deepEqual(await attemptPhases(dir, id, 1, {}), { t_diffusion: null, t_equilibrium: null, final_phase: 'diverged' });
-  t.deepEqual(await readAttemptSeries(dir, id, 3), { step: [], snr: [], loss: [] });
+  t.deepEqual(await readAttemptSeries(dir, id, 3), { step: [], snr: [], loss: [], snr_adam: [] });
   await t.throwsAsync(() => readAttemptSeries(dir, '../etc', 1), { message: /trial_id/ });
 });
 
