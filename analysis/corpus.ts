@@ -155,12 +155,19 @@ export interface Agreement {
   ok: boolean;
 }
 
-/** The diagnostics interval of a trial: the smallest gap between two steps with an SNR. */
-function diagEvery(t: CorpusTrial): number {
+/**
+ * The diagnostics interval of a trial: the most common gap between two steps with an SNR (the
+ * smallest on a tie). Not the smallest gap: the last step is logged too, a few steps after the
+ * last regular diagnostics step.
+ */
+export function diagEvery(t: CorpusTrial): number {
   const s = t.series.step.filter((_, i) => t.series.snr[i] !== null);
-  let g = Infinity;
-  for (let i = 1; i < s.length; i++) g = Math.min(g, s[i]! - s[i - 1]!);
-  return Number.isFinite(g) ? g : 0;
+  const count = new Map<number, number>();
+  for (let i = 1; i < s.length; i++) count.set(s[i]! - s[i - 1]!, (count.get(s[i]! - s[i - 1]!) ?? 0) + 1);
+  let best = 0;
+  let n = 0;
+  for (const [g, c] of count) if (c > n || (c === n && g < best)) [best, n] = [g, c];
+  return best;
 }
 
 /**
