@@ -1,7 +1,7 @@
 /**
  * The phase record of a trial (science.md §6; the phases and the labelling guide: docs/phases.md):
  * when it fell from fitting into diffusion, when (if ever) it reached diffusion equilibrium (DE),
- * and the phase it ended in — read from its logged gradient SNR, its loss and Adam's SNR.
+ * and the phase it ended in — read from its logged gradient SNR and loss series.
  *
  * The rule, on the logged SNR points (rows whose `snr` is a finite number > 0; rows without one are
  * not points), with the thresholds of `PhaseParams`. Phases are judged on the log step axis (the
@@ -51,12 +51,12 @@
  *    has fewer than 2 × `sustain_points` points, or when it is still high and still falling at its
  *    end: s over its last decade of steps (T/10…T, T the last step) falls by at least `settle_slope`
  *    (1) decade per decade of steps (least squares on the log step axis) while its median over
- *    T/2…T is still above `diffusion_threshold` — unless the network collapsed: Adam's SNR over
- *    the last `sustain_points` logged values is `collapse_decades` (3) or more below its median
- *    over steps 0…T/4 (the update has died out; a network collapsed at a large learning rate is not
- *    still fitting, whatever its SNR does). Otherwise `steady`: the SNR settled around 1 or above
- *    without collapsing into diffusion (mini-batch training, large learning rates). t_diffusion
- *    and t_equilibrium are reported for a diverged trial too (what happened before it blew up).
+ *    T/2…T is still above `diffusion_threshold` (fitting is the phase of high SNR; a run that ends
+ *    below 1 without diffusion has settled low, and a network that collapsed at a large learning
+ *    rate — its SNR jumps by decades within the last decade of steps — is not still falling).
+ *    Otherwise `steady`: the SNR settled around 1 or above without collapsing into diffusion
+ *    (mini-batch training, large learning rates). t_diffusion and t_equilibrium are reported for a
+ *    diverged trial too (what happened before it blew up).
  *
  * `readAttemptSeries` reads one attempt's series from its Parquet parts; `attemptPhases` does both.
  */
@@ -105,8 +105,6 @@ export interface PhaseParams {
   equilibrium_level: number;
   /** A run without diffusion whose smoothed SNR falls at least this many decades per decade of steps over its last decade (T/10…T), and is still above 1 over T/2…T, is still fitting. Default 1. */
   settle_slope: number;
-  /** A run whose Adam SNR over its last sustain_points values is this many decades or more below its median over steps 0…T/4 collapsed: never `fitting`. Default 3. */
-  collapse_decades: number;
   /** Loss ≥ this × its running minimum, to the end of the run, is a divergence. Default 1e4. */
   divergence_factor: number;
 }
@@ -128,7 +126,6 @@ export const DEFAULT_PHASE_PARAMS: Readonly<PhaseParams> = Object.freeze({
   equilibrium_span: 1.25,
   equilibrium_level: -1,
   settle_slope: 1,
-  collapse_decades: 3,
   divergence_factor: 1e4,
 });
 
@@ -144,8 +141,6 @@ export interface PhaseSeries {
   /** Gradient SNR, null on rows without diagnostics. */
   snr: (number | null)[];
   loss: number[];
-  /** Adam's SNR (science.md §5 `snr_adam`), null on rows without diagnostics; optional (without it no collapse is seen). */
-  snr_adam?: (number | null)[];
 }
 
 /** The median of xs (the mean of the two middle values for an even count). */
@@ -204,20 +199,15 @@ export interface SnrPoints {
   dropped: number;
 }
 
-/** Rows sorted by step (a repeated step keeps its first row), their losses, Adam's SNR (log10, by step) and the SNR points of rules 1–2. */
-function readSeries(series: PhaseSeries, p: PhaseParams): { loss: number[]; adam: Array<[number, number]>; points: SnrPoints } {
+/** Rows sorted by step (a repeated step keeps its first row), their losses and the SNR points of rules 1–2. */
+function readSeries(series: PhaseSeries, p: PhaseParams): { loss: number[]; points: SnrPoints } {
   const n = series.step.length;
-  if (series.snr.length !== n || series.loss.length !== n || (series.snr_adam && series.snr_adam.length !== n))
-    throw new Error(`detectPhases: step, snr, loss (and snr_adam) must have one entry per row (got ${n}, ${series.snr.length}, ${series.loss.length}${series.snr_adam ? `, ${series.snr_adam.length}` : ''})`);
+  if (series.snr.length !== n || series.loss.length !== n)
+    throw new Error(`detectPhases: step, snr and loss must have one entry per row (got ${n}, ${series.snr.length}, ${series.loss.length})`);
   const order = [...Array(n).keys()].sort((a, b) => series.step[a]! - series.step[b]!);
   const seen = new Set<number>();
   const rows = order.filter((i) => (seen.has(series.step[i]!) ? false : (seen.add(series.step[i]!), true)));
   const loss = rows.map((i) => series.loss[i]!);
-  const adam: Array<[number, number]> = [];
-  for (const i of rows) {
-    const v = series.snr_adam?.[i];
-    if (typeof v === 'number' && Number.isFinite(v) && v > 0) adam.push([series.step[i]!, Math.log10(v)]);
-  }
 
   // 1. Logged SNR points; drop meaningless leading ones.
   const step: number[] = [];
@@ -236,7 +226,7 @@ function readSeries(series: PhaseSeries, p: PhaseParams): { loss: number[]; adam
     dropped++;
   }
   // 2. Smooth.
-  return { loss, adam, points: { step, log10: y, smoothed: smoothLog(y, p.smooth_window, step, p.smooth_span), dropped } };
+  return { loss, points: { step, log10: y, smoothed: smoothLog(y, p.smooth_window, step, p.smooth_span), dropped } };
 }
 
 /**
@@ -339,18 +329,6 @@ function findEquilibrium(s: number[], steps: number[], d: number, p: PhaseParams
 }
 
 /**
- * Rule 5's collapse: Adam's SNR (log10, by step) over its last sustain_points values is
- * collapse_decades or more below its median over steps 0…T/4.
- */
-function collapsed(adam: Array<[number, number]>, p: PhaseParams): boolean {
-  if (adam.length < 2 * p.sustain_points) return false;
-  const T = adam[adam.length - 1]![0];
-  const early = adam.filter(([st]) => st <= T / 4).map(([, v]) => v);
-  const late = adam.slice(-p.sustain_points).map(([, v]) => v);
-  return early.length > 0 && median(early) - median(late) >= p.collapse_decades;
-}
-
-/**
  * Rule 5's fitting test: too short, or still high and still falling at the end — on the log step
  * axis the phases are read on: the least-squares slope of s against log10 step over the last decade
  * of steps (T/10 to T) is −settle_slope or steeper, and the median of s over T/2 to T is still above
@@ -389,7 +367,7 @@ function stillFitting(s: number[], steps: number[], p: PhaseParams): boolean {
  */
 export function detectPhases(series: PhaseSeries, params: Partial<PhaseParams> = DEFAULT_PHASE_PARAMS): PhaseRecord {
   const p: PhaseParams = { ...DEFAULT_PHASE_PARAMS, ...params };
-  const { loss, adam, points } = readSeries(series, p);
+  const { loss, points } = readSeries(series, p);
   const { step: steps, smoothed: s } = points;
   const { d, e } = findTransitions(s, steps, p);
   const t_diffusion = d >= 0 ? steps[d]! : null;
@@ -400,7 +378,7 @@ export function detectPhases(series: PhaseSeries, params: Partial<PhaseParams> =
       ? 'equilibrium'
       : t_diffusion !== null
         ? 'diffusion'
-        : stillFitting(s, steps, p) && !collapsed(adam, p)
+        : stillFitting(s, steps, p)
           ? 'fitting'
           : 'steady';
   return { t_diffusion, t_equilibrium, final_phase };
@@ -416,7 +394,7 @@ function parquetTable(bytes: Uint8Array, columns?: string[]): Table {
 }
 
 /**
- * The (step, snr, loss, snr_adam) series of one attempt, from its parts `DIR/metrics/trial_id=<id>/attempt=<n>/part-*.parquet`,
+ * The (step, snr, loss) series of one attempt, from its parts `DIR/metrics/trial_id=<id>/attempt=<n>/part-*.parquet`,
  * sorted by step (a step present in two parts is kept once). Empty when the attempt has no parts.
  *
  * @throws Error on a bad trial id / attempt, an unreadable part, or a part without step or loss.
@@ -427,32 +405,29 @@ export async function readAttemptSeries(dir: string, trialId: string, attempt: n
   try {
     names = (await readdir(folder)).filter((f) => PART_FILE.test(f)).sort();
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { step: [], snr: [], loss: [], snr_adam: [] };
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { step: [], snr: [], loss: [] };
     throw e;
   }
-  const rows: Array<[number, number | null, number, number | null]> = [];
+  const rows: Array<[number, number | null, number]> = [];
   for (const name of names) {
-    // A column a part lacks (snr or snr_adam in a part written before diagnostics existed) is simply not returned.
-    const table = parquetTable(await readFile(join(folder, name)), ['step', 'snr', 'loss', 'snr_adam']);
+    // A column a part lacks (snr in a part written before diagnostics existed) is simply not returned.
+    const table = parquetTable(await readFile(join(folder, name)), ['step', 'snr', 'loss']);
     const step = table.getChild('step');
     const loss = table.getChild('loss');
     const snr = table.getChild('snr');
-    const adam = table.getChild('snr_adam');
     if (step === null || loss === null) throw new Error(`${join(folder, name)}: no step or loss column`);
     for (let i = 0; i < table.numRows; i++) {
       const v = snr?.get(i) as number | null | undefined;
-      const a = adam?.get(i) as number | null | undefined;
-      rows.push([Number(step.get(i)), v ?? null, Number(loss.get(i)), a ?? null]);
+      rows.push([Number(step.get(i)), v ?? null, Number(loss.get(i))]);
     }
   }
   rows.sort((a, b) => a[0] - b[0]);
-  const out: Required<PhaseSeries> = { step: [], snr: [], loss: [], snr_adam: [] };
-  for (const [st, v, l, a] of rows) {
+  const out: PhaseSeries = { step: [], snr: [], loss: [] };
+  for (const [st, v, l] of rows) {
     if (out.step.length && out.step[out.step.length - 1] === st) continue;
     out.step.push(st);
     out.snr.push(v);
     out.loss.push(l);
-    out.snr_adam.push(a);
   }
   return out;
 }
