@@ -235,7 +235,7 @@ export const MaxTrialsSchema = Int({
   maximum: MAX_TRIALS_LIMIT,
   default: MAX_TRIALS_DEFAULT,
   description:
-    'Most grid combinations (the product of the grid lists\' lengths, duplicates included) the spec may expand to; a larger grid is refused before anything is expanded. Raise it for a sweep that large on purpose (expanding and checking 1,000,000 trials takes about 2 minutes and 2 GB of memory on 2 cores). Not part of trial ids.',
+    'Most grid combinations (the product of the grid lists\' lengths, duplicates included) the spec may expand to; a larger grid is refused before anything is expanded. Raise it for a sweep that large on purpose (expanding and checking 1,000,000 trials takes about 2 minutes and 1 GB of memory on 2 cores). Not part of trial ids.',
 });
 
 export type Helmholtz2dConfig = Static<typeof Helmholtz2dSchema>;
