@@ -3,9 +3,8 @@
  * runs (exit 3), and filesystem errors — the path and the cause (exists and is a file, not a
  * directory, read-only file system, permission denied, no space left) instead of a stack trace.
  */
-import { statSync } from 'node:fs';
+import { constants, statSync } from 'node:fs';
 import { access, mkdir, stat } from 'node:fs/promises';
-import { constants } from 'node:fs';
 import { dirname } from 'node:path';
 
 /**
