@@ -16,20 +16,21 @@
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { parseFuse, WorkerAgent } from '../worker/agent.js';
+// What only some commands need (the worker and its tfjs, DuckDB, the run) is imported in their
+// actions, so that `phasemap validate` and a usage error answer at once.
+import { parseFuse } from '../worker/fuse.js';
 import { GpuDiscoveryError, parseGpus } from '../worker/gpus.js';
-import { buildDiagram, DIAGRAM_FILE, renderDiagram, type DiagramAxes } from '../analysis/diagram.js';
+import type { DiagramAxes } from '../analysis/diagram.js';
 import { connectNats } from './jetstream.js';
 import { addNatsOptions, NatsConfigError, natsAuthForUrl, natsAuthFromOptions, redactUrl, type NatsCliOptions } from './nats-connect.js';
 import { NatsServerMissing } from './nats-server.js';
 import { plainLogger } from './progress.js';
-import { runSweep } from './run.js';
 import { cancelSweep, renderStatus, sweepStatus, UnknownSweep, workerAckWaitMs } from './control.js';
-import { dirStatus, isResultsDir, labelSweepStatus, renderDirStatus } from './dir-status.js';
-import { trialLabels, withTrialLabels } from './trial-names.js';
+import { describeFsError, isFsError, WordedError } from './errors.js';
+import { gridAxes, trialLabel, withTrialLabels } from './trial-names.js';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { checkNamespace, DEFAULT_NAMESPACE, transportNames, trialAckWaitMs, type TransportNames } from '../schemas/transport.js';
-import { loadSweep, SpecErrors } from './spec.js';
+import { loadSweep, SpecErrors, type ResolvedSweep } from './spec.js';
 
 const log = plainLogger();
 // `phasemap validate SPEC | head` closes stdout early: that is not an error.
@@ -91,34 +92,50 @@ function namespaceArg(v: string): string {
   }
 }
 
+/** Whether to print stack traces: `--debug`, or PHASEMAP_DEBUG set to anything but empty, 0 or false. */
+function debugOn(): boolean {
+  const env = process.env.PHASEMAP_DEBUG;
+  return Boolean(program.opts().debug) || (env !== undefined && !['', '0', 'false'].includes(env.trim().toLowerCase()));
+}
+
+/** `e`'s stack trace, indented, when --debug or PHASEMAP_DEBUG asks for it; else ''. */
+function stackIfDebug(e: unknown): string {
+  return debugOn() && e instanceof Error && e.stack ? `\n${e.stack}` : '';
+}
+
+/**
+ * Logs an error of a command in words and returns the exit code: 2 for bad input (spec, flags,
+ * paths), 3 for a runtime error. No stack trace unless --debug or PHASEMAP_DEBUG=1: errors phasemap
+ * words itself print their message; filesystem errors the path and the cause; anything else its
+ * message and where the stack is.
+ */
 function fail(e: unknown): number {
   if (e instanceof SpecErrors) {
-    log.error(`invalid sweep spec (nothing was run):\n  ${e.errors.map((x) => x.message).join('\n  ')}`);
+    log.error(`invalid sweep spec (nothing was run):\n  ${e.errors.map((x) => x.message).join('\n  ')}${stackIfDebug(e)}`);
     return 2;
   }
-  if (e instanceof GpuDiscoveryError) {
-    log.error(e.message);
+  if (e instanceof GpuDiscoveryError || e instanceof UnknownSweep || e instanceof NatsConfigError) {
+    log.error(e.message + stackIfDebug(e));
     return 2;
   }
-  if (e instanceof UnknownSweep) {
-    log.error(e.message);
-    return 2;
-  }
-  if (e instanceof NatsConfigError) {
-    log.error(e.message);
-    return 2;
+  if (e instanceof WordedError) {
+    log.error(e.message + stackIfDebug(e));
+    return e.exit;
   }
   if (e instanceof NatsServerMissing) {
-    log.error(e.message);
+    log.error(e.message + stackIfDebug(e));
     return 3;
   }
-  const err = e as NodeJS.ErrnoException;
-  if (err?.code === 'ENOENT' && err.path) {
-    log.error(`file not found: ${err.path}`);
-    return 2;
+  if (isFsError(e)) {
+    const d = describeFsError(e);
+    log.error(`${e.code === 'ENOENT' ? `file not found: ${e.path}` : d.message}${stackIfDebug(e)}`);
+    return d.exit;
   }
+  const err = e as Error | undefined;
   // Runtime errors that phasemap words itself need no stack trace.
-  log.error(err instanceof Error && /^--nats /.test(err.message) ? err.message : (err?.stack ?? String(e)));
+  if (err instanceof Error && /^--nats /.test(err.message)) log.error(err.message + stackIfDebug(err));
+  else if (err instanceof Error) log.error(`${err.message || err.name}${debugOn() ? stackIfDebug(err) : ' (--debug or PHASEMAP_DEBUG=1 prints the stack trace)'}`);
+  else log.error(String(e));
   return 3;
 }
 
@@ -154,6 +171,7 @@ const program = new Command()
   .version(pkg.version)
   // The error, then where the usage is: the whole help after it would bury the error.
   .showHelpAfterError('(phasemap help <command> shows its usage)')
+  .option('--debug', 'print the stack trace of an error (also PHASEMAP_DEBUG=1)')
   // Usage errors exit 2 (1 means "some trial failed"); help and --version exit 0.
   .exitOverride((e: CommanderError) => {
     process.exit(e.exitCode === 0 ? 0 : 2);
@@ -184,6 +202,7 @@ program
     process.on('SIGINT', () => onSignal('SIGINT'));
     process.on('SIGTERM', () => onSignal('SIGTERM'));
     try {
+      const { runSweep } = await import('./run.js');
       const s = await runSweep({ spec, out: o.out, nats: o.nats, natsAuth: natsAuthForUrl(o.nats, o), slots: o.slots, backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, fuse, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, replicas: o.replicas, signal: ac.signal, liveReport: true });
       if (s.interrupted) {
         log.warn(`interrupted: ${s.done}/${s.queued} trial(s) of this run done; run the same command again to go on (${s.dir})`);
@@ -199,6 +218,7 @@ program
         process.exitCode = 0;
       }
       if (!s.interrupted) {
+        const { buildDiagram, renderDiagram } = await import('../analysis/diagram.js');
         const axes: DiagramAxes = { x: 'lr', y: 'batch_size', facet: 'strategy' };
         await buildDiagram(s.dir, axes).then(
           (cells) => process.stdout.write(renderDiagram(cells, axes)),
@@ -217,16 +237,42 @@ program
     }
   });
 
+/** `phasemap validate` lists every trial of a sweep up to this many; above, a summary (unless --all). */
+const VALIDATE_LIST_MAX = 50;
+
+/**
+ * What `phasemap validate` prints: the sweep's name and trial count, then every trial (id, label,
+ * grid values) — or, above VALIDATE_LIST_MAX trials and without `all`, the grid keys with their
+ * number of values, and the first and last trial.
+ */
+function validateText(s: ResolvedSweep, all: boolean): string {
+  const n = s.trials.length;
+  const lines = [`${s.name}: ${n} trial(s)${s.duplicates ? ` (${s.duplicates} duplicate grid combination(s) merged)` : ''}`];
+  const axes = gridAxes(s.trials);
+  const line = (t: ResolvedSweep['trials'][number]) => {
+    const label = trialLabel(t.grid_values, axes);
+    return `${t.trial_id}  ${label ? `${label}  ` : ''}${JSON.stringify(t.grid_values)}`;
+  };
+  if (all || n <= VALIDATE_LIST_MAX) {
+    for (const t of s.trials) lines.push(`  ${line(t)}`);
+  } else {
+    const grid = Object.entries(s.spec.grid ?? {});
+    const combos = grid.reduce((m, [, vs]) => m * vs.length, 1);
+    lines.push(`  grid: ${grid.map(([k, vs]) => `${k} ${vs.length} value(s)`).join(' × ')} = ${combos.toLocaleString('en-US')} combination(s)`);
+    lines.push(`  first: ${line(s.trials[0]!)}`, `  last:  ${line(s.trials[n - 1]!)}`);
+    lines.push(`  (${n.toLocaleString('en-US')} trials: more than ${VALIDATE_LIST_MAX}, so only the first and last are listed; --all lists every one)`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
 program
   .command('validate')
-  .description('check a sweep spec and list its trials without running anything')
+  .description(`check a sweep spec and list its trials without running anything (above ${VALIDATE_LIST_MAX} trials: the grid keys with their sizes, the count, the first and last trial)`)
   .argument('<spec>', 'sweep spec, YAML or JSON')
-  .action(async (spec: string) => {
+  .option('--all', `list every trial, also above ${VALIDATE_LIST_MAX}`)
+  .action(async (spec: string, o: { all?: boolean }) => {
     try {
-      const s = await loadSweep(spec);
-      process.stdout.write(`${s.name}: ${s.trials.length} trial(s)${s.duplicates ? ` (${s.duplicates} duplicate grid combination(s) merged)` : ''}\n`);
-      const labels = trialLabels(s.trials);
-      for (const t of s.trials) process.stdout.write(`  ${t.trial_id}  ${labels.get(t.trial_id) ? `${labels.get(t.trial_id)}  ` : ''}${JSON.stringify(t.grid_values)}\n`);
+      process.stdout.write(validateText(await loadSweep(spec), o.all === true));
     } catch (e) {
       process.exitCode = fail(e);
     }
@@ -235,11 +281,12 @@ program
 axisOptions(
   program
     .command('diagram')
-    .description(`aggregate a sweep's trials into DIR/${DIAGRAM_FILE} (per cell: trials, share of each final phase, median t_equilibrium, median and best final_rel_l2) and print it`)
+    .description(`aggregate a sweep's trials into DIR/phase_diagram.parquet (per cell: trials, share of each final phase, median t_equilibrium, median and best final_rel_l2) and print it`)
     .argument('<dir>', 'a sweep output directory'),
   'table',
 ).action(async (dir: string, o: { x: string; y: string; facet: string | false }) => {
   try {
+    const { buildDiagram, renderDiagram } = await import('../analysis/diagram.js');
     const axes = axesOf(o);
     process.stdout.write(renderDiagram(await buildDiagram(dir, axes), axes));
   } catch (e) {
@@ -306,6 +353,7 @@ program
   .action(async (o: NatsCliOptions & { nats: string; slots?: number; gpus?: string; slotsPerGpu?: number; backend: 'auto' | 'wasm' | 'cpu' | 'tensorflow'; name?: string; namespace?: string; fuse?: number | 'auto' }) => {
     const fuse = fuseOption(o.fuse);
     try {
+      const { WorkerAgent } = await import('../worker/agent.js');
       // Errors come worded, the URL's password redacted (nats-connect.ts).
       const nc = await connectNats(o.nats, `phasemap-worker-${o.name ?? process.pid}`, natsAuthFromOptions(o));
       // Trials are named by their grid values in the log, as the trial messages label them.
@@ -350,6 +398,7 @@ program
   .option('--namespace <ns>', NAMESPACE_HELP, namespaceArg)
   .option('--json', 'one JSON object on stdout, for scripts')
   .action(async (target: string | undefined, o: NatsCliOptions & { nats?: string; namespace?: string; json?: boolean }) => {
+    const { dirStatus, isResultsDir, labelSweepStatus, renderDirStatus } = await import('./dir-status.js');
     const showDir = async (dir: string, nc?: NatsConnection, names?: TransportNames) => {
       const s = await dirStatus(dir, { nc, names });
       process.stdout.write(o.json ? `${JSON.stringify(s, null, 2)}\n` : renderDirStatus(s));
@@ -403,6 +452,11 @@ program
 
 // Credentials and TLS flags (--nats-user, --nats-creds, --tls-ca, …; nats-connect.ts) on every command that talks to NATS.
 for (const c of program.commands) if (['run', 'worker', 'status', 'cancel'].includes(c.name())) addNatsOptions(c);
+
+// An error nothing caught (a callback's, a timer's) ends the process as fail() words it: no stack trace unless asked for.
+process.on('uncaughtException', (e) => {
+  process.exit(e instanceof CommanderError ? 2 : fail(e));
+});
 
 program.parseAsync().catch((e) => {
   process.exitCode = e instanceof CommanderError ? 2 : fail(e);

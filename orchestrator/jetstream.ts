@@ -9,6 +9,7 @@ import type { TrialMessage, TrialState } from '../schemas/trial.js';
 import { hostname } from 'node:os';
 import { OUT_ACK_WAIT_MS, workerConsumerConfig, type SweepControl, type SweepOwner, type TransportNames } from '../schemas/transport.js';
 import { pidAlive } from '../analysis/pid.js';
+import { SweepBusyError } from './errors.js';
 
 export interface Transport {
   names: TransportNames;
@@ -163,7 +164,7 @@ const OWNER_STALE_MS = 60_000;
  * is gone (silent for 60 s, or a dead process on this host) is replaced; so is one with the same DIR
  * on this host whose process is gone (a killed orchestrator started again).
  * @returns a release function (stops the refresh and deletes the record).
- * @throws Error naming the sweep, the namespace and the owner when a live owner holds it.
+ * @throws SweepBusyError naming the sweep, the namespace and the owner when a live owner holds it.
  */
 export async function claimSweepOwner(t: Transport, sweep: string, dir: string): Promise<() => Promise<void>> {
   const key = t.names.ownerKey(sweep);
@@ -182,7 +183,7 @@ export async function claimSweepOwner(t: Transport, sweep: string, dir: string):
       const fresh = Date.now() - Date.parse(cur.heartbeat_at) < OWNER_STALE_MS;
       const deadHere = cur.host === host && !pidAlive(cur.pid);
       if (fresh && !deadHere)
-        throw new Error(
+        throw new SweepBusyError(
           `sweep '${sweep}' (namespace ${t.names.ns}) is being run by another orchestrator: ${cur.host} pid ${cur.pid}, DIR ${cur.dir}, since ${cur.started_at}. ` +
             `Wait for it, stop it, or use another sweep name or --namespace.`,
         );

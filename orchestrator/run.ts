@@ -4,8 +4,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, writeFile, rename } from 'node:fs/promises';
-import { availableParallelism } from 'node:os';
+import { readdir, readFile, writeFile, rename } from 'node:fs/promises';
+import { availableParallelism, hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { METRICS_DIR, SWEEP_FILE, type TrialRecord } from '../schemas/parquet.js';
@@ -22,7 +22,8 @@ import { embeddedStoreDir, startEmbeddedNats, type EmbeddedNats } from './nats-s
 import { readTrialsParquet, writeTrialsParquet } from './parquet-store.js';
 import { attemptPhases } from '../analysis/phases.js';
 import { plainLogger, SweepProgress, type Logger } from './progress.js';
-import { removeRunFile, writeRunFile } from './run-file.js';
+import { checkOutDir, ensureOutDir, SweepBusyError, WordedError } from './errors.js';
+import { readRunFile, removeRunFile, RUN_FILE, runProcessAlive, writeRunFile } from './run-file.js';
 import { loadSweep, type ResolvedSweep } from './spec.js';
 import { trialLabels, withTrialLabels } from './trial-names.js';
 
@@ -83,16 +84,21 @@ async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
 }
 
 /**
- * Merges this spec's trials with what DIR already holds (sweep.json + trials.parquet).
- * @throws Error when DIR holds a different sweep.
+ * Merges this spec's trials with what DIR already holds (sweep.json + trials.parquet). Reads only.
+ * @throws WordedError when DIR holds a different sweep, or a sweep.json that is not JSON.
  */
 async function loadDirState(dir: string, sweep: ResolvedSweep): Promise<{ records: Map<string, TrialRecord>; file: SweepFile; prevAnalysis: AnalysisConfig | null }> {
   const path = join(dir, SWEEP_FILE);
   let prev: SweepFile | null = null;
   if (existsSync(path)) {
-    prev = JSON.parse(await readFile(path, 'utf8')) as SweepFile;
-    if (prev.name !== sweep.name)
-      throw new Error(`--out ${dir}: holds sweep '${prev.name}', not '${sweep.name}'; choose another --out (or delete that directory)`);
+    try {
+      prev = JSON.parse(await readFile(path, 'utf8')) as SweepFile;
+    } catch (e) {
+      if (!(e instanceof SyntaxError)) throw e;
+      throw new WordedError(`--out ${dir}: ${SWEEP_FILE} is not valid JSON (${e.message}); choose another --out, or move that file away`);
+    }
+    if (prev?.name !== sweep.name)
+      throw new WordedError(`--out ${dir}: holds sweep '${String(prev?.name)}', not '${sweep.name}'; choose another --out (or delete that directory)`);
   }
   const trials = new Map<string, SweepFile['trials'][number]>();
   for (const t of prev?.trials ?? []) trials.set(t.trial_id, t);
@@ -165,6 +171,21 @@ async function attemptsOnDisk(dir: string, trialId: string): Promise<number> {
   }
 }
 
+/**
+ * Refuses a DIR whose run.json names another live `phasemap run` on this host (read before anything
+ * is written: not even the embedded server, whose store is in DIR, is started). A run file of another
+ * host cannot be checked here: the owner record in NATS decides (claimSweepOwner).
+ * @throws SweepBusyError naming the run's pid, start and sweep.
+ */
+async function refuseRunningDir(dir: string, label: string): Promise<void> {
+  const run = await readRunFile(dir);
+  if (!run || (run.pid === process.pid && run.host === hostname()) || runProcessAlive(run) !== true) return;
+  throw new SweepBusyError(
+    `${label}: sweep '${run.sweep}' in this DIR is being run by another orchestrator: ${run.host} pid ${run.pid}, since ${run.started_at} (${RUN_FILE}). ` +
+      `Wait for it or stop it (phasemap status ${dir} shows it); if no such run lives, remove ${join(dir, RUN_FILE)}.`,
+  );
+}
+
 /** Runs a sweep to completion. Never throws for a trial's failure: see RunSummary.failed. */
 export async function runSweep(opts: RunOptions): Promise<RunSummary> {
   const plain = opts.log ?? plainLogger();
@@ -172,25 +193,35 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
   const sweep = await loadSweep(opts.spec);
   if (sweep.duplicates) base.warn(`${sweep.duplicates} grid combination(s) resolve to a trial already in the grid (same config); each runs once`);
   const dir = resolve(opts.out ?? join('results', sweep.name));
-  await mkdir(dir, { recursive: true });
+  const label = opts.out === undefined ? `DIR ${dir}` : `--out ${opts.out}`;
+  // Nothing is written into DIR before this run owns the sweep: a DIR another run uses (its run.json)
+  // is refused now; a sweep an orchestrator elsewhere owns, once NATS says so (claimSweepOwner below),
+  // before sweep.json is written. A bad DIR (a file, read-only) is refused now too.
+  await checkOutDir(dir, label);
+  await refuseRunningDir(dir, label);
   const { records, file, prevAnalysis } = await loadDirState(dir, sweep);
   // Every log line names a trial by its grid values beside its id.
   const labels = trialLabels(file.trials);
   base = withTrialLabels(plain, labels);
-  if (!sameAnalysis(prevAnalysis, sweep.analysis)) {
-    const n = await refreshPhases(dir, records, sweep.analysis, base);
-    if (n) {
-      // Before sweep.json names the new thresholds, so that the two never disagree on disk.
-      await writeTrialsParquet(dir, [...records.values()]);
-      base.info(`analysis thresholds differ from those ${dir} was read with: phases of ${n} done trial(s) re-read`);
+  /** Writes DIR's sweep.json (and trials.parquet re-read with this spec's analysis thresholds): only once this run owns the sweep. */
+  const persist = async () => {
+    await ensureOutDir(dir, label);
+    if (!sameAnalysis(prevAnalysis, sweep.analysis)) {
+      const n = await refreshPhases(dir, records, sweep.analysis, base);
+      if (n) {
+        // Before sweep.json names the new thresholds, so that the two never disagree on disk.
+        await writeTrialsParquet(dir, [...records.values()]);
+        base.info(`analysis thresholds differ from those ${dir} was read with: phases of ${n} done trial(s) re-read`);
+      }
     }
-  }
-  await writeJsonAtomic(join(dir, SWEEP_FILE), file);
+    await writeJsonAtomic(join(dir, SWEEP_FILE), file);
+  };
 
   let toRun = sweep.trials.filter((t) => records.get(t.trial_id)!.status !== 'done');
   const summary: RunSummary = { dir, total: sweep.trials.length, queued: toRun.length, done: 0, failed: [], cancelled: 0, interrupted: false };
   base.info(`sweep ${sweep.name}: ${sweep.trials.length} trial(s), ${sweep.trials.length - toRun.length} already done in ${dir}, ${toRun.length} to run`);
   if (toRun.length === 0) {
+    await persist();
     await writeTrialsParquet(dir, [...records.values()]);
     return summary;
   }
@@ -208,6 +239,8 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
   const live = opts.liveReport ? new LiveReport(dir, base) : null;
   try {
     if (!opts.nats) {
+      // The embedded server's store is in DIR: DIR is made first (no other run uses it: see above).
+      await ensureOutDir(dir, label);
       embedded = await startEmbeddedNats(embeddedStoreDir(dir));
       log.info(`embedded nats-server on ${embedded.url} (store ${embeddedStoreDir(dir)})`);
     }
@@ -216,7 +249,8 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
     const names = transportNames(opts.namespace ?? DEFAULT_NAMESPACE);
     const transport = await ensureResources(nc, names, sweep.name, opts.replicas ?? 1);
     release = await claimSweepOwner(transport, sweep.name, dir);
-    // Now that this run owns the sweep: DIR/run.json tells `phasemap status DIR` where it runs.
+    // Now that this run owns the sweep: DIR's sweep.json, and DIR/run.json, which tells `phasemap status DIR` where it runs.
+    await persist();
     await writeRunFile(dir, { sweep: sweep.name, namespace: names.ns, url: embedded?.url ?? null, nats: opts.nats ? redactUrl(opts.nats) : null });
     runFile = true;
     process.once('exit', dropRunFile);

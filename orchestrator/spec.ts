@@ -3,14 +3,16 @@
  * every resolved trial its id. Nothing runs before this has passed.
  */
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import canonicalizeModule from 'canonicalize';
-import { LineCounter, parseDocument, visit, type YAMLError } from 'yaml';
+import { isAlias, isNode, LineCounter, parseDocument, visit, type Node as YamlNode, type YAMLError } from 'yaml';
 import { Type, type TSchema } from '@sinclair/typebox';
 import {
   AnalysisSchema,
   DiagnosticsSchema,
+  MAX_TRIALS_DEFAULT,
+  MAX_TRIALS_LIMIT,
   ModelSchema,
   SweepSpecSchema,
   TrainSchema,
@@ -25,6 +27,7 @@ import {
  * A spec error: names the field path, the value found and what was expected. An unknown key reads
  * `PATH: unknown key, expected one of the keys … (did you mean …?)`, since its value is not what is wrong.
  * `note`, when set, follows after a semicolon (e.g. that the value is a base value the grid overrides).
+ * `got`, when set, replaces `got VALUE` (e.g. `got 50,000,000 trials (…)` for a grid too large).
  */
 export class SpecError extends Error {
   constructor(
@@ -34,15 +37,22 @@ export class SpecError extends Error {
     readonly source?: string,
     readonly unknownKey = false,
     readonly note?: string,
+    readonly got?: string,
   ) {
-    super(`${source ? `${source}: ` : ''}${path}: ${unknownKey ? 'unknown key' : `got ${show(value)}`}, expected ${expected}${note ? `; ${note}` : ''}`);
+    super(`${source ? `${source}: ` : ''}${path}: ${unknownKey ? 'unknown key' : (got ?? `got ${show(value)}`)}, expected ${expected}${note ? `; ${note}` : ''}`);
     this.name = 'SpecError';
+  }
+
+  /** The same error under another path, source or note (what is left out is kept). */
+  relocated(changes: { path?: string; source?: string; note?: string }): SpecError {
+    return new SpecError(changes.path ?? this.path, this.value, this.expected, changes.source ?? this.source, this.unknownKey, changes.note ?? this.note, this.got);
   }
 }
 
 /**
  * A YAML or JSON syntax error: `FILE:LINE:COLUMN: ` and the parser's whole message, then the lines
  * of the spec it points at (indented). `line`/`column` are 1-based, absent where the parser gave none.
+ * Also an error of the file as a whole (too large, aliases that expand too much): `FILE: ` and what.
  */
 export class SpecSyntaxError extends SpecError {
   constructor(
@@ -55,6 +65,10 @@ export class SpecSyntaxError extends SpecError {
     super('(syntax)', detail, 'valid YAML or JSON', source);
     this.message = `${source}${line === undefined ? '' : `:${line}:${column ?? 1}`}: ${detail}${excerpt ? `\n${excerpt}` : ''}`;
     this.name = 'SpecSyntaxError';
+  }
+
+  override relocated(changes: { source?: string }): SpecError {
+    return changes.source === undefined || changes.source === this.source ? this : new SpecSyntaxError(this.detail, changes.source, this.line, this.column, this.excerpt);
   }
 }
 
@@ -91,13 +105,29 @@ const canonicalize = ((canonicalizeModule as unknown as { default?: unknown }).d
 
 const TRIAL_KEYS = ['problem', 'model', 'train', 'strategy', 'diagnostics', 'seed'] as const;
 
+/** Marks a non-finite number inside a value shown as JSON (JSON has no NaN or Infinity: it would read `null`). */
+const NON_FINITE = '\u0000';
+
+/**
+ * A value as the errors show it: JSON, cut at 80 characters; NaN, Infinity and -Infinity by name
+ * (also inside objects and lists: YAML's .nan, .inf, -.inf and 1e309 are numbers JSON cannot write).
+ */
 function show(v: unknown): string {
   if (v === undefined) return '(missing)';
-  const s = JSON.stringify(v);
-  return s === undefined ? String(v) : s.length > 80 ? `${s.slice(0, 77)}...` : s;
+  if (typeof v === 'number' && !Number.isFinite(v)) return String(v);
+  let s: string | undefined;
+  try {
+    s = JSON.stringify(v, (_k, x: unknown) => (typeof x === 'number' && !Number.isFinite(x) ? `${NON_FINITE}${x}${NON_FINITE}` : x));
+  } catch {
+    return String(v); // a cycle, or a BigInt: never from a parsed spec (parseSpecText rejects recursive aliases)
+  }
+  if (s === undefined) return String(v);
+  s = s.replace(/"\\u0000(NaN|-?Infinity)\\u0000"/g, '$1');
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
 }
 
-const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false });
+// verbose: an error carries the schema of its field, whose whole range an error for NaN or ±Infinity names.
+const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false, verbose: true });
 const compiled = new Map<TSchema, ValidateFunction>();
 function validator(schema: TSchema): ValidateFunction {
   let v = compiled.get(schema);
@@ -158,9 +188,25 @@ function allowedKeys(instancePath: string, root: TSchema): string[] {
 
 function getAt(obj: unknown, segs: string[]): unknown {
   let o = obj;
-  for (const s of segs) o = o !== null && typeof o === 'object' ? (o as Record<string, unknown>)[s] : undefined;
+  for (const s of segs) o = o !== null && typeof o === 'object' && Object.hasOwn(o, s) ? (o as Record<string, unknown>)[s] : undefined;
   return o;
 }
+
+/**
+ * What a number field takes, from its schema: `a number > 0 and <= 10`, `an integer >= 1 and <= 100`
+ * (for NaN and ±Infinity, which break every bound, and so are told the whole range).
+ */
+function rangeText(schema: Record<string, unknown> | undefined): string {
+  const kind = schema?.type === 'integer' ? 'an integer' : 'a number';
+  const parts: string[] = [];
+  if (schema?.exclusiveMinimum !== undefined) parts.push(`> ${String(schema.exclusiveMinimum)}`);
+  else if (schema?.minimum !== undefined) parts.push(`>= ${String(schema.minimum)}`);
+  if (schema?.exclusiveMaximum !== undefined) parts.push(`< ${String(schema.exclusiveMaximum)}`);
+  else if (schema?.maximum !== undefined) parts.push(`<= ${String(schema.maximum)}`);
+  return parts.length ? `${kind} ${parts.join(' and ')}` : `a finite ${kind.replace(/^an? /, '')}`;
+}
+
+const NUMBER_KEYWORDS = new Set(['type', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'multipleOf']);
 
 /** Turns Ajv errors into SpecErrors with dotted paths under `prefix`. */
 function toSpecErrors(errors: ErrorObject[], data: unknown, prefix: string, root: TSchema): SpecError[] {
@@ -172,7 +218,12 @@ function toSpecErrors(errors: ErrorObject[], data: unknown, prefix: string, root
     let err: SpecError;
     const value = getAt(data, segs);
     const p = e.params as Record<string, unknown>;
-    switch (e.keyword) {
+    // NaN or ±Infinity where a number goes: the field's whole range, whichever bound ajv tripped on.
+    const nonFinite = typeof value === 'number' && !Number.isFinite(value) && NUMBER_KEYWORDS.has(e.keyword) && (e.keyword !== 'type' || p.type === 'number' || p.type === 'integer');
+    switch (nonFinite ? 'nonFinite' : e.keyword) {
+      case 'nonFinite':
+        err = new SpecError(join(), value, rangeText(e.parentSchema as Record<string, unknown> | undefined));
+        break;
       case 'additionalProperties': {
         const key = String(p.additionalProperty);
         const allowed = allowedKeys(e.instancePath, root);
@@ -241,8 +292,9 @@ const SeedSchema = Type.Integer({ minimum: 0, maximum: 2 ** 31 - 1 });
 
 /**
  * Validates one trial config in place, applying defaults. Returns the errors (empty = valid).
- * Cross-field rules: batch_size ≤ n_collocation; snr_batches divides n_collocation (science.md §5:
- * B equal fixed batches); eval_every, diagnostics.every and train.checkpoint_every are multiples of log_every.
+ * Cross-field rules: batch_size ≤ n_collocation; snr_batches divides n_collocation when diagnostics
+ * are on (science.md §5: B equal fixed batches); eval_every, diagnostics.every and
+ * train.checkpoint_every are multiples of log_every.
  */
 export function resolveTrialConfig(cfg: Record<string, unknown>): SpecError[] {
   return checkTrial(cfg).errors;
@@ -295,7 +347,8 @@ function checkTrialRules(c: TrialConfig, snrDefault: boolean): SpecError[] {
   const n = c.problem.n_collocation;
   if (c.train.batch_size !== 'full' && c.train.batch_size > n)
     errs.push(new SpecError('train.batch_size', c.train.batch_size, `'full' or an integer <= problem.n_collocation (${n})`));
-  if (n % c.diagnostics.snr_batches !== 0)
+  // The SNR split exists only where diagnostics run (diagnostics.every > 0).
+  if (c.diagnostics.every > 0 && n % c.diagnostics.snr_batches !== 0)
     errs.push(new SpecError('diagnostics.snr_batches', c.diagnostics.snr_batches, `a divisor of problem.n_collocation (${n}): the SNR split uses B equal batches${snrDefault ? ` (${c.diagnostics.snr_batches} is the default; set diagnostics.snr_batches)` : ''}`));
   if (c.train.eval_every % c.train.log_every !== 0)
     errs.push(new SpecError('train.eval_every', c.train.eval_every, `a multiple of train.log_every (${c.train.log_every})`));
@@ -321,13 +374,16 @@ export function trialId(config: TrialConfig): string {
   return `t${createHash('sha256').update(canon).digest('hex').slice(0, 16)}`;
 }
 
+/** Sets the value at a dotted path (a copy of it), making objects on the way; own properties only (a `__proto__` key is data, never the prototype). */
 function setPath(obj: Record<string, unknown>, segs: string[], value: unknown): void {
+  const put = (o: Record<string, unknown>, k: string, v: unknown) => Object.defineProperty(o, k, { value: v, writable: true, enumerable: true, configurable: true });
   let o = obj;
   for (const s of segs.slice(0, -1)) {
-    if (o[s] === undefined || o[s] === null || typeof o[s] !== 'object' || Array.isArray(o[s])) o[s] = {};
+    const cur = Object.hasOwn(o, s) ? o[s] : undefined;
+    if (cur === undefined || cur === null || typeof cur !== 'object' || Array.isArray(cur)) put(o, s, {});
     o = o[s] as Record<string, unknown>;
   }
-  o[segs[segs.length - 1]!] = structuredClone(value);
+  put(o, segs[segs.length - 1]!, structuredClone(value));
 }
 
 /** Cartesian product of the grid, in spec order (the last key varies fastest). */
@@ -358,7 +414,7 @@ function* product(entries: [string, unknown[]][]): Generator<Record<string, unkn
  */
 export function resolveSweep(raw: unknown, source?: string): ResolvedSweep {
   const fail = (errs: SpecError[]) => {
-    throw new SpecErrors(errs.map((e) => new SpecError(e.path, e.value, e.expected, source, e.unknownKey, e.note)));
+    throw new SpecErrors(errs.map((e) => e.relocated({ source })));
   };
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) fail([new SpecError('(spec)', raw, 'a mapping with name, problem, model, train, strategy, diagnostics, seed, grid')]);
   // Top-level errors (unknown keys, the name, the grid's shape) are reported together with the
@@ -370,6 +426,9 @@ export function resolveSweep(raw: unknown, source?: string): ResolvedSweep {
   const maxAttempts = spec.max_attempts === undefined ? 3 : spec.max_attempts;
   if (!Number.isInteger(maxAttempts) || (maxAttempts as number) < 1 || (maxAttempts as number) > 10)
     errors.push(new SpecError('max_attempts', maxAttempts, 'an integer from 1 to 10'));
+  const maxTrials = spec.max_trials === undefined ? MAX_TRIALS_DEFAULT : spec.max_trials;
+  const maxTrialsOk = Number.isInteger(maxTrials) && (maxTrials as number) >= 1 && (maxTrials as number) <= MAX_TRIALS_LIMIT;
+  if (!maxTrialsOk) errors.push(new SpecError('max_trials', maxTrials, `an integer from 1 to ${MAX_TRIALS_LIMIT}`));
   const gridOk = !errors.some((e) => e.path === 'grid' || e.path.startsWith('grid.'));
   const grid = gridOk ? Object.entries(spec.grid ?? {}) : [];
   for (const [key] of grid) {
@@ -377,11 +436,18 @@ export function resolveSweep(raw: unknown, source?: string): ResolvedSweep {
     if (!(TRIAL_KEYS as readonly string[]).includes(head!)) {
       const near = suggest(head!, TRIAL_KEYS);
       errors.push(new SpecError(`grid.${key}`, key, `a dotted path into one of ${TRIAL_KEYS.join(', ')}${near ? ` (did you mean '${[near, ...rest].join('.')}'?)` : ''}`));
-    }
+    } else if (rest.includes('__proto__')) errors.push(new SpecError(`grid.${key}`, key, 'a dotted path of the trial config\'s keys (__proto__ is none)'));
   }
-  if (!gridOk || errors.some((e) => e.path.startsWith('grid.'))) fail(errors);
   const base: Record<string, unknown> = {};
   for (const k of TRIAL_KEYS) if ((spec as Record<string, unknown>)[k] !== undefined) base[k] = structuredClone((spec as Record<string, unknown>)[k]);
+  if (gridOk) {
+    errors.push(...inapplicableGridPaths(base, grid.map(([k]) => k)));
+    // The grid's size before it is expanded: a grid too large is refused at once (an invalid max_trials: the default).
+    const limit = maxTrialsOk ? (maxTrials as number) : MAX_TRIALS_DEFAULT;
+    const size = gridSize(grid);
+    if (size > BigInt(limit)) errors.push(gridTooLarge(grid, size, limit, maxTrialsOk && spec.max_trials !== undefined));
+  }
+  if (!gridOk || errors.some((e) => e.path === 'grid' || e.path.startsWith('grid.'))) fail(errors);
 
   // Each distinct error (by its message) with the grid combinations it occurs in, by ordinal in
   // product order; `seq` is the order it was first met in. `checked`: what each combination's check looked at.
@@ -423,6 +489,81 @@ export function resolveSweep(raw: unknown, source?: string): ResolvedSweep {
   for (const { err } of located) if (!errors.some((x) => x.message === err.message)) errors.push(err);
   if (errors.length) fail(errors);
   return { name: spec.name, description: spec.description, spec, analysis: analysis.value, max_attempts: maxAttempts as number, trials, duplicates };
+}
+
+/** The number of grid combinations (the product of the lists' lengths), exact however large. */
+function gridSize(grid: [string, unknown[]][]): bigint {
+  return grid.reduce((n, [, vs]) => n * BigInt(vs.length), 1n);
+}
+
+/** `50,000,000`. */
+const count = (n: bigint | number) => n.toLocaleString('en-US');
+
+/**
+ * The error of a grid with more combinations than `limit`: the count and the grid keys with more than
+ * one value, with their sizes (at most MAX_LISTED keys named). `raised`: the spec set max_trials.
+ */
+function gridTooLarge(grid: [string, unknown[]][], size: bigint, limit: number, raised: boolean): SpecError {
+  const factors = grid.filter(([, vs]) => vs.length > 1);
+  let keys = factors.slice(0, MAX_LISTED).map(([k, vs]) => `${k} ${count(vs.length)}`).join(' × ');
+  if (factors.length > MAX_LISTED) keys += ` × ${factors.length - MAX_LISTED} more key(s)`;
+  return new SpecError(
+    'grid',
+    undefined,
+    `at most ${count(limit)} trial(s) (max_trials${raised ? '' : `, default ${count(MAX_TRIALS_DEFAULT)}`})`,
+    undefined,
+    false,
+    `shrink the grid, or raise max_trials (top-level key, up to ${count(MAX_TRIALS_LIMIT)}) if you mean it`,
+    `got ${count(size)} trials (${keys})`,
+  );
+}
+
+/** The union-typed sections whose `name` picks the schema, and those schemas. */
+const NAMED_SECTIONS: Record<string, Record<string, TSchema>> = { problem: problemSchemas, strategy: strategySchemas };
+
+/**
+ * Grid keys into a problem or strategy field that the section's name (the base's, not varied by the
+ * grid; for strategy, vanilla when the spec gives none) does not have, e.g. `strategy.eta` over
+ * vanilla: each names the grid key, the name it does not apply to and the names it applies to.
+ */
+function inapplicableGridPaths(base: Record<string, unknown>, gridKeys: string[]): SpecError[] {
+  const out: SpecError[] = [];
+  for (const key of gridKeys) {
+    const [head, field, ...rest] = key.split('.');
+    const schemas = NAMED_SECTIONS[head!];
+    if (!schemas || field === undefined || field === 'name') continue;
+    // The grid picks the name: each combination is checked on its own.
+    if (gridKeys.includes(head!) || gridKeys.includes(`${head}.name`)) continue;
+    const b = base[head!];
+    let name: string;
+    let isDefault = false;
+    if (b === undefined && head === 'strategy') {
+      name = 'vanilla';
+      isDefault = true;
+    } else if (b !== null && typeof b === 'object' && !Array.isArray(b) && typeof (b as { name?: unknown }).name === 'string') name = (b as { name: string }).name;
+    else continue; // no name: that error is reported on its own
+    const schema = schemas[name];
+    const props = (schema?.properties ?? {}) as Record<string, TSchema>;
+    if (!schema || Object.hasOwn(props, field)) continue;
+    const applies = Object.entries(schemas)
+      .filter(([, sc]) => Object.hasOwn((sc.properties ?? {}) as object, field))
+      .map(([n]) => n);
+    const keys = Object.keys(props);
+    out.push(
+      new SpecError(
+        `grid.${key}`,
+        key,
+        `a key of ${head} ${name} (${keys.join(', ')})${rest.length ? '' : didYouMean(field, keys)}`,
+        undefined,
+        false,
+        applies.length
+          ? `${head}.${field} applies to ${head} ${applies.join(', ')} only: set ${head}: {name: ${applies[0]}} or vary grid.${head}`
+          : `no ${head} has the key ${field}`,
+        `does not apply to ${head} ${name}${isDefault ? ' (the default strategy: the spec sets none)' : ''}`,
+      ),
+    );
+  }
+  return out;
 }
 
 /** Sections of a trial config in the order they are checked; errors of the base config are listed in it. */
@@ -478,7 +619,7 @@ function locateInGrid(e: SpecError, ordinals: number[], grid: [string, unknown[]
       .join(', ');
     if (list.length > MAX_LISTED) where += ` and ${list.length - MAX_LISTED} more`;
   }
-  return { err: new SpecError(`${where} → ${e.path}`, e.value, e.expected, undefined, e.unknownKey, e.note), rank: [keys[0]!, ...list[0]!] };
+  return { err: e.relocated({ path: `${where} → ${e.path}` }), rank: [keys[0]!, ...list[0]!] };
 }
 
 /**
@@ -508,7 +649,7 @@ function overriddenBaseErrors(base: Record<string, unknown>, gridKeys: string[])
     const by = unusedBy(e.path);
     if (by === undefined) return [];
     const note = `grid.${by.key} ${by.replaces ? 'replaces' : 'overrides'} this base value in every trial, so it is never used: fix it or remove it`;
-    return [new SpecError(e.path, e.value, e.expected, undefined, e.unknownKey, note)];
+    return [e.relocated({ note })];
   });
 }
 
@@ -524,30 +665,68 @@ function resolveAnalysis(raw: unknown): { value: AnalysisConfig; errors: SpecErr
   return { value: ordered as AnalysisConfig, errors };
 }
 
+/** Default of the most alias expansion a spec's YAML may do (yaml's maxAliasCount); PHASEMAP_MAX_YAML_ALIASES sets another. */
+export const MAX_YAML_ALIASES_DEFAULT = 100;
+/** Default of the largest spec file read, in bytes (1 MiB); PHASEMAP_MAX_SPEC_BYTES sets another. */
+export const MAX_SPEC_BYTES_DEFAULT = 1024 * 1024;
+
+/**
+ * A limit from the environment variable `name` (a positive integer), else `dflt`.
+ * @throws SpecErrors naming the variable and its value when it is set to anything else.
+ */
+function envLimit(name: string, dflt: number): number {
+  const v = process.env[name];
+  if (v === undefined || v.trim() === '') return dflt;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 1) throw new SpecErrors([new SpecError(name, v, 'a positive integer (environment variable)')]);
+  return n;
+}
+
+/** The spec limits in force: alias expansion (yaml maxAliasCount) and file size (bytes). */
+export function specLimits(): { maxAliases: number; maxBytes: number } {
+  return { maxAliases: envLimit('PHASEMAP_MAX_YAML_ALIASES', MAX_YAML_ALIASES_DEFAULT), maxBytes: envLimit('PHASEMAP_MAX_SPEC_BYTES', MAX_SPEC_BYTES_DEFAULT) };
+}
+
 /**
  * Parses YAML (JSON is accepted: it is YAML). A syntax error reads `SOURCE:LINE:COLUMN: ` and the
- * parser's whole message, then the spec's lines it points at.
+ * parser's whole message, then the spec's lines it points at. An alias without its anchor and an
+ * alias inside the node it names (a cycle) are errors at their line; aliases that expand too much
+ * (an alias bomb: yaml's maxAliasCount, `maxAliases`, default PHASEMAP_MAX_YAML_ALIASES or 100)
+ * are an error of the file.
  * @throws SpecErrors of SpecSyntaxError, one per error the parser found.
  */
-export function parseSpecText(text: string, source = 'spec'): unknown {
+export function parseSpecText(text: string, source = 'spec', maxAliases = specLimits().maxAliases): unknown {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true, lineCounter });
   if (doc.errors.length) throw new SpecErrors(doc.errors.map((e) => syntaxError(e, source)));
+  // One pass over the nodes in document order (an alias names the last anchor of its name before
+  // it): an alias with no anchor yet, or one whose anchor is a node it lies in (a cycle).
+  const anchors = new Map<string, unknown>();
+  let bad: { node: YamlNode; what: string } | undefined;
+  visit(doc, (_key, node, path) => {
+    if (isNode(node) && !isAlias(node) && node.anchor) anchors.set(node.anchor, node);
+    if (!isAlias(node)) return undefined;
+    const target = anchors.get(node.source);
+    if (target === undefined) bad = { node, what: `Unresolved alias (the anchor must be set before the alias): ${node.source}` };
+    else if ((path as readonly unknown[]).includes(target)) bad = { node, what: `Recursive alias: *${node.source} lies inside the node &${node.source} names; a spec cannot contain itself` };
+    return bad ? visit.BREAK : undefined;
+  });
+  if (bad) {
+    const at = bad.node.range ? lineCounter.linePos(bad.node.range[0]) : undefined;
+    throw new SpecErrors([new SpecSyntaxError(bad.what, source, at?.line, at?.col)]);
+  }
   try {
-    return doc.toJS({ maxAliasCount: 100 });
+    return doc.toJS({ maxAliasCount: maxAliases });
   } catch (e) {
-    // An alias without its anchor, or too many aliases: thrown when the document is built.
-    let at: { line: number; col: number } | undefined;
-    visit(doc, {
-      Alias(_, node) {
-        if (node.range && node.resolve(doc) === undefined) {
-          at = lineCounter.linePos(node.range[0]);
-          return visit.BREAK;
-        }
-        return undefined;
-      },
-    });
-    throw new SpecErrors([new SpecSyntaxError((e as Error).message, source, at?.line, at?.col)]);
+    const msg = (e as Error).message;
+    if (/Excessive alias count/.test(msg))
+      throw new SpecErrors([
+        new SpecSyntaxError(
+          `YAML aliases expand too much: more than ${maxAliases} alias expansion(s) (a "billion laughs" alias bomb?): write the values out, or raise the limit with PHASEMAP_MAX_YAML_ALIASES`,
+          source,
+        ),
+      ]);
+    throw new SpecErrors([new SpecSyntaxError(msg, source)]);
   }
 }
 
@@ -562,8 +741,43 @@ function syntaxError(e: YAMLError, source: string): SpecSyntaxError {
   return new SpecSyntaxError(detail, source, pos?.line, pos?.col, rest.map((l) => `    ${l}`.trimEnd()).join('\n') || undefined);
 }
 
-/** Reads, parses and resolves a spec file. @throws SpecErrors, or an fs error for a missing file. */
+/**
+ * Reads a spec file of at most `maxBytes` bytes (a pipe or device too: reading stops there).
+ * @throws SpecErrors naming the file and its size when it is larger; an fs error (code and path) when it cannot be read.
+ */
+export async function readSpecFile(file: string, maxBytes = specLimits().maxBytes): Promise<string> {
+  const fh = await open(file, 'r');
+  try {
+    const st = await fh.stat();
+    if (st.isDirectory()) throw Object.assign(new Error(`EISDIR: illegal operation on a directory, read '${file}'`), { code: 'EISDIR', path: file, syscall: 'read' });
+    const tooLarge = (size: string) =>
+      new SpecErrors([new SpecSyntaxError(`the file is ${size}: a spec is at most ${count(maxBytes)} bytes (${mib(maxBytes)}; PHASEMAP_MAX_SPEC_BYTES raises it)`, file)]);
+    if (st.isFile() && st.size > maxBytes) throw tooLarge(`${count(st.size)} bytes (${mib(st.size)})`);
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for (;;) {
+      const buf = Buffer.alloc(Math.min(64 * 1024, maxBytes + 1 - total));
+      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+      if (bytesRead === 0) break;
+      chunks.push(buf.subarray(0, bytesRead));
+      total += bytesRead;
+      if (total > maxBytes) throw tooLarge(`more than ${count(maxBytes)} bytes`);
+    }
+    return Buffer.concat(chunks).toString('utf8');
+  } finally {
+    await fh.close();
+  }
+}
+
+/** `1.5 MiB`. */
+const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(bytes % (1024 * 1024) === 0 ? 0 : 1)} MiB`;
+
+/**
+ * Reads, parses and resolves a spec file.
+ * @throws SpecErrors, or an fs error (code and path) for a file that cannot be read.
+ */
 export async function loadSweep(file: string): Promise<ResolvedSweep> {
-  const text = await readFile(file, 'utf8');
-  return resolveSweep(parseSpecText(text, file), file);
+  const limits = specLimits();
+  const text = await readSpecFile(file, limits.maxBytes);
+  return resolveSweep(parseSpecText(text, file, limits.maxAliases), file);
 }

@@ -219,12 +219,27 @@ export const SweepSpecSchema = Type.Object(
     grid: Type.Optional(GridSchema),
     analysis: Type.Optional(Type.Unknown()),
     max_attempts: Type.Optional(Type.Unknown()),
+    max_trials: Type.Optional(Type.Unknown()),
   },
   { additionalProperties: false, title: 'phasemap sweep spec' },
 );
 
 /** `max_attempts`: how often a trial whose training throws is tried in one run before it is recorded failed. Not part of trial ids. */
 export const MaxAttemptsSchema = Int({ minimum: 1, maximum: 10, default: 3, description: 'Attempts of a trial whose training throws (an error, not a divergence) before it is recorded failed, per run. Not part of trial ids.' });
+
+/** Default of `max_trials`: the most grid combinations a spec may expand to unless it says more. */
+export const MAX_TRIALS_DEFAULT = 1_000_000;
+/** The highest `max_trials` a spec may set. */
+export const MAX_TRIALS_LIMIT = 1_000_000_000;
+
+/** `max_trials`: the most grid combinations the spec may expand to; a larger grid is refused before it is expanded. Not part of trial ids. */
+export const MaxTrialsSchema = Int({
+  minimum: 1,
+  maximum: MAX_TRIALS_LIMIT,
+  default: MAX_TRIALS_DEFAULT,
+  description:
+    'Most grid combinations (the product of the grid lists\' lengths, duplicates included) the spec may expand to; a larger grid is refused before anything is expanded. Raise it for a sweep that large on purpose (expanding and checking 1,000,000 trials takes about 2 minutes and 1 GB of memory on 2 cores). Not part of trial ids.',
+});
 
 export type Helmholtz2dConfig = Static<typeof Helmholtz2dSchema>;
 export type Poisson2dConfig = Static<typeof Poisson2dSchema>;
@@ -261,6 +276,7 @@ export function editorSchema(): TSchema {
       grid: Type.Optional(GridSchema),
       analysis: Type.Optional(AnalysisSchema),
       max_attempts: Type.Optional(MaxAttemptsSchema),
+      max_trials: Type.Optional(MaxTrialsSchema),
     },
     { additionalProperties: false, title: 'phasemap sweep spec' },
   );

@@ -37,6 +37,79 @@ test('batch_size accepts full or an integer, nothing else', (t) => {
   t.regex(errorsOf(base.replace('steps: 10', 'steps: 10, batch_size: 100'))[0]!, /train\.batch_size: got 100, expected .*<= problem\.n_collocation \(64\)/);
 });
 
+test('snr_batches need not divide N when diagnostics are off (diagnostics.every: 0)', (t) => {
+  t.deepEqual(errorsOf(base.replace('diagnostics: {every: 5, snr_batches: 4}', 'diagnostics: {every: 0, snr_batches: 5}')), []);
+  t.deepEqual(errorsOf(base.replace('diagnostics: {every: 5, snr_batches: 4}', 'diagnostics: {every: 0}')), [], 'nor the default 10');
+});
+
+test('a grid key into a strategy field the strategy lacks names the key, the strategy and those it applies to', (t) => {
+  t.deepEqual(errorsOf(`${base}grid:\n  strategy.eta: [0.1, 0.2]\n`), [
+    'spec.yaml: grid.strategy.eta: does not apply to strategy vanilla (the default strategy: the spec sets none), expected a key of strategy vanilla (name); strategy.eta applies to strategy rba only: set strategy: {name: rba} or vary grid.strategy',
+  ]);
+  t.deepEqual(errorsOf(`${base}strategy: {name: sa}\ngrid:\n  strategy.gama: [0.9]\n`), [
+    'spec.yaml: grid.strategy.gama: does not apply to strategy sa, expected a key of strategy sa (name, lr, freeze_step); no strategy has the key gama',
+  ]);
+  t.regex(errorsOf(`${base}grid:\n  problem.nu: [0.01]\n`)[0]!, /^spec\.yaml: grid\.problem\.nu: does not apply to problem helmholtz2d, .*problem\.nu applies to problem burgers1d only/);
+  // Where the grid picks the strategy, each combination is checked (vanilla × eta is still an error).
+  t.deepEqual(errorsOf(`${base}grid:\n  strategy: [{name: rba}]\n  strategy.eta: [0.1, 0.2]\n`), []);
+});
+
+test('a base section that is not an object where the grid sets a field in it is an error naming it', (t) => {
+  for (const v of ['abc', '7', '[1]'])
+    t.deepEqual(errorsOf(`${base.replace(/^train: .*$/m, `train: ${v}`).replace('every: 5,', 'every: 10,')}grid:\n  train.lr: [0.1, 0.2]\n`), [
+      `spec.yaml: train: got ${v === 'abc' ? '"abc"' : v}, expected a value of type object; grid.train.lr replaces this base value in every trial, so it is never used: fix it or remove it`,
+    ]);
+});
+
+test('NaN and ±Infinity are named as such, with the range of the field', (t) => {
+  const errs = errorsOf(base.replace('steps: 10', 'steps: .inf, lr: .nan, batch_size: -.inf').replace('width: 8', 'width: 1e309'));
+  t.deepEqual(errs, [
+    'spec.yaml: model.width: got Infinity, expected an integer >= 1 and <= 4096',
+    'spec.yaml: train.steps: got Infinity, expected an integer >= 1 and <= 100000000',
+    'spec.yaml: train.lr: got NaN, expected a number > 0 and <= 10',
+    'spec.yaml: train.batch_size: got -Infinity, expected "full" or an integer >= 1 and <= 10000000',
+  ]);
+  t.deepEqual(errorsOf(`${base}seed: .nan\nmax_attempts: .inf\n`), ['spec.yaml: max_attempts: got Infinity, expected an integer from 1 to 10', 'spec.yaml: seed: got NaN, expected an integer in [0, 2147483647]']);
+  t.deepEqual(errorsOf(`${base}grid:\n  train.lr: [0.1, .NaN]\n`), ['spec.yaml: grid.train.lr[1] → train.lr: got NaN, expected a number > 0 and <= 10']);
+  t.deepEqual(errorsOf(`${base}foo: [1, .inf, {a: -.inf}]\n`).map((e) => e.split(',')[0]), ['spec.yaml: foo: unknown key']);
+});
+
+test('a grid larger than max_trials is refused before it is expanded, with its count and keys', (t) => {
+  const list = (n: number) => `[${[...Array(n).keys()].map((i) => i + 1).join(', ')}]`;
+  const grid = `grid:\n  train.steps: ${list(100)}\n  model.width: ${list(20)}\n  seed: ${list(50)}\n  model.depth: ${list(50)}\n  train.eval_every: [5]\n  problem.n_boundary: ${list(10)}\n`;
+  const t0 = performance.now();
+  const errs = errorsOf(`${base}${grid}`);
+  t.true(performance.now() - t0 < 2000);
+  t.deepEqual(errs, [
+    'spec.yaml: grid: got 50,000,000 trials (train.steps 100 × model.width 20 × seed 50 × model.depth 50 × problem.n_boundary 10), expected at most 1,000,000 trial(s) (max_trials, default 1,000,000); shrink the grid, or raise max_trials (top-level key, up to 1,000,000,000) if you mean it',
+  ]);
+  t.regex(errorsOf(`${base}max_trials: 10\ngrid:\n  seed: ${list(11)}\n`)[0]!, /^spec\.yaml: grid: got 11 trials \(seed 11\), expected at most 10 trial\(s\) \(max_trials\);/);
+  t.deepEqual(errorsOf(`${base}max_trials: 11\ngrid:\n  seed: ${list(11)}\n`), []);
+  // A bad max_trials is an error, and the default limit still holds.
+  t.deepEqual(errorsOf(`${base}max_trials: 0\ngrid:\n  seed: [0, 1]\n`), ['spec.yaml: max_trials: got 0, expected an integer from 1 to 1000000000']);
+  t.is(errorsOf(`${base}max_trials: .inf\n${grid}`).length, 2);
+});
+
+test('a grid key through __proto__ is refused, and sets no prototype', (t) => {
+  t.deepEqual(errorsOf(`${base}grid:\n  train.__proto__.polluted: [1]\n`), [
+    'spec.yaml: grid.train.__proto__.polluted: got "train.__proto__.polluted", expected a dotted path of the trial config\'s keys (__proto__ is none)',
+  ]);
+  t.is(({} as Record<string, unknown>).polluted, undefined);
+});
+
+test('recursive and unresolved aliases, and alias bombs, are errors of the file', (t) => {
+  t.deepEqual(errorsOf(`${base}grid:\n  seed: &s [0, 1, *s]\n`), ['spec.yaml:8:19: Recursive alias: *s lies inside the node &s names; a spec cannot contain itself']);
+  const bomb = ['name: b', 'a: &a [x, x, x, x, x, x, x, x, x]', ...'bcdefgh'.split('').map((c, i) => `${c}: &${c} [${Array(9).fill(`*${'abcdefgh'[i]}`).join(', ')}]`)].join('\n');
+  t.deepEqual(errorsOf(bomb), [
+    'spec.yaml: YAML aliases expand too much: more than 100 alias expansion(s) (a "billion laughs" alias bomb?): write the values out, or raise the limit with PHASEMAP_MAX_YAML_ALIASES',
+  ]);
+  // A long chain of aliases is found in one pass (the search for an unresolved alias was quadratic).
+  const chain = ['name: c', 'l0: &l0 [1]', ...Array.from({ length: 5000 }, (_, i) => `l${i + 1}: &l${i + 1} [*l${i}]`)].join('\n');
+  const t0 = performance.now();
+  t.regex(errorsOf(chain)[0]!, /aliases expand too much/);
+  t.true(performance.now() - t0 < 10_000);
+});
+
 test('cross-field rules: snr_batches divides N; cadences are multiples of log_every', (t) => {
   t.regex(errorsOf(base.replace('snr_batches: 4', 'snr_batches: 5'))[0]!, /diagnostics\.snr_batches: got 5, expected a divisor of problem\.n_collocation \(64\)/);
   t.notRegex(errorsOf(base.replace('snr_batches: 4', 'snr_batches: 5'))[0]!, /default/, 'a value the spec set is not called the default');
@@ -125,7 +198,7 @@ test('an unknown key suggests the nearest key of its own object, by edit distanc
     "spec.yaml: model.Width: unknown key, expected one of the keys width, depth (did you mean 'width'?)",
   ]);
   t.deepEqual(errorsOf(`${base}strategy: {name: RBA}\nseeed: 1\ngrid:\n  trian.lr: [0.1]\n`), [
-    "spec.yaml: seeed: unknown key, expected one of the keys $schema, name, description, problem, model, train, strategy, diagnostics, seed, grid, analysis, max_attempts (did you mean 'seed'?)",
+    "spec.yaml: seeed: unknown key, expected one of the keys $schema, name, description, problem, model, train, strategy, diagnostics, seed, grid, analysis, max_attempts, max_trials (did you mean 'seed'?)",
     "spec.yaml: grid.trian.lr: got \"trian.lr\", expected a dotted path into one of problem, model, train, strategy, diagnostics, seed (did you mean 'train.lr'?)",
   ]);
   t.deepEqual(errorsOf(`${base}strategy: {name: RBA}\n`), ["spec.yaml: strategy.name: got \"RBA\", expected one of vanilla, rba, sa (did you mean 'rba'?)"]);

@@ -38,6 +38,7 @@ import type { BackendName, BackendRequest, TrialMessage, TrialResultMessage, Tri
 import { chunkBytes, CKPT_HEADERS, DEFAULT_NAMESPACE, MAX_DELIVER, transportNames, workerConsumerConfig, type ProgressMessage, type SweepControl, type TransportNames } from '../schemas/transport.js';
 import { fetchCheckpoint } from './checkpoint-fetch.js';
 import { makeSlotPool, type SlotPool } from './pool.js';
+import { parseFuse } from './fuse.js';
 import { MAX_GROUP } from './slot-stop.js';
 import type { SlotEvent, SlotOutcome, SlotTask } from './slot-task.js';
 import { blasStatus, fusionKey, fusionLimit, nativeStreams } from './trainer/index.js';
@@ -71,20 +72,8 @@ export interface AgentOptions {
   labels?: Map<string, string>;
 }
 
-/**
- * Parses a `--fuse` value: `auto`, or an integer 1…MAX_GROUP (trials per slot; 1 = never fuse).
- * @param what names the value in the error (`--fuse`, `PHASEMAP_FUSE`).
- * @throws Error "<what>: got "<v>", expected "auto" or an integer from 1 to <MAX_GROUP> (…)".
- */
-export function parseFuse(v: string, what = '--fuse'): number | 'auto' {
-  const s = v.trim();
-  if (s === 'auto') return 'auto';
-  const n = Number(s);
-  if (s === '' || !Number.isInteger(n) || n < 1 || n > MAX_GROUP) {
-    throw new Error(`${what}: got ${JSON.stringify(v)}, expected "auto" or an integer from 1 to ${MAX_GROUP} (most trials one slot trains fused; 1 = never fuse)`);
-  }
-  return n;
-}
+/** Parses a `--fuse` value (worker/fuse.ts). */
+export { parseFuse };
 
 const TF_PACKAGES = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'];
 
