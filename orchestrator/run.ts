@@ -283,7 +283,9 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
       waitsIn = `the embedded server's store ${store}${cap ? ` (at most ${fmtBytes(cap)})` : ''}`;
       log.info(`embedded nats-server on ${e.url} (pid ${e.pid}; store ${store}${cap ? `, at most ${fmtBytes(cap)}` : ''}; log ${e.logFile})`);
       if (disk.minFreeBytes < 2 * STORE_BLOCK_SLACK)
-        log.warn(`--min-free ${fmtBytes(disk.minFreeBytes)} is under ${fmtBytes(2 * STORE_BLOCK_SLACK)}: the embedded server's store may still meet a full disk (its files hold up to ${fmtBytes(STORE_BLOCK_SLACK)} beyond its cap); if it does, the run stops with an error and the same command goes on`);
+        log.warn(
+          `--min-free ${disk.minFreeBytes ? `${fmtBytes(disk.minFreeBytes)} is under ${fmtBytes(2 * STORE_BLOCK_SLACK)}` : '0 turns the threshold off'}: the embedded server's store may meet a full disk (its files hold up to ${fmtBytes(STORE_BLOCK_SLACK)} beyond its cap); if it does, the run stops with an error and the same command goes on`,
+        );
       void e.exited.then(({ code, signal }) => {
         if (!stopping) fatal(`the embedded nats-server (pid ${e.pid}) exited by itself (code ${code}, signal ${signal}): see its log ${e.logFile}. Run the same command again to go on; nothing written is lost`);
       });
