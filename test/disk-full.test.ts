@@ -4,6 +4,7 @@
  *   nothing while the free space is under --min-free, and goes on by itself when the tmpfs is grown;
  *   every (trial, attempt, step) is on disk once and the embedded server is gone at the end;
  * - Ctrl-C returns within seconds and leaves no nats-server, also when the server is stopped (SIGSTOP);
+ *   so does a SIGKILL of `phasemap run` (its guard stops the server);
  * - an embedded server whose JetStream stops answering ends the run with one clear error line; the same
  *   command then completes the sweep, each row once;
  * - `phasemap status` against a JetStream that does not answer: one clear line, no stack trace.
@@ -16,12 +17,65 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { connect } from '@nats-io/transport-node';
 import test, { type ExecutionContext } from 'ava';
+import { DiskGuard, embeddedStoreLimit, parseMinFree, type DiskSpace } from '../orchestrator/disk-space.js';
 import { duck, stderrOf, tempDir, trackedCli, until, type Cli } from './helpers.js';
 
 const { cli, killStarted } = trackedCli();
 test.afterEach.always(killStarted);
 
 const MiB = 2 ** 20;
+
+test('--min-free values: sizes in powers of 1024 or 1000, a share, 0; bad ones name the flag', (t) => {
+  t.deepEqual(parseMinFree('256MiB'), { bytes: 256 * MiB });
+  t.deepEqual(parseMinFree('2G'), { bytes: 2 * 1024 * MiB });
+  t.deepEqual(parseMinFree('500MB'), { bytes: 500e6 });
+  t.deepEqual(parseMinFree('4096'), { bytes: 4096 });
+  t.deepEqual(parseMinFree('0'), { bytes: 0 });
+  t.deepEqual(parseMinFree('5%'), { percent: 5 });
+  for (const bad of ['', 'lots', '-1G', '12 parsecs', '100%']) t.throws(() => parseMinFree(bad, 'PHASEMAP_MIN_FREE'), { message: /^PHASEMAP_MIN_FREE: got .*, expected a size like 256MiB/ });
+  // The store cap: half of what the reserve leaves after the block slack, at least 1 MiB.
+  t.is(embeddedStoreLimit(100 * 1024 * MiB, 256 * MiB), 120 * MiB);
+  t.is(embeddedStoreLimit(40 * MiB, 256 * MiB), 12 * MiB);
+  t.is(embeddedStoreLimit(100 * 1024 * MiB, 6 * MiB), MiB);
+});
+
+test('DiskGuard: low under the threshold, ok again only above the margin, each change heard once; ENOSPC holds it low', async (t) => {
+  let free = 100 * MiB;
+  const space = async (): Promise<DiskSpace> => ({ free, total: 1000 * MiB });
+  const g = new DiskGuard('/nowhere', { percent: 5 }, { space, fullHoldMs: 200 });
+  const changes: boolean[] = [];
+  g.onChange((low) => changes.push(low));
+  t.true(await g.check());
+  t.is(g.minFreeBytes, 50 * MiB);
+  t.is(g.resumeAt, 62.5 * MiB);
+  free = 49 * MiB;
+  t.false(await g.check());
+  t.false(await g.check());
+  free = 60 * MiB; // above the threshold, under the margin
+  t.false(await g.check());
+  free = 63 * MiB;
+  t.true(await g.check());
+  t.deepEqual(changes, [true, false]);
+  g.full();
+  t.false(await g.check(), 'held low right after ENOSPC although statfs shows room');
+  await new Promise((r) => setTimeout(r, 250));
+  t.true(await g.check());
+  t.deepEqual(changes, [true, false, true, false]);
+  t.regex(g.pauseLine('the store'), /^disk: .*free.*: results are no longer written or acknowledged, they wait in the store\. Free space there and the run goes on by itself \(at 62\.5 MiB free\)/);
+});
+
+test.serial('bad --min-free or PHASEMAP_MIN_FREE: exit 2 before anything runs, naming it', async (t) => {
+  const work = await tempDir('diskfull-flag');
+  const spec = join(work, 's.yaml');
+  await writeFile(spec, longSpec('flag'));
+  const a = await cli(['run', spec, '--out', join(work, 'out'), '--min-free', 'lots']);
+  t.is(a.code, 2, a.stderr);
+  t.regex(a.stderr, /--min-free: got "lots", expected a size/);
+  const b = await cli(['run', spec, '--out', join(work, 'out')], { env: { PHASEMAP_MIN_FREE: '150%' } });
+  t.is(b.code, 2, b.stderr);
+  t.regex(b.stderr, /PHASEMAP_MIN_FREE: got "150%", expected a size/);
+  t.false(existsSync(join(work, 'out')));
+});
 
 /** The embedded nats-server's pid, from the run's log line. */
 function serverPid(stderr: string): number | null {
@@ -195,6 +249,22 @@ test.serial('Ctrl-C returns within seconds and leaves no nats-server, also when 
     t.notRegex(r.stderr, /\n\s+at /);
     if (stuck) t.regex(r.stderr, /JetStream does not answer/);
   }
+});
+
+test.serial('phasemap run killed (SIGKILL) while its server is stopped (SIGSTOP): the guard kills the server within seconds', async (t) => {
+  const work = await tempDir('diskfull-kill');
+  const spec = join(work, 's.yaml');
+  const out = join(work, 'out');
+  await writeFile(spec, longSpec('killed'));
+  const { p, err, pid } = await startRun(['run', spec, '--out', out, '--slots', '1', '--backend', 'wasm']);
+  await until(() => /queued 2 trial/.test(err()) || p.child.exitCode !== null, 60_000, 'the trials to be queued', 100);
+  t.is(p.child.exitCode, null, err());
+  process.kill(pid, 'SIGSTOP');
+  p.child.kill('SIGKILL');
+  await p;
+  const t0 = Date.now();
+  t.true(await gone(pid, 10_000), `nats-server pid ${pid} still running`);
+  t.log(`nats-server gone ${((Date.now() - t0) / 1000).toFixed(1)} s after phasemap run was killed`);
 });
 
 test.serial('an embedded JetStream that stops answering ends the run with one clear error and kills the server; the same command completes the sweep, each row once', async (t) => {
