@@ -99,9 +99,15 @@ export class CheckpointAssembler<M> {
   /** Checkpoint files written. */
   filesWritten = 0;
 
+  /**
+   * @param onWriteError called when a complete file cannot be written (its chunks are nak'ed for
+   *   redelivery either way); returning true means the caller handles it (e.g. a full disk pauses the
+   *   collector) and no warning is logged.
+   */
   constructor(
     private readonly dir: string,
     private readonly onWarning?: (msg: string) => void,
+    private readonly onWriteError?: (e: unknown) => boolean,
   ) {}
 
   private static key(i: ChunkInfo): string {
@@ -177,7 +183,7 @@ export class CheckpointAssembler<M> {
       await writeFileDurable(path, bytes);
     } catch (e) {
       // Nothing acked: JetStream redelivers every chunk and the file is assembled again.
-      this.onWarning?.(`checkpoint ${info.trialId} step ${info.step}: not written (${(e as Error).message}); will be redelivered`);
+      if (!this.onWriteError?.(e)) this.onWarning?.(`checkpoint ${info.trialId} step ${info.step}: not written (${(e as Error).message}); will be redelivered`);
       release.nak.push(...a.handles);
       return release;
     }

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * phasemap command line.
- *   phasemap run SPEC [--out DIR] [--nats URL] [--slots N] [--backend auto|wasm|cpu|tensorflow] [--gpus all|none|0,2,…] [--slots-per-gpu K] [--fuse auto|N]
+ *   phasemap run SPEC [--out DIR] [--nats URL] [--slots N] [--backend auto|wasm|cpu|tensorflow] [--gpus all|none|0,2,…] [--slots-per-gpu K] [--fuse auto|N] [--min-free SIZE|P%]
  *   phasemap validate SPEC
  *   phasemap diagram DIR [--x lr] [--y batch_size] [--facet strategy | --no-facet]
  *   phasemap report DIR [--out PATH] [--x lr] [--y batch_size] [--facet strategy | --no-facet] [--watch]
@@ -24,6 +24,7 @@ import type { DiagramAxes } from '../analysis/diagram.js';
 import { connectNats } from './jetstream.js';
 import { addNatsOptions, NatsConfigError, natsAuthForUrl, natsAuthFromOptions, redactUrl, type NatsCliOptions } from './nats-connect.js';
 import { NatsServerMissing } from './nats-server.js';
+import { DEFAULT_MIN_FREE, parseMinFree, type MinFree } from './disk-space.js';
 import { plainLogger } from './progress.js';
 import { cancelSweep, renderStatus, sweepStatus, UnknownSweep, workerAckWaitMs } from './control.js';
 import { describeFsError, isFsError, WordedError } from './errors.js';
@@ -82,6 +83,27 @@ function fuseOption(flag: number | 'auto' | undefined): number | 'auto' {
   }
 }
 const FUSE_HELP = "most same-shaped trials one slot trains at once as one batched computation: auto (the trainer's measured rule for each trial's shape and backend) or N (1 = never fuse) (default: $PHASEMAP_FUSE or auto)";
+
+/** `--min-free`: a size or a share (disk-space.ts parseMinFree); exit 2 naming the flag on a bad value. */
+function minFreeArg(v: string): MinFree {
+  try {
+    return parseMinFree(v, '--min-free');
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+}
+/** --min-free, else $PHASEMAP_MIN_FREE, else 256 MiB; a bad PHASEMAP_MIN_FREE is logged naming the variable and exits 2. */
+function minFreeOption(flag: MinFree | undefined): MinFree {
+  if (flag !== undefined) return flag;
+  const env = process.env.PHASEMAP_MIN_FREE;
+  if (env === undefined || env === '') return DEFAULT_MIN_FREE;
+  try {
+    return parseMinFree(env, 'PHASEMAP_MIN_FREE');
+  } catch (e) {
+    log.error((e as Error).message);
+    process.exit(2);
+  }
+}
 
 const NAMESPACE_HELP = 'namespace of subjects, streams and the state bucket: sweeps and workers of one namespace see each other, of others never (default: $PHASEMAP_NAMESPACE or phasemap)';
 function namespaceArg(v: string): string {
@@ -190,8 +212,10 @@ program
   .option('--fuse <auto|N>', `local worker: ${FUSE_HELP}`, fuseArg)
   .option('--namespace <ns>', NAMESPACE_HELP, namespaceArg)
   .option('--replicas <n>', 'JetStream replicas of the streams and the state bucket when this run creates them (3 on a 3-node cluster; default 1)', intArg('--replicas', 1))
-  .action(async (spec: string, o: NatsCliOptions & { out?: string; nats?: string; slots?: number; backend: 'auto' | 'wasm' | 'cpu' | 'tensorflow'; gpus?: string; slotsPerGpu?: number; fuse?: number | 'auto'; namespace?: string; replicas?: number }) => {
+  .option('--min-free <size>', "pause writing results while DIR's filesystem has less free: a size (256MiB, 2G, 0 = off) or a share of it (5%) (default: $PHASEMAP_MIN_FREE or 256MiB)", minFreeArg)
+  .action(async (spec: string, o: NatsCliOptions & { out?: string; nats?: string; slots?: number; backend: 'auto' | 'wasm' | 'cpu' | 'tensorflow'; gpus?: string; slotsPerGpu?: number; fuse?: number | 'auto'; namespace?: string; replicas?: number; minFree?: MinFree }) => {
     const fuse = fuseOption(o.fuse);
+    const minFree = minFreeOption(o.minFree);
     const ac = new AbortController();
     let interrupts = 0;
     const onSignal = (sig: string) => {
@@ -203,8 +227,11 @@ program
     process.on('SIGTERM', () => onSignal('SIGTERM'));
     try {
       const { runSweep } = await import('./run.js');
-      const s = await runSweep({ spec, out: o.out, nats: o.nats, natsAuth: natsAuthForUrl(o.nats, o), slots: o.slots, backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, fuse, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, replicas: o.replicas, signal: ac.signal, liveReport: true });
-      if (s.interrupted) {
+      const s = await runSweep({ spec, out: o.out, nats: o.nats, natsAuth: natsAuthForUrl(o.nats, o), slots: o.slots, backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, fuse, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, replicas: o.replicas, signal: ac.signal, liveReport: true, minFree });
+      if (s.error) {
+        log.error(s.error);
+        process.exitCode = 3;
+      } else if (s.interrupted) {
         log.warn(`interrupted: ${s.done}/${s.queued} trial(s) of this run done; run the same command again to go on (${s.dir})`);
         process.exitCode = 130;
       } else if (s.failed.length) {

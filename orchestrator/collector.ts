@@ -2,6 +2,12 @@
  * Collector: consumes a sweep's output stream (metrics chunks, checkpoint chunks and trial results),
  * writes Parquet and checkpoint files (orchestrator/checkpoints.ts), and acknowledges a message only after what it carried is durably on disk (at-least-once; rows
  * redelivered after a crash are dropped by (trial_id, attempt, step) in MetricsStore).
+ *
+ * Intake pauses — the consumer is closed, nothing more is taken from the stream — while DIR's disk is
+ * low (a DiskGuard, orchestrator/disk-space.ts: under its threshold, or a write that met ENOSPC) or
+ * while writing fails for another reason; what it holds stays unacknowledged and is written first
+ * when intake resumes (with a fresh consumer, so that what it had not taken yet comes again at once and
+ * in stream order). Nothing is acknowledged that is not on disk.
  */
 import { jetstream, jetstreamManager, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
 import type { KV } from '@nats-io/kv';
@@ -15,6 +21,7 @@ import { CheckpointAssembler, parseChunkHeaders } from './checkpoints.js';
 import { parseWireStream, partIpcStream, type WireBatch } from '../schemas/metrics-ipc.js';
 import { decodeMetricsMessage, MetricsStore, splitMetricsTable, writeTrialsParquet } from './parquet-store.js';
 import { attemptPhases, DEFAULT_PHASE_PARAMS, type PhaseParams } from '../analysis/phases.js';
+import { isDiskFull, type DiskGuard } from './disk-space.js';
 
 export interface CollectorOptions {
   nc: NatsConnection;
@@ -47,6 +54,19 @@ export interface CollectorOptions {
    * between a trial's end and its `done` (a fixed 3 s before, which showed in every short sweep).
    */
   trialsEveryMs?: number;
+  /**
+   * Free-space guard of DIR: while it is low nothing is taken from the stream or written (intake
+   * pauses), and a write that fails with ENOSPC makes it low (`full()`). Without one, a full disk
+   * pauses intake like any other write error.
+   */
+  disk?: DiskGuard;
+  /**
+   * Replaces the collector's consumer (jetstream.ts resetCollectorConsumer) before intake resumes after
+   * a pause, so that messages the closed consumer had sent but this collector never took are delivered
+   * again at once and in stream order (a trial's result never before its metrics). Without one, intake
+   * resumes on the same consumer.
+   */
+  resetConsumer?: () => Promise<void>;
 }
 
 interface Buffered {
@@ -82,23 +102,90 @@ export class Collector {
   private toAnalyze: Array<[TrialRecord, TrialResultMessage]> = [];
   private messages: ConsumerMessages | null = null;
   private loop: Promise<void> | null = null;
+  /** Intake is closed (disk low, writes failing, or stopped): messages that still arrive are left unacknowledged. */
+  private paused = false;
+  private resuming = false;
+  private stopped = false;
+  /** The error of the last failed write (not a full disk), until a write succeeds again. */
+  private writeError: string | null = null;
   private timer: NodeJS.Timeout | null = null;
   private flushing: Promise<void> = Promise.resolve();
   private readonly checkpoints: CheckpointAssembler<JsMsg>;
 
   constructor(private readonly opts: CollectorOptions) {
     this.store = new MetricsStore(opts.dir);
-    this.checkpoints = new CheckpointAssembler<JsMsg>(opts.dir, opts.onWarning);
+    this.checkpoints = new CheckpointAssembler<JsMsg>(opts.dir, opts.onWarning, (e) => {
+      if (!isDiskFull(e)) return false;
+      this.diskFull();
+      return true;
+    });
   }
 
-  /** Starts consuming the sweep's output stream. */
+  /** Intake is paused (DIR's disk low, or writes failing). */
+  get isPaused(): boolean {
+    return this.paused;
+  }
+
+  /** Starts consuming the sweep's output stream (paused at once when the disk guard is low). */
   async start(): Promise<void> {
+    this.opts.disk?.onChange(() => this.updateIntake());
+    this.timer = setInterval(() => void this.flushSerial().then(() => this.updateIntake()), this.opts.flushEveryMs ?? 5_000);
+    if (this.opts.disk?.low) this.paused = true;
+    else await this.openIntake();
+  }
+
+  /** A write met a full disk: the guard goes low (and says so), or without a guard the writes count as failing. */
+  private diskFull(): void {
+    if (this.opts.disk) this.opts.disk.full();
+    else this.writeFailed(new Error('no space left on device (ENOSPC)'));
+  }
+
+  private writeFailed(e: Error): void {
+    if (this.writeError === null)
+      this.opts.onWarning?.(`collector: writing to ${this.opts.dir} failed (${e.message}); nothing more is taken or acknowledged until a write works again (retried every ${(this.opts.flushEveryMs ?? 5_000) / 1000} s)`);
+    this.writeError = e.message;
+    this.updateIntake();
+  }
+
+  /** Pauses or resumes intake as the disk guard and the last write say. */
+  private updateIntake(): void {
+    const want = !this.stopped && !this.opts.disk?.low && this.writeError === null;
+    if (!want && !this.paused) {
+      this.paused = true;
+      const messages = this.messages;
+      this.messages = null;
+      // Not awaited: the loop may be inside a flush that waits for this chain.
+      void messages?.close().catch(() => undefined);
+    } else if (want && this.paused && !this.resuming) {
+      this.resuming = true;
+      // Behind any running flush: what is held is written (and acked) first, then a fresh consumer.
+      void this.serial(async () => {
+        try {
+          await this.flush(true);
+        } catch (e) {
+          if (isDiskFull(e)) this.diskFull();
+          else this.writeFailed(e as Error);
+          return;
+        }
+        if (this.stopped || this.opts.disk?.low || this.writeError !== null) return;
+        await this.opts.resetConsumer?.();
+        await this.openIntake();
+        this.paused = false;
+      })
+        .catch(() => undefined) // retried at the next tick; a JetStream that never answers is the run's to report
+        .finally(() => (this.resuming = false));
+    }
+  }
+
+  private async openIntake(): Promise<void> {
     const js = jetstream(this.opts.nc);
     const consumer = await js.consumers.get(this.opts.names.outStream, this.opts.names.collector(this.opts.sweep));
-    this.messages = await consumer.consume({ max_messages: 512 });
-    this.timer = setInterval(() => void this.flushSerial(), this.opts.flushEveryMs ?? 5_000);
+    const messages = await consumer.consume({ max_messages: 512 });
+    this.messages = messages;
     this.loop = (async () => {
-      for await (const m of this.messages!) {
+      for await (const m of messages) {
+        // Taken after intake closed: left unacknowledged, delivered again when it resumes.
+        if (this.messages !== messages) continue;
         try {
           await this.handle(m);
         } catch (e) {
@@ -239,13 +326,25 @@ export class Collector {
     }
   }
 
+  /** Runs `f` after every flush queued before it; rejects with its error. */
+  private serial(f: () => Promise<void>): Promise<void> {
+    const run = this.flushing.then(f);
+    this.flushing = run.catch(() => undefined);
+    return run;
+  }
+
   private flushSerial(force = false): Promise<void> {
     this.flushesQueued++;
-    this.flushing = this.flushing
-      .then(() => this.flush(force))
-      .catch((e: Error) => this.opts.onWarning?.(`collector: flush failed, will retry: ${e.message}`))
+    return this.serial(() => this.flush(force))
+      .then(
+        () => {
+          if (this.writeError === null || this.opts.disk?.low) return;
+          this.writeError = null;
+          this.opts.onWarning?.(`collector: writing to ${this.opts.dir} works again`);
+        },
+        (e: Error) => (isDiskFull(e) ? this.diskFull() : this.writeFailed(e)),
+      )
       .finally(() => void this.flushesQueued--);
-    return this.flushing;
   }
 
   /** Writes one attempt's buffered rows as a part. */
@@ -263,7 +362,10 @@ export class Collector {
    */
   private async flush(force = false): Promise<void> {
     if (!this.pending.length && !this.pendingResults.length && !this.recordsDirty) return;
+    // Below the disk guard's threshold nothing is written: it all stays held, unacknowledged.
+    if (this.opts.disk && !(await this.opts.disk.check())) return;
     const msgs = this.pending;
+    const bytes = this.pendingBytes;
     this.pending = [];
     this.pendingBytes = 0;
     const buffers = [...this.buffers.values()];
@@ -273,20 +375,29 @@ export class Collector {
       const written = await Promise.allSettled(buffers.map((b) => this.writeBuffered(b)));
       for (const w of written) if (w.status === 'rejected') throw w.reason;
       // Every row of a done attempt is on disk now (its result came after its metrics): read its phases.
-      const analyze = this.toAnalyze;
-      this.toAnalyze = [];
-      for (const [r, res] of analyze) {
+      while (this.toAnalyze.length) {
+        const [r, res] = this.toAnalyze[0]!;
         // A resumed attempt holds its rows from the checkpoint step on; the earlier attempt's rows
         // before it are copied in so the completed attempt holds every step once.
         if (res.resumed_from) await this.store.copyEarlierRows(r.trial_id, res.resumed_from.attempt, res.attempt, res.resumed_from.step);
         await this.analyze(r, res);
         this.store.release(r.trial_id, res.attempt);
+        this.toAnalyze.shift();
       }
     } catch (e) {
-      // Nothing is acked: JetStream redelivers after the ack wait (results after their metrics), and
-      // duplicates are dropped by step.
-      this.recordsDirty = true;
-      this.pendingResults = [];
+      // Nothing is acked and everything stays held, for the next flush (rows already written are then
+      // dropped as duplicates by step); results keep waiting behind their metrics.
+      this.pending = msgs.concat(this.pending);
+      this.pendingBytes += bytes;
+      for (const b of buffers) {
+        const key = `${b.trialId}#${b.attempt}`;
+        const later = this.buffers.get(key);
+        if (later) {
+          b.segments.push(...later.segments);
+          b.fast &&= later.fast;
+        }
+        this.buffers.set(key, b);
+      }
       throw e;
     }
     for (const m of msgs) m.ack();
@@ -315,9 +426,10 @@ export class Collector {
     try {
       await writeTrialsParquet(this.opts.dir, [...this.opts.records.values()]);
     } catch (e) {
-      // Not acked: redelivered after the ack wait (their records are in memory and written next time).
+      // Not acked: held for the next write (their records are in memory).
       this.recordsDirty = true;
       this.finished = done.concat(this.finished);
+      this.pendingResults = results.concat(this.pendingResults);
       throw e;
     }
     this.lastTrialsWrite = Date.now();
@@ -335,6 +447,8 @@ export class Collector {
     const jsm = await jetstreamManager(this.opts.nc);
     const t0 = Date.now();
     for (;;) {
+      // Nothing can be written while paused (the run has said why): go on; what waits is written later.
+      if (this.paused || this.stopped) return;
       const info = await jsm.consumers.info(this.opts.names.outStream, this.opts.names.collector(this.opts.sweep));
       if (info.num_pending === 0 && info.num_ack_pending === 0) return;
       const had = this.pending.length + this.pendingResults.length;
@@ -348,13 +462,19 @@ export class Collector {
     }
   }
 
-  /** Flushes what is buffered and stops consuming. */
+  /**
+   * Flushes what is buffered (unless the disk is low: then it stays unacknowledged, for the next run)
+   * and stops consuming.
+   */
   async stop(): Promise<void> {
+    this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     await this.flushSerial(true);
     if (this.trialsTimer) clearTimeout(this.trialsTimer);
     this.trialsTimer = null;
-    await this.messages?.close();
+    const messages = this.messages;
+    this.messages = null;
+    await messages?.close();
     await this.loop;
   }
 }

@@ -10,6 +10,7 @@ import Table from 'cli-table3';
 import { casState, isStale, TERMINAL } from '../schemas/trial-state.js';
 import type { TrialResultMessage, TrialState, TrialStatus } from '../schemas/trial.js';
 import type { ProgressMessage, SweepControl, SweepOwner, TransportNames } from '../schemas/transport.js';
+import { jetStreamError, isJetStreamUnavailable } from './nats-connect.js';
 
 /** The ack wait of the namespace's worker consumer (ms): how long a running trial may go without a heartbeat before it is stale; `fallback` when there is no consumer. */
 export async function workerAckWaitMs(nc: NatsConnection, names: TransportNames, fallback: number): Promise<number> {
@@ -50,6 +51,7 @@ async function openBucket(nc: NatsConnection, names: TransportNames): Promise<KV
   try {
     return await new Kvm(jetstream(nc)).open(names.stateBucket);
   } catch (e) {
+    if (isJetStreamUnavailable(e)) throw jetStreamError(nc, e, `opening the trial-state bucket ${names.stateBucket}`);
     throw new Error(`namespace '${names.ns}': no trial-state bucket ${names.stateBucket} on this server (${(e as Error).message}); has a 'phasemap run' with this --namespace started here?`);
   }
 }
@@ -80,7 +82,9 @@ async function readAll(kv: KV, filter: string): Promise<Map<string, unknown>> {
  * @throws Error when the namespace has no bucket on this server.
  */
 export async function sweepTrialStates(nc: NatsConnection, names: TransportNames, sweep: string): Promise<Map<string, TrialState>> {
-  const all = await readAll(await openBucket(nc, names), `${sweep}.>`);
+  const all = await readAll(await openBucket(nc, names), `${sweep}.>`).catch((e: unknown) => {
+    throw jetStreamError(nc, e, 'reading trial states');
+  });
   const out = new Map<string, TrialState>();
   for (const [k, v] of all) {
     const id = k.slice(sweep.length + 1);
@@ -98,7 +102,9 @@ export async function sweepTrialStates(nc: NatsConnection, names: TransportNames
  */
 export async function sweepStatus(nc: NatsConnection, names: TransportNames, sweep?: string, ackWaitMs = 60_000, liveStepsMs = 0): Promise<SweepStatus[]> {
   const kv = await openBucket(nc, names);
-  const all = await readAll(kv, sweep ? `${sweep}.>` : '>');
+  const all = await readAll(kv, sweep ? `${sweep}.>` : '>').catch((e: unknown) => {
+    throw jetStreamError(nc, e, 'reading trial states');
+  });
   const by = new Map<string, SweepStatus>();
   const get = (s: string) => {
     let st = by.get(s);
@@ -219,9 +225,16 @@ export interface CancelSummary {
  * writes it to trials.parquet), then waits up to `waitMs` for running trials to stop; a running trial
  * whose worker is gone is recorded cancelled here. A later `phasemap run` of the spec runs it again.
  * @throws UnknownSweep when the sweep has no trials in the namespace (nothing is changed); Error when
- *   the namespace has no phasemap streams on this server.
+ *   the namespace has no phasemap streams on this server; NatsConnectError (nats-connect.ts
+ *   jetStreamError) when JetStream does not answer.
  */
 export async function cancelSweep(nc: NatsConnection, names: TransportNames, sweep: string, opts: { waitMs?: number; ackWaitMs?: number; log?: (m: string) => void } = {}): Promise<CancelSummary> {
+  return cancelSweepNow(nc, names, sweep, opts).catch((e: unknown) => {
+    throw jetStreamError(nc, e, `cancelling sweep ${sweep}`);
+  });
+}
+
+async function cancelSweepNow(nc: NatsConnection, names: TransportNames, sweep: string, opts: { waitMs?: number; ackWaitMs?: number; log?: (m: string) => void }): Promise<CancelSummary> {
   const kv = await openBucket(nc, names);
   const js = jetstream(nc);
   const jsm = await jetstreamManager(nc);

@@ -209,3 +209,70 @@ export async function claimSweepOwner(t: Transport, sweep: string, dir: string):
 export async function setSweepControl(t: Pick<Transport, 'kv' | 'names'>, sweep: string, c: SweepControl): Promise<void> {
   await t.kv.put(t.names.controlKey(sweep), JSON.stringify(c));
 }
+
+/**
+ * How long JetStream may go without answering before an embedded server counts as stuck (ms):
+ * $PHASEMAP_JETSTREAM_STUCK_S seconds (1–86400), else 60 s (also for a value out of that range).
+ */
+export function jetStreamStuckMs(env: NodeJS.ProcessEnv = process.env): number {
+  const s = Number(env.PHASEMAP_JETSTREAM_STUCK_S);
+  return env.PHASEMAP_JETSTREAM_STUCK_S && s >= 1 && s <= 86_400 ? s * 1000 : 60_000;
+}
+
+/** What `watchJetStream` reports. */
+export interface JetStreamWatchEvents {
+  /** No answer for `slowMs` (once per silence). */
+  onSilent?(silentMs: number): void;
+  /** An answer after `onSilent`. */
+  onBack?(silentMs: number): void;
+  /** No answer for `stuckMs` (once per silence). */
+  onStuck?(silentMs: number): void;
+}
+
+/**
+ * Asks JetStream for the account info every `everyMs` (one request at a time, the manager's timeout)
+ * and reports a silence: `onSilent` after `slowMs` without an answer, `onStuck` after `stuckMs`,
+ * `onBack` when it answers again. A nats-server 2.9 whose store met a full disk answers no JetStream
+ * request at all any more (not even the account info) until it is restarted, while its clients stay
+ * connected: this is how a run finds out.
+ * @returns stop(); and the time of the last answer.
+ */
+export function watchJetStream(jsm: JetStreamManager, events: JetStreamWatchEvents, opts: { everyMs?: number; slowMs?: number; stuckMs?: number } = {}): { stop(): void; lastAnswer(): number } {
+  const stuckMs = opts.stuckMs ?? jetStreamStuckMs();
+  const slowMs = opts.slowMs ?? Math.min(15_000, stuckMs / 2);
+  let last = Date.now();
+  let silent = false;
+  let stuck = false;
+  let stopped = false;
+  let timer: NodeJS.Timeout | null = null;
+  const tick = async () => {
+    timer = null;
+    try {
+      await jsm.getAccountInfo();
+      if (stopped) return;
+      if (silent) events.onBack?.(Date.now() - last);
+      last = Date.now();
+      silent = stuck = false;
+    } catch {
+      if (stopped) return;
+      const ms = Date.now() - last;
+      if (!silent && ms >= slowMs) {
+        silent = true;
+        events.onSilent?.(ms);
+      }
+      if (!stuck && ms >= stuckMs) {
+        stuck = true;
+        events.onStuck?.(ms);
+      }
+    }
+    if (!stopped) (timer = setTimeout(() => void tick(), opts.everyMs ?? 2000)).unref();
+  };
+  (timer = setTimeout(() => void tick(), opts.everyMs ?? 2000)).unref();
+  return {
+    stop() {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+    },
+    lastAnswer: () => last,
+  };
+}

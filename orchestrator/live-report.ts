@@ -23,10 +23,14 @@ export class LiveReport {
   private stopped = false;
   private failures = 0;
 
+  /**
+   * @param mayWrite asked before each report: false (e.g. DIR's disk is low) puts it off by one interval.
+   */
   constructor(
     private readonly dir: string,
     private readonly log: Logger,
     private readonly minInterval = reportInterval(),
+    private readonly mayWrite: () => boolean = () => true,
   ) {}
 
   /** Asks for a fresh report (a trial finished): written now, or as soon as the interval allows. */
@@ -49,8 +53,12 @@ export class LiveReport {
 
   private start(): void {
     if (this.stopped) return;
-    this.pending = false;
     this.lastStart = Date.now();
+    if (!this.mayWrite()) {
+      this.schedule();
+      return;
+    }
+    this.pending = false;
     const child = spawn(process.execPath, [CLI, 'report', this.dir, '--live'], { stdio: ['ignore', 'ignore', 'pipe'] });
     this.child = child;
     try {

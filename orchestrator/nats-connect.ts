@@ -456,11 +456,37 @@ export async function connectNats(url: string, name: string, auth?: NatsAuth): P
   // noAsyncTraces: nats.js otherwise builds two Error objects (stack traces) per request and
   // JetStream publish, about half the client CPU of publishing metrics (measured with the ingest bench).
   const opts = { ...natsConnectOptions(url, name, auth), noAsyncTraces: true };
+  let nc: NatsConnection;
   try {
-    return await connect(opts);
+    nc = await connect(opts);
   } catch (e) {
     throw natsConnectError(url, e, auth, secretsOf(opts));
   }
+  connectedUrls.set(nc, redactUrl(url));
+  return nc;
+}
+
+/** The URL (redacted) each connection of connectNats was made with. */
+const connectedUrls = new WeakMap<NatsConnection, string>();
+
+/** True for an error of a JetStream request that got no answer (timeout), or found no JetStream to answer it. */
+export function isJetStreamUnavailable(e: unknown): boolean {
+  const err = e as { name?: string; message?: string; code?: unknown } | null;
+  return err?.name === 'TimeoutError' || /\btimeout\b|no responders|jetstream not enabled/i.test(String(err?.message ?? ''));
+}
+
+/**
+ * The error to show when a JetStream request of `what` got no answer although the server is connected:
+ * `--nats <redacted URL>: JetStream did not answer (…); …` for a connection of connectNats (the
+ * commands print such a message without a stack trace), `JetStream on <server> did not answer …`
+ * otherwise. Any other error is returned as it is.
+ */
+export function jetStreamError(nc: NatsConnection, e: unknown, what: string): Error {
+  if (!isJetStreamUnavailable(e)) return e as Error;
+  const url = connectedUrls.get(nc);
+  const msg = String((e as Error)?.message ?? e);
+  const why = `JetStream did not answer (${what}: ${msg}); is the server's JetStream running (-js), and is the disk of its store not full? A nats-server whose store met a full disk answers no JetStream request until it is restarted`;
+  return new NatsConnectError(url ? `--nats ${url}: ${why}` : `${nc.getServer()}: ${why}`, 'connect');
 }
 
 /**

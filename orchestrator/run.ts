@@ -1,6 +1,11 @@
 /**
  * `phasemap run`: resolve the spec, work out which trials DIR still needs, start (or join) NATS,
  * publish, run a local worker and the collector, and wait until every trial of this run is done or failed.
+ *
+ * While it runs it watches DIR's free space (orchestrator/disk-space.ts: the collector pauses below
+ * `--min-free`) and whether JetStream answers (an embedded server that stops answering ends the run with
+ * an error). Its shutdown is bounded when interrupted or stopped by such an error: each step gets a
+ * deadline, and the embedded nats-server is killed if it does not stop.
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -8,6 +13,7 @@ import { readdir, readFile, writeFile, rename } from 'node:fs/promises';
 import { availableParallelism, hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
+import type { JetStreamManager } from '@nats-io/jetstream';
 import { METRICS_DIR, SWEEP_FILE, type TrialRecord } from '../schemas/parquet.js';
 import type { AnalysisConfig, TrialConfig } from '../schemas/sweep.js';
 import type { BackendRequest, TrialMessage } from '../schemas/trial.js';
@@ -16,7 +22,8 @@ import { WorkerAgent } from '../worker/agent.js';
 import { serveCheckpoints } from './checkpoints.js';
 import { LiveReport } from './live-report.js';
 import { Collector } from './collector.js';
-import { claimSweepOwner, connectNats, ensureResources, publishTrials, resetCollectorConsumer, setSweepControl, watchMaxDeliveries } from './jetstream.js';
+import { claimSweepOwner, connectNats, ensureResources, publishTrials, resetCollectorConsumer, setSweepControl, watchJetStream, watchMaxDeliveries } from './jetstream.js';
+import { DEFAULT_MIN_FREE, DiskGuard, embeddedStoreLimit, fmtBytes, STORE_BLOCK_SLACK, type MinFree } from './disk-space.js';
 import { redactUrl, type NatsAuth } from './nats-connect.js';
 import { embeddedStoreDir, startEmbeddedNats, type EmbeddedNats } from './nats-server.js';
 import { readTrialsParquet, writeTrialsParquet } from './parquet-store.js';
@@ -54,6 +61,8 @@ export interface RunOptions {
   signal?: AbortSignal;
   /** Keep DIR/report fresh while the sweep runs (orchestrator/live-report.ts); default false (the CLI turns it on). */
   liveReport?: boolean;
+  /** Free space on DIR's filesystem under which the collector pauses (orchestrator/disk-space.ts); default 256 MiB. */
+  minFree?: MinFree;
 }
 
 export interface RunSummary {
@@ -66,6 +75,40 @@ export interface RunSummary {
   cancelled: number;
   /** True when the run was interrupted before every trial finished. */
   interrupted: boolean;
+  /**
+   * Why the run stopped by itself before every trial finished (its embedded nats-server stopped
+   * answering or exited), worded for the user: what happened and what to do; null otherwise. Set
+   * together with `interrupted`.
+   */
+  error: string | null;
+}
+
+/** Most of the time an interrupted (or failed) run's shutdown may take before its nats-server is stopped. */
+const SHUTDOWN_MS = 6000;
+
+/** Thrown inside runSweep when the run is stopped (interrupt or error) while it starts up. */
+const STOPPED = Symbol('stopped');
+
+/**
+ * Awaits `p` for at most `ms`; past that, says which step was left unfinished and goes on (the step is
+ * abandoned, not cancelled). An error of the step is logged, not thrown.
+ * @returns true when `p` settled in time.
+ */
+async function within(p: Promise<unknown>, ms: number, what: string, log: Logger): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const done = await Promise.race([
+    p.then(
+      () => true,
+      (e: Error) => {
+        log.warn(`${what}: ${e?.message ?? String(e)}`);
+        return true;
+      },
+    ),
+    new Promise<false>((r) => (timer = setTimeout(() => r(false), Math.max(0, ms)))),
+  ]);
+  clearTimeout(timer);
+  if (!done) log.warn(`stopping: ${what} did not finish within ${(ms / 1000).toFixed(1)} s; left unfinished`);
+  return done;
 }
 
 interface SweepFile {
@@ -218,7 +261,7 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
   };
 
   let toRun = sweep.trials.filter((t) => records.get(t.trial_id)!.status !== 'done');
-  const summary: RunSummary = { dir, total: sweep.trials.length, queued: toRun.length, done: 0, failed: [], cancelled: 0, interrupted: false };
+  const summary: RunSummary = { dir, total: sweep.trials.length, queued: toRun.length, done: 0, failed: [], cancelled: 0, interrupted: false, error: null };
   base.info(`sweep ${sweep.name}: ${sweep.trials.length} trial(s), ${sweep.trials.length - toRun.length} already done in ${dir}, ${toRun.length} to run`);
   if (toRun.length === 0) {
     await persist();
@@ -227,6 +270,8 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
   }
 
   let embedded: EmbeddedNats | null = null;
+  /** Set when the shutdown begins: the embedded server exiting is expected from then on. */
+  let stopping = false;
   let nc: NatsConnection | null = null;
   let agent: WorkerAgent | null = null;
   let collector: Collector | null = null;
@@ -236,27 +281,82 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
   let ckptService: { unsubscribe(): void } | null = null;
   let runFile = false;
   const dropRunFile = () => removeRunFile(dir);
-  const live = opts.liveReport ? new LiveReport(dir, base) : null;
+  // Free space of DIR's filesystem, read now and every second: below --min-free the collector pauses.
+  const disk = new DiskGuard(dir, opts.minFree ?? DEFAULT_MIN_FREE);
+  await disk.start();
+  let waitsIn = `the output stream on ${opts.nats ? redactUrl(opts.nats) : 'the NATS server'}`;
+  disk.onChange((low) => (low ? log.warn(disk.pauseLine(waitsIn)) : log.info(disk.resumeLine())));
+  const live = opts.liveReport ? new LiveReport(dir, base, undefined, () => !disk.low) : null;
+  let jsWatch: { stop(): void } | null = null;
+  let jsm: JetStreamManager | null = null;
+  // The run stops early on an interrupt or when the embedded server fails (summary.error).
+  let stop!: () => void;
+  const stopped = new Promise<typeof STOPPED>((r) => (stop = () => r(STOPPED)));
+  const fatal = (msg: string) => {
+    if (summary.error !== null) return;
+    summary.error = msg;
+    stop();
+  };
+  if (opts.signal?.aborted) stop();
+  opts.signal?.addEventListener('abort', () => stop(), { once: true });
+  /** `p`, unless the run is stopped first (then STOPPED is thrown; `p` is left to settle by itself). */
+  const unlessStopped = async <T>(p: Promise<T>): Promise<T> => {
+    const r = await Promise.race([p, stopped]);
+    if (r === STOPPED) throw STOPPED;
+    return r as T;
+  };
   try {
     if (!opts.nats) {
       // The embedded server's store is in DIR: DIR is made first (no other run uses it: see above).
       await ensureOutDir(dir, label);
-      embedded = await startEmbeddedNats(embeddedStoreDir(dir));
-      log.info(`embedded nats-server on ${embedded.url} (store ${embeddedStoreDir(dir)})`);
+      await disk.check(); // DIR exists now: its filesystem's free space sizes the store's cap
+      const store = embeddedStoreDir(dir);
+      // Its JetStream store is capped so that it never fills the disk (disk-space.ts embeddedStoreLimit).
+      const cap = disk.space ? embeddedStoreLimit(disk.space.free, disk.minFreeBytes) : undefined;
+      const e = (embedded = await startEmbeddedNats(store, undefined, { maxFileStore: cap }));
+      waitsIn = `the embedded server's store ${store}${cap ? ` (at most ${fmtBytes(cap)})` : ''}`;
+      log.info(`embedded nats-server on ${e.url} (pid ${e.pid}; store ${store}${cap ? `, at most ${fmtBytes(cap)}` : ''}; log ${e.logFile})`);
+      if (disk.minFreeBytes < 2 * STORE_BLOCK_SLACK)
+        log.warn(
+          `--min-free ${disk.minFreeBytes ? `${fmtBytes(disk.minFreeBytes)} is under ${fmtBytes(2 * STORE_BLOCK_SLACK)}` : '0 turns the threshold off'}: the embedded server's store may meet a full disk (its files hold up to ${fmtBytes(STORE_BLOCK_SLACK)} beyond its cap); if it does, the run stops with an error and the same command goes on`,
+        );
+      void e.exited.then(({ code, signal }) => {
+        if (!stopping) fatal(`the embedded nats-server (pid ${e.pid}) exited by itself (code ${code}, signal ${signal}): see its log ${e.logFile}. Run the same command again to go on; nothing written is lost`);
+      });
     }
+    if (disk.low) log.warn(disk.pauseLine(waitsIn));
     // Errors come worded (`--nats <URL, password redacted>: authorization failed …`): see nats-connect.ts.
     nc = await connectNats(opts.nats ?? embedded!.url, `phasemap-run-${sweep.name}`, opts.nats ? opts.natsAuth : undefined);
     const names = transportNames(opts.namespace ?? DEFAULT_NAMESPACE);
-    const transport = await ensureResources(nc, names, sweep.name, opts.replicas ?? 1);
-    release = await claimSweepOwner(transport, sweep.name, dir);
+    const transport = await unlessStopped(ensureResources(nc, names, sweep.name, opts.replicas ?? 1));
+    jsm = transport.jsm;
+    // Whether JetStream answers. nats-server 2.9 serves no JetStream request any more after its store
+    // met a full disk (until it is restarted), and ignores SIGTERM then: an embedded server in that
+    // state ends the run with an error; a cluster (--nats) may come back, so there it is only said.
+    const where = opts.nats ? `JetStream on ${redactUrl(opts.nats)}` : `the embedded nats-server's JetStream (pid ${embedded!.pid})`;
+    jsWatch = watchJetStream(transport.jsm, {
+      onSilent: (ms) => log.warn(`${where} has not answered for ${Math.round(ms / 1000)} s${opts.nats ? '; waiting for it (workers retry their publishes for 10 minutes)' : ''}`),
+      onBack: (ms) => log.info(`${where} answers again (after ${Math.round(ms / 1000)} s)`),
+      onStuck: (ms) => {
+        if (opts.nats) return;
+        const store = embeddedStoreDir(dir);
+        const full = disk.low || (disk.space !== null && disk.space.free < disk.resumeAt);
+        const free = disk.space ? `${fmtBytes(disk.space.free)} free` : 'free space unknown';
+        const why = full
+          ? `Its store ${store} has probably met a full disk (${free} there now): nats-server then serves no JetStream request until it is restarted. Make room on that filesystem and run the same command again`
+          : `Not a full disk (${free} on the filesystem of ${store}); its log ${embedded!.logFile} may say why. Run the same command again`;
+        fatal(`${where} has not answered for ${Math.round(ms / 1000)} s: stopping. ${why}: the results on disk stay, those waiting in the store are written then, nothing is written twice`);
+      },
+    });
+    release = await unlessStopped(claimSweepOwner(transport, sweep.name, dir));
     // Now that this run owns the sweep: DIR's sweep.json, and DIR/run.json, which tells `phasemap status DIR` where it runs.
     await persist();
     await writeRunFile(dir, { sweep: sweep.name, namespace: names.ns, url: embedded?.url ?? null, nats: opts.nats ? redactUrl(opts.nats) : null });
     runFile = true;
     process.once('exit', dropRunFile);
-    await resetCollectorConsumer(transport, sweep.name);
+    await unlessStopped(resetCollectorConsumer(transport, sweep.name));
     // A new run of a cancelled sweep runs it again.
-    await setSweepControl(transport, sweep.name, { cancelled: false, updated_at: new Date().toISOString() });
+    await unlessStopped(setSweepControl(transport, sweep.name, { cancelled: false, updated_at: new Date().toISOString() }));
 
     let waiting: Set<string> | null = null;
     let allDone!: () => void;
@@ -269,6 +369,8 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
       records,
       kv: transport.kv,
       analysis: sweep.analysis,
+      disk,
+      resetConsumer: () => resetCollectorConsumer(transport, sweep.name),
       onWarning: (m) => log.warn(m),
       onTrialFinished: (r, res) => {
         if (!waiting?.delete(r.trial_id)) return;
@@ -280,13 +382,13 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
         if (waiting.size === 0) allDone();
       },
     });
-    await collector.start();
+    await unlessStopped(collector.start());
     // Workers resuming a redelivered trial fetch its last checkpoint from DIR through this process.
     const payload = nc.info?.max_payload ?? 1024 * 1024;
     ckptService = serveCheckpoints(nc, names.checkpointRequest(sweep.name), dir, payload - Math.min(4096, Math.floor(payload / 8)), { onWarning: (m) => log.warn(m) });
     // Whatever an earlier, interrupted run left in the output stream is written first: a trial it
     // finished is not run again, and attempt numbers below never collide with an attempt on disk.
-    await collector.settle();
+    await unlessStopped(collector.settle());
     toRun = toRun.filter((t) => records.get(t.trial_id)!.status !== 'done');
     // From here on (no await before it) a result that arrives deletes its trial from `waiting`: a trial
     // that finishes while this run starts (on a worker of an earlier run) is neither waited for forever
@@ -328,7 +430,7 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
         ...(labels.get(t.trial_id) ? { label: labels.get(t.trial_id) } : {}),
       });
     }
-    const pub = await publishTrials(transport, sweep.name, messages, runId);
+    const pub = await unlessStopped(publishTrials(transport, sweep.name, messages, runId));
     const n = pub.queued;
     if (pub.inStream) log.info(`${pub.inStream} trial(s) still queued or running from an earlier run: left as they are`);
     if (pub.finishing) log.info(`${pub.finishing} trial(s) finished while no collector ran: their results are read from the output stream`);
@@ -341,27 +443,50 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
     } else log.info('no local worker (--slots 0): waiting for workers on the cluster');
 
     if (waiting.size === 0) allDone();
-    const aborted = new Promise<'aborted'>((r) => {
-      if (opts.signal?.aborted) r('aborted');
-      opts.signal?.addEventListener('abort', () => r('aborted'), { once: true });
-    });
-    if ((await Promise.race([finished.then(() => 'done' as const), aborted])) === 'aborted') summary.interrupted = true;
+    if ((await Promise.race([finished.then(() => 'done' as const), stopped])) === STOPPED) summary.interrupted = true;
     sub.unsubscribe();
     lost.unsubscribe();
+  } catch (e) {
+    if (e !== STOPPED) throw e;
+    summary.interrupted = true;
   } finally {
+    stopping = true;
+    // Interrupted or failed: every step gets a deadline (what it leaves undone is redone by the next
+    // run, as after a crash), so that Ctrl-C returns within seconds even when JetStream is stuck.
+    const hurry = summary.interrupted || summary.error !== null;
+    const end = Date.now() + SHUTDOWN_MS;
+    const cap = (ms: number) => (hurry ? Math.max(500, Math.min(ms, end - Date.now())) : ms);
     progress?.stop();
-    await agent?.stop(summary.interrupted);
+    disk.stop();
+    jsWatch?.stop();
+    // A JetStream that does not answer now (stuck, or its server stopped) would only make each step
+    // below wait out its deadline: its steps are cut short, and the server gets a short grace.
+    let stuck = false;
+    if (hurry && jsm) {
+      stuck = !(await Promise.race([jsm.getAccountInfo().then(() => true, () => false), new Promise<false>((r) => setTimeout(() => r(false), 1000))]));
+      if (stuck) log.warn('stopping: JetStream does not answer; the local trials are not handed back (they are redelivered to the next run after the ack wait)');
+    }
+    if (agent) {
+      const a = agent;
+      if (!hurry) await a.stop(false).catch((e: Error) => log.warn(`stopping the local worker: ${e.message}`));
+      else if (stuck || !(await within(a.stop(true), cap(4000), 'handing the local trials back', log))) await within(a.abort(), cap(2000), 'stopping the local slots', log);
+    }
     // After an interrupt the report being written is ended at once: the final one follows.
-    await live?.stop(summary.interrupted ? 0 : 30);
+    if (live) await within(live.stop(hurry ? 0 : 30), hurry ? cap(2000) : 35_000, 'the live report', log);
     ckptService?.unsubscribe();
-    await collector?.stop();
+    if (collector) await within(collector.stop(), cap(stuck ? 1000 : hurry ? 3000 : 60_000), 'writing what the collector holds', log);
     if (runFile) {
       removeRunFile(dir);
       process.off('exit', dropRunFile);
     }
-    await release?.();
-    await nc?.drain().catch(() => undefined);
-    await embedded?.stop();
+    // The owner record of a run that could not delete it goes stale (60 s); the same host takes over at once.
+    if (release && !stuck) await within(release(), cap(2000), 'releasing the sweep', log);
+    if (nc) {
+      const c = nc;
+      if (stuck || !(await within(c.drain(), cap(2000), 'closing the NATS connection', log))) await within(c.close(), 1000, 'closing the NATS connection', log);
+    }
+    // SIGTERM, then SIGKILL after a grace period: a server wedged by a full disk ignores SIGTERM.
+    await embedded?.stop(stuck ? 1000 : undefined);
   }
   for (const t of toRun) {
     const r = records.get(t.trial_id)!;

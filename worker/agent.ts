@@ -210,6 +210,11 @@ export class WorkerAgent {
   /** Set by stop(true): a trial claimed from now on is handed back at once. */
   private handingBack = false;
   private stopping = false;
+  /** Set by abort(): retries give up at once. */
+  private aborted = false;
+  /** Pulls failed in a row, and when the last warning about it was logged. */
+  private pullFailures = 0;
+  private pullWarnedAt = 0;
   private loop: Promise<void> | null = null;
   private wake: (() => void) | null = null;
   private maxBytes = DEFAULT_MAX_MESSAGE_BYTES;
@@ -305,10 +310,17 @@ export class WorkerAgent {
           m = await this.consumer.next({ expires: 2000 });
         } catch (e) {
           if (this.stopping) break;
-          this.opts.log?.warn(`worker ${this.name}: pull failed (${(e as Error).message}); retrying`);
+          // Once, then at most once a minute while it goes on (not a line per retry).
+          this.pullFailures++;
+          if (this.pullFailures === 1 || Date.now() - this.pullWarnedAt >= 60_000) {
+            this.pullWarnedAt = Date.now();
+            this.opts.log?.warn(`worker ${this.name}: pull failed (${(e as Error).message})${this.pullFailures > 1 ? `, ${this.pullFailures} times in a row` : ''}; retrying every second`);
+          }
           await sleep(1000);
           continue;
         }
+        if (this.pullFailures > 1) this.opts.log?.info(`worker ${this.name}: pulling works again (after ${this.pullFailures} failed pulls)`);
+        this.pullFailures = 0;
         if (!m) continue;
         if (this.stopping) {
           handBackMsg(m);
@@ -441,7 +453,8 @@ export class WorkerAgent {
    */
   private async runSlot(group: Pulled[], release: () => void): Promise<void> {
     const giveBack = (p: Pulled, e: Error) => {
-      this.opts.log?.warn(`worker ${this.name}: trial message #${p.m.seq} handed back: ${e.message}`);
+      // After abort() the slots were torn down on purpose: the stop already said so.
+      if (!this.aborted) this.opts.log?.warn(`worker ${this.name}: trial message #${p.m.seq} handed back: ${e.message}`);
       p.m.nak(1000);
     };
     const prepared = (await Promise.all(group.map((p) => this.prepare(p).catch((e: Error) => (giveBack(p, e), null))))).filter((p): p is Prepared => p !== null);
@@ -465,7 +478,7 @@ export class WorkerAgent {
         await this.js.publish(subject, data, { msgID, headers: h, timeout: 10_000 });
         return;
       } catch (e) {
-        if (Date.now() - t0 > PUBLISH_RETRY_MS) throw e;
+        if (this.aborted || Date.now() - t0 > PUBLISH_RETRY_MS) throw e;
         await sleep(wait);
       }
     }
@@ -478,7 +491,7 @@ export class WorkerAgent {
       try {
         return await f();
       } catch (e) {
-        if (Date.now() - t0 > PUBLISH_RETRY_MS) throw new Error(`${what}: ${(e as Error).message}`);
+        if (this.aborted || Date.now() - t0 > PUBLISH_RETRY_MS) throw new Error(`${what}: ${(e as Error).message}`);
         await sleep(wait);
       }
     }
@@ -760,6 +773,21 @@ export class WorkerAgent {
     this.halt(r, 'handback');
     handBackMsg(r.msg);
     await this.ownedWrite(r, { ...r.state, status: 'queued', owner: null, heartbeat_at: null, updated_at: new Date().toISOString() }).catch(() => null);
+  }
+
+  /**
+   * Gives up on a `stop` that does not finish (JetStream not answering, so hand-backs and publishes
+   * keep being retried): retries end at their next try, pulling stops, and the slots are torn down.
+   * Trials not handed back are redelivered after the ack wait, as after a crash.
+   */
+  async abort(): Promise<void> {
+    this.aborted = true;
+    this.stopping = true;
+    this.handingBack = true;
+    this.wake?.();
+    if (this.keepAlive) clearInterval(this.keepAlive);
+    this.watcher?.stop();
+    await this.pool?.close();
   }
 
   /**
