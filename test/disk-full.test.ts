@@ -13,12 +13,11 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, statfsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { connect } from '@nats-io/transport-node';
 import test, { type ExecutionContext } from 'ava';
 import { DiskGuard, embeddedStoreLimit, parseMinFree, type DiskSpace } from '../orchestrator/disk-space.js';
-import { duck, stderrOf, tempDir, trackedCli, until, type Cli } from './helpers.js';
+import { duck, freePort, stderrOf, tempDir, trackedCli, until, type Cli } from './helpers.js';
 
 const { cli, killStarted } = trackedCli();
 test.afterEach.always(killStarted);
@@ -297,17 +296,6 @@ test.serial('an embedded JetStream that stops answering ends the run with one cl
   t.is(complete.length, 2);
   for (const c of complete) t.deepEqual([c.status, c.n, c.distinct, c.lo, c.hi], ['done', 1500, 1500, 0, 1499], c.trial_id);
 });
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 test.serial('phasemap status against a JetStream that does not answer: one clear line, no stack trace', async (t) => {
   // A nats-server without JetStream, and a client that takes every JetStream request and never answers.

@@ -5,7 +5,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { connect as tcpConnect, createServer } from 'node:net';
+import { connect as tcpConnect } from 'node:net';
 import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { createAccount, createOperator, createUser as createJwtUser, encodeAccount, encodeOperator, encodeUser, fmtCreds } from '@nats-io/jwt';
@@ -22,22 +22,11 @@ import {
   redactUrl,
   type NatsAuth,
 } from '../orchestrator/nats-connect.js';
-import { runCli, tempDir, until, type CliResult } from './helpers.js';
+import { freePort, runCli, tempDir, until, type CliResult } from './helpers.js';
 import { TINY_SPEC } from './spec-helpers.js';
 
 const SECRET = 'S3cr3t-p@ss-Zq9';
 const TOKEN = 'tok-9f8e7d6c5b4a-secret';
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 interface Server {
   port: number;
