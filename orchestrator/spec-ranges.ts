@@ -72,18 +72,6 @@ export function stableRange(kind: RangeKind, a: number, b: number, n: number, in
 }
 
 /**
- * How many values a range may give, known without computing them: n, or for an integer key at most
- * the integers between its rounded ends (a range denser than 1 hits each of them). For logspace the
- * ends are 10^a and 10^b. The max_trials check uses it before anything is expanded.
- */
-export function rangeCountBound(kind: RangeKind, a: number, b: number, n: number, integer: boolean): number {
-  if (!integer) return n;
-  const [lo, hi] = kind === 'logspace' ? [10 ** a, 10 ** b] : [a, b];
-  const span = Math.abs(Math.round(stableNumber(hi)) - Math.round(stableNumber(lo))) + 1;
-  return Math.min(n, Number.isFinite(span) ? span : n);
-}
-
-/**
  * mulberry32 (Tommy Ettinger's 32-bit generator): a seeded PRNG of uniform numbers in [0, 1), each a
  * multiple of 2^-32. Only 32-bit integer arithmetic (Math.imul, shifts), so the sequence for a seed
  * is the same on every Node version and platform.

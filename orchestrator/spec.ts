@@ -24,7 +24,7 @@ import {
   type SweepSpec,
   type TrialConfig,
 } from '../schemas/sweep.js';
-import { DISTRIBUTIONS, drawSample, RANGE_KINDS, stableRange, rangeCountBound, type Distribution, type RangeKind, type SampleParam } from './spec-ranges.js';
+import { DISTRIBUTIONS, drawSample, RANGE_KINDS, stableRange, type Distribution, type RangeKind, type SampleParam } from './spec-ranges.js';
 
 /**
  * A spec error: names the field path, the value found and what was expected. An unknown key reads
@@ -656,13 +656,13 @@ export function resolveSweep(raw: unknown, source?: string): ResolvedSweep {
   const stops = (e: SpecError) => e.path === 'grid' || e.path.startsWith('grid.') || e.path === 'sample' || e.path.startsWith('sample.');
   if (gridOk) {
     errors.push(...inapplicableGridPaths(base, written.map(([k]) => k)));
-    // The sweep's size before anything is expanded (a range counts its n, or for an integer key at
-    // most the integers between its ends; the sample its count): too large is refused at once
-    // (an invalid max_trials: the default).
+    // The sweep's size before anything is expanded (a range counts its n, also where integer
+    // rounding will merge values; the sample its count): too large is refused at once (an invalid
+    // max_trials: the default).
     const limit = maxTrialsOk ? (maxTrials as number) : MAX_TRIALS_DEFAULT;
     const sizes: [string, number][] = written.map(([k, vs]) => {
       const r = pre.ranges.get(k);
-      return [k, r ? rangeCountBound(r.kind, r.a, r.b, r.n, r.integer) : vs.length];
+      return [k, r ? r.n : vs.length];
     });
     if (sample) sizes.push([SAMPLE_AXIS, sample.count]);
     const size = gridSize(sizes);
