@@ -283,9 +283,11 @@ function validateText(s: ResolvedSweep, all: boolean): string {
   if (all || n <= VALIDATE_LIST_MAX) {
     for (const t of s.trials) lines.push(`  ${line(t)}`);
   } else {
-    const grid = Object.entries(s.spec.grid ?? {});
-    const combos = grid.reduce((m, [, vs]) => m * vs.length, 1);
-    lines.push(`  grid: ${grid.map(([k, vs]) => `${k} ${vs.length} value(s)`).join(' × ')} = ${combos.toLocaleString('en-US')} combination(s)`);
+    const grid = Object.entries(s.grid);
+    const points = s.sample?.length;
+    const combos = grid.reduce((m, [, vs]) => m * vs.length, points ?? 1);
+    const factors = [...grid.map(([k, vs]) => `${k} ${vs.length} value(s)`), ...(points === undefined ? [] : [`sample ${points} point(s)`])];
+    lines.push(`  grid: ${factors.join(' × ')} = ${combos.toLocaleString('en-US')} combination(s)`);
     lines.push(`  first: ${line(s.trials[0]!)}`, `  last:  ${line(s.trials[n - 1]!)}`);
     lines.push(`  (${n.toLocaleString('en-US')} trials: more than ${VALIDATE_LIST_MAX}, so only the first and last are listed; --all lists every one)`);
   }

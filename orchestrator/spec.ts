@@ -11,9 +11,11 @@ import { Type, type TSchema } from '@sinclair/typebox';
 import {
   AnalysisSchema,
   DiagnosticsSchema,
+  GridListsSchema,
   MAX_TRIALS_DEFAULT,
   MAX_TRIALS_LIMIT,
   ModelSchema,
+  SampleSchema,
   SweepSpecSchema,
   TrainSchema,
   problemSchemas,
@@ -22,6 +24,7 @@ import {
   type SweepSpec,
   type TrialConfig,
 } from '../schemas/sweep.js';
+import { DISTRIBUTIONS, drawSample, RANGE_KINDS, stableRange, type Distribution, type RangeKind, type SampleParam } from './spec-ranges.js';
 
 /**
  * A spec error: names the field path, the value found and what was expected. An unknown key reads
@@ -83,7 +86,7 @@ export class SpecErrors extends Error {
 export interface ResolvedTrial {
   trial_id: string;
   config: TrialConfig;
-  /** The grid values that made this trial, by dotted path. */
+  /** The grid values (and sampled values) that made this trial, by dotted path. */
   grid_values: Record<string, unknown>;
 }
 
@@ -91,6 +94,10 @@ export interface ResolvedSweep {
   name: string;
   description?: string;
   spec: SweepSpec;
+  /** The grid's lists, ranges computed (rounded), in the spec's order. */
+  grid: Record<string, unknown[]>;
+  /** The points drawn by the spec's `sample:` block (values by dotted path), crossed with the grid; absent without one. */
+  sample?: Array<Record<string, unknown>>;
   /** The `analysis:` block with defaults applied: thresholds of the phase record (not part of any trial). */
   analysis: AnalysisConfig;
   /** `max_attempts` (default 3): attempts of a throwing trial per run before it is failed. */
@@ -248,6 +255,9 @@ function toSpecErrors(errors: ErrorObject[], data: unknown, prefix: string, root
       case 'pattern':
         err = new SpecError(join(), value, `a string matching ${String(p.pattern)}`);
         break;
+      case 'minProperties':
+        err = new SpecError(join(), value, `a mapping with at least ${String(p.limit)} key(s)`);
+        break;
       case 'minItems':
         err = new SpecError(join(), value, `a list with at least ${String(p.limit)} item(s)`);
         break;
@@ -401,6 +411,202 @@ function* product(entries: [string, unknown[]][]): Generator<Record<string, unkn
   }
 }
 
+/** The schemas a trial config's section is checked against (problem and strategy: each name's). */
+const SECTION_SCHEMAS: Record<string, readonly TSchema[]> = {
+  problem: Object.values(problemSchemas),
+  strategy: Object.values(strategySchemas),
+  model: [ModelSchema],
+  train: [TrainSchema],
+  diagnostics: [DiagnosticsSchema],
+  seed: [SeedSchema],
+};
+
+/** The schemas of the field at a dotted path of a trial config (one per problem or strategy that has it; [] when none has). */
+function leafSchemas(path: string): TSchema[] {
+  const [head, ...rest] = path.split('.');
+  let ss: TSchema[] = [...(SECTION_SCHEMAS[head!] ?? [])];
+  for (const seg of rest) ss = ss.flatMap((s) => (s.properties && Object.hasOwn(s.properties, seg) ? [s.properties[seg] as TSchema] : []));
+  return ss;
+}
+
+/** The number branches of a schema (itself, or those of a union). */
+const numberBranches = (s: TSchema): TSchema[] =>
+  Array.isArray(s.anyOf) ? (s.anyOf as TSchema[]).flatMap(numberBranches) : s.type === 'integer' || s.type === 'number' ? [s] : [];
+
+/** Whether the field at `path` takes integers only where it takes numbers (batch_size, seed, width, n_collocation …). */
+function isIntegerPath(path: string): boolean {
+  const nums = leafSchemas(path).flatMap(numberBranches);
+  return nums.length > 0 && nums.every((s) => s.type === 'integer');
+}
+
+/** A grid list written as a range, checked (not yet computed). */
+interface RangeSpec {
+  kind: RangeKind;
+  a: number;
+  b: number;
+  n: number;
+  integer: boolean;
+  written: unknown;
+}
+
+const isMapping = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+/** The error of a number argument of a range or distribution that is not a finite number (or integer). */
+function numberArg(path: string, v: unknown, what: string, integer = false): SpecError | undefined {
+  if (typeof v === 'number' && Number.isFinite(v) && (!integer || Number.isInteger(v))) return undefined;
+  return new SpecError(path, v, `${integer ? 'an integer' : 'a finite number'} (${what})`);
+}
+
+/**
+ * Reads a grid value written as a mapping: one of `{linspace|logspace|geomspace: [start, stop, n]}`,
+ * n an integer >= 1, start <= stop, finite; geomspace's ends > 0; logspace's 10^stop finite.
+ */
+function readRange(key: string, v: Record<string, unknown>): { range?: RangeSpec; errors: SpecError[] } {
+  const at = `grid.${key}`;
+  const forms = `${RANGE_KINDS.join(', ')}`;
+  const note = 'a grid value is a list of values (one object: [{…}]) or a range {linspace|logspace|geomspace: [start, stop, n]}';
+  const keys = Object.keys(v);
+  const unknown = keys.filter((k) => !(RANGE_KINDS as readonly string[]).includes(k));
+  if (unknown.length) return { errors: unknown.map((k) => new SpecError(`${at}.${k}`, v[k], `one of the range forms ${forms}${didYouMean(k, RANGE_KINDS)}`, undefined, true, note)) };
+  if (keys.length !== 1) return { errors: [new SpecError(at, v, `one range form: {linspace|logspace|geomspace: [start, stop, n]}`, undefined, false, note)] };
+  const kind = keys[0] as RangeKind;
+  const args = v[kind];
+  const p = `${at}.${kind}`;
+  if (!Array.isArray(args) || args.length !== 3) return { errors: [new SpecError(p, args, `a list [start, stop, n] (${kind === 'logspace' ? 'exponents of 10' : 'values'}, both included; n values)`)] };
+  const [a, b, n] = args as unknown[];
+  const errors = [
+    numberArg(`${p}[0]`, a, kind === 'logspace' ? 'start, an exponent of 10' : 'start'),
+    numberArg(`${p}[1]`, b, kind === 'logspace' ? 'stop, an exponent of 10' : 'stop'),
+    numberArg(`${p}[2]`, n, 'n, the number of values, >= 1', true) ?? ((n as number) < 1 ? new SpecError(`${p}[2]`, n, 'an integer >= 1 (n, the number of values)') : undefined),
+  ].filter((e): e is SpecError => e !== undefined);
+  if (errors.length) return { errors };
+  const [sa, sb, sn] = [a as number, b as number, n as number];
+  if (sb < sa) errors.push(new SpecError(p, args, `stop >= start (a range runs upwards: [${show(sb)}, ${show(sa)}, ${sn}])`));
+  if (kind === 'geomspace' && sa <= 0) errors.push(new SpecError(`${p}[0]`, sa, 'a number > 0 (geomspace spaces values on a log scale; for exponents of 10 use logspace)'));
+  if (kind === 'geomspace' && sb <= 0 && sa > 0) errors.push(new SpecError(`${p}[1]`, sb, 'a number > 0 (geomspace spaces values on a log scale)'));
+  if (kind === 'logspace' && !Number.isFinite(10 ** sb)) errors.push(new SpecError(`${p}[1]`, sb, 'an exponent <= 308 (10^stop must be a finite number)'));
+  if (errors.length) return { errors };
+  return { range: { kind, a: sa, b: sb, n: sn, integer: isIntegerPath(key), written: v }, errors };
+}
+
+/**
+ * A range's values as the grid list they stand for (rounded; at an integer key rounded to integers and
+ * merged), and an error naming the values rounding left invalid for that key.
+ */
+function expandRange(key: string, r: RangeSpec): { values: number[]; errors: SpecError[] } {
+  const values = stableRange(r.kind, r.a, r.b, r.n, r.integer);
+  if (!r.integer) return { values, errors: [] };
+  const schemas = leafSchemas(key);
+  const bad = values.filter((x) => !schemas.some((s) => validator(s)(x)));
+  if (!bad.length) return { values, errors: [] };
+  const range = numberBranches(schemas[0]!).map((s) => rangeText(s as Record<string, unknown>))[0] ?? 'a valid value';
+  return {
+    values,
+    errors: [
+      new SpecError(`grid.${key}`, r.written, range, undefined, false, `${key} takes integers, so range values are rounded to integers`, `got ${show(r.written)}, which rounds to ${bad.slice(0, MAX_LISTED).join(', ')}${bad.length > MAX_LISTED ? ', …' : ''}`),
+    ],
+  };
+}
+
+/**
+ * Takes the ranges out of a spec's grid: a copy of the spec whose grid has a one-item list in place
+ * of each mapping (so the schema checks the rest as before), the ranges read, and their errors.
+ */
+function readGridRanges(raw: Record<string, unknown>): { checkable: Record<string, unknown>; ranges: Map<string, RangeSpec>; errors: SpecError[] } {
+  const ranges = new Map<string, RangeSpec>();
+  const errors: SpecError[] = [];
+  if (!isMapping(raw.grid)) return { checkable: raw, ranges, errors };
+  const grid: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(raw.grid)) {
+    if (!isMapping(v)) {
+      Object.defineProperty(grid, k, { value: v, writable: true, enumerable: true, configurable: true });
+      continue;
+    }
+    Object.defineProperty(grid, k, { value: [null], writable: true, enumerable: true, configurable: true });
+    const r = readRange(k, v);
+    errors.push(...r.errors);
+    if (r.range) ranges.set(k, r.range);
+  }
+  return { checkable: { ...raw, grid }, ranges, errors };
+}
+
+/** `sample:` checked: its count, seed and params ([path, distribution, integer key]). */
+interface SampleSpec {
+  count: number;
+  seed: number;
+  params: Array<[string, SampleParam, boolean]>;
+}
+
+/** The shape of `sample:` the schema checks (each param's distribution is read by readSample). */
+const SampleShapeSchema = Type.Object(
+  {
+    count: SampleSchema.properties.count,
+    seed: SampleSchema.properties.seed,
+    params: Type.Record(Type.String({ pattern: '^[a-z_][a-z0-9_]*(\\.[a-z_][a-z0-9_]*)*$' }), Type.Unknown(), { minProperties: 1 }),
+  },
+  { additionalProperties: false },
+);
+
+/** Reads one `sample.params` entry: `{uniform|loguniform|int_uniform|int_loguniform: [low, high]}` (low < high) or `{choice: [v, …]}`. */
+function readDistribution(path: string, v: unknown): { param?: SampleParam; errors: SpecError[] } {
+  const at = `sample.params.${path}`;
+  const shape = `a distribution {${DISTRIBUTIONS.join('|')}: …}`;
+  if (!isMapping(v)) return { errors: [new SpecError(at, v, shape)] };
+  const keys = Object.keys(v);
+  const unknown = keys.filter((k) => !(DISTRIBUTIONS as readonly string[]).includes(k));
+  if (unknown.length) return { errors: unknown.map((k) => new SpecError(`${at}.${k}`, v[k], `one of the distributions ${DISTRIBUTIONS.join(', ')}${didYouMean(k, DISTRIBUTIONS)}`, undefined, true)) };
+  if (keys.length !== 1) return { errors: [new SpecError(at, v, `one distribution: ${shape}`)] };
+  const dist = keys[0] as Distribution;
+  const args = v[dist];
+  const p = `${at}.${dist}`;
+  if (dist === 'choice') {
+    if (!Array.isArray(args) || args.length === 0) return { errors: [new SpecError(p, args, 'a non-empty list of values')] };
+    return { param: { dist, values: args }, errors: [] };
+  }
+  const integer = dist === 'int_uniform' || dist === 'int_loguniform';
+  if (!Array.isArray(args) || args.length !== 2) return { errors: [new SpecError(p, args, `a list [low, high]${integer ? ' of integers' : ''}`)] };
+  const errors = [numberArg(`${p}[0]`, args[0], 'low', integer), numberArg(`${p}[1]`, args[1], 'high', integer)].filter((e): e is SpecError => e !== undefined);
+  if (errors.length) return { errors };
+  const [a, b] = args as [number, number];
+  if (!(a < b)) errors.push(new SpecError(p, args, 'low < high'));
+  if (dist === 'loguniform' && a <= 0) errors.push(new SpecError(`${p}[0]`, a, 'a number > 0 (loguniform draws on a log scale)'));
+  if (dist === 'int_loguniform' && a < 1) errors.push(new SpecError(`${p}[0]`, a, 'an integer >= 1 (int_loguniform draws on a log scale)'));
+  return errors.length ? { errors } : { param: { dist, a, b }, errors };
+}
+
+/** Checks the spec's `sample:` block (absent: no sample) against the grid's keys (a path may not be in both). */
+function readSample(raw: unknown, gridKeys: readonly string[]): { sample?: SampleSpec; errors: SpecError[] } {
+  if (raw === undefined) return { errors: [] };
+  const value = structuredClone(raw) as Record<string, unknown>;
+  const errors = validateObject(SampleShapeSchema, value, 'sample');
+  if (errors.length) return { errors };
+  const params: Array<[string, SampleParam, boolean]> = [];
+  for (const [path, d] of Object.entries(value.params as Record<string, unknown>)) {
+    const [head, ...rest] = path.split('.');
+    if (!(TRIAL_KEYS as readonly string[]).includes(head!)) {
+      const near = suggest(head!, TRIAL_KEYS);
+      errors.push(new SpecError(`sample.params.${path}`, path, `a dotted path into one of ${TRIAL_KEYS.join(', ')}${near ? ` (did you mean '${[near, ...rest].join('.')}'?)` : ''}`));
+      continue;
+    }
+    if (rest.includes('__proto__')) {
+      errors.push(new SpecError(`sample.params.${path}`, path, "a dotted path of the trial config's keys (__proto__ is none)"));
+      continue;
+    }
+    if (gridKeys.includes(path))
+      errors.push(new SpecError(`sample.params.${path}`, path, 'a path either in grid or in sample, not both', undefined, false, undefined, `also a grid key (grid.${path})`));
+    const r = readDistribution(path, d);
+    errors.push(...r.errors);
+    if (r.param) params.push([path, r.param, isIntegerPath(path)]);
+  }
+  return errors.length ? { errors } : { sample: { count: value.count as number, seed: (value.seed as number | undefined) ?? 0, params }, errors };
+}
+
+/** The spec's schema as resolveSweep checks it: the grid a mapping of lists (ranges are read apart). */
+const SpecCheckSchema = Type.Object({ ...SweepSpecSchema.properties, grid: Type.Optional(GridListsSchema) }, { additionalProperties: false, title: 'phasemap sweep spec' });
+
+/** The pseudo grid key of the sampled points (it is no trial config key, so no grid key can be it). */
+const SAMPLE_AXIS = 'sample';
+
 /**
  * Expands and validates a parsed spec. Errors name the path; one that comes from grid values names
  * them too (`grid.train.lr[1] → train.lr: …`, `grid.strategy (all 2 values) → …`, or
@@ -419,7 +625,10 @@ export function resolveSweep(raw: unknown, source?: string): ResolvedSweep {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) fail([new SpecError('(spec)', raw, 'a mapping with name, problem, model, train, strategy, diagnostics, seed, grid')]);
   // Top-level errors (unknown keys, the name, the grid's shape) are reported together with the
   // trials' errors where the grid can still be expanded, so a user fixes everything in one round.
-  const errors = validateObject(SweepSpecSchema, raw, '');
+  // Ranges are read first; the schema then checks a grid of lists (a range stands as a one-item list).
+  const pre = readGridRanges(raw as Record<string, unknown>);
+  const errors = validateObject(SpecCheckSchema, pre.checkable, '');
+  errors.push(...pre.errors);
   const spec = raw as SweepSpec;
   const analysis = resolveAnalysis(spec.analysis);
   errors.push(...analysis.errors);
@@ -430,37 +639,63 @@ export function resolveSweep(raw: unknown, source?: string): ResolvedSweep {
   const maxTrialsOk = Number.isInteger(maxTrials) && (maxTrials as number) >= 1 && (maxTrials as number) <= MAX_TRIALS_LIMIT;
   if (!maxTrialsOk) errors.push(new SpecError('max_trials', maxTrials, `an integer from 1 to ${MAX_TRIALS_LIMIT}`));
   const gridOk = !errors.some((e) => e.path === 'grid' || e.path.startsWith('grid.'));
-  const grid = gridOk ? Object.entries(spec.grid ?? {}) : [];
-  for (const [key] of grid) {
+  const written = gridOk ? Object.entries((pre.checkable.grid ?? {}) as Record<string, unknown[]>) : [];
+  for (const [key] of written) {
     const [head, ...rest] = key.split('.');
     if (!(TRIAL_KEYS as readonly string[]).includes(head!)) {
       const near = suggest(head!, TRIAL_KEYS);
       errors.push(new SpecError(`grid.${key}`, key, `a dotted path into one of ${TRIAL_KEYS.join(', ')}${near ? ` (did you mean '${[near, ...rest].join('.')}'?)` : ''}`));
     } else if (rest.includes('__proto__')) errors.push(new SpecError(`grid.${key}`, key, 'a dotted path of the trial config\'s keys (__proto__ is none)'));
   }
+  const sampled = readSample(spec.sample, written.map(([k]) => k));
+  errors.push(...sampled.errors);
+  const sample = sampled.sample;
+  const samplePaths = sample ? sample.params.map(([p]) => p) : [];
   const base: Record<string, unknown> = {};
   for (const k of TRIAL_KEYS) if ((spec as Record<string, unknown>)[k] !== undefined) base[k] = structuredClone((spec as Record<string, unknown>)[k]);
+  const stops = (e: SpecError) => e.path === 'grid' || e.path.startsWith('grid.') || e.path === 'sample' || e.path.startsWith('sample.');
   if (gridOk) {
-    errors.push(...inapplicableGridPaths(base, grid.map(([k]) => k)));
-    // The grid's size before it is expanded: a grid too large is refused at once (an invalid max_trials: the default).
+    errors.push(...inapplicableGridPaths(base, written.map(([k]) => k)));
+    // The sweep's size before anything is expanded (a range counts its n, also where integer
+    // rounding will merge values; the sample its count): too large is refused at once (an invalid
+    // max_trials: the default).
     const limit = maxTrialsOk ? (maxTrials as number) : MAX_TRIALS_DEFAULT;
-    const size = gridSize(grid);
-    if (size > BigInt(limit)) errors.push(gridTooLarge(grid, size, limit, maxTrialsOk && spec.max_trials !== undefined));
+    const sizes: [string, number][] = written.map(([k, vs]) => {
+      const r = pre.ranges.get(k);
+      return [k, r ? r.n : vs.length];
+    });
+    if (sample) sizes.push([SAMPLE_AXIS, sample.count]);
+    const size = gridSize(sizes);
+    if (size > BigInt(limit)) errors.push(gridTooLarge(sizes, size, limit, maxTrialsOk && spec.max_trials !== undefined));
   }
-  if (!gridOk || errors.some((e) => e.path === 'grid' || e.path.startsWith('grid.'))) fail(errors);
+  if (!gridOk || errors.some(stops)) fail(errors);
+
+  const grid: [string, unknown[]][] = written.map(([k, vs]) => {
+    const r = pre.ranges.get(k);
+    if (!r) return [k, vs];
+    const x = expandRange(k, r);
+    errors.push(...x.errors);
+    return [k, x.values];
+  });
+  if (errors.some(stops)) fail(errors);
+  const points = sample ? drawSample(sample.params, sample.count, sample.seed) : [];
+  const axes: [string, unknown[]][] = sample ? [...grid, [SAMPLE_AXIS, points]] : grid;
 
   // Each distinct error (by its message) with the grid combinations it occurs in, by ordinal in
   // product order; `seq` is the order it was first met in. `checked`: what each combination's check looked at.
   const found = new Map<string, { err: SpecError; ordinals: number[]; seq: number; needs: number }>();
-  const checked = new Uint8Array(grid.reduce((n, [, vs]) => n * vs.length, 1));
+  const checked = new Uint8Array(axes.reduce((n, [, vs]) => n * vs.length, 1));
   const trials: ResolvedTrial[] = [];
   const ids = new Set<string>();
   let duplicates = 0;
   let ordinal = 0;
-  for (const combo of product(grid)) {
+  for (const combo of product(axes)) {
     const o = ordinal++;
     const cfg = structuredClone(base);
-    for (const [k, v] of Object.entries(combo)) setPath(cfg, k.split('.'), v);
+    // The sampled point's values, by path, after the grid's (the grid may set a whole section they lie in).
+    const { [SAMPLE_AXIS]: point, ...values } = combo;
+    if (point !== undefined) Object.assign(values, point);
+    for (const [k, v] of Object.entries(values)) setPath(cfg, k.split('.'), v);
     const check = checkTrial(cfg);
     checked[o] = check.checked;
     if (check.errors.length) {
@@ -479,21 +714,31 @@ export function resolveSweep(raw: unknown, source?: string): ResolvedSweep {
       continue;
     }
     ids.add(id);
-    trials.push({ trial_id: id, config, grid_values: combo });
+    trials.push({ trial_id: id, config, grid_values: values });
   }
   const located = [
-    ...overriddenBaseErrors(base, grid.map(([k]) => k)).map((err, i) => ({ err, rank: [] as number[], seq: i - 1e9 })),
-    ...[...found.values()].map((f) => ({ ...locateInGrid(f.err, f.ordinals, grid, (o) => (checked[o]! & f.needs) === f.needs), seq: f.seq })),
+    ...overriddenBaseErrors(base, grid.map(([k]) => k), samplePaths).map((err, i) => ({ err, rank: [] as number[], seq: i - 1e9 })),
+    ...[...found.values()].map((f) => ({ ...locateInGrid(f.err, f.ordinals, axes, (o) => (checked[o]! & f.needs) === f.needs, samplePaths), seq: f.seq })),
   ];
   located.sort((a, b) => compareRanks(a.rank, b.rank) || sectionRank(a.err) - sectionRank(b.err) || a.seq - b.seq);
   for (const { err } of located) if (!errors.some((x) => x.message === err.message)) errors.push(err);
   if (errors.length) fail(errors);
-  return { name: spec.name, description: spec.description, spec, analysis: analysis.value, max_attempts: maxAttempts as number, trials, duplicates };
+  return {
+    name: spec.name,
+    description: spec.description,
+    spec,
+    grid: Object.fromEntries(grid),
+    ...(sample ? { sample: points } : {}),
+    analysis: analysis.value,
+    max_attempts: maxAttempts as number,
+    trials,
+    duplicates,
+  };
 }
 
-/** The number of grid combinations (the product of the lists' lengths), exact however large. */
-function gridSize(grid: [string, unknown[]][]): bigint {
-  return grid.reduce((n, [, vs]) => n * BigInt(vs.length), 1n);
+/** The number of grid combinations (the product of the axes' sizes: grid keys, and the sample's count), exact however large. */
+function gridSize(sizes: [string, number][]): bigint {
+  return sizes.reduce((n, [, c]) => n * BigInt(c), 1n);
 }
 
 /** `50,000,000`. */
@@ -503,9 +748,9 @@ const count = (n: bigint | number) => n.toLocaleString('en-US');
  * The error of a grid with more combinations than `limit`: the count and the grid keys with more than
  * one value, with their sizes (at most MAX_LISTED keys named). `raised`: the spec set max_trials.
  */
-function gridTooLarge(grid: [string, unknown[]][], size: bigint, limit: number, raised: boolean): SpecError {
-  const factors = grid.filter(([, vs]) => vs.length > 1);
-  let keys = factors.slice(0, MAX_LISTED).map(([k, vs]) => `${k} ${count(vs.length)}`).join(' × ');
+function gridTooLarge(sizes: [string, number][], size: bigint, limit: number, raised: boolean): SpecError {
+  const factors = sizes.filter(([, c]) => c > 1);
+  let keys = factors.slice(0, MAX_LISTED).map(([k, c]) => `${k} ${count(c)}`).join(' × ');
   if (factors.length > MAX_LISTED) keys += ` × ${factors.length - MAX_LISTED} more key(s)`;
   return new SpecError(
     'grid',
@@ -589,9 +834,10 @@ const MAX_LISTED = 20;
  * cross-field rules only where the fields are valid). A grid key is named when the error's path lies
  * under it (or it under the path), or when the error depends on its value: some combination with the
  * error, with that key's value changed, is looked at and has no error. An error no grid key is named
- * for is the base config's own. `rank` orders errors in the grid's order.
+ * for is the base config's own. `rank` orders errors in the grid's order. The sample's points are the
+ * axis SAMPLE_AXIS (named `sample[i]`), lying at each of `samplePaths`.
  */
-function locateInGrid(e: SpecError, ordinals: number[], grid: [string, unknown[]][], lookedFor: (ordinal: number) => boolean): { err: SpecError; rank: number[] } {
+function locateInGrid(e: SpecError, ordinals: number[], grid: [string, unknown[]][], lookedFor: (ordinal: number) => boolean, samplePaths: readonly string[] = []): { err: SpecError; rank: number[] } {
   const sizes = grid.map(([, vs]) => vs.length);
   const strides = sizes.map((_, i) => sizes.slice(i + 1).reduce((a, b) => a * b, 1));
   const indexAt = (o: number, i: number) => Math.floor(o / strides[i]!) % sizes[i]!;
@@ -602,7 +848,10 @@ function locateInGrid(e: SpecError, ordinals: number[], grid: [string, unknown[]
       for (let v = 0; v < sizes[i]!; v++) if (!occurs.has(rest + v * strides[i]!) && lookedFor(rest + v * strides[i]!)) return true;
       return false;
     });
-  const keys = grid.flatMap(([k], i) => (e.path === k || e.path.startsWith(`${k}.`) || k.startsWith(`${e.path}.`) || dependsOn(i) ? [i] : []));
+  const under = (k: string) => e.path === k || e.path.startsWith(`${k}.`) || k.startsWith(`${e.path}.`);
+  // The sample's axis (its points, `sample[i]`) lies at each of its params' paths.
+  const keys = grid.flatMap(([k], i) => ((k === SAMPLE_AXIS ? samplePaths.some(under) : under(k)) || dependsOn(i) ? [i] : []));
+  const label = (i: number) => (grid[i]![0] === SAMPLE_AXIS ? SAMPLE_AXIS : `grid.${grid[i]![0]}`);
   if (keys.length === 0) return { err: e, rank: [] };
   const tuples = new Map<string, number[]>();
   for (const o of ordinals) {
@@ -611,11 +860,11 @@ function locateInGrid(e: SpecError, ordinals: number[], grid: [string, unknown[]
   }
   const list = [...tuples.values()].sort(compareRanks);
   let where: string;
-  if (keys.length === 1 && list.length > 1 && list.length === sizes[keys[0]!]) where = `grid.${grid[keys[0]!]![0]} (all ${list.length} values)`;
+  if (keys.length === 1 && list.length > 1 && list.length === sizes[keys[0]!]) where = `${label(keys[0]!)} (all ${list.length} ${grid[keys[0]!]![0] === SAMPLE_AXIS ? 'points' : 'values'})`;
   else {
     where = list
       .slice(0, MAX_LISTED)
-      .map((t) => t.map((ix, j) => `grid.${grid[keys[j]!]![0]}[${ix}]`).join(' × '))
+      .map((t) => t.map((ix, j) => `${label(keys[j]!)}[${ix}]`).join(' × '))
       .join(', ');
     if (list.length > MAX_LISTED) where += ` and ${list.length - MAX_LISTED} more`;
   }
@@ -623,12 +872,13 @@ function locateInGrid(e: SpecError, ordinals: number[], grid: [string, unknown[]
 }
 
 /**
- * Errors of base values that the grid overrides in every trial, which no trial config shows: the
+ * Errors of base values that the grid (or the sample: `samplePaths`) overrides in every trial, which no trial config shows: the
  * keys, types and ranges of a base value at a grid key's path, and a base value that is not an
  * object where a grid key sets a field inside it (setPath replaces it). Cross-field rules are not
  * applied to the base alone.
  */
-function overriddenBaseErrors(base: Record<string, unknown>, gridKeys: string[]): SpecError[] {
+function overriddenBaseErrors(base: Record<string, unknown>, keys: string[], samplePaths: readonly string[] = []): SpecError[] {
+  const gridKeys = [...keys, ...samplePaths];
   /** The grid key that makes the base value at `path` unused, and whether it sets a field inside a non-object (replacing it). */
   const unusedBy = (path: string): { key: string; replaces: boolean } | undefined => {
     for (const k of gridKeys) {
@@ -648,7 +898,7 @@ function overriddenBaseErrors(base: Record<string, unknown>, gridKeys: string[])
   return checkTrialFields(structuredClone(base)).flatMap((e) => {
     const by = unusedBy(e.path);
     if (by === undefined) return [];
-    const note = `grid.${by.key} ${by.replaces ? 'replaces' : 'overrides'} this base value in every trial, so it is never used: fix it or remove it`;
+    const note = `${samplePaths.includes(by.key) ? 'sample.params' : 'grid'}.${by.key} ${by.replaces ? 'replaces' : 'overrides'} this base value in every trial, so it is never used: fix it or remove it`;
     return [e.relocated({ note })];
   });
 }

@@ -198,11 +198,58 @@ const trialFields = {
 /** One fully resolved trial (defaults applied). */
 export const TrialConfigSchema = Type.Object(trialFields, { additionalProperties: false });
 
-/** A value of `grid`: a non-empty list of values for one dotted path. */
-const GridSchema = Type.Record(Type.String({ pattern: '^[a-z_][a-z0-9_]*(\\.[a-z_][a-z0-9_]*)*$' }), Type.Array(Type.Unknown(), { minItems: 1 }), {
+/** The dotted path of a grid key or a sampled parameter into the trial config. */
+const PathKey = Type.String({ pattern: '^[a-z_][a-z0-9_]*(\\.[a-z_][a-z0-9_]*)*$' });
+
+/** `[start, stop, n]` of a range. */
+const RangeArgs = (what: string) =>
+  Type.Tuple([Type.Number({ description: `start (${what})` }), Type.Number({ description: `stop (${what}), >= start` }), Type.Integer({ minimum: 1, description: 'n, the number of values (both ends included)' })]);
+
+/**
+ * A grid list written as a range (numpy semantics, both ends included): linspace takes the values,
+ * logspace the exponents of 10, geomspace the values (> 0) spaced evenly on a log scale.
+ */
+export const RangeSchema = Type.Union(
+  [
+    Type.Object({ linspace: RangeArgs('a value') }, { additionalProperties: false, description: 'n evenly spaced values from start to stop.' }),
+    Type.Object({ logspace: RangeArgs('an exponent: the value is 10^start') }, { additionalProperties: false, description: '10^x for n evenly spaced x from start to stop: {logspace: [-4, -1, 7]} = {geomspace: [1e-4, 1e-1, 7]}.' }),
+    Type.Object({ geomspace: RangeArgs('a value > 0') }, { additionalProperties: false, description: 'n values from start to stop (both > 0) evenly spaced on a log scale.' }),
+  ],
+  { description: 'Values computed are rounded to 12 significant digits (to integers, equal ones merged, at an integer key such as batch_size, seed, width).' },
+);
+
+/** `grid` with every value a list (how spec.ts checks it, once ranges are read). */
+export const GridListsSchema = Type.Record(PathKey, Type.Array(Type.Unknown(), { minItems: 1 }));
+
+/** A value of `grid`: a non-empty list of values for one dotted path, or a range. */
+const GridSchema = Type.Record(PathKey, Type.Union([Type.Array(Type.Unknown(), { minItems: 1 }), RangeSchema]), {
   default: {},
-  description: 'Dotted paths into the trial config → lists of values, expanded as a cartesian product. A value may be a whole object (e.g. a strategy with its options).',
+  description: 'Dotted paths into the trial config → lists of values (or ranges: linspace, logspace, geomspace), expanded as a cartesian product. A value may be a whole object (e.g. a strategy with its options).',
 });
+
+const Bounds = (what: string) => Type.Tuple([Type.Number({ description: `low (${what})` }), Type.Number({ description: `high (${what}), > low` })]);
+
+/** One sampled parameter: a distribution and its arguments. */
+export const DistributionSchema = Type.Union([
+  Type.Object({ uniform: Bounds('a number') }, { additionalProperties: false, description: 'Uniform from low to high.' }),
+  Type.Object({ loguniform: Bounds('> 0') }, { additionalProperties: false, description: 'Uniform in log(x) from low to high, low > 0.' }),
+  Type.Object({ int_uniform: Bounds('an integer, included') }, { additionalProperties: false, description: 'Each integer from low to high (both included) alike.' }),
+  Type.Object({ int_loguniform: Bounds('an integer >= 1, included') }, { additionalProperties: false, description: 'Integers from low to high (both included), uniform in log(x).' }),
+  Type.Object({ choice: Type.Array(Type.Unknown(), { minItems: 1 }) }, { additionalProperties: false, description: 'One of the values, each alike.' }),
+]);
+
+/** `sample:`: `count` seeded random points, each setting every param, crossed with the grid. */
+export const SampleSchema = Type.Object(
+  {
+    count: Int({ minimum: 1, maximum: 1_000_000_000, description: 'K, the number of points drawn; the sweep has (grid combinations) × K trials.' }),
+    seed: Type.Optional(Int({ minimum: 0, maximum: 2 ** 31 - 1, default: 0, description: 'Seeds the draws (mulberry32): the same seed draws the same points on every run and machine.' })),
+    params: Type.Record(PathKey, DistributionSchema, {
+      minProperties: 1,
+      description: 'Dotted paths into the trial config (not also grid keys) → distributions; drawn values are written into the trial configs, so they are part of the trial ids.',
+    }),
+  },
+  { additionalProperties: false, description: 'Random search crossed with the grid: every grid combination × every drawn point.' },
+);
 
 /** The sweep spec as written (YAML or JSON). Base fields may be partial where `grid` supplies them. */
 export const SweepSpecSchema = Type.Object(
@@ -217,6 +264,7 @@ export const SweepSpecSchema = Type.Object(
     diagnostics: Type.Optional(Type.Unknown()),
     seed: Type.Optional(Type.Unknown()),
     grid: Type.Optional(GridSchema),
+    sample: Type.Optional(Type.Unknown()),
     analysis: Type.Optional(Type.Unknown()),
     max_attempts: Type.Optional(Type.Unknown()),
     max_trials: Type.Optional(Type.Unknown()),
@@ -238,7 +286,7 @@ export const MaxTrialsSchema = Int({
   maximum: MAX_TRIALS_LIMIT,
   default: MAX_TRIALS_DEFAULT,
   description:
-    'Most grid combinations (the product of the grid lists\' lengths, duplicates included) the spec may expand to; a larger grid is refused before anything is expanded. Raise it for a sweep that large on purpose (expanding and checking 1,000,000 trials takes about 2 minutes and 1 GB of memory on 2 cores). Not part of trial ids.',
+    'Most trials the spec may expand to: grid combinations (the product of the grid lists\' lengths, duplicates included; a range counts its n) times sample.count; a larger grid is refused before anything is expanded. Raise it for a sweep that large on purpose (expanding and checking 1,000,000 trials takes about 2 minutes and 1 GB of memory on 2 cores). Not part of trial ids.',
 });
 
 export type Helmholtz2dConfig = Static<typeof Helmholtz2dSchema>;
@@ -255,6 +303,7 @@ export type DiagnosticsConfig = Static<typeof DiagnosticsSchema>;
 export type TrialConfig = Static<typeof TrialConfigSchema>;
 export type AnalysisConfig = Static<typeof AnalysisSchema>;
 export type SweepSpec = Static<typeof SweepSpecSchema>;
+export type SampleConfig = Static<typeof SampleSchema>;
 
 /**
  * The schema emitted for editors: the sweep spec with the base trial fields typed as they are
@@ -274,6 +323,7 @@ export function editorSchema(): TSchema {
       $schema: Type.Optional(Type.String()),
       description: Type.Optional(Type.String()),
       grid: Type.Optional(GridSchema),
+      sample: Type.Optional(SampleSchema),
       analysis: Type.Optional(AnalysisSchema),
       max_attempts: Type.Optional(MaxAttemptsSchema),
       max_trials: Type.Optional(MaxTrialsSchema),

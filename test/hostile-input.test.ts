@@ -2,7 +2,7 @@
  * Hostile input against the real CLI: grids too large to expand, YAML alias bombs, files too large,
  * paths that are files, directories or read-only, NaN and Infinity, a second orchestrator of a running
  * sweep — each an error in words (exit 2, or 3 for a busy sweep), never a stack trace — and a seeded
- * fuzz test over a few hundred broken specs.
+ * fuzz test over a few hundred broken specs (broken grid ranges and sample: blocks among them).
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
@@ -294,7 +294,7 @@ function brokenSpec(r: () => number): { kind: string; text: string } {
   const kinds: string[] = [];
   const n = 1 + Math.floor(r() * 3);
   for (let i = 0; i < n; i++) {
-    const kind = pick(['type', 'unknown', 'nonfinite', 'negative', 'hugegrid', 'strategy', 'yaml'] as const);
+    const kind = pick(['type', 'unknown', 'nonfinite', 'negative', 'hugegrid', 'strategy', 'range', 'yaml'] as const);
     kinds.push(kind);
     const leaf = pick(numberPaths(spec));
     switch (kind) {
@@ -344,6 +344,24 @@ function brokenSpec(r: () => number): { kind: string; text: string } {
           default: (spec.grid as Obj).strategy = [{ name: 'rba' }, { name: 'sa', freeze_step: 'x' }];
         }
         break;
+      case 'range': {
+        // A broken range in the grid, or a broken sample: block (each stays broken whatever number a later mutation changes).
+        const g = spec.grid as Obj;
+        const params = (p: Obj) => ({ count: 2, seed: 1, params: p });
+        switch (Math.floor(r() * 10)) {
+          case 0: g['train.lr'] = { linspace: [0.1, 1, pick([0, 2.5, 'x'])] }; break;
+          case 1: g['train.lr'] = { geomspace: [pick([0, -1]), 1, 3] }; break;
+          case 2: g['train.lr'] = { geomspace: [1, 0.1, 3] }; break;
+          case 3: g['train.lr'] = pick([{ lgospace: [-4, -1, 3] }, { linspace: [1, 2] }, {}, { linspace: [0.1, 1, 2], logspace: [-2, -1, 2] }]); break;
+          case 4: g['model.width'] = { linspace: [0, 0.4, 2] }; break;
+          case 5: spec.sample = { count: pick([0, 'x', 1e12]), params: { 'train.lr': { uniform: [0.1, 1] } } }; break;
+          case 6: spec.sample = params({ 'train.lr': pick([{ logunifrom: [1e-4, 1e-2] }, { loguniform: [0, 1] }, { choice: [] }, 0.1]) }); break;
+          case 7: spec.sample = params({ seed: { int_uniform: [3, 1] } }); break; // seed is a grid key too
+          case 8: spec.sample = params({ 'train.lr': { uniform: [0.1, 1] }, zz: 1, 'model.depth': { int_loguniform: [0, 4] } }); break;
+          default: spec.sample = { count: 2, params: {}, sed: 1 };
+        }
+        break;
+      }
       default:
         break; // 'yaml': on the text below
     }
@@ -366,7 +384,7 @@ function brokenSpec(r: () => number): { kind: string; text: string } {
 /** Each line of a spec error names the file, then a field path, a line or what is wrong with the file. */
 const NAMED = (file: string) =>
   new RegExp(
-    `^${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}(:\\d+:\\d+: .+|: (grid|name|problem|model|train|strategy|diagnostics|seed|analysis|max_attempts|max_trials|zz_\\w+|bad|x|r|q|l\\d|\\(spec\\))\\b.*|: YAML aliases expand too much.*|: Source contains multiple documents.*)`,
+    `^${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}(:\\d+:\\d+: .+|: (grid|name|problem|model|train|strategy|diagnostics|seed|sample|analysis|max_attempts|max_trials|zz_\\w+|bad|x|r|q|l\\d|\\(spec\\))\\b.*|: YAML aliases expand too much.*|: Source contains multiple documents.*)`,
   );
 
 test('fuzz: 240 seeded broken specs are each refused with the file and a path named, never a stack trace', async (t) => {
@@ -397,7 +415,7 @@ test('fuzz: 240 seeded broken specs are each refused with the file and a path na
     }
   }
   t.log(`${cases.length} cases in ${(performance.now() - t0).toFixed(0)} ms in-process; mutations: ${[...kinds].map(([k, v]) => `${k} ${v}`).join(', ')}`);
-  for (const k of ['type', 'unknown', 'nonfinite', 'negative', 'hugegrid', 'strategy', 'yaml']) t.true((kinds.get(k) ?? 0) >= 10, `${k}: ${kinds.get(k)}`);
+  for (const k of ['type', 'unknown', 'nonfinite', 'negative', 'hugegrid', 'strategy', 'range', 'yaml']) t.true((kinds.get(k) ?? 0) >= 10, `${k}: ${kinds.get(k)}`);
   // A handful through the CLI itself: exit 2, the file named, no stack trace.
   const some = cases.filter((_, i) => i % 40 === 0);
   const runs = await Promise.all(some.map((c) => cli(['validate', join(dir, `case-${c.i}.yaml`)], { timeoutMs: 60_000 })));
