@@ -17,7 +17,7 @@ import { serveCheckpoints } from './checkpoints.js';
 import { LiveReport } from './live-report.js';
 import { Collector } from './collector.js';
 import { claimSweepOwner, connectNats, ensureResources, publishTrials, resetCollectorConsumer, setSweepControl, watchMaxDeliveries } from './jetstream.js';
-import { redactUrl, type NatsAuth } from './nats-connect.js';
+import { logConnectionEvents, redactUrl, type NatsAuth } from './nats-connect.js';
 import { embeddedStoreDir, startEmbeddedNats, type EmbeddedNats } from './nats-server.js';
 import { readTrialsParquet, writeTrialsParquet } from './parquet-store.js';
 import { attemptPhases } from '../analysis/phases.js';
@@ -213,6 +213,8 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
     }
     // Errors come worded (`--nats <URL, password redacted>: authorization failed …`): see nats-connect.ts.
     nc = await connectNats(opts.nats ?? embedded!.url, `phasemap-run-${sweep.name}`, opts.nats ? opts.natsAuth : undefined);
+    // Through `log` as it is at the time (the progress bar's logger once the sweep runs).
+    logConnectionEvents(nc, { info: (m) => log.info(m), warn: (m) => log.warn(m) });
     const names = transportNames(opts.namespace ?? DEFAULT_NAMESPACE);
     const transport = await ensureResources(nc, names, sweep.name, opts.replicas ?? 1);
     release = await claimSweepOwner(transport, sweep.name, dir);
@@ -236,6 +238,7 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
       kv: transport.kv,
       analysis: sweep.analysis,
       onWarning: (m) => log.warn(m),
+      onInfo: (m) => log.info(m),
       onTrialFinished: (r, res) => {
         if (!waiting?.delete(r.trial_id)) return;
         live?.poke();
