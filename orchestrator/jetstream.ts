@@ -21,14 +21,6 @@ export interface Transport {
 /** Connects with reconnects forever, with credentials and TLS: see nats-connect.ts. */
 export { connectNats } from './nats-connect.js';
 
-async function ensureStream(jsm: JetStreamManager, name: string, subjects: string[], replicas: number): Promise<void> {
-  try {
-    await jsm.streams.info(name);
-  } catch {
-    await jsm.streams.add({ name, subjects, retention: RetentionPolicy.Workqueue, storage: StorageType.File, max_msg_size: -1, num_replicas: replicas });
-  }
-}
-
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /**
@@ -50,11 +42,23 @@ async function whileElecting<T>(f: () => Promise<T>, ms = 60_000): Promise<T> {
   }
 }
 
+/** Creates a stream unless it exists; across a leader election, and an add that timed out but created it (see addConsumer). */
+async function ensureStream(jsm: JetStreamManager, name: string, subjects: string[], replicas: number): Promise<void> {
+  await whileElecting(async () => {
+    try {
+      await jsm.streams.info(name);
+    } catch (e) {
+      if (!/stream not found/i.test((e as Error).message)) throw e;
+      await jsm.streams.add({ name, subjects, retention: RetentionPolicy.Workqueue, storage: StorageType.File, max_msg_size: -1, num_replicas: replicas });
+    }
+  });
+}
+
 /**
  * Adds (or finds) a durable consumer. On a 3-node 2.9.10 cluster with one node down, creating a
- * replicated consumer took up to ~5 s, nats.js's request timeout, so about one `phasemap run` in two
- * started during such an outage exited with "TimeoutError: timeout": a timed-out add is retried (it
- * may have created the consumer meanwhile: then it is there).
+ * replicated consumer (or stream) took up to ~5 s, nats.js's request timeout, so about one `phasemap
+ * run` in two started during such an outage exited with "TimeoutError: timeout": a timed-out add is
+ * retried (it may have created the consumer meanwhile: then it is there).
  */
 async function addConsumer(jsm: JetStreamManager, stream: string, config: Parameters<JetStreamManager['consumers']['add']>[1] & { durable_name: string }): Promise<void> {
   await whileElecting(async () => {
@@ -101,7 +105,7 @@ export async function ensureResources(nc: NatsConnection, names: TransportNames,
   await addConsumer(jsm, names.trialsStream, workerConsumerConfig(names));
   await addConsumer(jsm, names.outStream, collectorConsumerConfig(names, sweep));
   const js = jetstream(nc);
-  const kv = await new Kvm(js).create(names.stateBucket, { history: 1, replicas });
+  const kv = await whileElecting(() => new Kvm(js).create(names.stateBucket, { history: 1, replicas }));
   return { names, nc, js, jsm, kv };
 }
 
