@@ -113,7 +113,7 @@ class Cluster {
 }
 
 const SWEEP = 'cluster';
-const STEPS = 4000;
+const STEPS = 5000;
 const spec = `
 name: ${SWEEP}
 problem: {name: poisson2d, n_collocation: 64, n_boundary: 8, eval_grid: 11}
@@ -159,12 +159,10 @@ test.serial('a 3-node cluster loses the node that leads the trial stream mid-swe
   const ids = (await loadSweep(file)).trials.map((x) => x.trial_id);
   let nc: NatsConnection | null = null;
   try {
-    const w1 = cli(['worker', '--nats', cluster.url, '--slots', '1', '--fuse', '1', '--backend', 'wasm', '--name', 'w1']);
-    const w2 = cli(['worker', '--nats', cluster.url, '--slots', '1', '--fuse', '1', '--backend', 'wasm', '--name', 'w2']);
-    const e1 = stderrOf(w1);
-    const e2 = stderrOf(w2);
     const o = cli(['run', file, '--out', out, '--nats', cluster.url, '--slots', '0', '--replicas', '3'], { timeoutMs: 160_000 });
     const eo = stderrOf(o);
+    let e1 = () => '';
+    let e2 = () => '';
     const logs = () => `--- orchestrator:\n${eo().split('\n').filter((l) => !/progress:/.test(l)).join('\n')}\n--- w1:\n${e1()}\n--- w2:\n${e2()}`;
     const withLogs = (e: Error) => {
       throw new Error(`${e.message}\n${logs()}`);
@@ -182,15 +180,20 @@ test.serial('a 3-node cluster loses the node that leads the trial stream mid-swe
     }, 60_000, "the orchestrator's node and the streams").catch(withLogs);
     // Every stream replicated on all three nodes.
     for (const s of [names.trialsStream, names.outStream, `KV_${names.stateBucket}`]) t.is((await jsm.streams.info(s)).config.num_replicas, 3, s);
+    // All the leaders gathered on the orchestrator's node, so that one kill takes the trial stream's
+    // leader, the other streams' and consumers' leaders and the orchestrator's connection: once the
+    // orchestrator has queued the trials (stepping a leader down is an election), before any worker runs.
+    await until(() => eo().includes(`queued ${ids.length} trial(s)`), 60_000, 'the trials queued').catch(withLogs);
+    const leaders = await gatherLeaders(nc, jsm, assets, home, 30_000);
+    const w1 = cli(['worker', '--nats', cluster.url, '--slots', '1', '--fuse', '1', '--backend', 'wasm', '--name', 'w1']);
+    const w2 = cli(['worker', '--nats', cluster.url, '--slots', '1', '--fuse', '1', '--backend', 'wasm', '--name', 'w2']);
+    e1 = stderrOf(w1);
+    e2 = stderrOf(w2);
     // A trial past step 300 (the workers' live progress messages).
     let step = 0;
     const progress = nc.subscribe(names.progress(SWEEP), { callback: (_e, m) => void (step = Math.max(step, m.json<ProgressMessage>().step)) });
     await until(() => step >= 300, 90_000, 'a trial past step 300').catch(withLogs);
     progress.unsubscribe();
-    // All the leaders gathered on the orchestrator's node (once it is past its start: stepping leaders
-    // down is a leader election each), so that one kill takes the trial stream's leader, the other
-    // streams' and consumers' leaders and the orchestrator's connection.
-    const leaders = await gatherLeaders(nc, jsm, assets, home, 20_000);
     const victim = cluster.node((await leaderOf(jsm, names.trialsStream))!);
     const onVictim = await cluster.clients(victim);
     t.log(`killing ${victim.name} (leads the trial stream; leaders ${JSON.stringify(leaders)}; its clients ${JSON.stringify(onVictim)})`);
