@@ -23,6 +23,10 @@ import { decodeMetricsMessage, MetricsStore, splitMetricsTable, writeTrialsParqu
 import { attemptPhases, DEFAULT_PHASE_PARAMS, type PhaseParams } from '../analysis/phases.js';
 import { isDiskFull, type DiskGuard } from './disk-space.js';
 
+/** Lifetime of the collector's pull requests, and the heartbeat the server sends while one waits (see start()). */
+const PULL_EXPIRES_MS = 3_000;
+const PULL_HEARTBEAT_MS = 1_000;
+
 export interface CollectorOptions {
   nc: NatsConnection;
   names: TransportNames;
@@ -37,6 +41,8 @@ export interface CollectorOptions {
   /** Called after a trial's final record is on disk. */
   onTrialFinished?: (r: TrialRecord, result: TrialResultMessage) => void;
   onWarning?: (msg: string) => void;
+  /** Informational lines (the output stream answers again after a stall). */
+  onInfo?: (msg: string) => void;
   /** Flush buffered rows at least this often (ms); well under the consumer's ack wait. */
   flushEveryMs?: number;
   /** Flush when this many messages wait for their ack. */
@@ -111,6 +117,8 @@ export class Collector {
   private timer: NodeJS.Timeout | null = null;
   private flushing: Promise<void> = Promise.resolve();
   private readonly checkpoints: CheckpointAssembler<JsMsg>;
+  /** When the output stream's consumer stopped sending heartbeats (null: it answers). */
+  private stalledSince: number | null = null;
 
   constructor(private readonly opts: CollectorOptions) {
     this.store = new MetricsStore(opts.dir);
@@ -180,8 +188,15 @@ export class Collector {
   private async openIntake(): Promise<void> {
     const js = jetstream(this.opts.nc);
     const consumer = await js.consumers.get(this.opts.names.outStream, this.opts.names.collector(this.opts.sweep));
-    const messages = await consumer.consume({ max_messages: 512 });
+    // Pull requests live on the consumer's leader. When that NATS node dies (a cluster goes on with
+    // the others), the open request dies with it: two missed heartbeats (or a reconnect) make nats.js
+    // ask for the consumer's info until a new leader answers, waiting 0.5-1.5 times the pull's
+    // lifetime between tries, then pull anew. With its defaults (30 s pulls, heartbeats every 15 s)
+    // the collector sat idle 20-40 s after a node loss on a 3-node cluster while results piled up in
+    // the stream; with 3 s pulls and 1 s heartbeats it goes on a few seconds after the new leader.
+    const messages = await consumer.consume({ max_messages: 512, expires: PULL_EXPIRES_MS, idle_heartbeat: PULL_HEARTBEAT_MS });
     this.messages = messages;
+    void this.watchStalls(messages);
     this.loop = (async () => {
       for await (const m of messages) {
         // Taken after intake closed: left unacknowledged, delivered again when it resumes.
@@ -196,6 +211,21 @@ export class Collector {
         }
       }
     })();
+  }
+
+  /** Says when the output stream stops answering (a NATS node or leader lost) and when it delivers again. */
+  private async watchStalls(messages: ConsumerMessages): Promise<void> {
+    for await (const n of messages.status()) {
+      // nats.js pulls anew after two missed heartbeats; a third before this says so (not for a busy moment).
+      if (n.type === 'heartbeats_missed' && n.count >= 3 && this.stalledSince === null) {
+        this.stalledSince = Date.now() - n.count * PULL_HEARTBEAT_MS;
+        this.opts.onWarning?.(`collector: no heartbeat from the output stream for ${(n.count * PULL_HEARTBEAT_MS) / 1000} s (a NATS node down, a leader being elected?); pulling again until it answers`);
+      } else if (n.type === 'next' && this.stalledSince !== null) {
+        // A new pull request was accepted: the consumer has a leader again.
+        this.opts.onInfo?.(`collector: the output stream answers again (after ${((Date.now() - this.stalledSince) / 1000).toFixed(1)} s)`);
+        this.stalledSince = null;
+      }
+    }
   }
 
   private async handle(m: JsMsg): Promise<void> {

@@ -56,10 +56,21 @@ async function openBucket(nc: NatsConnection, names: TransportNames): Promise<KV
   }
 }
 
-/** Every key of the bucket under `filter`, then their values, 256 reads in flight. */
-async function readAll(kv: KV, filter: string): Promise<Map<string, unknown>> {
-  const keys: string[] = [];
-  for await (const k of await kv.keys(filter)) keys.push(k);
+/**
+ * The keys of the bucket under `filter` (deleted ones too), from the subjects of its stream: one
+ * request its leader answers. Not `kv.keys()`, which creates a one-replica consumer: on nats-server
+ * 2.9 with a node of the cluster down, about half of those are placed on the dead node and the
+ * request times out, so `status` and `cancel` failed half the time while a node was down.
+ */
+async function keysOf(nc: NatsConnection, names: TransportNames, filter: string): Promise<string[]> {
+  const prefix = `$KV.${names.stateBucket}.`;
+  const info = await (await jetstreamManager(nc)).streams.info(`KV_${names.stateBucket}`, { subjects_filter: `${prefix}${filter}` });
+  return Object.keys(info.state.subjects ?? {}).map((s) => s.slice(prefix.length));
+}
+
+/** Every key of the bucket under `filter`, then their values (deleted keys left out), 256 reads in flight. */
+async function readAll(nc: NatsConnection, names: TransportNames, kv: KV, filter: string): Promise<Map<string, unknown>> {
+  const keys = await keysOf(nc, names, filter);
   const out = new Map<string, unknown>();
   for (let i = 0; i < keys.length; i += 256) {
     await Promise.all(
@@ -82,7 +93,7 @@ async function readAll(kv: KV, filter: string): Promise<Map<string, unknown>> {
  * @throws Error when the namespace has no bucket on this server.
  */
 export async function sweepTrialStates(nc: NatsConnection, names: TransportNames, sweep: string): Promise<Map<string, TrialState>> {
-  const all = await readAll(await openBucket(nc, names), `${sweep}.>`).catch((e: unknown) => {
+  const all = await readAll(nc, names, await openBucket(nc, names), `${sweep}.>`).catch((e: unknown) => {
     throw jetStreamError(nc, e, 'reading trial states');
   });
   const out = new Map<string, TrialState>();
@@ -102,7 +113,7 @@ export async function sweepTrialStates(nc: NatsConnection, names: TransportNames
  */
 export async function sweepStatus(nc: NatsConnection, names: TransportNames, sweep?: string, ackWaitMs = 60_000, liveStepsMs = 0): Promise<SweepStatus[]> {
   const kv = await openBucket(nc, names);
-  const all = await readAll(kv, sweep ? `${sweep}.>` : '>').catch((e: unknown) => {
+  const all = await readAll(nc, names, kv, sweep ? `${sweep}.>` : '>').catch((e: unknown) => {
     throw jetStreamError(nc, e, 'reading trial states');
   });
   const by = new Map<string, SweepStatus>();
@@ -258,7 +269,7 @@ async function cancelSweepNow(nc: NatsConnection, names: TransportNames, sweep: 
   };
   const summary: CancelSummary = { queued: 0, running: 0, forced: 0, left: 0 };
   const states = async () => {
-    const all = await readAll(kv, `${sweep}.>`);
+    const all = await readAll(nc, names, kv, `${sweep}.>`);
     return [...all].filter(([k]) => /\.t[0-9a-f]{16}$/.test(k)).map(([k, v]) => [k.slice(k.lastIndexOf('.') + 1), v as TrialState] as const);
   };
   // States before the control key: a running trial may record itself cancelled at once after it.

@@ -22,12 +22,53 @@ export interface Transport {
 /** Connects with reconnects forever, with credentials and TLS: see nats-connect.ts. */
 export { connectNats } from './nats-connect.js';
 
-async function ensureStream(jsm: JetStreamManager, name: string, subjects: string[], replicas: number): Promise<void> {
-  try {
-    await jsm.streams.info(name);
-  } catch {
-    await jsm.streams.add({ name, subjects, retention: RetentionPolicy.Workqueue, storage: StorageType.File, max_msg_size: -1, num_replicas: replicas });
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * JetStream's answers while a cluster elects new leaders, or while a node of it is down: a request
+ * that times out, "JetStream system temporarily unavailable" (503), "leadership change", no responders.
+ */
+const TRANSIENT = /timeout|temporarily unavailable|leadership change|no responders|no suitable peers/i;
+
+/** Runs `f` again while it fails with a transient JetStream error (TRANSIENT), for up to `ms`; other errors are thrown at once. */
+async function whileElecting<T>(f: () => Promise<T>, ms = 60_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    try {
+      return await f();
+    } catch (e) {
+      if (!TRANSIENT.test(`${(e as Error).name} ${(e as Error).message}`) || Date.now() > end) throw e;
+      await sleep(1000);
+    }
   }
+}
+
+/** Creates a stream unless it exists; across a leader election, and an add that timed out but created it (see addConsumer). */
+async function ensureStream(jsm: JetStreamManager, name: string, subjects: string[], replicas: number): Promise<void> {
+  await whileElecting(async () => {
+    try {
+      await jsm.streams.info(name);
+    } catch (e) {
+      if (!/stream not found/i.test((e as Error).message)) throw e;
+      await jsm.streams.add({ name, subjects, retention: RetentionPolicy.Workqueue, storage: StorageType.File, max_msg_size: -1, num_replicas: replicas });
+    }
+  });
+}
+
+/**
+ * Adds (or finds) a durable consumer. On a 3-node 2.9.10 cluster with one node down, creating a
+ * replicated consumer (or stream) took up to ~5 s, nats.js's request timeout, so about one `phasemap
+ * run` in two started during such an outage exited with "TimeoutError: timeout": a timed-out add is
+ * retried (it may have created the consumer meanwhile: then it is there).
+ */
+async function addConsumer(jsm: JetStreamManager, stream: string, config: Parameters<JetStreamManager['consumers']['add']>[1] & { durable_name: string }): Promise<void> {
+  await whileElecting(async () => {
+    try {
+      await jsm.consumers.add(stream, config);
+    } catch (e) {
+      if (!(await jsm.consumers.info(stream, config.durable_name).then(() => true, () => false))) throw e;
+    }
+  });
 }
 
 const collectorConsumerConfig = (names: TransportNames, sweep: string) => ({
@@ -49,7 +90,7 @@ const collectorConsumerConfig = (names: TransportNames, sweep: string) => ({
  */
 export async function resetCollectorConsumer(t: Transport, sweep: string): Promise<void> {
   await t.jsm.consumers.delete(t.names.outStream, t.names.collector(sweep)).catch(() => undefined);
-  await t.jsm.consumers.add(t.names.outStream, collectorConsumerConfig(t.names, sweep));
+  await addConsumer(t.jsm, t.names.outStream, collectorConsumerConfig(t.names, sweep));
 }
 
 /**
@@ -61,15 +102,11 @@ export async function ensureResources(nc: NatsConnection, names: TransportNames,
   const jsm = await jetstreamManager(nc);
   await ensureStream(jsm, names.trialsStream, [names.trialsAll], replicas);
   await ensureStream(jsm, names.outStream, [names.outAll], replicas);
-  await jsm.consumers.add(names.trialsStream, workerConsumerConfig(names)).catch(async (e) => {
-    // Already there with the same name: fine.
-    await jsm.consumers.info(names.trialsStream, names.workerConsumer).catch(() => { throw e; });
-  });
-  await jsm.consumers.add(names.outStream, collectorConsumerConfig(names, sweep)).catch(async (e) => {
-    await jsm.consumers.info(names.outStream, names.collector(sweep)).catch(() => { throw e; });
-  });
+  // Already there with the same name (another config, e.g. its own ack wait): fine.
+  await addConsumer(jsm, names.trialsStream, workerConsumerConfig(names));
+  await addConsumer(jsm, names.outStream, collectorConsumerConfig(names, sweep));
   const js = jetstream(nc);
-  const kv = await new Kvm(js).create(names.stateBucket, { history: 1, replicas });
+  const kv = await whileElecting(() => new Kvm(js).create(names.stateBucket, { history: 1, replicas }));
   return { names, nc, js, jsm, kv };
 }
 
@@ -207,7 +244,7 @@ export async function claimSweepOwner(t: Transport, sweep: string, dir: string):
 
 /** Sets a sweep's control record (schemas/transport.ts SweepControl). */
 export async function setSweepControl(t: Pick<Transport, 'kv' | 'names'>, sweep: string, c: SweepControl): Promise<void> {
-  await t.kv.put(t.names.controlKey(sweep), JSON.stringify(c));
+  await whileElecting(() => t.kv.put(t.names.controlKey(sweep), JSON.stringify(c)));
 }
 
 /**

@@ -501,3 +501,31 @@ export function natsAuthForUrl(url: string | undefined, opts: NatsCliOptions, en
   if (given.length) throw new NatsConfigError(`${given.join(', ')}: only with --nats URL (the embedded nats-server has no authorization or TLS)`);
   return undefined;
 }
+
+const watched = new WeakSet<NatsConnection>();
+
+/**
+ * Logs what happens to a connection: `NATS: lost the connection to HOST:PORT; reconnecting …` when
+ * the server it is connected to goes away (a warning), `NATS: reconnected to HOST:PORT after N s`
+ * once it is back on any server of the list, and a server's announced shutdown (lame duck mode).
+ * The tries in between (every 0.5 s, forever) are not logged. Once per connection: a second call
+ * for the same connection (an orchestrator's local worker shares its connection) does nothing.
+ */
+export function logConnectionEvents(nc: NatsConnection, log: { info(msg: string): void; warn(msg: string): void }): void {
+  if (watched.has(nc)) return;
+  watched.add(nc);
+  void (async () => {
+    let since: number | null = null;
+    for await (const s of nc.status()) {
+      if (s.type === 'disconnect') {
+        since ??= Date.now();
+        log.warn(`NATS: lost the connection to ${redactUrl(s.server)}; reconnecting (to any server of --nats, or one the cluster announced)`);
+      } else if (s.type === 'reconnect') {
+        log.info(`NATS: reconnected to ${redactUrl(s.server)}${since === null ? '' : ` after ${((Date.now() - since) / 1000).toFixed(1)} s`}`);
+        since = null;
+      } else if (s.type === 'ldm') {
+        log.warn(`NATS: ${redactUrl(s.server)} is shutting down (lame duck mode); moving to another server`);
+      }
+    }
+  })().catch(() => undefined);
+}

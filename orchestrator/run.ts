@@ -24,7 +24,7 @@ import { LiveReport } from './live-report.js';
 import { Collector } from './collector.js';
 import { claimSweepOwner, connectNats, ensureResources, publishTrials, resetCollectorConsumer, setSweepControl, watchJetStream, watchMaxDeliveries } from './jetstream.js';
 import { DEFAULT_MIN_FREE, DiskGuard, embeddedStoreLimit, fmtBytes, STORE_BLOCK_SLACK, type MinFree } from './disk-space.js';
-import { redactUrl, type NatsAuth } from './nats-connect.js';
+import { logConnectionEvents, redactUrl, type NatsAuth } from './nats-connect.js';
 import { embeddedStoreDir, startEmbeddedNats, type EmbeddedNats } from './nats-server.js';
 import { readTrialsParquet, writeTrialsParquet } from './parquet-store.js';
 import { attemptPhases } from '../analysis/phases.js';
@@ -327,6 +327,8 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
     if (disk.low) log.warn(disk.pauseLine(waitsIn));
     // Errors come worded (`--nats <URL, password redacted>: authorization failed …`): see nats-connect.ts.
     nc = await connectNats(opts.nats ?? embedded!.url, `phasemap-run-${sweep.name}`, opts.nats ? opts.natsAuth : undefined);
+    // Through `log` as it is at the time (the progress bar's logger once the sweep runs).
+    logConnectionEvents(nc, { info: (m) => log.info(m), warn: (m) => log.warn(m) });
     const names = transportNames(opts.namespace ?? DEFAULT_NAMESPACE);
     const transport = await unlessStopped(ensureResources(nc, names, sweep.name, opts.replicas ?? 1));
     jsm = transport.jsm;
@@ -372,6 +374,7 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
       disk,
       resetConsumer: () => resetCollectorConsumer(transport, sweep.name),
       onWarning: (m) => log.warn(m),
+      onInfo: (m) => log.info(m),
       onTrialFinished: (r, res) => {
         if (!waiting?.delete(r.trial_id)) return;
         live?.poke();

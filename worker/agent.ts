@@ -28,7 +28,7 @@ import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
 import { promisify } from 'node:util';
-import { jetstream, jetstreamManager, type Consumer, type JetStreamClient, type JsMsg } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager, type Consumer, type JetStreamClient, type JetStreamManager, type JsMsg } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import { headers, type NatsConnection } from '@nats-io/transport-node';
 import { DEFAULT_MAX_MESSAGE_BYTES } from '../schemas/metrics.js';
@@ -36,6 +36,7 @@ import { TRIAL_ID_PATTERN } from '../schemas/parquet.js';
 import { casState, readState, TERMINAL, writeStateIf } from '../schemas/trial-state.js';
 import type { BackendName, BackendRequest, TrialMessage, TrialResultMessage, TrialState } from '../schemas/trial.js';
 import { chunkBytes, CKPT_HEADERS, DEFAULT_NAMESPACE, MAX_DELIVER, transportNames, workerConsumerConfig, type ProgressMessage, type SweepControl, type TransportNames } from '../schemas/transport.js';
+import { logConnectionEvents } from '../orchestrator/nats-connect.js';
 import { fetchCheckpoint } from './checkpoint-fetch.js';
 import { makeSlotPool, type SlotPool } from './pool.js';
 import { parseFuse } from './fuse.js';
@@ -138,6 +139,9 @@ const HANDBACK_NAK_DELAY_MS = 1;
 /** Hands a trial message back for redelivery at once, also across a server restart (HANDBACK_NAK_DELAY_MS). */
 const handBackMsg = (m: JsMsg) => m.nak(HANDBACK_NAK_DELAY_MS);
 
+/** The namespace's streams or bucket do not exist (yet). */
+class NoStreams extends Error {}
+
 /** One trial running on this worker. */
 interface Running {
   trial: TrialMessage;
@@ -222,6 +226,9 @@ export class WorkerAgent {
   private ackWaitMs = 60_000;
   private cancelled = new Set<string>();
   private watcher: { stop(): void } | null = null;
+  private jsm!: JetStreamManager;
+  /** A pollControl is running. */
+  private polling = false;
   private readonly host = hostname();
 
   constructor(private readonly opts: AgentOptions) {
@@ -235,6 +242,7 @@ export class WorkerAgent {
   /** Resolves the backend, starts the slots and begins pulling trials. */
   async start(): Promise<BackendName> {
     const { nc } = this.opts;
+    if (this.opts.log) logConnectionEvents(nc, this.opts.log);
     this.backend = await resolveBackend(this.opts.backend);
     this.pool = await makeSlotPool(this.backend, { slots: this.opts.slots, gpus: this.opts.gpus, slotsPerGpu: this.opts.slotsPerGpu });
     this.opts.log?.info(`worker ${this.name}: ${this.pool.size} slot(s), backend ${this.backend}${this.backend === 'wasm' ? ` (${wasmNativeSummary()})` : ''}, namespace ${this.names.ns}`);
@@ -243,51 +251,136 @@ export class WorkerAgent {
     const maxPayload = nc.info?.max_payload ?? DEFAULT_MAX_MESSAGE_BYTES;
     this.maxBytes = maxPayload - Math.min(4096, Math.floor(maxPayload / 8));
     const jsm = await jetstreamManager(nc);
-    // A worker may join a cluster before any orchestrator has created the streams and the bucket.
-    for (let waited = false; ; waited = true) {
+    this.jsm = jsm;
+    // A worker may join a cluster before any orchestrator has created the streams and the bucket, or
+    // while a NATS node is lost and its streams and consumers elect new leaders (JetStream answers
+    // "temporarily unavailable" or not at all for a few seconds): it waits, then starts.
+    let said = '';
+    for (;;) {
       try {
-        await jsm.streams.info(this.names.trialsStream);
+        await jsm.streams.info(this.names.trialsStream).catch((e: Error) => {
+          throw /stream not found/i.test(e.message) ? new NoStreams() : e;
+        });
         this.kv = await new Kvm(this.js).open(this.names.stateBucket);
         // open() does not prove the bucket exists yet (an orchestrator creates it after the streams).
-        await this.kv.status();
+        await this.kv.status().catch((e: Error) => {
+          throw /stream not found/i.test(e.message) ? new NoStreams() : e;
+        });
+        const ci = await jsm.consumers.info(this.names.trialsStream, this.names.workerConsumer).catch((e: Error) => {
+          if (/consumer not found/i.test(e.message)) return jsm.consumers.add(this.names.trialsStream, workerConsumerConfig(this.names));
+          throw e;
+        });
+        this.ackWaitMs = Math.max(1000, Math.round((ci.config.ack_wait ?? 60e9) / 1e6));
+        this.consumer = await this.js.consumers.get(this.names.trialsStream, this.names.workerConsumer);
         break;
-      } catch {
+      } catch (e) {
         if (this.stopping) return this.backend;
-        if (!waited) this.opts.log?.info(`worker ${this.name}: waiting for an orchestrator (phasemap run) to create the ${this.names.ns} streams`);
+        const why = e instanceof NoStreams ? 'streams' : (e as Error).message;
+        if (why !== said) {
+          this.opts.log?.info(
+            e instanceof NoStreams
+              ? `worker ${this.name}: waiting for an orchestrator (phasemap run) to create the ${this.names.ns} streams`
+              : `worker ${this.name}: JetStream not ready (${why}); trying again`,
+          );
+          said = why;
+        }
         await sleep(1000);
       }
     }
-    const ci = await jsm.consumers.info(this.names.trialsStream, this.names.workerConsumer).catch(() => jsm.consumers.add(this.names.trialsStream, workerConsumerConfig(this.names)));
-    this.ackWaitMs = Math.max(1000, Math.round((ci.config.ack_wait ?? 60e9) / 1e6));
-    this.consumer = await this.js.consumers.get(this.names.trialsStream, this.names.workerConsumer);
     await this.watchControl();
     // Trials waiting in the local queue keep their messages (in-progress acks, as running ones do).
     this.keepAlive = setInterval(() => {
       for (const q of this.queue) q.m.working();
+      void this.pollControl();
     }, Math.max(500, this.ackWaitMs / 3));
     this.loop = this.pull();
     return this.backend;
   }
 
-  /** Follows the sweeps' control keys: a cancelled sweep's running trials stop at their next step. */
+  /**
+   * Follows the sweeps' control keys: a cancelled sweep's running trials stop at their next step. The
+   * watcher is a one-replica consumer: on nats-server 2.9 with a node of the cluster down, creating
+   * one fails about half the time (it is placed on the dead node and the request times out), and
+   * nats.js gives a watcher up after 30 failed re-creations. So a worker does not fail to start for
+   * it: it tries again every few seconds until it has one (pollControl covers the gap), and starts a
+   * new one should the old one end.
+   */
   private async watchControl(): Promise<void> {
-    const it = await this.kv.watch({ key: '*._control' });
-    this.watcher = it;
-    void (async () => {
+    const open = async () => {
+      const it = await this.kv.watch({ key: '*._control' });
+      this.watcher = it;
+      if (this.stopping) it.stop(); // stop() ran meanwhile
+      return it;
+    };
+    const follow = async (it: Awaited<ReturnType<typeof open>>) => {
       for await (const e of it) {
-        const sweep = e.key.slice(0, -'._control'.length);
         let c: SweepControl | null = null;
         try {
           c = e.operation === 'PUT' ? e.json<SweepControl>() : null;
         } catch {
           c = null;
         }
-        if (c?.cancelled) {
-          this.cancelled.add(sweep);
-          for (const r of this.running.values()) if (r.trial.sweep === sweep) this.halt(r, 'cancelled');
-        } else this.cancelled.delete(sweep);
+        this.applyControl(e.key.slice(0, -'._control'.length), c);
       }
-    })().catch(() => undefined);
+    };
+    let first: Awaited<ReturnType<typeof open>> | null = await open().catch(() => null);
+    void (async () => {
+      let warned = false;
+      while (!this.stopping) {
+        const it = first ?? (await open().catch(() => null));
+        first = null;
+        if (it) {
+          if (warned) this.opts.log?.info(`worker ${this.name}: watching the sweeps' cancel flags again`);
+          warned = false;
+          await follow(it).catch(() => undefined);
+        } else if (!warned) {
+          warned = true;
+          this.opts.log?.warn(`worker ${this.name}: cannot watch the sweeps' cancel flags now (a NATS node down?); reading them every ${Math.round(Math.max(500, this.ackWaitMs / 3) / 1000)} s meanwhile, trying again`);
+        }
+        if (!this.stopping) await sleep(3000);
+      }
+    })();
+  }
+
+  private applyControl(sweep: string, c: SweepControl | null): void {
+    if (c?.cancelled) {
+      this.cancelled.add(sweep);
+      for (const r of this.running.values()) if (r.trial.sweep === sweep) this.halt(r, 'cancelled');
+    } else this.cancelled.delete(sweep);
+  }
+
+  /**
+   * A sweep's control record as the bucket's stream leader has it (not a possibly lagging replica's
+   * copy, as a direct get may return); null when there is none, undefined when it cannot be read now.
+   */
+  private async readControl(sweep: string): Promise<SweepControl | null | undefined> {
+    try {
+      const m = await this.jsm.streams.getMessage(`KV_${this.names.stateBucket}`, { last_by_subj: `$KV.${this.names.stateBucket}.${this.names.controlKey(sweep)}` });
+      const op = m?.header?.get('KV-Operation');
+      return !m || op === 'DEL' || op === 'PURGE' ? null : m.json<SweepControl>();
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * The watcher's back-up, every third of the ack wait: reads the control record of each sweep this
+   * worker runs trials of or holds cancelled. The watcher is a consumer on one NATS node; when that
+   * node dies, nats.js notices only after two missed 30 s heartbeats and recreates it elsewhere, and
+   * meanwhile a `phasemap cancel` went unnoticed here for up to ~1.5 minutes.
+   */
+  private async pollControl(): Promise<void> {
+    if (this.polling) return;
+    this.polling = true;
+    try {
+      const sweeps = new Set([...[...this.running.values()].map((r) => r.trial.sweep), ...this.cancelled]);
+      for (const sweep of sweeps) {
+        const c = await this.readControl(sweep);
+        if (c !== undefined) this.applyControl(sweep, c);
+      }
+    } finally {
+      this.polling = false;
+    }
   }
 
   private halt(r: Running, why: NonNullable<Running['why']>): void {
@@ -527,6 +620,11 @@ export class WorkerAgent {
 
     // Claim the trial: compare-and-set its state to running under this worker.
     let finished: TrialState | null = null;
+    if (this.cancelled.has(trial.sweep)) {
+      // Held cancelled: make sure it still is (a new run of the sweep clears it, and the watcher may be behind).
+      const c = await this.readControl(trial.sweep);
+      if (c !== undefined) this.applyControl(trial.sweep, c);
+    }
     let cancelled = this.cancelled.has(trial.sweep);
     const claim = await this.retry('claim', () =>
       casState(this.kv, key, (cur) => {
