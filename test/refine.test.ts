@@ -1,0 +1,98 @@
+/**
+ * Adaptive refinement: the planner (analysis/refine.ts) on synthetic phase fields, and `phasemap
+ * refine DIR` end to end on a tiny real sweep.
+ */
+import test from 'ava';
+import type { Phase } from '../analysis/diagram.js';
+import { logMidpoint, planRefinement, type RefineSample } from '../analysis/refine.js';
+
+/** A synthetic field: diverged above a boundary lr* = 3e-3 · (bs/64)^0.5, steady below; group 'b' is shifted 4x up. */
+function field(group: string, lr: number, bs: number): Phase {
+  const boundary = 3e-3 * Math.sqrt(bs / 64) * (group === 'b' ? 4 : 1);
+  return lr > boundary ? 'diverged' : 'steady';
+}
+const N = 1024; // batch 'full'
+const LRS = [1e-4, 1e-3, 1e-2, 1e-1];
+const BSS = [16, 64, 256, N];
+
+function grid(groups: string[], seeds: number[]): RefineSample[] {
+  const out: RefineSample[] = [];
+  for (const group of groups) for (const x of LRS) for (const y of BSS) for (const seed of seeds) out.push({ group, x, y, seed, phase: field(group, x, y) });
+  return out;
+}
+
+/** Runs rounds of plan → "train" (evaluate the field) until nothing is proposed or the budget is spent. */
+function refineRounds(samples: RefineSample[], budget: number, resolution: number, maxRounds = 100): { samples: RefineSample[]; added: number; rounds: number } {
+  let added = 0;
+  let rounds = 0;
+  for (; rounds < maxRounds; rounds++) {
+    const plan = planRefinement(samples, { resolution, budget: budget - added, yInteger: true });
+    if (plan.length === 0) break;
+    added += plan.length;
+    samples = [...samples, ...plan.map((p) => ({ group: p.group, x: p.x, y: p.y, seed: p.seed, phase: field(p.group, p.x, p.y) }))];
+  }
+  return { samples, added, rounds };
+}
+
+test('planRefinement: repeated rounds bracket the boundary along each batch size to within the resolution', (t) => {
+  const start = grid(['a', 'b'], [0, 1]);
+  const { samples, added, rounds } = refineRounds(start, 10_000, 1.25);
+  t.true(rounds > 2 && rounds < 100, `rounds ${rounds}`);
+  t.true(added > 0);
+  for (const group of ['a', 'b'])
+    for (const y of BSS) {
+      const row = [...new Set(samples.filter((s) => s.group === group && s.y === y).map((s) => s.x))].sort((a, b) => a - b);
+      const boundary = 3e-3 * Math.sqrt(y / 64) * (group === 'b' ? 4 : 1);
+      const below = row.filter((x) => x <= boundary).at(-1)!;
+      const above = row.find((x) => x > boundary)!;
+      t.true(above / below <= 1.25, `${group} bs ${y}: bracket ${below}…${above}`);
+    }
+  // Seeds are the same at every new point (both of the cells it lies between).
+  for (const s of samples.slice(start.length)) t.true(samples.some((o) => o !== s && o.group === s.group && o.x === s.x && o.y === s.y && o.seed !== s.seed));
+  // Batch sizes stay integers, within the grid's range.
+  for (const s of samples) t.true(Number.isInteger(s.y) && s.y >= 16 && s.y <= N);
+});
+
+test('planRefinement: never more than the budget, over all rounds', (t) => {
+  for (const budget of [0, 1, 7, 30]) {
+    const { added, samples } = refineRounds(grid(['a'], [0, 1, 2]), budget, 1.25);
+    t.true(added <= budget, `budget ${budget}: added ${added}`);
+    t.is(samples.length, 48 + added);
+    if (budget > 0) t.is(added, budget); // this field has more to refine than 30 trials
+  }
+});
+
+test('planRefinement: proposes log midpoints of neighbours that differ, with the same seeds; a second call on the trials plus their refinements proposes nothing already present', (t) => {
+  const start = grid(['a'], [0, 1]);
+  const plan = planRefinement(start, { resolution: 1.25, budget: 1000, yInteger: true });
+  // At bs 64 the boundary 3e-3 lies between lr 1e-3 and 1e-2: the midpoint 3.162e-3, seeds 0 and 1.
+  t.deepEqual(plan.filter((p) => p.y === 64 && p.axis === 'x').map((p) => [p.x, p.seed]), [[3.162e-3, 0], [3.162e-3, 1]]);
+  t.is(logMidpoint(1e-3, 1e-2), 3.162e-3);
+  // Along y at lr 1e-2: diverged at 16, 64, 256 and steady at 1024 (boundary 1.2e-2): midpoint 512.
+  t.true(plan.some((p) => p.axis === 'y' && p.x === 1e-2 && p.y === 512));
+  // Only pairs that differ: at lr 1e-4 every cell is steady.
+  t.false(plan.some((p) => p.x === 1e-4 && p.axis === 'y'));
+  const keys = (ps: Array<{ group: string; x: number; y: number; seed: number }>) => ps.map((p) => `${p.group}|${p.x}|${p.y}|${p.seed}`);
+  t.is(new Set(keys(plan)).size, plan.length, 'deduplicated');
+  // Deterministic.
+  t.deepEqual(planRefinement([...start].reverse(), { resolution: 1.25, budget: 1000, yInteger: true }), plan);
+  // The same trials with their refinements queued but not done (existing), or done:
+  const again = planRefinement(start, { resolution: 1.25, budget: 1000, yInteger: true }, plan);
+  t.deepEqual(again, []);
+  const done = [...start, ...plan.map((p) => ({ ...p, phase: field(p.group, p.x, p.y) }))];
+  const next = planRefinement(done, { resolution: 1.25, budget: 1000, yInteger: true });
+  const present = new Set(keys(done));
+  t.true(next.length > 0);
+  for (const k of keys(next)) t.false(present.has(k), k);
+});
+
+test('planRefinement: pairs within the resolution, and midpoints that round onto an existing value, are skipped', (t) => {
+  const s = (x: number, y: number, phase: Phase, seed = 0): RefineSample => ({ group: 'g', x, y, seed, phase });
+  t.deepEqual(planRefinement([s(1e-3, 64, 'steady'), s(1.2e-3, 64, 'diverged')], { resolution: 1.25, budget: 10 }), []);
+  t.is(planRefinement([s(1e-3, 64, 'steady'), s(1.3e-3, 64, 'diverged')], { resolution: 1.25, budget: 10 }).length, 1);
+  // 2 and 3: the midpoint 2.449 rounds to 2, which exists.
+  t.deepEqual(planRefinement([s(1e-3, 2, 'steady'), s(1e-3, 3, 'diverged')], { resolution: 1.25, budget: 10, yInteger: true }), []);
+  // Same consensus, but the seeds disagree in one cell: refined.
+  t.is(planRefinement([s(1e-3, 64, 'steady'), s(1e-3, 64, 'steady', 1), s(1e-2, 64, 'steady'), s(1e-2, 64, 'diverged', 1), s(1e-2, 64, 'steady', 2)], { resolution: 1.25, budget: 10 }).length, 3);
+  t.throws(() => planRefinement([], { resolution: 1, budget: 1 }), { message: /resolution/ });
+});
