@@ -14,11 +14,13 @@ import {
   MAX_TRIALS_DEFAULT,
   MAX_TRIALS_LIMIT,
   ModelSchema,
+  RefineSchema,
   SweepSpecSchema,
   TrainSchema,
   problemSchemas,
   strategySchemas,
   type AnalysisConfig,
+  type RefineConfig,
   type SweepSpec,
   type TrialConfig,
 } from '../schemas/sweep.js';
@@ -98,6 +100,8 @@ export interface ResolvedSweep {
   trials: ResolvedTrial[];
   /** Grid combinations that resolved to a trial already in `trials` (same config, same id), dropped. */
   duplicates: number;
+  /** The `refine:` block with defaults applied; null when the spec has none. Not part of any trial. */
+  refine: RefineConfig | null;
 }
 
 /** RFC 8785 (JCS) canonical JSON; the package is CommonJS with an ESM-style default in its types. */
@@ -423,6 +427,8 @@ export function resolveSweep(raw: unknown, source?: string): ResolvedSweep {
   const spec = raw as SweepSpec;
   const analysis = resolveAnalysis(spec.analysis);
   errors.push(...analysis.errors);
+  const refine = resolveRefine(spec.refine);
+  errors.push(...refine.errors);
   const maxAttempts = spec.max_attempts === undefined ? 3 : spec.max_attempts;
   if (!Number.isInteger(maxAttempts) || (maxAttempts as number) < 1 || (maxAttempts as number) > 10)
     errors.push(new SpecError('max_attempts', maxAttempts, 'an integer from 1 to 10'));
@@ -488,7 +494,7 @@ export function resolveSweep(raw: unknown, source?: string): ResolvedSweep {
   located.sort((a, b) => compareRanks(a.rank, b.rank) || sectionRank(a.err) - sectionRank(b.err) || a.seq - b.seq);
   for (const { err } of located) if (!errors.some((x) => x.message === err.message)) errors.push(err);
   if (errors.length) fail(errors);
-  return { name: spec.name, description: spec.description, spec, analysis: analysis.value, max_attempts: maxAttempts as number, trials, duplicates };
+  return { name: spec.name, description: spec.description, spec, analysis: analysis.value, max_attempts: maxAttempts as number, trials, duplicates, refine: refine.value };
 }
 
 /** The number of grid combinations (the product of the lists' lengths), exact however large. */
@@ -651,6 +657,16 @@ function overriddenBaseErrors(base: Record<string, unknown>, gridKeys: string[])
     const note = `grid.${by.key} ${by.replaces ? 'replaces' : 'overrides'} this base value in every trial, so it is never used: fix it or remove it`;
     return [e.relocated({ note })];
   });
+}
+
+/** Validates the spec's `refine:` block (absent = null) into a new object with defaults applied. */
+function resolveRefine(raw: unknown): { value: RefineConfig | null; errors: SpecError[] } {
+  if (raw === undefined) return { value: null, errors: [] };
+  const value = raw !== null && typeof raw === 'object' && !Array.isArray(raw) ? { ...(raw as object) } : raw;
+  const errors = validateObject(RefineSchema, value, 'refine');
+  const r = value as RefineConfig;
+  if (!errors.length && r.x === r.y) errors.push(new SpecError('refine.y', r.y, `an axis other than refine.x (${r.x})`));
+  return { value: errors.length ? null : r, errors };
 }
 
 /** Validates the spec's `analysis:` block (absent = all defaults) into a new object with defaults applied. */
