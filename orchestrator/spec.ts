@@ -87,6 +87,8 @@ export interface ResolvedTrial {
   config: TrialConfig;
   /** The grid values that made this trial, by dotted path. */
   grid_values: Record<string, unknown>;
+  /** The refinement round that added this trial (orchestrator/refine.ts); absent for a grid trial. */
+  refine_round?: number;
 }
 
 export interface ResolvedSweep {

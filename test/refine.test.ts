@@ -2,9 +2,12 @@
  * Adaptive refinement: the planner (analysis/refine.ts) on synthetic phase fields, and `phasemap
  * refine DIR` end to end on a tiny real sweep.
  */
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import test from 'ava';
 import type { Phase } from '../analysis/diagram.js';
 import { logMidpoint, planRefinement, type RefineSample } from '../analysis/refine.js';
+import { duck, runCli, tempDir } from './helpers.js';
 
 /** A synthetic field: diverged above a boundary lr* = 3e-3 · (bs/64)^0.5, steady below; group 'b' is shifted 4x up. */
 function field(group: string, lr: number, bs: number): Phase {
@@ -95,4 +98,53 @@ test('planRefinement: pairs within the resolution, and midpoints that round onto
   // Same consensus, but the seeds disagree in one cell: refined.
   t.is(planRefinement([s(1e-3, 64, 'steady'), s(1e-3, 64, 'steady', 1), s(1e-2, 64, 'steady'), s(1e-2, 64, 'diverged', 1), s(1e-2, 64, 'steady', 2)], { resolution: 1.25, budget: 10 }).length, 3);
   t.throws(() => planRefinement([], { resolution: 1, budget: 1 }), { message: /resolution/ });
+});
+
+// A tiny real sweep: lr 1e-3 is still fitting after 40 steps; lr 3 and 10 diverge (loss at 1.5x its running minimum to the end).
+const TINY = `
+name: refine-tiny
+problem: {name: helmholtz2d, a1: 1, a2: 2, n_collocation: 64, n_boundary: 8, eval_grid: 11}
+model: {width: 8, depth: 2}
+train: {steps: 40, log_every: 5, eval_every: 10}
+diagnostics: {every: 10, snr_batches: 4}
+analysis: {divergence_factor: 1.5}
+refine: {rounds: 1, budget: 10}
+grid:
+  train.lr: [0.001, 3, 10]
+`;
+
+interface SweepJson { trials: Array<{ trial_id: string; config: { train: { lr: number } }; refine_round?: number }> }
+
+test.serial('phasemap run with refine: adds trials at the log midpoints between cells that differ; refine again adds none; --rounds 2 goes on; sweep.json records the round', async (t) => {
+  const work = await tempDir('refine');
+  const spec = join(work, 'tiny.yaml');
+  const out = join(work, 'out');
+  await writeFile(spec, TINY);
+  const flags = ['--slots', '2', '--backend', 'wasm'];
+  const r1 = await runCli(['run', spec, '--out', out, ...flags], { timeoutMs: 60_000 });
+  t.is(r1.code, 0, r1.stderr);
+  t.regex(r1.stderr, /refine: round 1 of 1: 1 new trial/);
+  const phases = async () => new Map((await duck(`SELECT lr, final_phase, status FROM '${out}/trials.parquet'`)).map((r) => [r.lr as number, r]));
+  const p1 = await phases();
+  t.deepEqual([...p1.keys()].sort((a, b) => a - b), [0.001, logMidpoint(0.001, 3), 3, 10]);
+  t.is(p1.get(0.001)!.final_phase, 'fitting');
+  t.is(p1.get(3)!.final_phase, 'diverged');
+  for (const r of p1.values()) t.is(r.status, 'done');
+  const s1 = JSON.parse(await readFile(join(out, 'sweep.json'), 'utf8')) as SweepJson;
+  t.deepEqual(s1.trials.map((x) => [x.config.train.lr, x.refine_round]).sort((a, b) => a[0]! - b[0]!), [[0.001, undefined], [logMidpoint(0.001, 3), 1], [3, undefined], [10, undefined]]);
+
+  // The same options again: round 1 is recorded, nothing is added or run.
+  const r2 = await runCli(['refine', out, ...flags], { timeoutMs: 60_000 });
+  t.is(r2.code, 0, r2.stderr);
+  t.regex(r2.stderr, /refine: no new trials/);
+  t.is(((JSON.parse(await readFile(join(out, 'sweep.json'), 'utf8')) as SweepJson).trials).length, 4);
+
+  // One more round: new points only at the log midpoints of neighbours whose phases differ.
+  const lrs = [...p1.keys()].sort((a, b) => a - b);
+  const expected = lrs.slice(1).flatMap((b, i) => (p1.get(lrs[i]!)!.final_phase !== p1.get(b)!.final_phase ? [logMidpoint(lrs[i]!, b)] : []));
+  const r3 = await runCli(['refine', out, '--rounds', '2', ...flags], { timeoutMs: 60_000 });
+  t.is(r3.code, 0, r3.stderr);
+  const s3 = JSON.parse(await readFile(join(out, 'sweep.json'), 'utf8')) as SweepJson;
+  t.deepEqual(s3.trials.filter((x) => x.refine_round === 2).map((x) => x.config.train.lr).sort((a, b) => a - b), expected);
+  t.is(s3.trials.length, 4 + expected.length);
 });
