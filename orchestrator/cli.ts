@@ -378,9 +378,10 @@ axisOptions(
   'table',
 ).action(async (dir: string, o: { x: string; y: string; facet: string | false }) => {
   try {
-    const { buildDiagram, renderDiagram } = await import('../analysis/diagram.js');
+    const { buildDiagram, renderBoundaries, renderDiagram } = await import('../analysis/diagram.js');
     const axes = axesOf(o);
-    process.stdout.write(renderDiagram(await buildDiagram(dir, axes), axes));
+    const cells = await buildDiagram(dir, axes);
+    process.stdout.write(renderDiagram(cells, axes) + renderBoundaries(cells, axes));
   } catch (e) {
     process.exitCode = failDir(e);
   }

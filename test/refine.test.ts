@@ -5,7 +5,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import test from 'ava';
-import type { Phase } from '../analysis/diagram.js';
+import { renderBoundaries, type DiagramCell, type Phase } from '../analysis/diagram.js';
 import { logMidpoint, planRefinement, type RefineSample } from '../analysis/refine.js';
 import { duck, runCli, tempDir } from './helpers.js';
 
@@ -147,4 +147,21 @@ test.serial('phasemap run with refine: adds trials at the log midpoints between 
   const s3 = JSON.parse(await readFile(join(out, 'sweep.json'), 'utf8')) as SweepJson;
   t.deepEqual(s3.trials.filter((x) => x.refine_round === 2).map((x) => x.config.train.lr).sort((a, b) => a - b), expected);
   t.is(s3.trials.length, 4 + expected.length);
+});
+
+test('renderBoundaries: one line per pair of neighbouring cells whose dominant phases differ, per facet', (t) => {
+  const cell = (facet: string, x: number, y: number, phase: Phase, y_full = false): DiagramCell => ({
+    facet, x, y, trials: 1, share_diverged: 0, share_fitting: 0, share_steady: 0, share_diffusion: 0, share_equilibrium: 0, [`share_${phase}`]: 1,
+    median_t_equilibrium: null, min_t_equilibrium: null, max_t_equilibrium: null, median_final_rel_l2: null, best_final_rel_l2: null, worst_final_rel_l2: null,
+    y_full, x_full: false, facet_full: false,
+  });
+  const cells = [
+    cell('vanilla', 6.3e-4, 1024, 'diffusion', true), cell('vanilla', 7.9433e-4, 1024, 'equilibrium', true), cell('vanilla', 1e-3, 1024, 'equilibrium', true),
+    cell('vanilla', 6.3e-4, 128, 'diffusion'),
+    cell('rba', 1e-3, 1024, 'steady', true),
+  ];
+  const axes = { x: 'lr', y: 'batch_size', facet: 'strategy' };
+  t.is(renderBoundaries(cells, axes), 'phase boundaries (neighbouring cells whose dominant phases differ):\n  vanilla, batch full: diffusion → equilibrium between lr 6.3e-4 and 7.9e-4\n');
+  t.is(renderBoundaries([cells[4]!], axes), '');
+  t.regex(renderBoundaries([cell('v', 1e-3, 64, 'fitting'), cell('v', 1e-3, 128, 'diverged')], axes), /v, lr 1e-3: fitting → diverged between batch 64 and 128/);
 });
