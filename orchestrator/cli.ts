@@ -230,13 +230,15 @@ program
       const { runSweep } = await import('./run.js');
       const runOpts = { out: o.out, nats: o.nats, natsAuth: natsAuthForUrl(o.nats, o), slots: o.slots, backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, fuse, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, replicas: o.replicas, signal: ac.signal, liveReport: true, minFree };
       let s: Outcome = await runSweep({ spec, ...runOpts });
+      let refined: DiagramAxes | undefined;
       // The spec's refine: rounds follow the grid (not after an interrupt, an error or a cancel).
       if (!s.interrupted && s.error === null && s.cancelled === 0 && (await loadSweep(spec)).refine) {
         const { refineSweep } = await import('./refine.js');
         const r = await refineSweep({ ...runOpts, out: s.dir });
         s = { ...r, queued: s.queued + r.queued, done: s.done + r.done, failed: [...s.failed, ...r.failed], total: r.queued ? r.total : s.total };
+        refined = { x: r.refine.x, y: r.refine.y, facet: r.refine.facet };
       }
-      await finishRun(s);
+      await finishRun(s, refined);
     } catch (e) {
       process.exitCode = fail(e);
     }
@@ -273,7 +275,7 @@ program
       const { refineSweep } = await import('./refine.js');
       const r = await refineSweep({ out: dir, rounds: o.rounds, budget: o.budget, nats: o.nats, natsAuth: natsAuthForUrl(o.nats, o), slots: o.slots, backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, fuse, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, replicas: o.replicas, signal: ac.signal, liveReport: true, minFree });
       log.info(`refine: ${r.added.length ? r.added.map((a) => `round ${a.round}: ${a.trials} trial(s)`).join(', ') : 'no new trials'} (rounds ${r.refine.rounds}, resolution ${r.refine.resolution}, budget ${r.refine.budget})`);
-      await finishRun(r);
+      await finishRun(r, { x: r.refine.x, y: r.refine.y, facet: r.refine.facet });
     } catch (e) {
       process.exitCode = failDir(e);
     }
@@ -293,9 +295,10 @@ interface Outcome {
 
 /**
  * The end of `run` and `refine`: the outcome in words, the exit code (0 every trial done, 1 some failed or
- * cancelled, 3 an error, 130 interrupted), the phase diagram printed, and the final report written.
+ * cancelled, 3 an error, 130 interrupted), the phase diagram printed (on the refined axes, with its
+ * phase boundaries, after refinement), and the final report written.
  */
-async function finishRun(s: Outcome): Promise<void> {
+async function finishRun(s: Outcome, refined?: DiagramAxes): Promise<void> {
   if (s.error) {
     log.error(s.error);
     process.exitCode = 3;
@@ -313,10 +316,10 @@ async function finishRun(s: Outcome): Promise<void> {
     process.exitCode = 0;
   }
   if (!s.interrupted) {
-    const { buildDiagram, renderDiagram } = await import('../analysis/diagram.js');
-    const axes: DiagramAxes = { x: 'lr', y: 'batch_size', facet: 'strategy' };
+    const { buildDiagram, renderBoundaries, renderDiagram } = await import('../analysis/diagram.js');
+    const axes: DiagramAxes = refined ?? { x: 'lr', y: 'batch_size', facet: 'strategy' };
     await buildDiagram(s.dir, axes).then(
-      (cells) => process.stdout.write(renderDiagram(cells, axes)),
+      (cells) => process.stdout.write(renderDiagram(cells, axes) + (refined ? renderBoundaries(cells, axes) : '')),
       (e: Error) => log.warn(`phase diagram not written: ${e.message}`),
     );
   }

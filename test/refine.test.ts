@@ -124,6 +124,8 @@ test.serial('phasemap run with refine: adds trials at the log midpoints between 
   const r1 = await runCli(['run', spec, '--out', out, ...flags], { timeoutMs: 60_000 });
   t.is(r1.code, 0, r1.stderr);
   t.regex(r1.stderr, /refine: round 1 of 1: 1 new trial/);
+  // The diagram after refinement names its phase boundaries.
+  t.regex(r1.stdout, /phase boundaries[^\n]*\n(  .*\n)*  vanilla, batch full: fitting → diverged between lr [0-9.e-]+ and 3\n/);
   const phases = async () => new Map((await duck(`SELECT lr, final_phase, status FROM '${out}/trials.parquet'`)).map((r) => [r.lr as number, r]));
   const p1 = await phases();
   t.deepEqual([...p1.keys()].sort((a, b) => a - b), [0.001, logMidpoint(0.001, 3), 3, 10]);
