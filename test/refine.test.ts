@@ -7,7 +7,9 @@ import { join } from 'node:path';
 import test from 'ava';
 import { renderBoundaries, type DiagramCell, type Phase } from '../analysis/diagram.js';
 import { logMidpoint, planRefinement, type RefineSample } from '../analysis/refine.js';
+import { parseSpecText, resolveSweep, trialId } from '../orchestrator/spec.js';
 import { duck, runCli, tempDir } from './helpers.js';
+import { specErrors, TINY_SPEC } from './spec-helpers.js';
 
 /** A synthetic field: diverged above a boundary lr* = 3e-3 · (bs/64)^0.5, steady below; group 'b' is shifted 4x up. */
 function field(group: string, lr: number, bs: number): Phase {
@@ -149,6 +151,28 @@ test.serial('phasemap run with refine: adds trials at the log midpoints between 
   const s3 = JSON.parse(await readFile(join(out, 'sweep.json'), 'utf8')) as SweepJson;
   t.deepEqual(s3.trials.filter((x) => x.refine_round === 2).map((x) => x.config.train.lr).sort((a, b) => a - b), expected);
   t.is(s3.trials.length, 4 + expected.length);
+
+  // A refine killed after it recorded its round's trials: the same command runs them first.
+  const config = structuredClone(s3.trials[0]!.config) as Parameters<typeof trialId>[0];
+  config.train.lr = 0.5;
+  const id = trialId(config);
+  s3.trials.push({ trial_id: id, config, refine_round: 2 });
+  await writeFile(join(out, 'sweep.json'), JSON.stringify(s3));
+  const r4 = await runCli(['refine', out, '--rounds', '2', ...flags], { timeoutMs: 60_000 });
+  t.is(r4.code, 0, r4.stderr);
+  t.regex(r4.stderr, /1 trial\(s\) of round 2 not done yet: running them first/);
+  t.deepEqual(await duck(`SELECT status FROM '${out}/trials.parquet' WHERE trial_id = '${id}'`), [{ status: 'done' }]);
+});
+
+test('the refine: block: defaults, checked like the rest of the spec, no part of trial ids', (t) => {
+  const plain = resolveSweep(parseSpecText(TINY_SPEC));
+  const refined = resolveSweep(parseSpecText(`${TINY_SPEC}refine: {rounds: 2}\n`));
+  t.is(plain.refine, null);
+  t.deepEqual(refined.refine, { rounds: 2, resolution: 1.25, budget: 100, x: 'lr', y: 'batch_size', facet: 'strategy' });
+  t.deepEqual(refined.trials.map((x) => x.trial_id), plain.trials.map((x) => x.trial_id));
+  t.deepEqual(specErrors(`${TINY_SPEC}refine: {resolutoin: 2}\n`), ["spec.yaml: refine.resolutoin: unknown key, expected one of the keys rounds, resolution, budget, x, y, facet (did you mean 'resolution'?)"]);
+  t.deepEqual(specErrors(`${TINY_SPEC}refine: {resolution: 1}\n`), ['spec.yaml: refine.resolution: got 1, expected a number > 1']);
+  t.deepEqual(specErrors(`${TINY_SPEC}refine: {x: batch_size}\n`), ['spec.yaml: refine.y: got "batch_size", expected an axis other than refine.x (batch_size)']);
 });
 
 test('renderBoundaries: one line per pair of neighbouring cells whose dominant phases differ, per facet', (t) => {
