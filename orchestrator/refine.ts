@@ -8,7 +8,6 @@
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { Value } from '@sinclair/typebox/value';
 import { planRefinement, type RefinePoint, type RefineSample } from '../analysis/refine.js';
 import type { Phase } from '../analysis/diagram.js';
 import { SWEEP_FILE } from '../schemas/parquet.js';
@@ -91,6 +90,11 @@ async function readSweepFile(dir: string): Promise<SweepFile> {
   }
 }
 
+/** The `refine:` block's defaults (a spec without one). */
+export function refineDefaults(): RefineConfig {
+  return Object.fromEntries(Object.entries(RefineSchema.properties).map(([k, v]) => [k, (v as { default: unknown }).default])) as RefineConfig;
+}
+
 const asResolved = (t: SweepFileTrial): ResolvedTrial => ({ trial_id: t.trial_id, config: t.config, grid_values: t.grid_values ?? {}, ...(t.refine_round === undefined ? {} : { refine_round: t.refine_round }) });
 
 /**
@@ -103,7 +107,7 @@ export async function refineSweep(opts: RefineRunOptions): Promise<RefineSummary
   const dir = resolve(opts.out);
   let file = await readSweepFile(dir);
   const sweep = resolveSweep(file.spec, join(dir, SWEEP_FILE));
-  const cfg: RefineConfig = { ...(sweep.refine ?? (Value.Create(RefineSchema) as RefineConfig)) };
+  const cfg: RefineConfig = { ...(sweep.refine ?? refineDefaults()) };
   if (opts.rounds !== undefined) cfg.rounds = opts.rounds;
   if (opts.budget !== undefined) cfg.budget = opts.budget;
   const summary: RefineSummary = { dir, refine: cfg, added: [], total: file.trials.length, queued: 0, done: 0, failed: [], cancelled: 0, interrupted: false, error: null };
@@ -164,8 +168,14 @@ export async function refineSweep(opts: RefineRunOptions): Promise<RefineSummary
       config.seed = p.seed;
       const errors = resolveTrialConfig(config as unknown as Record<string, unknown>);
       if (errors.length) throw new WordedError(`refine: a planned trial is not valid: ${errors.map((e) => e.message).join('; ')}`, 3);
-      const grid_values: Record<string, unknown> = { ...tpl.grid_values, [AXES[cfg.x].path.join('.')]: (config as unknown as Record<string, Record<string, unknown>>)[AXES[cfg.x].path[0]!]![AXES[cfg.x].path[1]!], [AXES[cfg.y].path.join('.')]: (config as unknown as Record<string, Record<string, unknown>>)[AXES[cfg.y].path[0]!]![AXES[cfg.y].path[1]!] };
-      if ('seed' in grid_values) grid_values.seed = p.seed;
+      // Its grid values: the template's, with the axes it moved on (and its seed) set, so that labels name them.
+      const grid_values: Record<string, unknown> = { ...tpl.grid_values };
+      const at = (c: TrialConfig, axis: RefineConfig['x']) => (c as unknown as Record<string, Record<string, unknown>>)[AXES[axis].path[0]!]![AXES[axis].path[1]!];
+      for (const axis of [cfg.x, cfg.y]) {
+        const key = AXES[axis].path.join('.');
+        if (key in grid_values || at(config, axis) !== at(tpl.config, axis)) grid_values[key] = at(config, axis);
+      }
+      if ('seed' in grid_values || p.seed !== tpl.config.seed) grid_values.seed = p.seed;
       return { trial_id: trialId(config), config, grid_values, refine_round: round };
     });
     summary.added.push({ round, trials: extra.length });

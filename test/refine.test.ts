@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import test from 'ava';
 import { renderBoundaries, type DiagramCell, type Phase } from '../analysis/diagram.js';
 import { logMidpoint, planRefinement, type RefineSample } from '../analysis/refine.js';
+import { refineDefaults } from '../orchestrator/refine.js';
 import { parseSpecText, resolveSweep, trialId } from '../orchestrator/spec.js';
 import { duck, runCli, tempDir } from './helpers.js';
 import { specErrors, TINY_SPEC } from './spec-helpers.js';
@@ -115,7 +116,7 @@ grid:
   train.lr: [0.001, 3, 10]
 `;
 
-interface SweepJson { trials: Array<{ trial_id: string; config: { train: { lr: number } }; refine_round?: number }> }
+interface SweepJson { trials: Array<{ trial_id: string; config: { train: { lr: number } }; grid_values?: Record<string, unknown>; refine_round?: number }> }
 
 test.serial('phasemap run with refine: adds trials at the log midpoints between cells that differ; refine again adds none; --rounds 2 goes on; sweep.json records the round', async (t) => {
   const work = await tempDir('refine');
@@ -136,6 +137,8 @@ test.serial('phasemap run with refine: adds trials at the log midpoints between 
   for (const r of p1.values()) t.is(r.status, 'done');
   const s1 = JSON.parse(await readFile(join(out, 'sweep.json'), 'utf8')) as SweepJson;
   t.deepEqual(s1.trials.map((x) => [x.config.train.lr, x.refine_round]).sort((a, b) => a[0]! - b[0]!), [[0.001, undefined], [logMidpoint(0.001, 3), 1], [3, undefined], [10, undefined]]);
+  // Its grid values name the axis it moved on, as the grid trials' do (and so does its label).
+  t.deepEqual(s1.trials.find((x) => x.refine_round === 1)!.grid_values, { 'train.lr': logMidpoint(0.001, 3) });
 
   // The same options again: round 1 is recorded, nothing is added or run.
   const r2 = await runCli(['refine', out, ...flags], { timeoutMs: 60_000 });
@@ -169,6 +172,8 @@ test('the refine: block: defaults, checked like the rest of the spec, no part of
   const refined = resolveSweep(parseSpecText(`${TINY_SPEC}refine: {rounds: 2}\n`));
   t.is(plain.refine, null);
   t.deepEqual(refined.refine, { rounds: 2, resolution: 1.25, budget: 100, x: 'lr', y: 'batch_size', facet: 'strategy' });
+  // `phasemap refine` on a DIR whose spec has no block: the same defaults.
+  t.deepEqual(refineDefaults(), { ...refined.refine!, rounds: 3 });
   t.deepEqual(refined.trials.map((x) => x.trial_id), plain.trials.map((x) => x.trial_id));
   t.deepEqual(specErrors(`${TINY_SPEC}refine: {resolutoin: 2}\n`), ["spec.yaml: refine.resolutoin: unknown key, expected one of the keys rounds, resolution, budget, x, y, facet (did you mean 'resolution'?)"]);
   t.deepEqual(specErrors(`${TINY_SPEC}refine: {resolution: 1}\n`), ['spec.yaml: refine.resolution: got 1, expected a number > 1']);
