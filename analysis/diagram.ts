@@ -205,3 +205,42 @@ export function renderDiagram(cells: DiagramCell[], axes: DiagramAxes): string {
   }
   return parts.length ? `${parts.join('\n\n')}\n${DIAGRAM_LEGEND}\n` : '(no done trials)\n';
 }
+
+/** An axis name in boundary lines (`batch_size` → `batch`). */
+const axisName = (column: string) => (column === 'batch_size' ? 'batch' : column);
+
+/** A boundary coordinate: 2 significant digits (`6.3e-4`, `0.25`, `128`), or `full`. */
+const boundaryValue = (v: unknown, full: boolean) => (full ? 'full' : axisLabel(typeof v === 'number' && !Number.isInteger(v) ? Number(v.toPrecision(2)) : v));
+
+/**
+ * The phase boundaries of the diagram: per facet, every pair of neighbouring cells (consecutive
+ * along x at equal y, or along y at equal x) whose dominant phases differ, one line each, e.g.
+ * `vanilla, batch full: diffusion → equilibrium between lr 6.3e-4 and 7.9e-4`. '' when there are none.
+ */
+export function renderBoundaries(cells: DiagramCell[], axes: DiagramAxes): string {
+  const lines: string[] = [];
+  const facets = [...new Set(cells.map((c) => String(c.facet)))];
+  for (const f of facets) {
+    const fc = cells.filter((c) => String(c.facet) === f);
+    const prefix = axes.facet ? `${axisLabel(fc[0]!.facet, fc[0]!.facet_full)}, ` : '';
+    for (const [along, across] of [['x', 'y'], ['y', 'x']] as const) {
+      const name = { x: axes.x, y: axes.y };
+      const lineValues = [...new Set(fc.map((c) => String(c[across])))];
+      for (const lv of lineValues) {
+        const line = fc.filter((c) => String(c[across]) === lv).sort((a, b) => Number(a[along]) - Number(b[along]));
+        for (let i = 1; i < line.length; i++) {
+          const a = line[i - 1]!;
+          const b = line[i]!;
+          const pa = dominantPhase(a).phase;
+          const pb = dominantPhase(b).phase;
+          if (pa === pb) continue;
+          const full = (c: DiagramCell, axis: 'x' | 'y') => (axis === 'x' ? c.x_full : c.y_full);
+          lines.push(
+            `${prefix}${axisName(name[across])} ${boundaryValue(a[across], full(a, across))}: ${pa} → ${pb} between ${axisName(name[along])} ${boundaryValue(a[along], full(a, along))} and ${boundaryValue(b[along], full(b, along))}`,
+          );
+        }
+      }
+    }
+  }
+  return lines.length ? `phase boundaries (neighbouring cells whose dominant phases differ):\n${lines.map((l) => `  ${l}`).join('\n')}\n` : '';
+}

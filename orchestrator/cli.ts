@@ -2,6 +2,7 @@
 /**
  * phasemap command line.
  *   phasemap run SPEC [--out DIR] [--nats URL] [--slots N] [--backend auto|wasm|cpu|tensorflow] [--gpus all|none|0,2,…] [--slots-per-gpu K] [--fuse auto|N] [--min-free SIZE|P%]
+ *   phasemap refine DIR [--rounds N] [--budget N] [the run flags but --out]
  *   phasemap validate SPEC
  *   phasemap diagram DIR [--x lr] [--y batch_size] [--facet strategy | --no-facet]
  *   phasemap report DIR [--out PATH] [--x lr] [--y batch_size] [--facet strategy | --no-facet] [--watch]
@@ -227,42 +228,109 @@ program
     process.on('SIGTERM', () => onSignal('SIGTERM'));
     try {
       const { runSweep } = await import('./run.js');
-      const s = await runSweep({ spec, out: o.out, nats: o.nats, natsAuth: natsAuthForUrl(o.nats, o), slots: o.slots, backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, fuse, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, replicas: o.replicas, signal: ac.signal, liveReport: true, minFree });
-      if (s.error) {
-        log.error(s.error);
-        process.exitCode = 3;
-      } else if (s.interrupted) {
-        log.warn(`interrupted: ${s.done}/${s.queued} trial(s) of this run done; run the same command again to go on (${s.dir})`);
-        process.exitCode = 130;
-      } else if (s.failed.length) {
-        log.error(`${s.failed.length} of ${s.queued} trial(s) failed (${s.dir}):\n${s.failed.map((f) => `  ${f.trial_id}${f.label ? ` (${f.label})` : ''}: ${f.error ?? 'unknown error'}`).join('\n')}`);
-        process.exitCode = 1;
-      } else if (s.cancelled) {
-        log.warn(`sweep cancelled (phasemap cancel): ${s.cancelled} of ${s.queued} trial(s) cancelled, ${s.done} done; run the same command again to run the rest (${s.dir})`);
-        process.exitCode = 1;
-      } else {
-        log.info(`done: ${s.total} trial(s) of the sweep done (${s.queued} run now) → ${s.dir}`);
-        process.exitCode = 0;
+      const runOpts = { out: o.out, nats: o.nats, natsAuth: natsAuthForUrl(o.nats, o), slots: o.slots, backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, fuse, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, replicas: o.replicas, signal: ac.signal, liveReport: true, minFree };
+      let s: Outcome = await runSweep({ spec, ...runOpts });
+      let refined: DiagramAxes | undefined;
+      // The spec's refine: rounds follow the grid (not after an interrupt, an error or a cancel).
+      if (!s.interrupted && s.error === null && s.cancelled === 0 && (await loadSweep(spec)).refine) {
+        const { refineSweep } = await import('./refine.js');
+        const r = await refineSweep({ ...runOpts, out: s.dir });
+        s = { ...r, queued: s.queued + r.queued, done: s.done + r.done, failed: [...s.failed, ...r.failed], total: r.queued ? r.total : s.total };
+        refined = { x: r.refine.x, y: r.refine.y, facet: r.refine.facet };
       }
-      if (!s.interrupted) {
-        const { buildDiagram, renderDiagram } = await import('../analysis/diagram.js');
-        const axes: DiagramAxes = { x: 'lr', y: 'batch_size', facet: 'strategy' };
-        await buildDiagram(s.dir, axes).then(
-          (cells) => process.stdout.write(renderDiagram(cells, axes)),
-          (e: Error) => log.warn(`phase diagram not written: ${e.message}`),
-        );
-      }
-      // The final report (no reload): also after an interrupt, so that the page stops saying "running".
-      // Loaded here: vega and DuckDB's report code are not needed by the other commands.
-      const { writeReport } = await import('../analysis/report/index.js');
-      await writeReport(s.dir, {}).then(
-        (r) => log.info(`report: ${r.index} (open it in a browser; figures as SVG and PNG beside it)`),
-        (e: Error) => log.warn(`report not written: ${e.message}`),
-      );
+      await finishRun(s, refined);
     } catch (e) {
       process.exitCode = fail(e);
     }
   });
+
+program
+  .command('refine')
+  .description("rounds of adaptive refinement of a results DIR's phase boundaries: each runs new trials at the log midpoints between neighbouring cells whose phases differ (the spec's refine: block, defaults without one); running it again adds nothing already there, and resumes a killed refine")
+  .argument('<dir>', 'a sweep output directory')
+  .option('--rounds <n>', "the round to reach (rounds sweep.json records count) (default: the spec's refine.rounds, or 3)", intArg('--rounds', 0))
+  .option('--budget <n>', "most refinement trials in the sweep, over all rounds (default: the spec's refine.budget, or 100)", intArg('--budget', 0))
+  .option('--nats <url>', 'NATS server URL(s), comma-separated (default: start a private nats-server)')
+  .option('--slots <n>', `local worker slots, 0 = none (default: CPU cores, ${availableParallelism()} here)`, intArg('--slots', 0))
+  .addOption(new Option('--backend <name>', 'tfjs backend').choices(['auto', 'wasm', 'cpu', 'tensorflow']).default('auto'))
+  .option('--gpus <list>', `local worker: ${GPUS_HELP}`, gpusArg)
+  .option('--slots-per-gpu <k>', 'local worker: slot processes per GPU (default 1)', intArg('--slots-per-gpu', 1))
+  .option('--fuse <auto|N>', `local worker: ${FUSE_HELP}`, fuseArg)
+  .option('--namespace <ns>', NAMESPACE_HELP, namespaceArg)
+  .option('--replicas <n>', 'JetStream replicas of the streams and the state bucket when this run creates them (default 1)', intArg('--replicas', 1))
+  .option('--min-free <size>', "pause writing results while DIR's filesystem has less free (as for run)", minFreeArg)
+  .action(async (dir: string, o: NatsCliOptions & { rounds?: number; budget?: number; nats?: string; slots?: number; backend: 'auto' | 'wasm' | 'cpu' | 'tensorflow'; gpus?: string; slotsPerGpu?: number; fuse?: number | 'auto'; namespace?: string; replicas?: number; minFree?: MinFree }) => {
+    const fuse = fuseOption(o.fuse);
+    const minFree = minFreeOption(o.minFree);
+    const ac = new AbortController();
+    let interrupts = 0;
+    const onSignal = (sig: string) => {
+      if (++interrupts > 1) process.exit(130);
+      log.warn(`${sig}: stopping; running trials are handed back to the queue (again to force)`);
+      ac.abort();
+    };
+    process.on('SIGINT', () => onSignal('SIGINT'));
+    process.on('SIGTERM', () => onSignal('SIGTERM'));
+    try {
+      const { refineSweep } = await import('./refine.js');
+      const r = await refineSweep({ out: dir, rounds: o.rounds, budget: o.budget, nats: o.nats, natsAuth: natsAuthForUrl(o.nats, o), slots: o.slots, backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, fuse, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, replicas: o.replicas, signal: ac.signal, liveReport: true, minFree });
+      log.info(`refine: ${r.added.length ? r.added.map((a) => `round ${a.round}: ${a.trials} trial(s)`).join(', ') : 'no new trials'} (rounds ${r.refine.rounds}, resolution ${r.refine.resolution}, budget ${r.refine.budget})`);
+      await finishRun(r, { x: r.refine.x, y: r.refine.y, facet: r.refine.facet });
+    } catch (e) {
+      process.exitCode = failDir(e);
+    }
+  });
+
+/** What a run (or refine) did, for its last lines and exit code. */
+interface Outcome {
+  dir: string;
+  total: number;
+  queued: number;
+  done: number;
+  failed: Array<{ trial_id: string; error: string | null; label: string }>;
+  cancelled: number;
+  interrupted: boolean;
+  error: string | null;
+}
+
+/**
+ * The end of `run` and `refine`: the outcome in words, the exit code (0 every trial done, 1 some failed or
+ * cancelled, 3 an error, 130 interrupted), the phase diagram printed (on the refined axes, with its
+ * phase boundaries, after refinement), and the final report written.
+ */
+async function finishRun(s: Outcome, refined?: DiagramAxes): Promise<void> {
+  if (s.error) {
+    log.error(s.error);
+    process.exitCode = 3;
+  } else if (s.interrupted) {
+    log.warn(`interrupted: ${s.done}/${s.queued} trial(s) of this run done; run the same command again to go on (${s.dir})`);
+    process.exitCode = 130;
+  } else if (s.failed.length) {
+    log.error(`${s.failed.length} of ${s.queued} trial(s) failed (${s.dir}):\n${s.failed.map((f) => `  ${f.trial_id}${f.label ? ` (${f.label})` : ''}: ${f.error ?? 'unknown error'}`).join('\n')}`);
+    process.exitCode = 1;
+  } else if (s.cancelled) {
+    log.warn(`sweep cancelled (phasemap cancel): ${s.cancelled} of ${s.queued} trial(s) cancelled, ${s.done} done; run the same command again to run the rest (${s.dir})`);
+    process.exitCode = 1;
+  } else {
+    log.info(`done: ${s.total} trial(s) of the sweep done (${s.queued} run now) → ${s.dir}`);
+    process.exitCode = 0;
+  }
+  if (!s.interrupted) {
+    const { buildDiagram, renderBoundaries, renderDiagram } = await import('../analysis/diagram.js');
+    const axes: DiagramAxes = refined ?? { x: 'lr', y: 'batch_size', facet: 'strategy' };
+    await buildDiagram(s.dir, axes).then(
+      (cells) => process.stdout.write(renderDiagram(cells, axes) + (refined ? renderBoundaries(cells, axes) : '')),
+      (e: Error) => log.warn(`phase diagram not written: ${e.message}`),
+    );
+  }
+  // The final report (no reload): also after an interrupt, so that the page stops saying "running".
+  // Loaded here: vega and DuckDB's report code are not needed by the other commands.
+  const { writeReport } = await import('../analysis/report/index.js');
+  await writeReport(s.dir, {}).then(
+    (r) => log.info(`report: ${r.index} (open it in a browser; figures as SVG and PNG beside it)`),
+    (e: Error) => log.warn(`report not written: ${e.message}`),
+  );
+}
 
 /** `phasemap validate` lists every trial of a sweep up to this many; above, a summary (unless --all). */
 const VALIDATE_LIST_MAX = 50;
@@ -315,9 +383,10 @@ axisOptions(
   'table',
 ).action(async (dir: string, o: { x: string; y: string; facet: string | false }) => {
   try {
-    const { buildDiagram, renderDiagram } = await import('../analysis/diagram.js');
+    const { buildDiagram, renderBoundaries, renderDiagram } = await import('../analysis/diagram.js');
     const axes = axesOf(o);
-    process.stdout.write(renderDiagram(await buildDiagram(dir, axes), axes));
+    const cells = await buildDiagram(dir, axes);
+    process.stdout.write(renderDiagram(cells, axes) + renderBoundaries(cells, axes));
   } catch (e) {
     process.exitCode = failDir(e);
   }
@@ -480,7 +549,7 @@ program
   });
 
 // Credentials and TLS flags (--nats-user, --nats-creds, --tls-ca, …; nats-connect.ts) on every command that talks to NATS.
-for (const c of program.commands) if (['run', 'worker', 'status', 'cancel'].includes(c.name())) addNatsOptions(c);
+for (const c of program.commands) if (['run', 'refine', 'worker', 'status', 'cancel'].includes(c.name())) addNatsOptions(c);
 
 // An error nothing caught (a callback's, a timer's) ends the process as fail() words it: no stack trace unless asked for.
 process.on('uncaughtException', (e) => {

@@ -36,6 +36,8 @@ import { trialLabels, withTrialLabels } from './trial-names.js';
 
 export interface RunOptions {
   spec: string;
+  /** The sweep already resolved (e.g. with refinement trials added: orchestrator/refine.ts); when set, `spec` is not read. */
+  resolved?: ResolvedSweep;
   /** Output DIR; default `results/<sweep name>`. */
   out?: string;
   /** NATS URL(s), comma-separated; none = embedded nats-server. */
@@ -111,13 +113,22 @@ async function within(p: Promise<unknown>, ms: number, what: string, log: Logger
   return done;
 }
 
-interface SweepFile {
+/** DIR/sweep.json. */
+export interface SweepFile {
   name: string;
   description?: string;
   spec: unknown;
   /** The resolved `analysis:` block the phase records in trials.parquet were read with. */
   analysis?: AnalysisConfig;
-  trials: Array<{ trial_id: string; config: TrialConfig; grid_values?: Record<string, unknown> }>;
+  trials: SweepFileTrial[];
+}
+
+/** A trial as DIR/sweep.json lists it; `refine_round`: the refinement round that added it (none for a grid trial). */
+export interface SweepFileTrial {
+  trial_id: string;
+  config: TrialConfig;
+  grid_values?: Record<string, unknown>;
+  refine_round?: number;
 }
 
 async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
@@ -145,7 +156,10 @@ async function loadDirState(dir: string, sweep: ResolvedSweep): Promise<{ record
   }
   const trials = new Map<string, SweepFile['trials'][number]>();
   for (const t of prev?.trials ?? []) trials.set(t.trial_id, t);
-  for (const t of sweep.trials) trials.set(t.trial_id, { trial_id: t.trial_id, config: t.config, grid_values: t.grid_values });
+  for (const t of sweep.trials) {
+    const round = t.refine_round ?? trials.get(t.trial_id)?.refine_round;
+    trials.set(t.trial_id, { trial_id: t.trial_id, config: t.config, grid_values: t.grid_values, ...(round === undefined ? {} : { refine_round: round }) });
+  }
   const rows = new Map((await readTrialsParquet(dir)).map((r) => [r.trial_id, r]));
   const records = new Map<string, TrialRecord>();
   for (const t of trials.values()) {
@@ -233,7 +247,7 @@ async function refuseRunningDir(dir: string, label: string): Promise<void> {
 export async function runSweep(opts: RunOptions): Promise<RunSummary> {
   const plain = opts.log ?? plainLogger();
   let base = plain;
-  const sweep = await loadSweep(opts.spec);
+  const sweep = opts.resolved ?? (await loadSweep(opts.spec));
   if (sweep.duplicates) base.warn(`${sweep.duplicates} grid combination(s) resolve to a trial already in the grid (same config); each runs once`);
   const dir = resolve(opts.out ?? join('results', sweep.name));
   const label = opts.out === undefined ? `DIR ${dir}` : `--out ${opts.out}`;

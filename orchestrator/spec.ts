@@ -16,11 +16,13 @@ import {
   MAX_TRIALS_LIMIT,
   ModelSchema,
   SampleSchema,
+  RefineSchema,
   SweepSpecSchema,
   TrainSchema,
   problemSchemas,
   strategySchemas,
   type AnalysisConfig,
+  type RefineConfig,
   type SweepSpec,
   type TrialConfig,
 } from '../schemas/sweep.js';
@@ -88,6 +90,8 @@ export interface ResolvedTrial {
   config: TrialConfig;
   /** The grid values (and sampled values) that made this trial, by dotted path. */
   grid_values: Record<string, unknown>;
+  /** The refinement round that added this trial (orchestrator/refine.ts); absent for a grid trial. */
+  refine_round?: number;
 }
 
 export interface ResolvedSweep {
@@ -105,6 +109,8 @@ export interface ResolvedSweep {
   trials: ResolvedTrial[];
   /** Grid combinations that resolved to a trial already in `trials` (same config, same id), dropped. */
   duplicates: number;
+  /** The `refine:` block with defaults applied; null when the spec has none. Not part of any trial. */
+  refine: RefineConfig | null;
 }
 
 /** RFC 8785 (JCS) canonical JSON; the package is CommonJS with an ESM-style default in its types. */
@@ -632,6 +638,8 @@ export function resolveSweep(raw: unknown, source?: string): ResolvedSweep {
   const spec = raw as SweepSpec;
   const analysis = resolveAnalysis(spec.analysis);
   errors.push(...analysis.errors);
+  const refine = resolveRefine(spec.refine);
+  errors.push(...refine.errors);
   const maxAttempts = spec.max_attempts === undefined ? 3 : spec.max_attempts;
   if (!Number.isInteger(maxAttempts) || (maxAttempts as number) < 1 || (maxAttempts as number) > 10)
     errors.push(new SpecError('max_attempts', maxAttempts, 'an integer from 1 to 10'));
@@ -733,6 +741,7 @@ export function resolveSweep(raw: unknown, source?: string): ResolvedSweep {
     max_attempts: maxAttempts as number,
     trials,
     duplicates,
+    refine: refine.value,
   };
 }
 
@@ -901,6 +910,16 @@ function overriddenBaseErrors(base: Record<string, unknown>, keys: string[], sam
     const note = `${samplePaths.includes(by.key) ? 'sample.params' : 'grid'}.${by.key} ${by.replaces ? 'replaces' : 'overrides'} this base value in every trial, so it is never used: fix it or remove it`;
     return [e.relocated({ note })];
   });
+}
+
+/** Validates the spec's `refine:` block (absent = null) into a new object with defaults applied. */
+function resolveRefine(raw: unknown): { value: RefineConfig | null; errors: SpecError[] } {
+  if (raw === undefined) return { value: null, errors: [] };
+  const value = raw !== null && typeof raw === 'object' && !Array.isArray(raw) ? { ...(raw as object) } : raw;
+  const errors = validateObject(RefineSchema, value, 'refine');
+  const r = value as RefineConfig;
+  if (!errors.length && r.x === r.y) errors.push(new SpecError('refine.y', r.y, `an axis other than refine.x (${r.x})`));
+  return { value: errors.length ? null : r, errors };
 }
 
 /** Validates the spec's `analysis:` block (absent = all defaults) into a new object with defaults applied. */

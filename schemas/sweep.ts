@@ -268,12 +268,29 @@ export const SweepSpecSchema = Type.Object(
     analysis: Type.Optional(Type.Unknown()),
     max_attempts: Type.Optional(Type.Unknown()),
     max_trials: Type.Optional(Type.Unknown()),
+    refine: Type.Optional(Type.Unknown()),
   },
   { additionalProperties: false, title: 'phasemap sweep spec' },
 );
 
 /** `max_attempts`: how often a trial whose training throws is tried in one run before it is recorded failed. Not part of trial ids. */
 export const MaxAttemptsSchema = Int({ minimum: 1, maximum: 10, default: 3, description: 'Attempts of a trial whose training throws (an error, not a divergence) before it is recorded failed, per run. Not part of trial ids.' });
+
+/**
+ * `refine:`: adaptive refinement of phase boundaries after the grid (analysis/refine.ts, orchestrator/refine.ts).
+ * Not part of trial ids: the trials it adds are ordinary trials.
+ */
+export const RefineSchema = Type.Object(
+  {
+    rounds: Int({ minimum: 0, maximum: 100, default: 3, description: 'Rounds of refinement: each reads the done trials, plans, and runs the new trials.' }),
+    resolution: Type.Number({ exclusiveMinimum: 1, maximum: 1000, default: 1.25, description: 'Neighbouring cells within this factor of each other on the refined axis are not split further.' }),
+    budget: Int({ minimum: 0, maximum: 1_000_000, default: 100, description: 'Most trials refinement adds to the sweep, over all rounds.' }),
+    x: Type.Union([Type.Literal('lr'), Type.Literal('batch_size'), Type.Literal('steps'), Type.Literal('width'), Type.Literal('depth')], { default: 'lr', description: 'Horizontal axis refined (log scale).' }),
+    y: Type.Union([Type.Literal('lr'), Type.Literal('batch_size'), Type.Literal('steps'), Type.Literal('width'), Type.Literal('depth')], { default: 'batch_size', description: "Vertical axis refined (log scale; a 'full' batch counts as its size N)." }),
+    facet: Type.String({ default: 'strategy', description: 'Column the boundaries are printed per value of; cells are neighbours only when all of their config but x, y and seed is the same.' }),
+  },
+  { additionalProperties: false, default: {}, description: 'Adaptive refinement: new trials at the log midpoints between neighbouring cells whose phases differ.' },
+);
 
 /** Default of `max_trials`: the most grid combinations a spec may expand to unless it says more. */
 export const MAX_TRIALS_DEFAULT = 1_000_000;
@@ -304,6 +321,7 @@ export type TrialConfig = Static<typeof TrialConfigSchema>;
 export type AnalysisConfig = Static<typeof AnalysisSchema>;
 export type SweepSpec = Static<typeof SweepSpecSchema>;
 export type SampleConfig = Static<typeof SampleSchema>;
+export type RefineConfig = Static<typeof RefineSchema>;
 
 /**
  * The schema emitted for editors: the sweep spec with the base trial fields typed as they are
@@ -327,6 +345,7 @@ export function editorSchema(): TSchema {
       analysis: Type.Optional(AnalysisSchema),
       max_attempts: Type.Optional(MaxAttemptsSchema),
       max_trials: Type.Optional(MaxTrialsSchema),
+      refine: Type.Optional(RefineSchema),
     },
     { additionalProperties: false, title: 'phasemap sweep spec' },
   );

@@ -198,7 +198,7 @@ test('an unknown key suggests the nearest key of its own object, by edit distanc
     "spec.yaml: model.Width: unknown key, expected one of the keys width, depth (did you mean 'width'?)",
   ]);
   t.deepEqual(errorsOf(`${base}strategy: {name: RBA}\nseeed: 1\ngrid:\n  trian.lr: [0.1]\n`), [
-    "spec.yaml: seeed: unknown key, expected one of the keys $schema, name, description, problem, model, train, strategy, diagnostics, seed, grid, sample, analysis, max_attempts, max_trials (did you mean 'seed'?)",
+    "spec.yaml: seeed: unknown key, expected one of the keys $schema, name, description, problem, model, train, strategy, diagnostics, seed, grid, sample, analysis, max_attempts, max_trials, refine (did you mean 'seed'?)",
     "spec.yaml: grid.trian.lr: got \"trian.lr\", expected a dotted path into one of problem, model, train, strategy, diagnostics, seed (did you mean 'train.lr'?)",
   ]);
   t.deepEqual(errorsOf(`${base}strategy: {name: RBA}\n`), ["spec.yaml: strategy.name: got \"RBA\", expected one of vanilla, rba, sa (did you mean 'rba'?)"]);

@@ -1,0 +1,135 @@
+/**
+ * Adaptive refinement of phase boundaries: a pure planner. Given the done trials of a sweep (their
+ * values on the x and y axes, the group they belong to, their seed and final phase), it proposes new
+ * points between neighbouring cells whose phases differ, at the log-space midpoint (geometric mean)
+ * of the coordinate in which they differ. Nothing here runs or reads anything
+ * (orchestrator/refine.ts runs what it plans).
+ */
+import { PHASES, type Phase } from './diagram.js';
+
+/** One done trial as the planner sees it. */
+export interface RefineSample {
+  /**
+   * The trial's group: everything of its config but the x and y axes and the seed (the facet among
+   * it). Only cells of one group are neighbours.
+   */
+  group: string;
+  /** Value on the x axis (> 0: the axes are logarithmic). */
+  x: number;
+  /** Value on the y axis (> 0; a full batch as its size N). */
+  y: number;
+  seed: number;
+  phase: Phase;
+}
+
+/** A point already in the sweep (done or not): never proposed again. */
+export type RefinePoint = Pick<RefineSample, 'group' | 'x' | 'y' | 'seed'>;
+
+/** One proposed trial: its group, its new coordinates and a seed of the cells it lies between. */
+export interface RefineProposal extends RefinePoint {
+  /** The axis whose midpoint it is. */
+  axis: 'x' | 'y';
+}
+
+export interface RefinePlanOptions {
+  /** Stop refining a pair of neighbours once the larger coordinate is within this factor of the smaller (> 1). */
+  resolution: number;
+  /** Most trials to propose (the budget left). */
+  budget: number;
+  /** Round the x midpoint to an integer (batch_size, width…). */
+  xInteger?: boolean;
+  /** Round the y midpoint to an integer. */
+  yInteger?: boolean;
+}
+
+/** The consensus phase of a cell's seeds: the most frequent; ties go to the first in PHASES order (diverged first). */
+export function consensusPhase(phases: readonly Phase[]): Phase {
+  let best: Phase = PHASES[0];
+  let bestN = -1;
+  for (const p of PHASES) {
+    const n = phases.filter((q) => q === p).length;
+    if (n > bestN) {
+      best = p;
+      bestN = n;
+    }
+  }
+  return best;
+}
+
+/** The log-space midpoint of `a` and `b`: their geometric mean, to 4 significant digits (or the nearest integer). */
+export function logMidpoint(a: number, b: number, integer = false): number {
+  const m = Math.sqrt(a * b);
+  return integer ? Math.round(m) : Number(m.toPrecision(4));
+}
+
+interface Cell {
+  x: number;
+  y: number;
+  /** Phase by seed. */
+  seeds: Map<number, Phase>;
+}
+
+/** Whether two neighbouring cells disagree: their consensus phases differ, a cell's seeds disagree, or one seed ended in different phases in the two. */
+function disagree(a: Cell, b: Cell): boolean {
+  const pa = [...a.seeds.values()];
+  const pb = [...b.seeds.values()];
+  if (consensusPhase(pa) !== consensusPhase(pb)) return true;
+  if (new Set(pa).size > 1 || new Set(pb).size > 1) return true;
+  for (const [s, p] of a.seeds) if (b.seeds.has(s) && b.seeds.get(s) !== p) return true;
+  return false;
+}
+
+const pointKey = (p: RefinePoint) => JSON.stringify([p.group, p.x, p.y, p.seed]);
+
+/**
+ * Plans one round of refinement. For each group, every pair of neighbouring cells — consecutive
+ * existing cells along x at equal y, or along y at equal x — that disagree (see `disagree`) and are
+ * further apart than `resolution` gets a new point at the log midpoint of the differing coordinate,
+ * the other coordinate kept, with the seeds of both cells. A midpoint that rounds onto a value the
+ * group already has on that axis is skipped, as is any point in `existing`.
+ * @returns the proposals, deduplicated, widest gaps first (then by group, axis, x, y, seed), at most `budget`.
+ */
+export function planRefinement(samples: readonly RefineSample[], opts: RefinePlanOptions, existing: readonly RefinePoint[] = []): RefineProposal[] {
+  if (!(opts.resolution > 1)) throw new Error(`resolution: got ${opts.resolution}, expected a number > 1`);
+  const taken = new Set([...samples, ...existing].map(pointKey));
+  const groups = new Map<string, Map<string, Cell>>();
+  for (const s of samples) {
+    let cells = groups.get(s.group);
+    if (!cells) groups.set(s.group, (cells = new Map()));
+    const k = `${s.x}|${s.y}`;
+    let c = cells.get(k);
+    if (!c) cells.set(k, (c = { x: s.x, y: s.y, seeds: new Map() }));
+    c.seeds.set(s.seed, s.phase);
+  }
+  const found: Array<RefineProposal & { gap: number }> = [];
+  const seen = new Set<string>();
+  for (const [group, cells] of [...groups].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+    const values = { x: new Set([...cells.values()].map((c) => c.x)), y: new Set([...cells.values()].map((c) => c.y)) };
+    for (const axis of ['x', 'y'] as const) {
+      const other = axis === 'x' ? 'y' : 'x';
+      const lines = new Map<number, Cell[]>();
+      for (const c of cells.values()) lines.set(c[other], [...(lines.get(c[other]) ?? []), c]);
+      for (const line of lines.values()) {
+        line.sort((a, b) => a[axis] - b[axis]);
+        for (let i = 1; i < line.length; i++) {
+          const a = line[i - 1]!;
+          const b = line[i]!;
+          const gap = b[axis] / a[axis];
+          if (gap <= opts.resolution || !disagree(a, b)) continue;
+          const m = logMidpoint(a[axis], b[axis], axis === 'x' ? opts.xInteger : opts.yInteger);
+          if (values[axis].has(m) || m <= a[axis] || m >= b[axis]) continue;
+          const seeds = [...new Set([...a.seeds.keys(), ...b.seeds.keys()])].sort((p, q) => p - q);
+          for (const seed of seeds) {
+            const p: RefineProposal = { group, x: axis === 'x' ? m : a.x, y: axis === 'y' ? m : a.y, seed, axis };
+            const k = pointKey(p);
+            if (taken.has(k) || seen.has(k)) continue;
+            seen.add(k);
+            found.push({ ...p, gap });
+          }
+        }
+      }
+    }
+  }
+  found.sort((p, q) => q.gap - p.gap || (p.group < q.group ? -1 : p.group > q.group ? 1 : 0) || (p.axis < q.axis ? -1 : p.axis > q.axis ? 1 : 0) || p.x - q.x || p.y - q.y || p.seed - q.seed);
+  return found.slice(0, Math.max(0, Math.floor(opts.budget))).map(({ gap: _gap, ...p }) => p);
+}

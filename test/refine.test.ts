@@ -1,0 +1,198 @@
+/**
+ * Adaptive refinement: the planner (analysis/refine.ts) on synthetic phase fields, and `phasemap
+ * refine DIR` end to end on a tiny real sweep.
+ */
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import test from 'ava';
+import { renderBoundaries, type DiagramCell, type Phase } from '../analysis/diagram.js';
+import { logMidpoint, planRefinement, type RefineSample } from '../analysis/refine.js';
+import { refineDefaults } from '../orchestrator/refine.js';
+import { parseSpecText, resolveSweep, trialId } from '../orchestrator/spec.js';
+import { duck, runCli, tempDir } from './helpers.js';
+import { specErrors, TINY_SPEC } from './spec-helpers.js';
+
+/** A synthetic field: diverged above a boundary lr* = 3e-3 · (bs/64)^0.5, steady below; group 'b' is shifted 4x up. */
+function field(group: string, lr: number, bs: number): Phase {
+  const boundary = 3e-3 * Math.sqrt(bs / 64) * (group === 'b' ? 4 : 1);
+  return lr > boundary ? 'diverged' : 'steady';
+}
+const N = 1024; // batch 'full'
+const LRS = [1e-4, 1e-3, 1e-2, 1e-1];
+const BSS = [16, 64, 256, N];
+
+function grid(groups: string[], seeds: number[]): RefineSample[] {
+  const out: RefineSample[] = [];
+  for (const group of groups) for (const x of LRS) for (const y of BSS) for (const seed of seeds) out.push({ group, x, y, seed, phase: field(group, x, y) });
+  return out;
+}
+
+/** Runs rounds of plan → "train" (evaluate the field) until nothing is proposed or the budget is spent. */
+function refineRounds(samples: RefineSample[], budget: number, resolution: number, maxRounds = 100): { samples: RefineSample[]; added: number; rounds: number } {
+  let added = 0;
+  let rounds = 0;
+  for (; rounds < maxRounds; rounds++) {
+    const plan = planRefinement(samples, { resolution, budget: budget - added, yInteger: true });
+    if (plan.length === 0) break;
+    added += plan.length;
+    samples = [...samples, ...plan.map((p) => ({ group: p.group, x: p.x, y: p.y, seed: p.seed, phase: field(p.group, p.x, p.y) }))];
+  }
+  return { samples, added, rounds };
+}
+
+test('planRefinement: repeated rounds bracket the boundary along each batch size to within the resolution', (t) => {
+  const start = grid(['a', 'b'], [0, 1]);
+  const { samples, added, rounds } = refineRounds(start, 10_000, 1.25);
+  t.true(rounds > 2 && rounds < 100, `rounds ${rounds}`);
+  t.true(added > 0);
+  for (const group of ['a', 'b'])
+    for (const y of BSS) {
+      const row = [...new Set(samples.filter((s) => s.group === group && s.y === y).map((s) => s.x))].sort((a, b) => a - b);
+      const boundary = 3e-3 * Math.sqrt(y / 64) * (group === 'b' ? 4 : 1);
+      const below = row.filter((x) => x <= boundary).at(-1)!;
+      const above = row.find((x) => x > boundary)!;
+      t.true(above / below <= 1.25, `${group} bs ${y}: bracket ${below}…${above}`);
+    }
+  // Seeds are the same at every new point (both of the cells it lies between).
+  for (const s of samples.slice(start.length)) t.true(samples.some((o) => o !== s && o.group === s.group && o.x === s.x && o.y === s.y && o.seed !== s.seed));
+  // Batch sizes stay integers, within the grid's range.
+  for (const s of samples) t.true(Number.isInteger(s.y) && s.y >= 16 && s.y <= N);
+});
+
+test('planRefinement: never more than the budget, over all rounds', (t) => {
+  for (const budget of [0, 1, 7, 30]) {
+    const { added, samples } = refineRounds(grid(['a'], [0, 1, 2]), budget, 1.25);
+    t.true(added <= budget, `budget ${budget}: added ${added}`);
+    t.is(samples.length, 48 + added);
+    if (budget > 0) t.is(added, budget); // this field has more to refine than 30 trials
+  }
+});
+
+test('planRefinement: proposes log midpoints of neighbours that differ, with the same seeds; a second call on the trials plus their refinements proposes nothing already present', (t) => {
+  const start = grid(['a'], [0, 1]);
+  const plan = planRefinement(start, { resolution: 1.25, budget: 1000, yInteger: true });
+  // At bs 64 the boundary 3e-3 lies between lr 1e-3 and 1e-2: the midpoint 3.162e-3, seeds 0 and 1.
+  t.deepEqual(plan.filter((p) => p.y === 64 && p.axis === 'x').map((p) => [p.x, p.seed]), [[3.162e-3, 0], [3.162e-3, 1]]);
+  t.is(logMidpoint(1e-3, 1e-2), 3.162e-3);
+  // Along y at lr 1e-2: diverged at 16, 64, 256 and steady at 1024 (boundary 1.2e-2): midpoint 512.
+  t.true(plan.some((p) => p.axis === 'y' && p.x === 1e-2 && p.y === 512));
+  // Only pairs that differ: at lr 1e-4 every cell is steady.
+  t.false(plan.some((p) => p.x === 1e-4 && p.axis === 'y'));
+  const keys = (ps: Array<{ group: string; x: number; y: number; seed: number }>) => ps.map((p) => `${p.group}|${p.x}|${p.y}|${p.seed}`);
+  t.is(new Set(keys(plan)).size, plan.length, 'deduplicated');
+  // Deterministic.
+  t.deepEqual(planRefinement([...start].reverse(), { resolution: 1.25, budget: 1000, yInteger: true }), plan);
+  // The same trials with their refinements queued but not done (existing), or done:
+  const again = planRefinement(start, { resolution: 1.25, budget: 1000, yInteger: true }, plan);
+  t.deepEqual(again, []);
+  const done = [...start, ...plan.map((p) => ({ ...p, phase: field(p.group, p.x, p.y) }))];
+  const next = planRefinement(done, { resolution: 1.25, budget: 1000, yInteger: true });
+  const present = new Set(keys(done));
+  t.true(next.length > 0);
+  for (const k of keys(next)) t.false(present.has(k), k);
+});
+
+test('planRefinement: pairs within the resolution, and midpoints that round onto an existing value, are skipped', (t) => {
+  const s = (x: number, y: number, phase: Phase, seed = 0): RefineSample => ({ group: 'g', x, y, seed, phase });
+  t.deepEqual(planRefinement([s(1e-3, 64, 'steady'), s(1.2e-3, 64, 'diverged')], { resolution: 1.25, budget: 10 }), []);
+  t.is(planRefinement([s(1e-3, 64, 'steady'), s(1.3e-3, 64, 'diverged')], { resolution: 1.25, budget: 10 }).length, 1);
+  // 2 and 3: the midpoint 2.449 rounds to 2, which exists.
+  t.deepEqual(planRefinement([s(1e-3, 2, 'steady'), s(1e-3, 3, 'diverged')], { resolution: 1.25, budget: 10, yInteger: true }), []);
+  // Same consensus, but the seeds disagree in one cell: refined.
+  t.is(planRefinement([s(1e-3, 64, 'steady'), s(1e-3, 64, 'steady', 1), s(1e-2, 64, 'steady'), s(1e-2, 64, 'diverged', 1), s(1e-2, 64, 'steady', 2)], { resolution: 1.25, budget: 10 }).length, 3);
+  t.throws(() => planRefinement([], { resolution: 1, budget: 1 }), { message: /resolution/ });
+});
+
+// A tiny real sweep: lr 1e-3 is still fitting after 40 steps; lr 3 and 10 diverge (loss at 1.5x its running minimum to the end).
+const TINY = `
+name: refine-tiny
+problem: {name: helmholtz2d, a1: 1, a2: 2, n_collocation: 64, n_boundary: 8, eval_grid: 11}
+model: {width: 8, depth: 2}
+train: {steps: 40, log_every: 5, eval_every: 10}
+diagnostics: {every: 10, snr_batches: 4}
+analysis: {divergence_factor: 1.5}
+refine: {rounds: 1, budget: 10}
+grid:
+  train.lr: [0.001, 3, 10]
+`;
+
+interface SweepJson { trials: Array<{ trial_id: string; config: { train: { lr: number } }; grid_values?: Record<string, unknown>; refine_round?: number }> }
+
+test.serial('phasemap run with refine: adds trials at the log midpoints between cells that differ; refine again adds none; --rounds 2 goes on; sweep.json records the round', async (t) => {
+  const work = await tempDir('refine');
+  const spec = join(work, 'tiny.yaml');
+  const out = join(work, 'out');
+  await writeFile(spec, TINY);
+  const flags = ['--slots', '2', '--backend', 'wasm'];
+  const r1 = await runCli(['run', spec, '--out', out, ...flags], { timeoutMs: 60_000 });
+  t.is(r1.code, 0, r1.stderr);
+  t.regex(r1.stderr, /refine: round 1 of 1: 1 new trial/);
+  // The diagram after refinement names its phase boundaries.
+  t.regex(r1.stdout, /phase boundaries[^\n]*\n(  .*\n)*  vanilla, batch full: fitting → diverged between lr [0-9.e-]+ and 3\n/);
+  const phases = async () => new Map((await duck(`SELECT lr, final_phase, status FROM '${out}/trials.parquet'`)).map((r) => [r.lr as number, r]));
+  const p1 = await phases();
+  t.deepEqual([...p1.keys()].sort((a, b) => a - b), [0.001, logMidpoint(0.001, 3), 3, 10]);
+  t.is(p1.get(0.001)!.final_phase, 'fitting');
+  t.is(p1.get(3)!.final_phase, 'diverged');
+  for (const r of p1.values()) t.is(r.status, 'done');
+  const s1 = JSON.parse(await readFile(join(out, 'sweep.json'), 'utf8')) as SweepJson;
+  t.deepEqual(s1.trials.map((x) => [x.config.train.lr, x.refine_round]).sort((a, b) => a[0]! - b[0]!), [[0.001, undefined], [logMidpoint(0.001, 3), 1], [3, undefined], [10, undefined]]);
+  // Its grid values name the axis it moved on, as the grid trials' do (and so does its label).
+  t.deepEqual(s1.trials.find((x) => x.refine_round === 1)!.grid_values, { 'train.lr': logMidpoint(0.001, 3) });
+
+  // The same options again: round 1 is recorded, nothing is added or run.
+  const r2 = await runCli(['refine', out, ...flags], { timeoutMs: 60_000 });
+  t.is(r2.code, 0, r2.stderr);
+  t.regex(r2.stderr, /refine: no new trials/);
+  t.is(((JSON.parse(await readFile(join(out, 'sweep.json'), 'utf8')) as SweepJson).trials).length, 4);
+
+  // One more round: new points only at the log midpoints of neighbours whose phases differ.
+  const lrs = [...p1.keys()].sort((a, b) => a - b);
+  const expected = lrs.slice(1).flatMap((b, i) => (p1.get(lrs[i]!)!.final_phase !== p1.get(b)!.final_phase ? [logMidpoint(lrs[i]!, b)] : []));
+  const r3 = await runCli(['refine', out, '--rounds', '2', ...flags], { timeoutMs: 60_000 });
+  t.is(r3.code, 0, r3.stderr);
+  const s3 = JSON.parse(await readFile(join(out, 'sweep.json'), 'utf8')) as SweepJson;
+  t.deepEqual(s3.trials.filter((x) => x.refine_round === 2).map((x) => x.config.train.lr).sort((a, b) => a - b), expected);
+  t.is(s3.trials.length, 4 + expected.length);
+
+  // A refine killed after it recorded its round's trials: the same command runs them first.
+  const config = structuredClone(s3.trials[0]!.config) as Parameters<typeof trialId>[0];
+  config.train.lr = 0.5;
+  const id = trialId(config);
+  s3.trials.push({ trial_id: id, config, refine_round: 2 });
+  await writeFile(join(out, 'sweep.json'), JSON.stringify(s3));
+  const r4 = await runCli(['refine', out, '--rounds', '2', ...flags], { timeoutMs: 60_000 });
+  t.is(r4.code, 0, r4.stderr);
+  t.regex(r4.stderr, /1 trial\(s\) of round 2 not done yet: running them first/);
+  t.deepEqual(await duck(`SELECT status FROM '${out}/trials.parquet' WHERE trial_id = '${id}'`), [{ status: 'done' }]);
+});
+
+test('the refine: block: defaults, checked like the rest of the spec, no part of trial ids', (t) => {
+  const plain = resolveSweep(parseSpecText(TINY_SPEC));
+  const refined = resolveSweep(parseSpecText(`${TINY_SPEC}refine: {rounds: 2}\n`));
+  t.is(plain.refine, null);
+  t.deepEqual(refined.refine, { rounds: 2, resolution: 1.25, budget: 100, x: 'lr', y: 'batch_size', facet: 'strategy' });
+  // `phasemap refine` on a DIR whose spec has no block: the same defaults.
+  t.deepEqual(refineDefaults(), { ...refined.refine!, rounds: 3 });
+  t.deepEqual(refined.trials.map((x) => x.trial_id), plain.trials.map((x) => x.trial_id));
+  t.deepEqual(specErrors(`${TINY_SPEC}refine: {resolutoin: 2}\n`), ["spec.yaml: refine.resolutoin: unknown key, expected one of the keys rounds, resolution, budget, x, y, facet (did you mean 'resolution'?)"]);
+  t.deepEqual(specErrors(`${TINY_SPEC}refine: {resolution: 1}\n`), ['spec.yaml: refine.resolution: got 1, expected a number > 1']);
+  t.deepEqual(specErrors(`${TINY_SPEC}refine: {x: batch_size}\n`), ['spec.yaml: refine.y: got "batch_size", expected an axis other than refine.x (batch_size)']);
+});
+
+test('renderBoundaries: one line per pair of neighbouring cells whose dominant phases differ, per facet', (t) => {
+  const cell = (facet: string, x: number, y: number, phase: Phase, y_full = false): DiagramCell => ({
+    facet, x, y, trials: 1, share_diverged: 0, share_fitting: 0, share_steady: 0, share_diffusion: 0, share_equilibrium: 0, [`share_${phase}`]: 1,
+    median_t_equilibrium: null, min_t_equilibrium: null, max_t_equilibrium: null, median_final_rel_l2: null, best_final_rel_l2: null, worst_final_rel_l2: null,
+    y_full, x_full: false, facet_full: false,
+  });
+  const cells = [
+    cell('vanilla', 6.3e-4, 1024, 'diffusion', true), cell('vanilla', 7.9433e-4, 1024, 'equilibrium', true), cell('vanilla', 1e-3, 1024, 'equilibrium', true),
+    cell('vanilla', 6.3e-4, 128, 'diffusion'),
+    cell('rba', 1e-3, 1024, 'steady', true),
+  ];
+  const axes = { x: 'lr', y: 'batch_size', facet: 'strategy' };
+  t.is(renderBoundaries(cells, axes), 'phase boundaries (neighbouring cells whose dominant phases differ):\n  vanilla, batch full: diffusion → equilibrium between lr 6.3e-4 and 7.9e-4\n');
+  t.is(renderBoundaries([cells[4]!], axes), '');
+  t.regex(renderBoundaries([cell('v', 1e-3, 64, 'fitting'), cell('v', 1e-3, 128, 'diverged')], axes), /v, lr 1e-3: fitting → diverged between batch 64 and 128/);
+});
