@@ -286,8 +286,19 @@ test.serial('serveCheckpoints / fetchCheckpoint: several slices through a small 
   const missing = await client.request(subject, new TextEncoder().encode(JSON.stringify({ trial_id: TID, step: 15, offset: 0 })), { timeout: 5000 });
   t.is(missing.headers?.get(CKPT_REPLY_HEADERS.status), 'none');
 
-  // Nobody serving: null (no responders), as is a server that never answers within the timeout.
-  t.is(await fetchCheckpoint(client, transportNames('rtest').checkpointRequest('nobody'), TID, 2000), null);
+  // Nobody serving: null once the timeout has passed (no responders), as is a server that never answers within it.
+  const n0 = Date.now();
+  t.is(await fetchCheckpoint(client, transportNames('rtest').checkpointRequest('nobody'), TID, 1500), null);
+  t.true(Date.now() - n0 >= 1000 && Date.now() - n0 < 4000, `gave up after ${Date.now() - n0} ms`);
+  // A service that comes up while the fetch waits (an orchestrator restarting) is asked again and answers.
+  const late = transportNames('rtest').checkpointRequest('late');
+  const pending = fetchCheckpoint(client, late, TID, 5000);
+  await new Promise((r) => setTimeout(r, 1200));
+  const lateSub = serveCheckpoints(server, late, dir, 1 << 20);
+  await server.flush();
+  const lateGot = await pending;
+  lateSub.unsubscribe();
+  t.is(lateGot?.step, 20);
   const mute = client.subscribe('rtest.ckpt.mute', { callback: () => {} });
   const t0 = Date.now();
   t.is(await fetchCheckpoint(client, 'rtest.ckpt.mute', TID, 300), null);

@@ -34,7 +34,8 @@ const RESTARTS = 3;
  * carry the same step, size and sha256, else the fetch starts over, at most 3 times), then checks the
  * size and SHA-256 of the assembled bytes.
  *
- * @param timeoutMs how long each request waits for its reply (ms).
+ * @param timeoutMs how long each request waits for its reply (ms), asking again every 500 ms while
+ *   nobody listens on `subject` (an orchestrator that is starting).
  * @returns the checkpoint, or null — never throws — when the trial has none, nobody answers within the
  *   timeout (no orchestrator, no responders, closed connection), trialId is not `t` + 16 hex digits, the
  *   orchestrator refuses the request, or the bytes keep failing the size/hash check. Null means: train
@@ -62,11 +63,21 @@ export async function fetchCheckpoint(
     while (!restart) {
       const req: CheckpointRequest = { trial_id: trialId, offset, ...(pinned ? { step: pinned.step } : {}) };
       let m: Msg;
-      try {
-        m = await nc.request(subject, enc.encode(JSON.stringify(req)), { timeout: timeoutMs });
-      } catch (e) {
-        warn(`no answer on ${subject} (${(e as Error).message})`);
-        return null;
+      // Nobody subscribed yet (an orchestrator restarting: its checkpoint service comes up a few seconds
+      // after it) fails a request at once: asked again every 500 ms until the timeout has passed.
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        try {
+          m = await nc.request(subject, enc.encode(JSON.stringify(req)), { timeout: Math.max(1, deadline - Date.now()) });
+          break;
+        } catch (e) {
+          if (/no responders/i.test((e as Error).message) && Date.now() + 500 < deadline) {
+            await new Promise((r) => setTimeout(r, 500));
+            continue;
+          }
+          warn(`no answer on ${subject} (${(e as Error).message})`);
+          return null;
+        }
       }
       const h = m.headers;
       const status = h?.get(CKPT_REPLY_HEADERS.status);
