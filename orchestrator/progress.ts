@@ -191,7 +191,9 @@ export class SweepProgress {
 
   private tick(): void {
     const { running, rate, eta_s } = this.snapshot();
-    const eta = fmtEta(eta_s);
+    // Every step trained but trials not yet recorded: their results are still being written (a
+    // collector behind, or paused for disk space), which an "ETA 0s" would hide.
+    const eta = eta_s === 0 && running.length ? `-- (training done; writing the results of ${running.length} trial(s))` : fmtEta(eta_s);
     const sps = rate === null ? '0' : rate.toFixed(0);
     if (this.single) {
       // As many running trials as the terminal's width leaves room for.

@@ -94,6 +94,12 @@ test('the ETA counts the steps left of running trials, not only of queued ones',
     p.onFinished(ids[0]!, 'done', 4000, 40);
     t.true(p.snapshot(t0 + 2000).eta_s! > 0);
     t.regex(lines.at(-1)!, /^progress: 1\/3 trials done, 1 running, 0 failed, \d+ steps\/s, ETA (?!0s)\S+; running: t000000… lr=2e-3 100\/4000$/);
+    // Its last step trained, the trial still waits for its results to be written: not "ETA 0s".
+    p.onProgress({ trial_id: ids[1]!, attempt: 1, step: 3999, steps: 4000, worker: 'w' }, t0 + 4000);
+    p.onFinished(ids[2]!, 'failed', 0, 0);
+    t.is(p.snapshot(t0 + 4000).eta_s, 0);
+    (p as unknown as { tick(): void }).tick();
+    t.regex(lines.at(-1)!, /^progress: 1\/3 trials done, 1 running, 1 failed, \d+ steps\/s, ETA -- \(training done; writing the results of 1 trial\(s\)\); running: t000000… lr=2e-3 3999\/4000$/);
   } finally {
     p.stop();
   }
