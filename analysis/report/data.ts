@@ -47,6 +47,10 @@ export interface ReportTrial {
   error: string | null;
   /** True when its config has diagnostics (an SNR series). */
   diagnostics: boolean;
+  /** The refinement round that added it (sweep.json's `refine_round`); null for a grid trial. */
+  refine_round: number | null;
+  /** Its values of the diagram's facet (null without one), x and y columns (a full batch as its size N). */
+  at: { facet: unknown; x: unknown; y: unknown };
 }
 
 /** One diagram cell with its labels and its dominant phase. */
@@ -111,7 +115,7 @@ interface SweepFile {
   name: string;
   description?: string;
   analysis?: AnalysisConfig;
-  trials: Array<{ trial_id: string; config: TrialConfig; grid_values?: Record<string, unknown> }>;
+  trials: Array<{ trial_id: string; config: TrialConfig; grid_values?: Record<string, unknown>; refine_round?: number }>;
 }
 
 const sql = (s: string) => `'${s.replace(/'/g, "''")}'`;
@@ -232,6 +236,8 @@ export async function loadReportData(dir: string, opts: LoadOptions = {}): Promi
         final_loss: numOrNull(r.final_loss), final_rel_l2: numOrNull(r.final_rel_l2), wall_seconds: numOrNull(r.wall_seconds),
         host: strOrNull(r.host), device: strOrNull(r.device), backend: strOrNull(r.backend), fused: numOrNull(r.fused), error: strOrNull(r.error),
         diagnostics: Number(r.diagnostics_every ?? 0) > 0,
+        refine_round: byId.get(String(r.trial_id))?.refine_round ?? null,
+        at: { facet: axes.facet ? r[axes.facet] : null, x: r[axes.x], y: r[axes.y] },
       };
     });
     // Trials of sweep.json that trials.parquet does not list yet are queued.

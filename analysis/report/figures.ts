@@ -37,6 +37,8 @@ export interface FigureDef {
   /** Dataset definitions: `name` ← rows of `table` for `cols` (each a series; `labels` renames them). */
   datasets: DatasetDef[];
   spec: Record<string, unknown>;
+  /** Lines the page lists under the figure (the phase map's boundaries). */
+  notes?: string[];
 }
 
 export interface DatasetDef {

@@ -6,7 +6,7 @@
  * size). Every file is written to a temporary name and renamed into place, `index.html` last, so a
  * reader (or a browser reloading the page) never sees half a file.
  *
- * Figures (figures.ts): `phase-diagram`, `snr`, `rel-l2`, `loss`, `grad-order`, `snr-adam`,
+ * Figures (figures.ts): `phase-diagram`, `phase-map` when the samples are irregular (refinement trials; phase-map.ts), `snr`, `rel-l2`, `loss`, `grad-order`, `snr-adam`,
  * `res-homogeneity`, `snr-layers`, `saturation`, `entropy`, and `lambda` when a trial re-weights
  * (rba, sa). Curves come from each done trial's completed attempt, thinned for display only (data.ts).
  */
@@ -20,6 +20,7 @@ import { loadReportData, type ReportData } from './data.js';
 import { writeAtomic, writeFigureFilesThreaded } from './figure-files.js';
 import { figureDefs, trialFigureSpec, type Payload } from './figures.js';
 import { renderPage } from './page.js';
+import { phaseMapFigure } from './phase-map.js';
 
 export const REPORT_DIR = 'report';
 
@@ -103,6 +104,9 @@ export async function writeReport(dir: string, opts: ReportOptions = {}): Promis
   const payload = buildPayload(data);
   const hasLambda = data.trials.some((t) => t.cell >= 0 && t.strategy !== null && t.strategy !== 'vanilla');
   const defs = figureDefs(payload, data.layers, hasLambda, data.maxCollocation);
+  // The refined phase map, after the phase diagram, when the samples are irregular (refinement).
+  const map = phaseMapFigure(data, `${data.sweep} · ${data.problems.join(', ')}: phase map (nearest-sample regions)`);
+  if (map) defs.splice(1, 0, map);
   payload.figures = defs.map(({ panel: _panel, ...f }) => f);
   const trialSpecs = Object.fromEntries(defs.filter((f) => f.panel).map((f) => [f.name, trialFigureSpec(payload, f, f.panel!)]));
   const threads = opts.threads ?? Math.min(2, availableParallelism());

@@ -78,6 +78,13 @@ function trialsTable(data: ReportData): string {
   return `<table id="trials-table"><thead><tr>${head}</tr></thead><tbody>\n${rows}\n</tbody></table>`;
 }
 
+/** Lines listed under a figure (`<ul class="notes">`); '' when there are none. */
+function notes(list: string[] | undefined): string {
+  if (list === undefined) return '';
+  if (list.length === 0) return '<p class="notes">no phase boundary between neighbouring samples</p>';
+  return `<p class="notes-head">phase boundaries (neighbouring cells whose dominant phases differ):</p><ul class="notes">${list.map((l) => `<li>${esc(l)}</li>`).join('')}</ul>`;
+}
+
 /** The payload as a `<script type="application/json">` body (`<` escaped so that no `</script>` can end it early). */
 const jsonScript = (v: unknown) => JSON.stringify(v).replace(/</g, '\\u003c');
 
@@ -101,7 +108,7 @@ export function renderPage(i: PageInput): string {
     .join(' ');
   const phaseCss = Object.entries(PHASE_COLORS).map(([k, c]) => `.ph-${k}{background:${c}}`).join('');
   const sections = payload.figures
-    .map((f) => `<section id="${f.name}"><div class="fig" id="fig-${f.name}"></div><p class="files">files: <a href="${f.name}.svg">${f.name}.svg</a> · <a href="${f.name}.png">${f.name}.png</a></p></section>`)
+    .map((f) => `<section id="${f.name}"><div class="fig" id="fig-${f.name}"></div>${notes(f.notes)}<p class="files">files: <a href="${f.name}.svg">${f.name}.svg</a> · <a href="${f.name}.png">${f.name}.png</a></p></section>`)
     .join('\n');
   const nav = payload.figures.map((f) => `<a href="#${f.name}">${esc(f.name)}</a>`).join(' · ');
   return `<!doctype html>
@@ -119,7 +126,7 @@ td.ph{color:#000}
 section{margin:1.5em 0} .files{font-size:.8em;color:#666} nav{font-size:.9em;margin:.6em 0}
 table{border-collapse:collapse;font-size:.8em} th,td{border:1px solid #ddd;padding:2px 6px;text-align:left;white-space:nowrap}
 th{cursor:pointer;background:#f4f4f4;position:sticky;top:0} tr:target,tr.sel{outline:2px solid #0072B2}
-#trial-view:empty{display:none} .note{color:#666;font-size:.9em}
+ul.notes,p.notes,.notes-head{font-size:.85em;margin:.3em 0} #trial-view:empty{display:none} .note{color:#666;font-size:.9em}
 </style>
 ${inlineLibs()}
 </head><body>
