@@ -187,7 +187,7 @@ export function phaseMapFigure(data: ReportData, title: string): FigureDef | nul
   for (const [facet, samples] of byFacet) {
     for (const r of rasterise(samples, domain)) rows.push({ layer: 'region', facet, x0: r4(r.x0), x1: r4(r.x1), y0: r4(r.y0), y1: r4(r.y1), phase: r.phase });
     for (const e of boundaryEdges(samples, domain)) rows.push({ layer: 'edge', facet, x0: r4(e.x0), x1: r4(e.x1), y0: r4(e.y0), y1: r4(e.y1), phase: e.to, between: `${e.from} → ${e.to}` });
-    for (const s of samples) rows.push({ layer: 'sample', facet, x0: s.x, y0: s.y, phase: s.phase, kind: s.refined ? 'refinement' : 'grid', fill: s.refined ? 0 : 1, trials: s.trials });
+    for (const s of samples) rows.push({ layer: 'sample', facet, x0: s.x, y0: s.y, phase: s.phase, kind: s.refined ? 'refinement' : 'grid', trials: s.trials });
   }
   const fullY = [...new Set(data.cells.filter((c) => c.y_full).map((c) => Number(c.y)))];
   const gridTrials = data.trials.filter((t) => t.refine_round === null && typeof t.at.y === 'number');
@@ -202,7 +202,7 @@ export function phaseMapFigure(data: ReportData, title: string): FigureDef | nul
     field: 'y0', type: 'quantitative', scale: yScale, title: yTitle,
     axis: { values: yTicks, format: '~g', grid: false, ...(fullY.length ? { labelExpr: `indexof(${JSON.stringify(fullY)}, datum.value) >= 0 ? 'full ' + datum.label : datum.label` } : {}) },
   };
-  const color = { field: 'phase', type: 'nominal', scale: { domain: Object.keys(PHASE_COLORS), range: Object.values(PHASE_COLORS) }, legend: { title: 'final phase (consensus of the seeds)', orient: 'top', labelExpr: "datum.label == 'equilibrium' ? 'diffusion equilibrium (DE)' : datum.label", labelLimit: 260 } };
+  const color = { field: 'phase', type: 'nominal', scale: { domain: Object.keys(PHASE_COLORS), range: Object.values(PHASE_COLORS) }, legend: { title: 'final phase (consensus of the seeds)', titleLimit: 400, orient: 'top', labelExpr: "datum.label == 'equilibrium' ? 'diffusion equilibrium (DE)' : datum.label", labelLimit: 260 } };
   const unit = {
     width: 420,
     height: 280,
@@ -213,11 +213,11 @@ export function phaseMapFigure(data: ReportData, title: string): FigureDef | nul
         encoding: { x: { field: 'x0', type: 'quantitative', scale: xScale }, x2: { field: 'x1' }, y: { field: 'y0', type: 'quantitative', scale: yScale }, y2: { field: 'y1' }, tooltip: [{ field: 'between', title: 'boundary' }] },
       },
       {
-        name: 'samples', transform: [{ filter: "datum.layer == 'sample'" }], mark: { type: 'point', stroke: 'black', fill: 'black', strokeWidth: 1.3, size: 45 },
+        name: 'samples', transform: [{ filter: "datum.layer == 'sample'" }], mark: { type: 'point', stroke: 'black', strokeWidth: 1.3, size: 45, filled: true, opacity: 1 },
         encoding: {
           x: { field: 'x0', type: 'quantitative', scale: xScale }, y: { field: 'y0', type: 'quantitative', scale: yScale },
           shape: { field: 'kind', type: 'nominal', scale: { domain: ['grid', 'refinement'], range: ['square', 'circle'] }, legend: { title: 'sample', orient: 'top' } },
-          fillOpacity: { field: 'fill', type: 'quantitative', scale: null, legend: null },
+          fill: { field: 'kind', type: 'nominal', scale: { domain: ['grid', 'refinement'], range: ['#222222', 'transparent'] }, legend: { title: 'sample', orient: 'top' } },
           tooltip: [{ field: 'x0', title: data.axes.x, format: '.3g' }, { field: 'y0', title: data.axes.y }, { field: 'phase', title: 'consensus phase' }, { field: 'trials', title: 'done trials' }, { field: 'kind', title: 'sample' }],
         },
       },
@@ -225,7 +225,8 @@ export function phaseMapFigure(data: ReportData, title: string): FigureDef | nul
   };
   const subtitle = [
     'colour: the consensus phase of the nearest sample in log space (nearest-sample regions)',
-    'filled squares: grid trials, open circles: refinement trials; black segments: estimated boundaries at the log midpoint of neighbouring samples whose phases differ',
+    'filled squares: grid trials; open circles: refinement trials',
+    'black segments: estimated boundaries, at the log midpoint of neighbouring samples whose phases differ',
   ];
   const facetted = data.axes.facet !== null;
   const spec = facetted
