@@ -10,7 +10,8 @@ import { basename, join } from 'node:path';
 import test from 'ava';
 import type { Phase } from '../analysis/diagram.js';
 import { writeReport } from '../analysis/report/index.js';
-import { boundaryEdges, MAP_COLS, MAP_ROWS, rasterise, type MapSample } from '../analysis/report/phase-map.js';
+import { boundaryEdges, MAP_COLS, MAP_ROWS, rasterise, wantsPhaseMap, type MapSample } from '../analysis/report/phase-map.js';
+import type { ReportData } from '../analysis/report/data.js';
 import { PHASE_COLORS } from '../analysis/report/figures.js';
 import { writeTrialsParquet } from '../orchestrator/parquet-store.js';
 import { parseSpecText, resolveSweep, trialId } from '../orchestrator/spec.js';
@@ -48,6 +49,16 @@ test('boundaryEdges: a segment at the log midpoint of neighbours whose phases di
   t.deepEqual([edges[0]!.from, edges[0]!.to], ['steady', 'diverged']);
   t.true(Math.abs(edges[1]!.y0 - 32) < 1e-9 && edges[1]!.y0 === edges[1]!.y1);
   t.deepEqual([edges[1]!.from, edges[1]!.to], ['diverged', 'steady']);
+});
+
+test('wantsPhaseMap: refinement trials or an irregular plan on numeric axes; not holes left by failed or unfinished trials', (t) => {
+  const cells = [{ x: 1e-3, y: 16 }, { x: 1e-2, y: 64 }] as unknown as ReportData['cells'];
+  const plan = (points: Array<[number, number]>, round: number | null = null) => points.map(([x, y]) => ({ at: { facet: 'vanilla', x, y }, refine_round: round }));
+  const grid = plan([[1e-3, 16], [1e-2, 16], [1e-3, 64], [1e-2, 64]]);
+  t.false(wantsPhaseMap({ cells, trials: [], planned: grid }));
+  t.true(wantsPhaseMap({ cells, trials: [], planned: [...grid, ...plan([[3e-3, 16]], 1)] }));
+  t.true(wantsPhaseMap({ cells, trials: [], planned: [...grid, ...plan([[3e-3, 16]])] }));
+  t.false(wantsPhaseMap({ cells: [{ x: 'a', y: 16 }] as unknown as ReportData['cells'], trials: [], planned: [...grid, ...plan([[3e-3, 16]], 1)] }));
 });
 
 // 3 lr × 2 batch sizes × 2 seeds on the grid, then one refinement round at lr 3.162e-2 (both batch sizes, both seeds).

@@ -16,7 +16,7 @@ import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
-import { METRICS_DIR, SWEEP_FILE, TRIALS_FILE } from '../../schemas/parquet.js';
+import { METRICS_DIR, SWEEP_FILE, TRIAL_COLUMNS, TRIALS_FILE, type TrialRecord } from '../../schemas/parquet.js';
 import type { AnalysisConfig, TrialConfig } from '../../schemas/sweep.js';
 import { axisLabel, dominantPhase, queryDiagram, type DiagramAxes, type DiagramCell, type Phase } from '../diagram.js';
 import { DEFAULT_PHASE_PARAMS, snrPoints } from '../phases.js';
@@ -103,6 +103,12 @@ export interface ReportData {
   /** Display thinning: most points kept per trial and series, per table (module header). */
   points: { snr: number; error: number; loss: number; signals: number };
   analysis: Partial<AnalysisConfig>;
+  /**
+   * Every trial sweep.json plans (done or not, listed in trials.parquet or not): its values of the
+   * diagram's facet, x and y columns (from its config; null where a column does not come from the
+   * config) and its refinement round (null for a grid trial).
+   */
+  planned: Array<{ at: { facet: unknown; x: unknown; y: unknown }; refine_round: number | null }>;
 }
 
 export interface LoadOptions {
@@ -127,6 +133,17 @@ function problemLabel(c: TrialConfig): string {
   const p = c.problem as unknown as Record<string, unknown>;
   const params = ['a1', 'a2', 'k', 'nu', 'd'].filter((k) => typeof p[k] === 'number').map((k) => `${k} = ${p[k]}`);
   return `${c.problem.name}${params.length ? ` (${params.join(', ')})` : ''}`;
+}
+
+/** The value of a trials.parquet column computed from a trial's config alone (null when it needs more than the config). */
+function configColumn(name: string | null, config: TrialConfig): unknown {
+  const c = name === null ? undefined : TRIAL_COLUMNS.find((k) => k.name === name);
+  if (!c) return null;
+  try {
+    return c.get({ config } as TrialRecord) ?? null;
+  } catch {
+    return null;
+  }
 }
 
 /** Indices of the points to keep (module header): first, last, `must` and per log-step bucket the min and max of `v`. */
@@ -327,6 +344,7 @@ export async function loadReportData(dir: string, opts: LoadOptions = {}): Promi
       sweep: file.name, description: file.description ?? null, problems, axes, cells,
       rows: [...new Set(rowList)], cols: [...new Set(colList)], trials, counts, ...data, layers, points, analysis,
       maxCollocation: Math.max(0, ...file.trials.map((t) => t.config.problem.n_collocation)),
+      planned: file.trials.map((t) => ({ at: { facet: configColumn(axes.facet, t.config), x: configColumn(axes.x, t.config), y: configColumn(axes.y, t.config) }, refine_round: t.refine_round ?? null })),
     };
   } finally {
     conn.closeSync();

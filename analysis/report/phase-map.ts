@@ -144,15 +144,17 @@ function facetSamples(data: ReportData): Map<string, Array<MapSample & { trials:
 
 /**
  * Whether a report gets the phase map: the diagram's axes are numeric and > 0 (log scales), and
- * some trial came from a refinement round, or some facet's trials (any status) do not form a full
- * grid of its x values × its y values.
+ * some trial came from a refinement round, or the trials sweep.json plans (whatever their status, so
+ * that failed or unfinished trials leave no hole) do not form, in some facet, a full grid of its x
+ * values × its y values.
  */
-export function wantsPhaseMap(data: ReportData): boolean {
+export function wantsPhaseMap(data: Pick<ReportData, 'cells' | 'trials' | 'planned'>): boolean {
   const positive = (v: unknown) => typeof v === 'number' && v > 0;
-  if (data.cells.length === 0 || !data.cells.every((c) => positive(Number(c.x)) && positive(Number(c.y)) && typeof c.x === 'number' && typeof c.y === 'number')) return false;
-  if (data.trials.some((t) => t.refine_round !== null)) return true;
+  if (data.cells.length === 0 || !data.cells.every((c) => positive(c.x) && positive(c.y))) return false;
+  if (data.trials.some((t) => t.refine_round !== null) || data.planned.some((t) => t.refine_round !== null)) return true;
   const facets = new Map<string, Set<string>>();
-  for (const t of data.trials) {
+  for (const t of data.planned) {
+    if (t.at.x === null || t.at.y === null) return false;
     const f = JSON.stringify(String(t.at.facet));
     if (!facets.has(f)) facets.set(f, new Set());
     facets.get(f)!.add(JSON.stringify([t.at.x, t.at.y]));
