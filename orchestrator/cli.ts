@@ -200,32 +200,30 @@ const program = new Command()
     process.exit(e.exitCode === 0 ? 0 : 2);
   });
 
-program
+/** The options `run` and `refine` share: where the sweep runs (NATS, local worker slots) and the free-space threshold. */
+function withRunOptions(cmd: Command): Command {
+  return cmd
+    .option('--nats <url>', 'NATS server URL(s), comma-separated (default: start a private nats-server)')
+    .option('--slots <n>', `local worker slots, 0 = none (default: CPU cores, ${availableParallelism()} here)`, intArg('--slots', 0))
+    .addOption(new Option('--backend <name>', 'tfjs backend').choices(['auto', 'wasm', 'cpu', 'tensorflow']).default('auto'))
+    .option('--gpus <list>', `local worker: ${GPUS_HELP}`, gpusArg)
+    .option('--slots-per-gpu <k>', 'local worker: slot processes per GPU (default 1)', intArg('--slots-per-gpu', 1))
+    .option('--fuse <auto|N>', `local worker: ${FUSE_HELP}`, fuseArg)
+    .option('--namespace <ns>', NAMESPACE_HELP, namespaceArg)
+    .option('--replicas <n>', 'JetStream replicas of the streams and the state bucket when this run creates them (3 on a 3-node cluster; default 1)', intArg('--replicas', 1))
+    .option('--min-free <size>', "pause writing results while DIR's filesystem has less free: a size (256MiB, 2G, 0 = off) or a share of it (5%) (default: $PHASEMAP_MIN_FREE or 256MiB)", minFreeArg);
+}
+
+const runCommand = program
   .command('run')
   .description('run a sweep spec to completion (re-running the same spec on the same DIR runs only what is not done)')
   .argument('<spec>', 'sweep spec, YAML or JSON')
-  .option('--out <dir>', 'output directory (default: results/<sweep name>)')
-  .option('--nats <url>', 'NATS server URL(s), comma-separated (default: start a private nats-server)')
-  .option('--slots <n>', `local worker slots, 0 = none (default: CPU cores, ${availableParallelism()} here)`, intArg('--slots', 0))
-  .addOption(new Option('--backend <name>', 'tfjs backend').choices(['auto', 'wasm', 'cpu', 'tensorflow']).default('auto'))
-  .option('--gpus <list>', `local worker: ${GPUS_HELP}`, gpusArg)
-  .option('--slots-per-gpu <k>', 'local worker: slot processes per GPU (default 1)', intArg('--slots-per-gpu', 1))
-  .option('--fuse <auto|N>', `local worker: ${FUSE_HELP}`, fuseArg)
-  .option('--namespace <ns>', NAMESPACE_HELP, namespaceArg)
-  .option('--replicas <n>', 'JetStream replicas of the streams and the state bucket when this run creates them (3 on a 3-node cluster; default 1)', intArg('--replicas', 1))
-  .option('--min-free <size>', "pause writing results while DIR's filesystem has less free: a size (256MiB, 2G, 0 = off) or a share of it (5%) (default: $PHASEMAP_MIN_FREE or 256MiB)", minFreeArg)
+  .option('--out <dir>', 'output directory (default: results/<sweep name>)');
+withRunOptions(runCommand)
   .action(async (spec: string, o: NatsCliOptions & { out?: string; nats?: string; slots?: number; backend: 'auto' | 'wasm' | 'cpu' | 'tensorflow'; gpus?: string; slotsPerGpu?: number; fuse?: number | 'auto'; namespace?: string; replicas?: number; minFree?: MinFree }) => {
     const fuse = fuseOption(o.fuse);
     const minFree = minFreeOption(o.minFree);
-    const ac = new AbortController();
-    let interrupts = 0;
-    const onSignal = (sig: string) => {
-      if (++interrupts > 1) process.exit(130);
-      log.warn(`${sig}: stopping; running trials are handed back to the queue (again to force)`);
-      ac.abort();
-    };
-    process.on('SIGINT', () => onSignal('SIGINT'));
-    process.on('SIGTERM', () => onSignal('SIGTERM'));
+    const ac = stopOnSignals();
     try {
       const { runSweep } = await import('./run.js');
       const runOpts = { out: o.out, nats: o.nats, natsAuth: natsAuthForUrl(o.nats, o), slots: o.slots, backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, fuse, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, replicas: o.replicas, signal: ac.signal, liveReport: true, minFree };
@@ -244,33 +242,17 @@ program
     }
   });
 
-program
+const refineCommand = program
   .command('refine')
   .description("rounds of adaptive refinement of a results DIR's phase boundaries: each runs new trials at the log midpoints between neighbouring cells whose phases differ (the spec's refine: block, defaults without one); running it again adds nothing already there, and resumes a killed refine")
   .argument('<dir>', 'a sweep output directory')
   .option('--rounds <n>', "the round to reach (rounds sweep.json records count) (default: the spec's refine.rounds, or 3)", intArg('--rounds', 0))
-  .option('--budget <n>', "most refinement trials in the sweep, over all rounds (default: the spec's refine.budget, or 100)", intArg('--budget', 0))
-  .option('--nats <url>', 'NATS server URL(s), comma-separated (default: start a private nats-server)')
-  .option('--slots <n>', `local worker slots, 0 = none (default: CPU cores, ${availableParallelism()} here)`, intArg('--slots', 0))
-  .addOption(new Option('--backend <name>', 'tfjs backend').choices(['auto', 'wasm', 'cpu', 'tensorflow']).default('auto'))
-  .option('--gpus <list>', `local worker: ${GPUS_HELP}`, gpusArg)
-  .option('--slots-per-gpu <k>', 'local worker: slot processes per GPU (default 1)', intArg('--slots-per-gpu', 1))
-  .option('--fuse <auto|N>', `local worker: ${FUSE_HELP}`, fuseArg)
-  .option('--namespace <ns>', NAMESPACE_HELP, namespaceArg)
-  .option('--replicas <n>', 'JetStream replicas of the streams and the state bucket when this run creates them (default 1)', intArg('--replicas', 1))
-  .option('--min-free <size>', "pause writing results while DIR's filesystem has less free (as for run)", minFreeArg)
+  .option('--budget <n>', "most refinement trials in the sweep, over all rounds (default: the spec's refine.budget, or 100)", intArg('--budget', 0));
+withRunOptions(refineCommand)
   .action(async (dir: string, o: NatsCliOptions & { rounds?: number; budget?: number; nats?: string; slots?: number; backend: 'auto' | 'wasm' | 'cpu' | 'tensorflow'; gpus?: string; slotsPerGpu?: number; fuse?: number | 'auto'; namespace?: string; replicas?: number; minFree?: MinFree }) => {
     const fuse = fuseOption(o.fuse);
     const minFree = minFreeOption(o.minFree);
-    const ac = new AbortController();
-    let interrupts = 0;
-    const onSignal = (sig: string) => {
-      if (++interrupts > 1) process.exit(130);
-      log.warn(`${sig}: stopping; running trials are handed back to the queue (again to force)`);
-      ac.abort();
-    };
-    process.on('SIGINT', () => onSignal('SIGINT'));
-    process.on('SIGTERM', () => onSignal('SIGTERM'));
+    const ac = stopOnSignals();
     try {
       const { refineSweep } = await import('./refine.js');
       const r = await refineSweep({ out: dir, rounds: o.rounds, budget: o.budget, nats: o.nats, natsAuth: natsAuthForUrl(o.nats, o), slots: o.slots, backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, fuse, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, replicas: o.replicas, signal: ac.signal, liveReport: true, minFree });
@@ -280,6 +262,23 @@ program
       process.exitCode = failDir(e);
     }
   });
+
+/**
+ * The signal a run (or refine) stops on: the first SIGINT / SIGTERM aborts it (running trials are
+ * handed back), a second exits at once (130).
+ */
+function stopOnSignals(): AbortController {
+  const ac = new AbortController();
+  let interrupts = 0;
+  const onSignal = (sig: string) => {
+    if (++interrupts > 1) process.exit(130);
+    log.warn(`${sig}: stopping; running trials are handed back to the queue (again to force)`);
+    ac.abort();
+  };
+  process.on('SIGINT', () => onSignal('SIGINT'));
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  return ac;
+}
 
 /** What a run (or refine) did, for its last lines and exit code. */
 interface Outcome {

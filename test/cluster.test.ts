@@ -9,7 +9,6 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
@@ -18,21 +17,10 @@ import test from 'ava';
 import { loadSweep } from '../orchestrator/spec.js';
 import type { TrialState } from '../schemas/trial.js';
 import { transportNames, type ProgressMessage } from '../schemas/transport.js';
-import { duck, stderrOf, tempDir, trackedCli, until } from './helpers.js';
+import { duck, freePort, stderrOf, tempDir, trackedCli, until } from './helpers.js';
 
 const { cli, killStarted } = trackedCli();
 test.afterEach.always(killStarted);
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 interface Node {
   name: string;

@@ -18,6 +18,7 @@ import { connect } from '@nats-io/transport-node';
 import test, { type ExecutionContext } from 'ava';
 import { DiskGuard, embeddedStoreLimit, parseMinFree, type DiskSpace } from '../orchestrator/disk-space.js';
 import { duck, freePort, stderrOf, tempDir, trackedCli, until, type Cli } from './helpers.js';
+import { pidAlive } from '../analysis/pid.js';
 
 const { cli, killStarted } = trackedCli();
 test.afterEach.always(killStarted);
@@ -82,19 +83,10 @@ function serverPid(stderr: string): number | null {
   return m ? Number(m[1]) : null;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Waits until the process is gone (at most `ms`). @returns whether it is gone. */
 async function gone(pid: number, ms: number): Promise<boolean> {
-  await until(() => !alive(pid), ms, `pid ${pid} to exit`, 50).catch(() => undefined);
-  return !alive(pid);
+  await until(() => !pidAlive(pid), ms, `pid ${pid} to exit`, 50).catch(() => undefined);
+  return !pidAlive(pid);
 }
 
 /**

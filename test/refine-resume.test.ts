@@ -8,6 +8,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import test from 'ava';
 import { duck, stderrOf, tempDir, trackedCli, until } from './helpers.js';
+import { pidAlive } from '../analysis/pid.js';
 
 // After 600 steps lr 1e-3 and 3 are still fitting, lr 10 diverges (stopped early): round 1 runs lr 5.48, round 2
 // the midpoint on the side where the phase changes. Each round runs on an embedded nats-server of its own.
@@ -33,15 +34,6 @@ test.afterEach.always(killStarted);
 interface SweepJson { trials: Array<{ trial_id: string; refine_round?: number }> }
 const sweepJson = async (out: string) => JSON.parse(await readFile(join(out, 'sweep.json'), 'utf8')) as SweepJson;
 const rounds = (s: SweepJson) => new Map(s.trials.map((x) => [x.trial_id, x.refine_round ?? 0]));
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 test.serial('phasemap run with refine: SIGKILLed while a refinement trial runs takes its nats-server down; the same command finishes with the trials of an uninterrupted run, each once', async (t) => {
   const work = await tempDir('refine-kill');
@@ -75,12 +67,12 @@ test.serial('phasemap run with refine: SIGKILLed while a refinement trial runs t
   t.is(runFile.pid, o1.child.pid ?? -1);
   // The server of the round that runs now: the last one started.
   const natsPid = Number([...err1().matchAll(/embedded nats-server on \S+ \(pid (\d+);/g)].at(-1)?.[1]);
-  t.true(natsPid > 0 && alive(natsPid), `nats-server pid ${natsPid}: ${err1()}`);
+  t.true(natsPid > 0 && pidAlive(natsPid), `nats-server pid ${natsPid}: ${err1()}`);
   o1.child.kill('SIGKILL');
   await o1;
   const killedAt = Date.now();
-  await until(() => !alive(natsPid), 10_000, `nats-server pid ${natsPid} to exit`, 50).catch(() => undefined);
-  t.false(alive(natsPid), `nats-server pid ${natsPid} still running after its orchestrator was killed`);
+  await until(() => !pidAlive(natsPid), 10_000, `nats-server pid ${natsPid} to exit`, 50).catch(() => undefined);
+  t.false(pidAlive(natsPid), `nats-server pid ${natsPid} still running after its orchestrator was killed`);
   t.log(`killed after ${((killedAt - t0) / 1000).toFixed(1)} s during round ${before.get(victim)} (${before.size} trials recorded); nats-server gone ${((Date.now() - killedAt) / 1000).toFixed(1)} s later`);
 
   // The same command: finishes.
