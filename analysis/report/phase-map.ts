@@ -204,7 +204,7 @@ export function phaseMapFigure(data: ReportData, title: string): FigureDef | nul
     field: 'y0', type: 'quantitative', scale: yScale, title: yTitle,
     axis: { values: yTicks, format: '~g', grid: false, ...(fullY.length ? { labelExpr: `indexof(${JSON.stringify(fullY)}, datum.value) >= 0 ? 'full ' + datum.label : datum.label` } : {}) },
   };
-  const color = { field: 'phase', type: 'nominal', scale: { domain: Object.keys(PHASE_COLORS), range: Object.values(PHASE_COLORS) }, legend: { title: 'final phase (consensus of the seeds)', titleLimit: 400, orient: 'top', labelExpr: "datum.label == 'equilibrium' ? 'diffusion equilibrium (DE)' : datum.label", labelLimit: 260 } };
+  const color = { field: 'phase', type: 'nominal', scale: { domain: Object.keys(PHASE_COLORS), range: Object.values(PHASE_COLORS) }, legend: { title: 'consensus phase', titleLimit: 400, orient: 'top', labelExpr: "datum.label == 'equilibrium' ? 'diffusion equilibrium (DE)' : datum.label", labelLimit: 260 } };
   const unit = {
     width: 420,
     height: 280,
