@@ -120,9 +120,19 @@ test.serial('nats-server restarted mid-sweep with its store kept: workers and co
   const steps = 2000;
   await writeFile(file, spec('restart', steps, '[0.001, 0.002, 0.003]'));
   const w = cli(['worker', '--nats', nats.url, '--slots', '2', '--backend', 'wasm', '--name', 'w'], { env: ENV });
+  const ew = stderrOf(w);
   try {
     const o = cli(['run', file, '--out', out, '--nats', nats.url, '--slots', '0'], { env: ENV, timeoutMs: 300_000 });
-    await until(async () => [...(await trialStates(nats.url, 'restart')).values()].some((s) => s.status === 'running' && (s.step ?? 0) >= 300), 120_000, 'a trial past step 300');
+    const eo = stderrOf(o);
+    let seen = '';
+    await until(async () => {
+      const all = await trialStates(nats.url, 'restart');
+      seen = JSON.stringify([...all].map(([id, st]) => [id, st.status, st.owner, st.step]));
+      return [...all.values()].some((s) => s.status === 'running' && (s.step ?? 0) >= 300);
+    }, 120_000, 'a trial past step 300').catch((e: Error) => {
+      // What the run and the worker said, to tell a slow machine from a stuck sweep.
+      throw new Error(`${e.message}; states ${seen}\n--- run:\n${eo().slice(-3000)}\n--- worker:\n${ew().slice(-3000)}`);
+    });
     await nats.stop();
     await new Promise((r) => setTimeout(r, 2000));
     nats = await startEmbeddedNats(store, undefined, { port });
