@@ -227,10 +227,12 @@ withRunOptions(runCommand)
     try {
       const { runSweep } = await import('./run.js');
       const runOpts = { out: o.out, nats: o.nats, natsAuth: natsAuthForUrl(o.nats, o), slots: o.slots, backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, fuse, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, replicas: o.replicas, signal: ac.signal, liveReport: true, minFree };
-      let s: Outcome = await runSweep({ spec, ...runOpts });
+      // Resolved once (a large grid takes a while to expand): the run and the refine check share it.
+      const sweep = await loadSweep(spec);
+      let s: Outcome = await runSweep({ spec, resolved: sweep, ...runOpts });
       let refined: DiagramAxes | undefined;
       // The spec's refine: rounds follow the grid (not after an interrupt, an error or a cancel).
-      if (!s.interrupted && s.error === null && s.cancelled === 0 && (await loadSweep(spec)).refine) {
+      if (!s.interrupted && s.error === null && s.cancelled === 0 && sweep.refine) {
         const { refineSweep } = await import('./refine.js');
         const r = await refineSweep({ ...runOpts, out: s.dir });
         s = { ...r, queued: s.queued + r.queued, done: s.done + r.done, failed: [...s.failed, ...r.failed], total: r.queued ? r.total : s.total };
