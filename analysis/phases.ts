@@ -21,7 +21,7 @@
  *    candidate whose stretch is diffusion gives t_diffusion = i — the step where SNR fell below 1
  *    for good, science.md §6 — or, for a run below 1 from its first point, the first point where s
  *    has fallen `diffusion_drop` (0.5) decades below its running maximum. A stretch is diffusion
- *    when it has `diffusion_points` (20) points, spans a factor `diffusion_span` (2) of steps, its
+ *    when it has `diffusion_points` (16) points, spans a factor `diffusion_span` (2) of steps, its
  *    level — the mean of s over it — is at most `diffusion_depth` (−0.5: diffusion is SNR well
  *    below 1, ≤ 10^−0.5) and its lowest s is `diffusion_drop` below the highest s before it (the
  *    fitting peak). The mean over the whole stretch is what "stays below" means here: where SNR
@@ -32,7 +32,7 @@
  *    few hundred steps late in a run that sat above 1 before and after.
  * 4. **t_equilibrium**, from t_diffusion: the diffusion level at point j is the median of s from
  *    t_diffusion to the last point before j within `level_margin` (0.5) of the level (the start of
- *    the rise). The first j where s[j] ≥ level + `rise_decades` (1), within `rise_window` (25)
+ *    the rise). The first j where s[j] ≥ level + `rise_decades` (0.9), within `rise_window` (25)
  *    points of that start, is a candidate; it is DE when at least `sustain_points` points remain
  *    and, from the start of the rise to the end, s is above level + `level_margin` on at least half
  *    of the points and never at or below it for `diffusion_points` points in a row; the stretch from
@@ -87,13 +87,13 @@ export interface PhaseParams {
   diffusion_drop: number;
   /** Highest level (mean smoothed log10 SNR) of a diffusion stretch (diffusion is SNR well below 1). Default −0.5. */
   diffusion_depth: number;
-  /** Logged SNR points the diffusion stretch lasts at least (to the DE rise, or to the end of the run). Default 20. */
+  /** Logged SNR points the diffusion stretch lasts at least (to the DE rise, or to the end of the run). Default 16. */
   diffusion_points: number;
   /** Factor of steps the diffusion stretch spans at least, from its first to its last point (a plateau, not a late dip). Default 2. */
   diffusion_span: number;
   /** Logged SNR points a phase must last: diffusion's stretch, the points left after DE. Default 8. */
   sustain_points: number;
-  /** Rise of the smoothed log10 SNR above the diffusion floor, in decades, that marks the DE transition. Default 1. */
+  /** Rise of the smoothed log10 SNR above the diffusion floor, in decades, that marks the DE transition. Default 0.9. */
   rise_decades: number;
   /** Logged SNR points within which that rise happens (from the floor's last visit). Default 25. */
   rise_window: number;
@@ -117,10 +117,10 @@ export const DEFAULT_PHASE_PARAMS: Readonly<PhaseParams> = Object.freeze({
   diffusion_threshold: 0,
   diffusion_drop: 0.5,
   diffusion_depth: -0.5,
-  diffusion_points: 20,
+  diffusion_points: 16,
   diffusion_span: 2,
   sustain_points: 8,
-  rise_decades: 1,
+  rise_decades: 0.9,
   rise_window: 25,
   level_margin: 0.5,
   equilibrium_span: 1.25,

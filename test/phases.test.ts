@@ -69,7 +69,7 @@ test('a dip that climbs back is not diffusion: steady; a shorter dip neither; di
   const short = [...fill(5, FIT), ...fill(8, DIFF), ...fill(30, FIT)];
   t.deepEqual(detectPhases(series(short)), { t_diffusion: null, t_equilibrium: null, final_phase: 'steady' });
   // 25 points at 10^-0.8 (deep enough, long enough) that end back at 10^0: a rise of 0.8 decades from
-  // the level −0.8 (under rise_decades = 1), so not DE, and the stretch ended: a dip. Steady.
+  // the level −0.8 (under rise_decades = 0.9), so not DE, and the stretch ended: a dip. Steady.
   const dip = [...fill(5, 0.5), ...fill(25, -0.8), ...fill(50, 0)];
   t.deepEqual(detectPhases(series(dip)), { t_diffusion: null, t_equilibrium: null, final_phase: 'steady' });
   // The same dip followed by 10^0.5: a 1.3-decade rise that holds — diffusion from 250, DE at 1,500.
@@ -78,8 +78,8 @@ test('a dip that climbs back is not diffusion: steady; a shorter dip neither; di
   // A shallow fall to 10^-0.3 that stays: not diffusion (its level, the mean of s, is above diffusion_depth −0.5). Steady.
   t.deepEqual(detectPhases(series([...fill(5, FIT), ...fill(80, -0.3)])), { t_diffusion: null, t_equilibrium: null, final_phase: 'steady' });
   t.deepEqual(detectPhases(series([...fill(5, FIT), ...fill(80, -0.3)]), { diffusion_depth: -0.3 }), { t_diffusion: 250, t_equilibrium: null, final_phase: 'diffusion' });
-  // Fewer than diffusion_points (20) points of diffusion before a DE rise: a cluster of dips, not
-  // diffusion (points 5–19 at 10^-1.5, then 10^0.5).
+  // Fewer than diffusion_points (16) points of diffusion before a DE rise: a cluster of dips, not
+  // diffusion (points 5–19 at 10^-1.5, 15 points, then 10^0.5).
   const brief = [...fill(5, FIT), ...fill(15, DIFF), ...fill(60, DE)];
   t.deepEqual(detectPhases(series(brief)), { t_diffusion: null, t_equilibrium: null, final_phase: 'steady' });
   t.deepEqual(detectPhases(series(brief), { diffusion_points: 15 }), { t_diffusion: 250, t_equilibrium: 1000, final_phase: 'equilibrium' });
@@ -119,11 +119,17 @@ test('diffusion is a plateau on the log step axis (diffusion_span); its level is
   // After fitting, SNR flickers in blocks: 11 points at 10^-0.9, 9 at 10^0.05, four times (blocks of ≥ 4
   // equal values are their own running median). The low level holds 55 % of the points, so the median
   // of s is −0.9; the mean, −0.9·0.55 + 0.05·0.45 = −0.4725, is above diffusion_depth −0.5: the
-  // flicker's centre is near 10^-0.5 — steady, not diffusion (the upper level is < 1 decade up: no DE).
+  // flicker's centre is near 10^-0.5 — steady, not diffusion.
   const flicker = [...fill(5, FIT)];
   for (let k = 0; k < 4; k++) flicker.push(...fill(11, -0.9), ...fill(9, 0.05));
   t.deepEqual(detectPhases(series(flicker)), { t_diffusion: null, t_equilibrium: null, final_phase: 'steady' });
-  t.deepEqual(detectPhases(series(flicker), { diffusion_depth: -0.45 }), { t_diffusion: 250, t_equilibrium: null, final_phase: 'diffusion' });
+  // With diffusion_depth −0.45 the flicker is deep enough. Its upper level is 0.95 decades above the
+  // level −0.9: under rise_decades 1 no jump up is a DE rise, and the whole stretch from 250 is
+  // diffusion. Under the default 0.9 the first jump up (point 16) is a rise that holds (36 of the 69
+  // points from it are up, mean −0.40), which leaves 11 points of diffusion before it — fewer than
+  // diffusion_points 16: no diffusion, and each later low block is as short: steady.
+  t.deepEqual(detectPhases(series(flicker), { diffusion_depth: -0.45, rise_decades: 1 }), { t_diffusion: 250, t_equilibrium: null, final_phase: 'diffusion' });
+  t.deepEqual(detectPhases(series(flicker), { diffusion_depth: -0.45 }), { t_diffusion: null, t_equilibrium: null, final_phase: 'steady' });
 });
 
 test('DE must last (equilibrium_span) and bring SNR back within a decade of 1 (equilibrium_level)', (t) => {
