@@ -133,3 +133,49 @@ export function planRefinement(samples: readonly RefineSample[], opts: RefinePla
   found.sort((p, q) => q.gap - p.gap || (p.group < q.group ? -1 : p.group > q.group ? 1 : 0) || (p.axis < q.axis ? -1 : p.axis > q.axis ? 1 : 0) || p.x - q.x || p.y - q.y || p.seed - q.seed);
   return found.slice(0, Math.max(0, Math.floor(opts.budget))).map(({ gap: _gap, ...p }) => p);
 }
+
+/** One point of a phase map: a group (facet), its coordinates (> 0) and a phase. */
+export interface MapPoint {
+  group: string;
+  x: number;
+  y: number;
+  phase: Phase;
+}
+
+/** How well a map of samples reproduces a reference map (`mapAgreement`). */
+export interface MapAgreement {
+  /** Reference points compared (those whose group has samples). */
+  points: number;
+  /** Of them, those whose nearest sample has their phase. */
+  agree: number;
+  /** The others: the reference point and the nearest sample's phase. */
+  misses: Array<MapPoint & { nearest: Phase }>;
+}
+
+/**
+ * The phase at every reference point read off a map of samples — the phase of the nearest sample of
+ * the same group, Euclidean in (log10 x, log10 y) as the report's phase map draws it (a tie to the
+ * earlier sample) — against the reference point's own phase. Used to measure refinement against a
+ * dense grid: reference = the dense grid's trials, samples = the refined sweep's (consensus per cell).
+ * Points of a group without samples are not counted.
+ */
+export function mapAgreement(reference: readonly MapPoint[], samples: readonly MapPoint[]): MapAgreement {
+  const out: MapAgreement = { points: 0, agree: 0, misses: [] };
+  for (const r of reference) {
+    let best: MapPoint | null = null;
+    let bestD = Infinity;
+    for (const s of samples) {
+      if (s.group !== r.group) continue;
+      const d = (Math.log10(s.x) - Math.log10(r.x)) ** 2 + (Math.log10(s.y) - Math.log10(r.y)) ** 2;
+      if (d < bestD) {
+        best = s;
+        bestD = d;
+      }
+    }
+    if (!best) continue;
+    out.points++;
+    if (best.phase === r.phase) out.agree++;
+    else out.misses.push({ ...r, nearest: best.phase });
+  }
+  return out;
+}

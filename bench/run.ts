@@ -1,9 +1,10 @@
 /**
- * `npm run bench` (issue 5): runs the benchmarks, prints a table and writes bench/results.json.
+ * `npm run bench`: runs the benchmarks, prints a table and writes bench/results.json.
  *
  *   node dist/bench/run.js [--only NAME[,NAME]] [--runs N] [--quick] [--out FILE]
  *
- * NAME: train-step, snr-cost, ingest, dispatch, scaling, fusion, memory, report. Every figure is the median of N runs
+ * NAME: train-step, snr-cost, ingest, dispatch, scaling, fusion, memory, report, refine, and refine-poisson
+ * (~45 minutes: only when named). Every figure is the median of N runs
  * (default 5) after a warm-up; --quick is a smoke test (small sizes, 2 runs unless --runs; written to
  * $TMPDIR/phasemap-bench-quick.json unless --out, never over bench/results.json). See
  * bench/README.md for what each figure measures.
@@ -18,12 +19,15 @@ import { benchDispatch } from './dispatch.js';
 import { benchFusion } from './fusion.js';
 import { benchIngest } from './ingest.js';
 import { figure, machine, repoRoot, type Figure } from './lib.js';
+import { benchRefine, benchRefinePoisson } from './refine.js';
 import { benchReport } from './report.js';
 import { benchScaling } from './scaling.js';
 import { renderTable } from './table.js';
 import { benchSlotMemory, benchTrainStep, type BenchOptions } from './train.js';
 
-export const BENCHES = ['train-step', 'snr-cost', 'ingest', 'dispatch', 'scaling', 'fusion', 'memory', 'report'] as const;
+export const BENCHES = ['train-step', 'snr-cost', 'ingest', 'dispatch', 'scaling', 'fusion', 'memory', 'report', 'refine', 'refine-poisson'] as const;
+/** Benchmarks run only when `--only` names them (too long for the default run). */
+const ON_REQUEST: readonly string[] = ['refine-poisson'];
 type BenchName = (typeof BENCHES)[number];
 
 interface Args {
@@ -39,7 +43,7 @@ function usage(msg: string): never {
 }
 
 function parseArgs(argv: string[]): Args {
-  let only: BenchName[] = [...BENCHES];
+  let only: BenchName[] = BENCHES.filter((n) => !ON_REQUEST.includes(n));
   let runs: number | null = null;
   let quick = false;
   let out: string | null = null;
@@ -97,6 +101,8 @@ async function main(): Promise<void> {
   if (want('scaling')) await guard('scaling', () => benchScaling(o));
   if (want('fusion')) await guard('fusion', () => benchFusion(o, true));
   if (want('report')) await guard('report', () => benchReport(o));
+  if (want('refine')) await guard('refine', () => benchRefine(o));
+  if (want('refine-poisson')) await guard('refine-poisson', () => benchRefinePoisson(o));
   const order = (f: Figure) => BENCHES.indexOf(f.bench as BenchName);
   figs.sort((a, b) => order(a) - order(b));
   const result = {

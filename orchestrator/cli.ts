@@ -229,7 +229,8 @@ withRunOptions(runCommand)
       const runOpts = { out: o.out, nats: o.nats, natsAuth: natsAuthForUrl(o.nats, o), slots: o.slots, backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, fuse, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, replicas: o.replicas, signal: ac.signal, liveReport: true, minFree };
       // Resolved once (a large grid takes a while to expand): the run and the refine check share it.
       const sweep = await loadSweep(spec);
-      let s: Outcome = await runSweep({ spec, resolved: sweep, ...runOpts });
+      // With refine: rounds to follow, the grid's run does not wait for a live report being written.
+      let s: Outcome = await runSweep({ spec, resolved: sweep, ...runOpts, ...(sweep.refine ? { liveReportWaitS: 0 } : {}) });
       let refined: DiagramAxes | undefined;
       // The spec's refine: rounds follow the grid (not after an interrupt, an error or a cancel).
       if (!s.interrupted && s.error === null && s.cancelled === 0 && sweep.refine) {

@@ -115,7 +115,7 @@ export async function refineSweep(opts: RefineRunOptions): Promise<RefineSummary
     const trials = new Map(sweep.trials.map((t) => [t.trial_id, t]));
     for (const t of file.trials) if (t.refine_round !== undefined && !trials.has(t.trial_id)) trials.set(t.trial_id, asResolved(t));
     for (const t of extra) if (!trials.has(t.trial_id)) trials.set(t.trial_id, t);
-    const s = await runSweep({ ...opts, spec: join(dir, SWEEP_FILE), out: dir, resolved: { ...sweep, trials: [...trials.values()] }, log });
+    const s = await runSweep({ ...opts, spec: join(dir, SWEEP_FILE), out: dir, resolved: { ...sweep, trials: [...trials.values()] }, log, liveReportWaitS: 0 });
     summary.total = s.total;
     summary.queued += s.queued;
     summary.done += s.done;

@@ -63,6 +63,12 @@ export interface RunOptions {
   signal?: AbortSignal;
   /** Keep DIR/report fresh while the sweep runs (orchestrator/live-report.ts); default false (the CLI turns it on). */
   liveReport?: boolean;
+  /**
+   * Seconds the end of the run waits for a live report being written (default 30: so that the final
+   * report written after the run is the last word). 0 ends it at once — refinement rounds, whose
+   * next round starts its own live report and whose last is followed by the final report.
+   */
+  liveReportWaitS?: number;
   /** Free space on DIR's filesystem under which the collector pauses (orchestrator/disk-space.ts); default 256 MiB. */
   minFree?: MinFree;
 }
@@ -489,7 +495,8 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
       else if (stuck || !(await within(a.stop(true), cap(4000), 'handing the local trials back', log))) await within(a.abort(), cap(2000), 'stopping the local slots', log);
     }
     // After an interrupt the report being written is ended at once: the final one follows.
-    if (live) await within(live.stop(hurry ? 0 : 30), hurry ? cap(2000) : 35_000, 'the live report', log);
+    const liveWait = hurry ? 0 : (opts.liveReportWaitS ?? 30);
+    if (live) await within(live.stop(liveWait), hurry ? cap(2000) : liveWait * 1000 + 5000, 'the live report', log);
     ckptService?.unsubscribe();
     if (collector) await within(collector.stop(), cap(stuck ? 1000 : hurry ? 3000 : 60_000), 'writing what the collector holds', log);
     if (runFile) {

@@ -10,7 +10,7 @@ import { basename, join } from 'node:path';
 import test from 'ava';
 import type { Phase } from '../analysis/diagram.js';
 import { writeReport } from '../analysis/report/index.js';
-import { boundaryEdges, MAP_COLS, MAP_ROWS, rasterise, wantsPhaseMap, type MapSample } from '../analysis/report/phase-map.js';
+import { boundaryEdges, gridCells, MAP_COLS, MAP_ROWS, rasterise, wantsPhaseMap, type MapSample } from '../analysis/report/phase-map.js';
 import type { ReportData } from '../analysis/report/data.js';
 import { PHASE_COLORS } from '../analysis/report/figures.js';
 import { writeTrialsParquet } from '../orchestrator/parquet-store.js';
@@ -156,4 +156,24 @@ test('a regular grid without refinement trials gets no phase map', async (t) => 
   t.false(existsSync(join(dir, 'report', 'phase-map.svg')));
   t.false(r.files.some((f) => basename(f).startsWith('phase-map')));
   t.false((await readFile(r.index, 'utf8')).includes('id="phase-map"'));
+});
+
+test('gridCells: the cells of the starting grid span the log midpoints to the neighbouring grid values (the domain edge at the ends); refinement samples get none', (t) => {
+  // Grid lr 1e-4, 1e-2 × batch 16, 256; a refinement sample at lr 1e-3. Domain: log10 x −5…−1, y 1…3.
+  const samples: MapSample[] = [
+    { x: 1e-4, y: 16, phase: 'steady' }, { x: 1e-2, y: 16, phase: 'diffusion' },
+    { x: 1e-4, y: 256, phase: 'steady' }, { x: 1e-2, y: 256, phase: 'steady' },
+    { x: 1e-3, y: 16, phase: 'diffusion', refined: true },
+  ];
+  const cells = gridCells(samples, { x: [-5, -1], y: [1, 3] });
+  t.is(cells.length, 4);
+  const close = (a: number, b: number) => Math.abs(a / b - 1) < 1e-9;
+  // lr 1e-4 at batch 16: x from 10^-5 to the log midpoint 10^-3 of 1e-4 and 1e-2; y from 10^1 to √(16·256) = 64.
+  const c0 = cells[0]!;
+  t.true(close(c0.x0, 1e-5) && close(c0.x1, 1e-3) && close(c0.y0, 10) && close(c0.y1, 64), JSON.stringify(c0));
+  t.is(c0.phase, 'steady');
+  // lr 1e-2 at batch 256: x 1e-3 … 1e-1, y 64 … 1000.
+  const c3 = cells[3]!;
+  t.true(close(c3.x0, 1e-3) && close(c3.x1, 1e-1) && close(c3.y0, 64) && close(c3.y1, 1000), JSON.stringify(c3));
+  t.deepEqual(cells.map((c) => c.phase), ['steady', 'diffusion', 'steady', 'steady']);
 });

@@ -6,7 +6,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import test from 'ava';
 import { renderBoundaries, type DiagramCell, type Phase } from '../analysis/diagram.js';
-import { logMidpoint, planRefinement, type RefineSample } from '../analysis/refine.js';
+import { logMidpoint, mapAgreement, planRefinement, type MapPoint, type RefineSample } from '../analysis/refine.js';
 import { refineDefaults } from '../orchestrator/refine.js';
 import { parseSpecText, resolveSweep, trialId } from '../orchestrator/spec.js';
 import { duck, runCli, tempDir } from './helpers.js';
@@ -195,4 +195,23 @@ test('renderBoundaries: one line per pair of neighbouring cells whose dominant p
   t.is(renderBoundaries(cells, axes), 'phase boundaries (neighbouring cells whose dominant phases differ):\n  vanilla, batch full: diffusion → equilibrium between lr 6.3e-4 and 7.9e-4\n');
   t.is(renderBoundaries([cells[4]!], axes), '');
   t.regex(renderBoundaries([cell('v', 1e-3, 64, 'fitting'), cell('v', 1e-3, 128, 'diverged')], axes), /v, lr 1e-3: fitting → diverged between batch 64 and 128/);
+});
+
+test('mapAgreement: each reference point takes the phase of the nearest sample of its group in log space', (t) => {
+  // Samples of group a at lr 1e-3 (steady) and 1e-2 (diffusion), batch 64; group b: one sample.
+  const samples: MapPoint[] = [
+    { group: 'a', x: 1e-3, y: 64, phase: 'steady' }, { group: 'a', x: 1e-2, y: 64, phase: 'diffusion' }, { group: 'b', x: 1e-3, y: 64, phase: 'fitting' },
+  ];
+  // lr 2e-3 is nearer 1e-3 in log10 (0.30 vs 0.70 decades): steady — agrees. lr 5e-3 is nearer 1e-2
+  // (0.30 vs 0.70): diffusion, but the reference says steady — a miss. lr 1e-2 at batch 512: nearest is
+  // 1e-2 at 64 (0.90 decades off in batch, against √(1 + 0.81) to 1e-3): diffusion — agrees. Group b's
+  // point agrees; group c has no samples and is not counted.
+  const reference: MapPoint[] = [
+    { group: 'a', x: 2e-3, y: 64, phase: 'steady' }, { group: 'a', x: 5e-3, y: 64, phase: 'steady' }, { group: 'a', x: 1e-2, y: 512, phase: 'diffusion' },
+    { group: 'b', x: 1e-1, y: 64, phase: 'fitting' }, { group: 'c', x: 1e-3, y: 64, phase: 'steady' },
+  ];
+  const r = mapAgreement(reference, samples);
+  t.is(r.points, 4);
+  t.is(r.agree, 3);
+  t.deepEqual(r.misses, [{ group: 'a', x: 5e-3, y: 64, phase: 'steady', nearest: 'diffusion' }]);
 });

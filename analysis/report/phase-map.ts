@@ -143,6 +143,24 @@ function facetSamples(data: ReportData): Map<string, Array<MapSample & { trials:
 }
 
 /**
+ * The cells of the starting grid under a facet's samples: for each grid sample (not `refined`), the
+ * rectangle in data units from the log midpoint with the previous distinct grid value to the log
+ * midpoint with the next, on each axis (the domain's edge at either end), with the sample's phase.
+ * Samples that are not on the grid's x values × y values (irregular samples) get no cell. Pure.
+ */
+export function gridCells(samples: readonly MapSample[], domain: LogDomain = mapDomain(samples)): Array<Omit<MapRect, 'sample'>> {
+  const grid = samples.filter((s) => !s.refined);
+  const lx = [...new Set(grid.map((s) => Math.log10(s.x)))].sort((a, b) => a - b);
+  const ly = [...new Set(grid.map((s) => Math.log10(s.y)))].sort((a, b) => a - b);
+  const edges = (l: number[], d: [number, number], i: number): [number, number] => [i > 0 ? (l[i - 1]! + l[i]!) / 2 : d[0], i < l.length - 1 ? (l[i]! + l[i + 1]!) / 2 : d[1]];
+  return grid.map((s) => {
+    const [x0, x1] = edges(lx, domain.x, lx.indexOf(Math.log10(s.x)));
+    const [y0, y1] = edges(ly, domain.y, ly.indexOf(Math.log10(s.y)));
+    return { x0: 10 ** x0, x1: 10 ** x1, y0: 10 ** y0, y1: 10 ** y1, phase: s.phase };
+  });
+}
+
+/**
  * Whether a report gets the phase map: the diagram's axes are numeric and > 0 (log scales), and
  * some trial came from a refinement round, or the trials sweep.json plans (whatever their status, so
  * that failed or unfinished trials leave no hole) do not form, in some facet, a full grid of its x
@@ -187,6 +205,7 @@ export function phaseMapFigure(data: ReportData, title: string): FigureDef | nul
   const domain = mapDomain(all);
   const rows: Array<Record<string, unknown>> = [];
   for (const [facet, samples] of byFacet) {
+    for (const c of gridCells(samples, domain)) rows.push({ layer: 'grid', facet, x0: r4(c.x0), x1: r4(c.x1), y0: r4(c.y0), y1: r4(c.y1), phase: c.phase });
     for (const r of rasterise(samples, domain)) rows.push({ layer: 'region', facet, x0: r4(r.x0), x1: r4(r.x1), y0: r4(r.y0), y1: r4(r.y1), phase: r.phase });
     for (const e of boundaryEdges(samples, domain)) rows.push({ layer: 'edge', facet, x0: r4(e.x0), x1: r4(e.x1), y0: r4(e.y0), y1: r4(e.y1), phase: e.to, between: `${e.from} → ${e.to}` });
     for (const s of samples) rows.push({ layer: 'sample', facet, x0: s.x, y0: s.y, phase: s.phase, kind: s.refined ? 'refinement' : 'grid', trials: s.trials });
@@ -209,7 +228,9 @@ export function phaseMapFigure(data: ReportData, title: string): FigureDef | nul
     width: 420,
     height: 280,
     layer: [
-      { name: 'regions', transform: [{ filter: "datum.layer == 'region'" }], mark: { type: 'rect', opacity: 0.55, strokeWidth: 0 }, encoding: { x, x2: { field: 'x1' }, y, y2: { field: 'y1' }, color } },
+      // The starting grid's cells, faint beneath the refined map: coloured by the grid's own phases, dashed outlines.
+      { name: 'grid-cells', transform: [{ filter: "datum.layer == 'grid'" }], mark: { type: 'rect', opacity: 0.3, stroke: '#555555', strokeWidth: 0.8, strokeDash: [3, 2] }, encoding: { x, x2: { field: 'x1' }, y, y2: { field: 'y1' }, color } },
+      { name: 'regions', transform: [{ filter: "datum.layer == 'region'" }], mark: { type: 'rect', opacity: 0.45, strokeWidth: 0 }, encoding: { x, x2: { field: 'x1' }, y, y2: { field: 'y1' }, color } },
       {
         name: 'edges', transform: [{ filter: "datum.layer == 'edge'" }], mark: { type: 'rule', color: 'black', strokeWidth: 2 },
         encoding: { x: { field: 'x0', type: 'quantitative', scale: xScale }, x2: { field: 'x1' }, y: { field: 'y0', type: 'quantitative', scale: yScale }, y2: { field: 'y1' }, tooltip: [{ field: 'between', title: 'boundary' }] },
@@ -228,6 +249,7 @@ export function phaseMapFigure(data: ReportData, title: string): FigureDef | nul
   const subtitle = [
     'colour: the consensus phase of the nearest sample in log space (nearest-sample regions)',
     'filled squares: grid trials; open circles: refinement trials',
+    'faint beneath, with dashed outlines: the cells of the starting grid, coloured by its own phases',
     'black segments: estimated boundaries, at the log midpoint of neighbouring samples whose phases differ',
   ];
   const facetted = data.axes.facet !== null;

@@ -20,10 +20,35 @@ export {
   type SnrSplit, type SnrResult, type BoundaryData, type ActivationBins,
 } from './diagnostics.js';
 export {
-  trainTrial, setupTrial, lossAndGrads, evalRelL2, evalSnr, evalDiagnostics, nullDiagnostics,
+  setupTrial, lossAndGrads, evalRelL2, evalSnr, evalDiagnostics, nullDiagnostics,
   type TrainSummary, type TrainHooks, type TrainOptions, type TrialSetup, type StepLoss,
 } from './train.js';
 export { ensureGradients } from './gradients.js';
 export { captureCheckpoint, type CheckpointData } from './checkpoint.js';
 export { restoreTrial, configDifference, ResumeError, type ResumeOptions, type RestoredState } from './resume.js';
-export { trainTrials, fusionKey, fusionLimit, FUSION_RULE } from './fused.js';
+export { fusionKey, fusionLimit, FUSION_RULE } from './fused.js';
+export { syntheticField, syntheticBoundary, syntheticAbove, type SyntheticField } from './synthetic.js';
+
+import type { TrialConfig } from '../../schemas/sweep.js';
+import { trainTrials as trainFused } from './fused.js';
+import { syntheticField, trainSyntheticTrial } from './synthetic.js';
+import { trainTrial as trainOne, type TrainHooks, type TrainOptions, type TrainSummary } from './train.js';
+
+/**
+ * Trains one trial (worker/trainer/train.ts `trainTrial`), or, in a process with
+ * `PHASEMAP_SYNTHETIC_FIELD` set, runs it on the synthetic phase field (synthetic.ts).
+ */
+export function trainTrial(config: TrialConfig, hooks: TrainHooks, opts: TrainOptions = {}): Promise<TrainSummary> {
+  const field = syntheticField();
+  return field ? trainSyntheticTrial(config, hooks, opts, field) : trainOne(config, hooks, opts);
+}
+
+/**
+ * Trains a group of trials fused into one batched computation (worker/trainer/fused.ts
+ * `trainTrials`), or, with `PHASEMAP_SYNTHETIC_FIELD` set, each on the synthetic phase field.
+ */
+export async function trainTrials(configs: TrialConfig[], hooks: TrainHooks[], opts: TrainOptions[]): Promise<Array<TrainSummary | Error>> {
+  const field = syntheticField();
+  if (!field) return trainFused(configs, hooks, opts);
+  return Promise.all(configs.map((c, i) => trainSyntheticTrial(c, hooks[i]!, opts[i] ?? {}, field).catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))))));
+}
