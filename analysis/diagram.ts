@@ -174,6 +174,18 @@ export function axisLabel(v: unknown, full = false): string {
   return String(v);
 }
 
+/**
+ * Labels for the distinct values of one axis: numbers rounded to the fewest significant digits, 3 to
+ * 12, that keep them distinct (a logspace lr of 1.58489319246e-4 reads 1.58e-4); other values as
+ * `axisLabel`. Keyed by String(value).
+ */
+export function axisLabels(values: readonly unknown[], fullOf: (v: unknown) => boolean): Map<string, string> {
+  const nums = values.filter((v): v is number => typeof v === 'number' && Number.isFinite(v) && !Number.isInteger(v));
+  let digits = 3;
+  while (digits < 12 && new Set(nums.map((v) => v.toPrecision(digits))).size < new Set(nums).size) digits++;
+  return new Map(values.map((v) => [String(v), typeof v === 'number' && nums.includes(v) && !fullOf(v) ? axisLabel(Number(v.toPrecision(digits))) : axisLabel(v, fullOf(v))]));
+}
+
 /** The one-line legend under the terminal diagram. */
 export const DIAGRAM_LEGEND =
   'cell: dominant final phase (div = diverged, fit = fitting, std = steady, diff = diffusion, DE = diffusion equilibrium) with its count of the cell\'s trials (seeds), median DE step (the seeds\' range), median final rel. L2';
@@ -189,8 +201,12 @@ export function renderDiagram(cells: DiagramCell[], axes: DiagramAxes): string {
     const fc = cells.filter((c) => String(c.facet) === f);
     const xs = [...new Set(fc.map((c) => String(c.x)))];
     const ys = [...new Set(fc.map((c) => String(c.y)))];
-    const xLabel = (x: string) => { const c = fc.find((k) => String(k.x) === x)!; return axisLabel(c.x, fc.every((k) => String(k.x) !== x || k.x_full)); };
-    const yLabel = (y: string) => { const c = fc.find((k) => String(k.y) === y)!; return axisLabel(c.y, fc.every((k) => String(k.y) !== y || k.y_full)); };
+    const xFull = (v: unknown) => fc.every((k) => String(k.x) !== String(v) || k.x_full);
+    const yFull = (v: unknown) => fc.every((k) => String(k.y) !== String(v) || k.y_full);
+    const xLabels = axisLabels([...new Map(fc.map((c) => [String(c.x), c.x])).values()], xFull);
+    const yLabels = axisLabels([...new Map(fc.map((c) => [String(c.y), c.y])).values()], yFull);
+    const xLabel = (x: string) => xLabels.get(x)!;
+    const yLabel = (y: string) => yLabels.get(y)!;
     const table = new Table({ head: [`${axes.y} \\ ${axes.x}`, ...xs.map(xLabel)], style: { head: [], border: [] } });
     for (const y of ys) {
       table.push([

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
-import { buildDiagram, DIAGRAM_FILE, renderDiagram } from '../analysis/diagram.js';
+import { axisLabels, buildDiagram, DIAGRAM_FILE, renderDiagram } from '../analysis/diagram.js';
 import { writeTrialsParquet } from '../orchestrator/parquet-store.js';
 import { parseSpecText, resolveSweep } from '../orchestrator/spec.js';
 import type { FinalPhase } from '../schemas/trial.js';
@@ -94,4 +94,12 @@ test('a diagram axis that is not a trials column is named in the error', async (
   const dir = await tempDir('diagram-bad');
   await writeTrialsParquet(dir, records());
   await t.throwsAsync(buildDiagram(dir, { x: 'lr; DROP TABLE x', y: 'batch_size', facet: null }), { message: /^--x: got "lr; DROP TABLE x", expected a trials\.parquet column: trial_id/ });
+});
+
+test('axisLabels: the fewest significant digits (at least 3) that keep the values apart; full and integers as they are', (t) => {
+  const logspace = [1e-4, 1.58489319246e-4, 2.51188643151e-4, 0.0158489319246, 0.1];
+  t.deepEqual([...axisLabels(logspace, () => false).values()], ['1e-4', '1.58e-4', '2.51e-4', '0.0158', '0.1']);
+  // 1.2341e-3 and 1.2342e-3 differ in the 5th digit.
+  t.deepEqual([...axisLabels([1.2341e-3, 1.2342e-3], () => false).values()], ['1.2341e-3', '1.2342e-3']);
+  t.deepEqual([...axisLabels([256, 1024], (v) => v === 1024).values()], ['256', 'full']);
 });
