@@ -27,8 +27,8 @@ export type RefinePoint = Pick<RefineSample, 'group' | 'x' | 'y' | 'seed'>;
 
 /** One proposed trial: its group, its new coordinates and a seed of the cells it lies between. */
 export interface RefineProposal extends RefinePoint {
-  /** The axis whose midpoint it is. */
-  axis: 'x' | 'y';
+  /** The axis whose midpoint it is; 'xy' for the midpoint of two samples that differ in both. */
+  axis: 'x' | 'y' | 'xy';
 }
 
 export interface RefinePlanOptions {
@@ -81,6 +81,58 @@ function disagree(a: Cell, b: Cell): boolean {
 
 const pointKey = (p: RefinePoint) => JSON.stringify([p.group, p.x, p.y, p.seed]);
 
+/** Raster of the touching-regions test, per axis. */
+const TOUCH_RASTER = 160;
+
+/**
+ * Pairs of cells whose nearest-sample regions (Euclidean in log10 x, log10 y, as the phase map draws
+ * them) share an edge: a TOUCH_RASTER² raster over the cells' log extent (padded by one raster step),
+ * each raster cell given its nearest cell, and every two edge-adjacent raster cells of different
+ * nearest cells make a pair. On a regular grid these are the neighbours along x and along y only.
+ */
+function touchingPairs(cells: Cell[]): Array<[Cell, Cell]> {
+  if (cells.length < 2) return [];
+  const lx = cells.map((c) => Math.log10(c.x));
+  const ly = cells.map((c) => Math.log10(c.y));
+  const ext = (l: number[]) => {
+    const lo = Math.min(...l);
+    const hi = Math.max(...l);
+    const w = hi - lo || 1;
+    return [lo - w / TOUCH_RASTER, hi + w / TOUCH_RASTER] as const;
+  };
+  const [x0, x1] = ext(lx);
+  const [y0, y1] = ext(ly);
+  const n = TOUCH_RASTER;
+  const owner = new Int32Array(n * n);
+  for (let j = 0; j < n; j++)
+    for (let i = 0; i < n; i++) {
+      const cx = x0 + ((i + 0.5) * (x1 - x0)) / n;
+      const cy = y0 + ((j + 0.5) * (y1 - y0)) / n;
+      let best = 0;
+      let bestD = Infinity;
+      for (let k = 0; k < cells.length; k++) {
+        const d = (lx[k]! - cx) ** 2 + (ly[k]! - cy) ** 2;
+        if (d < bestD) {
+          best = k;
+          bestD = d;
+        }
+      }
+      owner[j * n + i] = best;
+    }
+  const pairs = new Map<string, [Cell, Cell]>();
+  const add = (a: number, b: number) => {
+    if (a === b) return;
+    const [p, q] = a < b ? [a, b] : [b, a];
+    pairs.set(`${p},${q}`, [cells[p]!, cells[q]!]);
+  };
+  for (let j = 0; j < n; j++)
+    for (let i = 0; i < n; i++) {
+      if (i + 1 < n) add(owner[j * n + i]!, owner[j * n + i + 1]!);
+      if (j + 1 < n) add(owner[j * n + i]!, owner[(j + 1) * n + i]!);
+    }
+  return [...pairs.values()];
+}
+
 /**
  * Plans one round of refinement. For each group, every pair of neighbouring cells — consecutive
  * existing cells along x at equal y, or along y at equal x — that disagree (see `disagree`) and are
@@ -127,6 +179,27 @@ export function planRefinement(samples: readonly RefineSample[], opts: RefinePla
             found.push({ ...p, gap });
           }
         }
+      }
+    }
+    // Irregular samples (refinement rounds add points off the grid's lines): neighbours are also the
+    // samples whose nearest-sample regions touch in log space — the regions the phase map draws —
+    // and a pair that differs in both coordinates gets the midpoint in both.
+    for (const [a, b] of touchingPairs([...cells.values()])) {
+      if (a.x === b.x || a.y === b.y) continue; // on one line: handled above
+      const gx = Math.max(a.x, b.x) / Math.min(a.x, b.x);
+      const gy = Math.max(a.y, b.y) / Math.min(a.y, b.y);
+      const gap = Math.max(gx, gy);
+      if (gap <= opts.resolution || !disagree(a, b)) continue;
+      const mx = logMidpoint(a.x, b.x, opts.xInteger);
+      const my = logMidpoint(a.y, b.y, opts.yInteger);
+      if (cells.has(`${mx}|${my}`)) continue;
+      const seeds = [...new Set([...a.seeds.keys(), ...b.seeds.keys()])].sort((p, q) => p - q);
+      for (const seed of seeds) {
+        const p: RefineProposal = { group, x: mx, y: my, seed, axis: 'xy' };
+        const k = pointKey(p);
+        if (taken.has(k) || seen.has(k)) continue;
+        seen.add(k);
+        found.push({ ...p, gap });
       }
     }
   }

@@ -215,3 +215,18 @@ test('mapAgreement: each reference point takes the phase of the nearest sample o
   t.is(r.agree, 3);
   t.deepEqual(r.misses, [{ group: 'a', x: 5e-3, y: 64, phase: 'steady', nearest: 'diffusion' }]);
 });
+
+test('planRefinement: samples off the lines of each other whose nearest-sample regions touch get the midpoint in both coordinates', (t) => {
+  // Two samples, at (1e-3, 100) steady and (1e-2, 1000) diffusion: their regions in log space share the
+  // perpendicular bisector — neighbours — and they differ: the point between them is (√(1e-5), √(1e5)).
+  const samples: RefineSample[] = [
+    { group: 'g', x: 1e-3, y: 100, seed: 0, phase: 'steady' },
+    { group: 'g', x: 1e-2, y: 1000, seed: 0, phase: 'diffusion' },
+  ];
+  t.deepEqual(planRefinement(samples, { resolution: 1.25, budget: 10, yInteger: true }), [{ group: 'g', x: 3.162e-3, y: 316, seed: 0, axis: 'xy' }]);
+  // The same phase on both: nothing.
+  t.deepEqual(planRefinement([samples[0]!, { ...samples[1]!, phase: 'steady' }], { resolution: 1.25, budget: 10 }), []);
+  // A third sample between them on the diagonal cuts them apart: only its pairs are neighbours.
+  const three = [...samples, { group: 'g', x: 3.162e-3, y: 316, seed: 0, phase: 'diffusion' as Phase }];
+  t.deepEqual(planRefinement(three, { resolution: 1.25, budget: 10, yInteger: true }).map((p) => [p.x, p.y]), [[1.778e-3, 178]]);
+});
