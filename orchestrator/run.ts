@@ -56,6 +56,8 @@ export interface RunOptions {
   slotsPerGpu?: number;
   /** Trial fusion of the local worker: most same-shaped trials per slot (worker/agent.ts AgentOptions.fuse); default $PHASEMAP_FUSE or auto. */
   fuse?: number | 'auto';
+  /** The local worker runs trials of user problem modules (worker/agent.ts AgentOptions.allowModules; docs/problems.md). */
+  allowModules?: boolean;
   /** Live progress bar (default: stderr is a TTY). */
   tty?: boolean;
   log?: Logger;
@@ -241,6 +243,13 @@ async function refuseRunningDir(dir: string, label: string): Promise<void> {
     `${label}: sweep '${run.sweep}' in this DIR is being run by another orchestrator: ${run.host} pid ${run.pid}, since ${run.started_at} (${RUN_FILE}). ` +
       `Wait for it or stop it (phasemap status ${dir} shows it); if no such run lives, remove ${join(dir, RUN_FILE)}.`,
   );
+}
+
+/** The `problem_module` of a trial message: the sources of the trial's problem module, when it has one. */
+function problemModuleOf(sweep: ResolvedSweep, config: TrialConfig): Pick<TrialMessage, 'problem_module'> {
+  const hash = (config.problem as { module_hash?: string }).module_hash;
+  const b = hash ? sweep.problem_modules?.[hash] : undefined;
+  return b ? { problem_module: b } : {};
 }
 
 /** Runs a sweep to completion. Never throws for a trial's failure: see RunSummary.failed. */
@@ -445,6 +454,7 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
         sweep: sweep.name, trial_id: t.trial_id, config: t.config, backend: opts.backend ?? 'auto', attempt_base,
         divergence_factor: sweep.analysis.divergence_factor, max_attempts: sweep.max_attempts, run_id: runId,
         ...(labels.get(t.trial_id) ? { label: labels.get(t.trial_id) } : {}),
+        ...problemModuleOf(sweep, t.config),
       });
     }
     const pub = await unlessStopped(publishTrials(transport, sweep.name, messages, runId));
@@ -455,7 +465,9 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
 
     const slots = opts.slots ?? availableParallelism();
     if (slots > 0) {
-      agent = new WorkerAgent({ nc, slots, backend: opts.backend ?? 'auto', namespace: names.ns, gpus: opts.gpus, slotsPerGpu: opts.slotsPerGpu, fuse: opts.fuse, log, labels });
+      if (sweep.problem_modules && !opts.allowModules)
+        log.warn(`this sweep runs problem modules (${Object.values(sweep.problem_modules).map((b) => b.path).join(', ')}); the local worker was started without --allow-modules and leaves their trials to workers that allow modules`);
+      agent = new WorkerAgent({ nc, slots, backend: opts.backend ?? 'auto', namespace: names.ns, gpus: opts.gpus, slotsPerGpu: opts.slotsPerGpu, fuse: opts.fuse, log, labels, allowModules: opts.allowModules });
       await agent.start();
     } else log.info('no local worker (--slots 0): waiting for workers on the cluster');
 

@@ -51,8 +51,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { Rng } from './rng.js';
 import { latinHypercube } from './rng.js';
-// problems.ts builds the built-ins on this module; its geometry helpers are only called at run time.
-import { boxBoundary2d, linspace, tensorGrid, xtBoundary, type ConditionKind, type ConditionSet, type DerivSpec, type Fields, type Problem } from './problems.js';
+import { boxBoundary2d, linspace, tensorGrid, xtBoundary } from './problem-geometry.js';
+import type { ConditionKind, ConditionSet, DerivSpec, Fields, Problem } from './problems.js';
 
 /** A parameter declaration: its default, or the default with a range and a description. */
 export type ParamDeclaration = number | { default: number; minimum?: number; maximum?: number; description?: string };
