@@ -452,7 +452,7 @@ export class DefinedProblem implements Problem {
           })
         : view;
       const r = fn(guarded, this.ctx);
-      if (!(r instanceof tf.Tensor)) throw new ProblemError(`${where}: residuals.${name}: returned ${r === null ? 'null' : typeof r}, expected a tensor of shape [${u.shape.join(', ')}] (one value per point)`);
+      if (!(r instanceof tf.Tensor)) throw new ProblemError(`${where}: residuals.${name}: returned ${r === null ? 'null' : Array.isArray(r) ? 'an array' : typeof r}, expected a tensor of shape [${u.shape.join(', ')}] (one value per point)`);
       if (r.shape.length !== u.shape.length || r.shape.some((s, i) => s !== u.shape[i]))
         throw new ProblemError(`${where}: residuals.${name}: returned shape [${r.shape.join(', ')}], expected [${u.shape.join(', ')}] (one value per point: the shape of the fields)`);
       return r;

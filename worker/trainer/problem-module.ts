@@ -103,6 +103,12 @@ const loaded = new Map<string, Promise<ProblemDefinition>>();
  *   fails (syntax error, a throw at import), or a definition that fails its declarations check.
  */
 export function loadProblemModule(bundle: ProblemModuleBundle): Promise<ProblemDefinition> {
+  const where = `problem module ${bundle?.path}`;
+  if (!bundle || typeof bundle.files !== 'object' || bundle.files === null || typeof bundle.entry !== 'string' || !Object.hasOwn(bundle.files, bundle.entry))
+    return Promise.reject(new ProblemError(`${where}: the trial message's module sources are incomplete (entry ${JSON.stringify(bundle?.entry)} missing)`));
+  // Checked on every call (cheap): the sources of a trial must be the ones its config's hash names.
+  const got = moduleHash(bundle.entry, bundle.files);
+  if (got !== bundle.hash) return Promise.reject(new ProblemError(`${where}: the shipped sources hash to ${got}, not to the trial's ${bundle.hash}`));
   let p = loaded.get(bundle.hash);
   if (!p) {
     p = load(bundle);
@@ -114,10 +120,6 @@ export function loadProblemModule(bundle: ProblemModuleBundle): Promise<ProblemD
 
 async function load(bundle: ProblemModuleBundle): Promise<ProblemDefinition> {
   const where = `problem module ${bundle.path}`;
-  if (!bundle || typeof bundle.files !== 'object' || typeof bundle.entry !== 'string' || !Object.hasOwn(bundle.files, bundle.entry))
-    throw new ProblemError(`${where}: the trial message's module sources are incomplete (entry ${JSON.stringify(bundle?.entry)} missing)`);
-  const got = moduleHash(bundle.entry, bundle.files);
-  if (got !== bundle.hash) throw new ProblemError(`${where}: the shipped sources hash to ${got}, not to the trial's ${bundle.hash}`);
   for (const rel of Object.keys(bundle.files))
     if (rel.startsWith('/') || rel.split('/').some((s) => s === '..' || s === '' || s === '.')) throw new ProblemError(`${where}: bad file path ${JSON.stringify(rel)} in the module sources`);
   folder ??= mkdtemp(join(tmpdir(), 'phasemap-modules-'));
