@@ -190,3 +190,55 @@ test('a module problem whose residual fails only in training fails its own trial
   const { trainTrial } = await import('../worker/trainer/index.js');
   await t.throwsAsync(trainTrial(cfg, { onRows: () => undefined }), { message: /problem module \.\/m\.mjs: residuals\.pde: returned shape \[2, 64\], expected \[1, 64\]/ });
 });
+
+test.serial('over NATS: a worker without --allow-modules hands module trials back, one with it runs them; a trial whose module fails fails alone, named', async (t) => {
+  const { startNats, stderrOf, until, duck } = await import('./helpers.js');
+  const work = await tempDir('module-workers');
+  // A parameter `bad` (default 0: the conformance check passes) makes the residual the wrong shape.
+  await writeFile(
+    join(work, 'm.mjs'),
+    (await poissonWith("params: {},", 'params: { bad: 0 },')).replace('ops.sub(ops.add(f.u_xx, f.u_yy), f.q)', 'p.bad ? [0] : ops.sub(ops.add(f.u_xx, f.u_yy), f.q)').replace('(f, { ops })', '(f, { p, ops })'),
+  );
+  const spec = join(work, 'spec.yaml');
+  await writeFile(
+    spec,
+    [
+      'name: module-workers',
+      'problem: {module: ./m.mjs, n_collocation: 64, n_boundary: 8, eval_grid: 11}',
+      'model: {width: 8, depth: 2}',
+      'train: {steps: 60, log_every: 10, eval_every: 20}',
+      'diagnostics: {every: 20, snr_batches: 4}',
+      'max_attempts: 1',
+      'grid:',
+      '  problem.bad: [0, 1]',
+      '',
+    ].join('\n'),
+  );
+  const nats = await startNats(join(work, 'store'));
+  const started: Array<ReturnType<typeof runCli>> = [];
+  try {
+    const plain = runCli(['worker', '--nats', nats.url, '--slots', '1', '--fuse', '1', '--backend', 'wasm', '--name', 'plain']);
+    started.push(plain);
+    const ePlain = stderrOf(plain);
+    await until(() => /waiting for an orchestrator|pulling trials/.test(ePlain()), 30_000, 'the plain worker to connect', 100);
+    const run = runCli(['run', spec, '--out', join(work, 'out'), '--nats', nats.url, '--slots', '0'], { timeoutMs: 110_000 });
+    started.push(run);
+    await until(() => (ePlain().match(/started without --allow-modules/g) ?? []).length >= 2, 60_000, 'the plain worker to refuse both trials', 100);
+    t.regex(ePlain(), /trial t[0-9a-f]{16} \(bad=[01]\) runs the problem module \.\/m\.mjs \(user code\); this worker was started without --allow-modules: handed back for a worker that allows modules \(start one with: phasemap worker --allow-modules\)/);
+    const allowed = runCli(['worker', '--nats', nats.url, '--slots', '1', '--fuse', '1', '--backend', 'wasm', '--name', 'allowed', '--allow-modules']);
+    started.push(allowed);
+    const r = await run;
+    t.is(r.code, 1, r.stderr); // one trial failed
+    const rows = await duck(`SELECT problem, problem_a1, status, worker, error FROM '${work}/out/trials.parquet' ORDER BY status`);
+    t.is(rows.length, 2);
+    t.deepEqual(rows.map((x) => [x.problem, x.status, x.worker]), [['poisson2d_module', 'done', 'allowed'], ['poisson2d_module', 'failed', 'allowed']]);
+    t.regex(String(rows[1]!.error), /problem module \.\/m\.mjs: residuals\.pde: returned an array, expected a tensor of shape \[1, (64|16)\]/);
+    t.notRegex(ePlain(), /attempt \d+ done/);
+    const metrics = await duck(`SELECT count(*) AS n FROM read_parquet('${work}/out/metrics/**/*.parquet')`);
+    t.true(Number(metrics[0]!.n) >= 7, `rows of the done trial: ${metrics[0]!.n}`);
+  } finally {
+    for (const p of started) p.child.kill('SIGTERM');
+    await Promise.all(started.map((p) => p.catch(() => undefined)));
+    await nats.stop();
+  }
+});

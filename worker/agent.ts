@@ -70,8 +70,9 @@ export interface AgentOptions {
   fuse?: number | 'auto';
   /**
    * Run trials of user problem modules (`problem.module`: code from whoever can publish trials; see
-   * docs/problems.md). Without it such a trial is refused: handed back (nak, with a delay that grows per
-   * delivery) for a worker that allows modules, and failed only on its last delivery.
+   * docs/problems.md). Without it such a trial is refused: handed back (nak, with a jittered delay that
+   * grows per delivery) for a worker that allows modules, and failed only on its last delivery. Each
+   * refusal is a delivery: the attempt numbers of such a trial have gaps (its max_attempts count failures).
    */
   allowModules?: boolean;
   log?: AgentLog;
@@ -498,7 +499,7 @@ export class WorkerAgent {
 
   /**
    * Refuses a trial of a problem module on a worker without --allow-modules: it is not claimed and goes
-   * back to the queue (nak, delayed 1 s, 2 s, 4 s … up to 60 s by delivery) for a worker that allows
+   * back to the queue (nak, delayed about 1 s, 2 s, 4 s … up to 60 s by delivery, jittered) for a worker that allows
    * modules; on its last delivery it is failed, saying why.
    */
   private refuseModule(m: JsMsg, trial: TrialMessage, attempt: number, path: string): void {
@@ -510,7 +511,9 @@ export class WorkerAgent {
         .then(() => m.ackAck().catch(() => undefined));
       return;
     }
-    const delay = Math.min(60_000, 1000 * 2 ** Math.min(m.info.deliveryCount - 1, 6));
+    // Jittered: a delay in step with this worker's own pull requests (which expire every 2 s) would hand
+    // the message back to this worker's oldest waiting request each time, not to another worker's.
+    const delay = Math.round(Math.min(60_000, 1000 * 2 ** Math.min(m.info.deliveryCount - 1, 6)) * (0.5 + Math.random()));
     this.opts.log?.warn(`worker ${this.name}: ${why}: handed back for a worker that allows modules (start one with: phasemap worker --allow-modules)`);
     m.nak(delay);
   }
