@@ -513,7 +513,7 @@ export class WorkerAgent {
     }
     // Jittered: a delay in step with this worker's own pull requests (which expire every 2 s) would hand
     // the message back to this worker's oldest waiting request each time, not to another worker's.
-    const delay = Math.round(Math.min(60_000, 1000 * 2 ** Math.min(m.info.deliveryCount - 1, 6)) * (0.5 + Math.random()));
+    const delay = Math.round(Math.min(60_000, 1000 * 2 ** Math.min(m.info.deliveryCount - 1, 6) * (0.5 + Math.random())));
     this.opts.log?.warn(`worker ${this.name}: ${why}: handed back for a worker that allows modules (start one with: phasemap worker --allow-modules)`);
     m.nak(delay);
   }
