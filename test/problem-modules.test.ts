@@ -242,3 +242,41 @@ test.serial('over NATS: a worker without --allow-modules hands module trials bac
     await nats.stop();
   }
 });
+
+test('the built-ins read only the fields they declare (run under the guard a module gets, they compute the same numbers)', async (t) => {
+  const { HELMHOLTZ2D, BURGERS1D, ALLEN_CAHN1D } = await import('../worker/trainer/problems.js');
+  for (const def of [HELMHOLTZ2D, POISSON2D, BURGERS1D, ALLEN_CAHN1D]) {
+    const fast = definedProblem(def, {}, { guard: false });
+    const guarded = definedProblem(def, {});
+    t.deepEqual(guarded.derivs, fast.derivs, def.name);
+    const net = Mlp.xavier(2, 8, 2, Rng.stream(3, 'w'));
+    const pts = guarded.collocation(16, Rng.stream(3, 'c'));
+    const x = tf.tensor3d(Float32Array.from(pts), [1, 16, 2]);
+    const q = tf.tensor2d(Float32Array.from(guarded.forcing(pts, 16)), [1, 16]);
+    // Only the declared derivatives are computed: a read of any other field would throw.
+    const f = mlpForward(net.params(), x, guarded.derivs, guarded.inputOrder);
+    const a = guarded.residual(f, q, x);
+    const b = fast.residual(f, q, x);
+    t.deepEqual(Array.from(a.dataSync()), Array.from(b.dataSync()), def.name);
+    t.true(Array.from(a.dataSync()).every(Number.isFinite), def.name);
+    tf.dispose([x, q, a, b, ...Object.values(f)]);
+    net.dispose();
+  }
+});
+
+test('module trials fuse like built-in ones: two module trials trained fused give the rows each gives alone', async (t) => {
+  const dir = await tempDir('module-fused');
+  await copyFile(EXAMPLE, join(dir, 'p.mjs'));
+  const sweep = await loadSweep(await writeSpec(dir, { module: './p.mjs', n_collocation: 64, n_boundary: 8, eval_grid: 11 }, { grid: { 'train.lr': [0.01, 0.02] } }));
+  const configs = sweep.trials.map((x) => x.config);
+  const { trainTrials, fusionKey } = await import('../worker/trainer/index.js');
+  t.is(fusionKey(configs[0]!), fusionKey(configs[1]!));
+  const fusedRows: Array<Array<Record<string, unknown>>> = [[], []];
+  const got = await trainTrials(
+    configs,
+    configs.map((_, i) => ({ onRows: (rs) => void fusedRows[i]!.push(...rs.map(({ wall_seconds: _w, ...r }) => r as unknown as Record<string, unknown>)) })),
+    configs.map(() => ({})),
+  );
+  t.true(got.every((g) => !(g instanceof Error)), String(got.find((g) => g instanceof Error)));
+  for (const [i, c] of configs.entries()) t.deepEqual(fusedRows[i], (await recordTrial({ ...c, train: { ...c.train, checkpoint_every: 0 } })).rows, `trial ${i}`);
+});

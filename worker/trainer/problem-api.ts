@@ -435,9 +435,8 @@ export class DefinedProblem implements Problem {
         if (key === 'q') view[field] = q;
         else if (typeof key === 'number') {
           if (!x) throw new ProblemError(`${this.where}: residuals.${name}: reads coordinate '${field}', but no points were handed to the residual`);
-          const [G, n, d] = x.shape as [number, number, number];
+          const [G, n] = x.shape as [number, number, number];
           view[field] = tf.reshape(tf.slice(x, [0, 0, key], [G, n, 1]), [G, n]);
-          void d;
         } else view[field] = f[key]!;
       }
       const declared = this.definition.fields;
@@ -504,7 +503,7 @@ export function checkProblem(
   const d = problem.inputOrder.length;
   attempt('conditions.bc', () => {
     const s = problem.boundary(3);
-    inDomain(problem, s.points, s.count, 'conditions.bc', out, true);
+    inDomain(problem, s.points, s.count, 'conditions.bc', out);
   });
   if (problem.initial) attempt('conditions.ic', () => void problem.initial!(3));
   const n = 8;
@@ -515,7 +514,7 @@ export function checkProblem(
   else attempt(problem.definition.solution ? 'solution' : 'reference', () => void problem.reference(pts, n));
   attempt('evalGrid', () => {
     const g = problem.evalGrid(3);
-    inDomain(problem, g.points, g.count, 'evalGrid', out, false);
+    inDomain(problem, g.points, g.count, 'evalGrid', out);
   });
   attempt(`residuals.${Object.keys(problem.definition.residuals)[0]}`, () => {
     tf.tidy(() => {
@@ -529,8 +528,8 @@ export function checkProblem(
   return out;
 }
 
-/** Warns when points lie outside the domain (conditions may sit on its boundary; `onEdge` then says where they should be). */
-function inDomain(problem: DefinedProblem, points: Float64Array, count: number, what: string, out: CheckMessage[], _onEdge: boolean): void {
+/** Adds a warning when a point lies outside the domain (on its boundary is inside). */
+function inDomain(problem: DefinedProblem, points: Float64Array, count: number, what: string, out: CheckMessage[]): void {
   const d = problem.inputOrder.length;
   for (let j = 0; j < count; j++)
     for (let i = 0; i < d; i++) {

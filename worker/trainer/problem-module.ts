@@ -11,6 +11,7 @@
  * A module is code from whoever can publish trials: a worker runs it only when told to.
  */
 import { createHash } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, isAbsolute, join, posix, relative, resolve, sep } from 'node:path';
@@ -95,7 +96,7 @@ const loaded = new Map<string, Promise<ProblemDefinition>>();
 
 /**
  * Loads a module bundle in this process: checks its hash, writes its files to a private temporary
- * folder (created once per process, mode 0700) under the hash, imports the entry, checks the default
+ * folder (created once per process, mode 0700, removed at exit) under the hash, imports the entry, checks the default
  * export's declarations (problem-api.ts `checkDeclarations`) and registers the definition for
  * `makeProblem`. Loaded once per hash.
  * @returns the definition.
@@ -122,7 +123,11 @@ async function load(bundle: ProblemModuleBundle): Promise<ProblemDefinition> {
   const where = `problem module ${bundle.path}`;
   for (const rel of Object.keys(bundle.files))
     if (rel.startsWith('/') || rel.split('/').some((s) => s === '..' || s === '' || s === '.')) throw new ProblemError(`${where}: bad file path ${JSON.stringify(rel)} in the module sources`);
-  folder ??= mkdtemp(join(tmpdir(), 'phasemap-modules-'));
+  folder ??= mkdtemp(join(tmpdir(), 'phasemap-modules-')).then((d) => {
+    // Removed when this process (or worker thread) exits: the sources come with every trial again.
+    process.once('exit', () => rmSync(d, { recursive: true, force: true }));
+    return d;
+  });
   const dir = join(await folder, bundle.hash.replace(/[^A-Za-z0-9]/g, '_'));
   const staging = `${dir}.${process.pid}.${Math.random().toString(36).slice(2)}`;
   for (const [rel, text] of Object.entries(bundle.files)) {
