@@ -257,6 +257,11 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
   const plain = opts.log ?? plainLogger();
   let base = plain;
   const sweep = opts.resolved ?? (await loadSweep(opts.spec));
+  // On the private embedded server only the local worker can run trials: one that may not run modules would wait forever.
+  if (sweep.problem_modules && !opts.allowModules && !opts.nats && (opts.slots ?? 1) > 0)
+    throw new WordedError(
+      `${opts.spec}: the sweep runs the problem module(s) ${Object.values(sweep.problem_modules).map((b) => b.path).join(', ')} (code): add --allow-modules to let the local worker run them (docs/problems.md), or use --nats with workers started with --allow-modules`,
+    );
   if (sweep.duplicates) base.warn(`${sweep.duplicates} grid combination(s) resolve to a trial already in the grid (same config); each runs once`);
   const dir = resolve(opts.out ?? join('results', sweep.name));
   const label = opts.out === undefined ? `DIR ${dir}` : `--out ${opts.out}`;

@@ -280,3 +280,12 @@ test('module trials fuse like built-in ones: two module trials trained fused giv
   t.true(got.every((g) => !(g instanceof Error)), String(got.find((g) => g instanceof Error)));
   for (const [i, c] of configs.entries()) t.deepEqual(fusedRows[i], (await recordTrial({ ...c, train: { ...c.train, checkpoint_every: 0 } })).rows, `trial ${i}`);
 });
+
+test('phasemap run of a module sweep without --allow-modules on its private server stops at once, saying what to add', async (t) => {
+  const dir = await tempDir('module-run-refused');
+  await copyFile(EXAMPLE, join(dir, 'p.mjs'));
+  const spec = await writeSpec(dir, { module: './p.mjs', n_collocation: 64, n_boundary: 8, eval_grid: 11 });
+  const r = await runCli(['run', spec, '--out', join(dir, 'out'), '--slots', '1'], { timeoutMs: 60_000 });
+  t.is(r.code, 2, r.stderr);
+  t.regex(r.stderr, /the sweep runs the problem module\(s\) \.\/p\.mjs \(code\): add --allow-modules to let the local worker run them \(docs\/problems\.md\), or use --nats with workers started with --allow-modules/);
+});
