@@ -289,3 +289,14 @@ test('phasemap run of a module sweep without --allow-modules on its private serv
   t.is(r.code, 2, r.stderr);
   t.regex(r.stderr, /the sweep runs the problem module\(s\) \.\/p\.mjs \(code\): add --allow-modules to let the local worker run them \(docs\/problems\.md\), or use --nats with workers started with --allow-modules/);
 });
+
+test('a module without a solution or reference trains; its rows carry no rel_l2', async (t) => {
+  const dir = await tempDir('module-noref');
+  await writeFile(join(dir, 'm.mjs'), await poissonWith('solution: ([x, y]) => exact(x, y),', ''));
+  const sweep = await loadSweep(await writeSpec(dir, { module: './m.mjs', n_collocation: 64, n_boundary: 8, eval_grid: 11 }));
+  t.deepEqual(sweep.module_warnings, { './m.mjs': ['problem module ./m.mjs: no solution or reference: rows will carry no rel_l2'] });
+  const { rows } = await recordTrial(sweep.trials[0]!.config);
+  t.is(rows.length, 7);
+  t.true(rows.every((r) => r.rel_l2 === null && Number.isFinite(r.loss as number)));
+  t.deepEqual(rows.filter((r) => typeof r.snr === 'number').map((r) => r.step), [0, 10, 20, 29]);
+});
