@@ -128,7 +128,12 @@ export interface SpecProblemModule {
   schema: TSchema;
   /** Warnings of its conformance check (e.g. no reference solution). */
   warnings: string[];
+  /** The conformance check's errors for other parameter values (those of the grid), [] when it passes. */
+  check(params: Record<string, number>): string[];
 }
+
+/** Most distinct parameter sets of one module the spec's trials are checked with (beyond them: the defaults' check only). */
+export const MODULE_CHECKS_MAX = 64;
 
 /** The problem modules of the spec being resolved, by the path the spec writes (set during `resolveSweep`). */
 let activeModules: ReadonlyMap<string, SpecProblemModule> | null = null;
@@ -666,6 +671,8 @@ export function resolveSweep(raw: unknown, source?: string, modules?: ReadonlyMa
   try {
     const r = resolveSweepWith(raw, source);
     if (modules?.size) {
+      const errors = checkModuleParams(r.trials, modules);
+      if (errors.length) throw new SpecErrors(errors.map((e) => e.relocated({ source })));
       const used = new Set(r.trials.map((t) => (t.config.problem as { module_hash?: string }).module_hash));
       r.problem_modules = Object.fromEntries([...modules.values()].filter((m) => used.has(m.bundle.hash)).map((m) => [m.bundle.hash, m.bundle]));
       r.module_warnings = Object.fromEntries([...modules.entries()].map(([path, m]) => [path, m.warnings]));
@@ -1106,6 +1113,35 @@ export async function loadSweep(file: string): Promise<ResolvedSweep> {
   return resolveSweep(raw, file, await loadSpecModules(file, paths));
 }
 
+/**
+ * The conformance check of each module with the parameter values of the trials (the defaults were
+ * checked when the module was loaded): the first MODULE_CHECKS_MAX distinct sets per module.
+ */
+function checkModuleParams(trials: readonly ResolvedTrial[], modules: ReadonlyMap<string, SpecProblemModule>): SpecError[] {
+  const errors: SpecError[] = [];
+  const seen = new Map<string, Set<string>>();
+  for (const t of trials) {
+    const p = t.config.problem as unknown as Record<string, unknown>;
+    const m = typeof p.module === 'string' ? modules.get(p.module) : undefined;
+    if (!m) continue;
+    const params: Record<string, number> = {};
+    for (const [k, v] of Object.entries(p)) if (typeof v === 'number' && !MODULE_COMMON_KEYS.has(k)) params[k] = v;
+    const key = JSON.stringify(params);
+    const done = seen.get(m.bundle.hash) ?? new Set<string>();
+    seen.set(m.bundle.hash, done);
+    if (done.has(key) || done.size >= MODULE_CHECKS_MAX) continue;
+    done.add(key);
+    for (const msg of m.check(params)) {
+      const e = new SpecError('problem.module', p.module, 'a problem module that passes the conformance check with every parameter set of the grid (docs/problems.md)', undefined, false, `with ${key}: ${msg}`);
+      if (!errors.some((x) => x.message === e.message)) errors.push(e);
+    }
+  }
+  return errors;
+}
+
+/** Keys of a module problem's config section that are not its parameters. */
+const MODULE_COMMON_KEYS = new Set(['name', 'module', 'module_hash', 'n_collocation', 'n_boundary', 'w_bc', 'eval_grid', 'n_initial', 'w_ic']);
+
 /** The problem module paths a spec names: `problem.module` and the values of a grid key `problem.module`. */
 function modulePaths(raw: unknown): string[] {
   if (!isMapping(raw)) return [];
@@ -1125,7 +1161,7 @@ function modulePaths(raw: unknown): string[] {
  * @throws SpecErrors: one `problem.module` error per module that cannot be read, loaded or checked.
  */
 async function loadSpecModules(file: string, paths: string[]): Promise<Map<string, SpecProblemModule>> {
-  const { readProblemModule, loadProblemModule, conformanceCheck } = await import('../worker/trainer/problem-module.js');
+  const { readProblemModule, loadProblemModule, conformanceCheck, conformanceCheckSync } = await import('../worker/trainer/problem-module.js');
   const { hasInitial } = await import('../worker/trainer/problem-api.js');
   const out = new Map<string, SpecProblemModule>();
   const errors: SpecError[] = [];
@@ -1134,13 +1170,14 @@ async function loadSpecModules(file: string, paths: string[]): Promise<Map<strin
     try {
       const bundle = await readProblemModule(file, path);
       const def = await loadProblemModule(bundle);
-      const msgs = await conformanceCheck(def, `problem module ${path}`);
+      const where = `problem module ${path}`;
+      const msgs = await conformanceCheck(def, where);
       const bad = msgs.filter((m) => m.level === 'error');
       if (bad.length) {
         for (const m of bad) errors.push(new SpecError('problem.module', path, expected, file, false, m.message));
         continue;
       }
-      out.set(path, { bundle, name: def.name, schema: moduleConfigSchema(def.name, { ...(def.params ?? {}) }, hasInitial(def)), warnings: msgs.map((m) => m.message) });
+      out.set(path, { bundle, name: def.name, schema: moduleConfigSchema(def.name, { ...(def.params ?? {}) }, hasInitial(def)), warnings: msgs.map((m) => m.message), check: (params) => conformanceCheckSync(def, where, params).filter((m) => m.level === 'error').map((m) => m.message) });
     } catch (e) {
       errors.push(new SpecError('problem.module', path, expected, file, false, (e as Error).message));
     }

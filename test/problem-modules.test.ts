@@ -133,6 +133,13 @@ test('phasemap validate catches broken modules with messages that name the modul
     t.regex(r.stderr, /problem\.module: got "\.\/m\.mjs", expected a problem module that loads and passes the conformance check/, what);
     t.regex(r.stderr, re, what);
   }
+  // A parameter value of the grid that breaks the module is caught too, naming the values.
+  const dir = await tempDir('module-grid');
+  await writeFile(join(dir, 'm.mjs'), (await poissonWith('params: {},', 'params: { bad: 0 },')).replace('ops.sub(ops.add(f.u_xx, f.u_yy), f.q)', 'p.bad ? [0] : ops.sub(ops.add(f.u_xx, f.u_yy), f.q)').replace('(f, { ops })', '(f, { p, ops })'));
+  const grid = await runCli(['validate', await writeSpec(dir, { module: './m.mjs', n_collocation: 64 }, { grid: { 'problem.bad': [0, 1] } })], { timeoutMs: 60_000 });
+  t.is(grid.code, 2, grid.stderr);
+  t.regex(grid.stderr, /problem\.module: got "\.\/m\.mjs", expected a problem module that passes the conformance check with every parameter set of the grid \(docs\/problems\.md\); with \{"bad":1\}: problem module \.\/m\.mjs: residuals\.pde: returned an array, expected a tensor of shape \[1, 8\]/);
+  t.notRegex(grid.stderr, /"bad":0/);
   // The good one passes and lists its trial.
   const ok = await runCli(['validate', await badModule(await poissonWith("name: 'poisson2d_module'", "name: 'poisson2d_copy'"))], { timeoutMs: 60_000 });
   t.is(ok.code, 0, ok.stderr);
@@ -194,10 +201,10 @@ test('a module problem whose residual fails only in training fails its own trial
 test.serial('over NATS: a worker without --allow-modules hands module trials back, one with it runs them; a trial whose module fails fails alone, named', async (t) => {
   const { startNats, stderrOf, until, duck } = await import('./helpers.js');
   const work = await tempDir('module-workers');
-  // A parameter `bad` (default 0: the conformance check passes) makes the residual the wrong shape.
+  // A parameter `bad` makes the residual the wrong type, but only on more than the conformance check's 8 points.
   await writeFile(
     join(work, 'm.mjs'),
-    (await poissonWith("params: {},", 'params: { bad: 0 },')).replace('ops.sub(ops.add(f.u_xx, f.u_yy), f.q)', 'p.bad ? [0] : ops.sub(ops.add(f.u_xx, f.u_yy), f.q)').replace('(f, { ops })', '(f, { p, ops })'),
+    (await poissonWith("params: {},", 'params: { bad: 0 },')).replace('ops.sub(ops.add(f.u_xx, f.u_yy), f.q)', 'p.bad && f.q.shape[1] > 8 ? [0] : ops.sub(ops.add(f.u_xx, f.u_yy), f.q)').replace('(f, { ops })', '(f, { p, ops })'),
   );
   const spec = join(work, 'spec.yaml');
   await writeFile(

@@ -158,13 +158,18 @@ async function load(bundle: ProblemModuleBundle): Promise<ProblemDefinition> {
  * seed) at 8 Latin-hypercube points. Starts the wasm backend (else cpu) when no backend is active.
  * @param where how messages name the module (`problem module ./my_pde.mjs`).
  */
-export async function conformanceCheck(def: ProblemDefinition, where: string): Promise<CheckMessage[]> {
+export async function conformanceCheck(def: ProblemDefinition, where: string, params: Record<string, number> = {}): Promise<CheckMessage[]> {
   if (!currentBackend()) await initBackend('wasm').catch(() => initBackend('cpu'));
+  return conformanceCheckSync(def, where, params);
+}
+
+/** `conformanceCheck` with parameter values `params`, on the active backend (one must be). */
+export function conformanceCheckSync(def: ProblemDefinition, where: string, params: Record<string, number>): CheckMessage[] {
   const rng = Rng.stream(0, 'problem-check');
   const d = Array.isArray(def.inputs) ? def.inputs.length : 1;
   const net = Mlp.xavier(d, 8, 2, Rng.stream(0, 'problem-check-net'));
   try {
-    return checkProblem(def, {}, where, (problem, x, q) => residualOf(problem, net.params(), x, q), rng);
+    return checkProblem(def, params, where, (problem, x, q) => residualOf(problem, net.params(), x, q), rng);
   } finally {
     net.dispose();
   }
