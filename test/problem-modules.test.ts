@@ -307,3 +307,20 @@ test('a module without a solution or reference trains; its rows carry no rel_l2'
   t.true(rows.every((r) => r.rel_l2 === null && Number.isFinite(r.loss as number)));
   t.deepEqual(rows.filter((r) => typeof r.snr === 'number').map((r) => r.step), [0, 10, 20, 29]);
 });
+
+test('helpers: axisEnds gives value sets that a spread kind: periodic (before or after) turns into periodic pairs', (t) => {
+  const base: ProblemDefinition = { ...POISSON2D, name: 'adv', inputs: ['x', 't'], domain: [[0, 1], [0, 2]], fields: ['u_t', 'u_x'], residuals: { pde: (f, { ops }) => ops.add(f.u_t!, f.u_x!) }, source: undefined };
+  for (const bc of [
+    (c: Parameters<ProblemDefinition['conditions']['bc']>[0]) => ({ kind: 'periodic' as const, axis: 'x', ...c.helpers.axisEnds('x', 3) }),
+    (c: Parameters<ProblemDefinition['conditions']['bc']>[0]) => ({ ...c.helpers.axisEnds('x', 3), kind: 'periodic' as const, axis: 'x' }),
+  ]) {
+    const s = definedProblem({ ...base, conditions: { bc } }).boundary(3);
+    t.is(s.kind, 'periodic');
+    t.is(s.axis, 0);
+    t.deepEqual(Array.from(s.points), [0, 0, 0, 1, 0, 2, 1, 0, 1, 1, 1, 2]);
+  }
+  const ends = definedProblem({ ...base, conditions: { bc: (c) => c.helpers.axisEnds('t', 2) } }).boundary(2);
+  t.is(ends.kind, undefined);
+  t.deepEqual(Array.from(ends.points), [0, 0, 1, 0, 0, 2, 1, 2]);
+  t.deepEqual(Array.from(ends.values), [0, 0, 0, 0]);
+});

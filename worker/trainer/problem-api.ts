@@ -343,7 +343,8 @@ export class DefinedProblem implements Problem {
   /** The context handed to condition and grid functions. */
   conditionContext(nBoundary: number, nInitial: number): ConditionContext {
     const d = this.inputOrder.length;
-    const asOutput = (s: ConditionSet): ConditionOutput => ({ kind: s.kind ?? 'value', points: s.points, values: s.values, ...(s.axis !== undefined ? { axis: this.inputOrder[s.axis]! } : {}) });
+    // No `kind` for a value set: `{kind: 'periodic', ...helpers.axisEnds('x', n)}` must stay periodic.
+    const asOutput = (s: ConditionSet): ConditionOutput => ({ ...(s.kind === 'periodic' ? { kind: s.kind } : {}), points: s.points, values: s.values, ...(s.axis !== undefined ? { axis: this.inputOrder[s.axis]! } : {}) });
     const helpers: ProblemHelpers = {
       linspace: (lo, hi, n) => [...linspace(lo, hi, n)],
       boxBoundary: (perEdge) => {
