@@ -253,13 +253,13 @@ const refineCommand = program
   .option('--rounds <n>', "the round to reach (rounds sweep.json records count) (default: the spec's refine.rounds, or 3)", intArg('--rounds', 0))
   .option('--budget <n>', "most refinement trials in the sweep, over all rounds (default: the spec's refine.budget, or 100)", intArg('--budget', 0));
 withRunOptions(refineCommand)
-  .action(async (dir: string, o: NatsCliOptions & { rounds?: number; budget?: number; nats?: string; slots?: number; backend: 'auto' | 'wasm' | 'cpu' | 'tensorflow'; gpus?: string; slotsPerGpu?: number; fuse?: number | 'auto'; namespace?: string; replicas?: number; minFree?: MinFree }) => {
+  .action(async (dir: string, o: NatsCliOptions & { rounds?: number; budget?: number; nats?: string; slots?: number; backend: 'auto' | 'wasm' | 'cpu' | 'tensorflow'; gpus?: string; slotsPerGpu?: number; fuse?: number | 'auto'; namespace?: string; replicas?: number; minFree?: MinFree; allowModules?: boolean }) => {
     const fuse = fuseOption(o.fuse);
     const minFree = minFreeOption(o.minFree);
     const ac = stopOnSignals();
     try {
       const { refineSweep } = await import('./refine.js');
-      const r = await refineSweep({ out: dir, rounds: o.rounds, budget: o.budget, nats: o.nats, natsAuth: natsAuthForUrl(o.nats, o), slots: o.slots, backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, fuse, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, replicas: o.replicas, signal: ac.signal, liveReport: true, minFree });
+      const r = await refineSweep({ out: dir, rounds: o.rounds, budget: o.budget, nats: o.nats, natsAuth: natsAuthForUrl(o.nats, o), slots: o.slots, backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, fuse, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, replicas: o.replicas, signal: ac.signal, liveReport: true, minFree, allowModules: o.allowModules === true });
       log.info(`refine: ${r.added.length ? r.added.map((a) => `round ${a.round}: ${a.trials} trial(s)`).join(', ') : 'no new trials'} (rounds ${r.refine.rounds}, resolution ${r.refine.resolution}, budget ${r.refine.budget})`);
       await finishRun(r, { x: r.refine.x, y: r.refine.y, facet: r.refine.facet });
     } catch (e) {

@@ -16,7 +16,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import type { JetStreamManager } from '@nats-io/jetstream';
 import { METRICS_DIR, SWEEP_FILE, type TrialRecord } from '../schemas/parquet.js';
 import type { AnalysisConfig, TrialConfig } from '../schemas/sweep.js';
-import type { BackendRequest, TrialMessage } from '../schemas/trial.js';
+import type { BackendRequest, ProblemModuleBundle, TrialMessage } from '../schemas/trial.js';
 import { DEFAULT_NAMESPACE, transportNames, type ProgressMessage } from '../schemas/transport.js';
 import { WorkerAgent } from '../worker/agent.js';
 import { serveCheckpoints } from './checkpoints.js';
@@ -123,6 +123,8 @@ export interface SweepFile {
   /** The resolved `analysis:` block the phase records in trials.parquet were read with. */
   analysis?: AnalysisConfig;
   trials: SweepFileTrial[];
+  /** The sources of the sweep's problem modules by content hash (docs/problems.md): `phasemap refine` resolves the spec again from them. */
+  problem_modules?: Record<string, ProblemModuleBundle>;
 }
 
 /** A trial as DIR/sweep.json lists it; `refine_round`: the refinement round that added it (none for a grid trial). */
@@ -194,7 +196,11 @@ async function loadDirState(dir: string, sweep: ResolvedSweep): Promise<{ record
       final_phase: get<TrialRecord['final_phase'] & string>('final_phase'),
     });
   }
-  const file: SweepFile = { name: sweep.name, description: sweep.description, spec: sweep.spec, analysis: sweep.analysis, trials: [...trials.values()] };
+  const modules = { ...prev?.problem_modules, ...sweep.problem_modules };
+  const file: SweepFile = {
+    name: sweep.name, description: sweep.description, spec: sweep.spec, analysis: sweep.analysis, trials: [...trials.values()],
+    ...(Object.keys(modules).length ? { problem_modules: modules } : {}),
+  };
   return { records, file, prevAnalysis: prev?.analysis ?? null };
 }
 

@@ -348,13 +348,21 @@ function validateNamed(kind: string, schemas: Record<string, TSchema>, data: unk
 const SeedSchema = Type.Integer({ minimum: 0, maximum: 2 ** 31 - 1 });
 
 /**
- * Validates one trial config in place, applying defaults. Returns the errors (empty = valid).
+ * Validates one trial config in place, applying defaults. Returns the errors (empty = valid). A module
+ * problem's section is checked against `modules` (by its path; `loadSweep`, `modulesFromBundles`).
  * Cross-field rules: batch_size ≤ n_collocation; snr_batches divides n_collocation when diagnostics
  * are on (science.md §5: B equal fixed batches); eval_every, diagnostics.every and
  * train.checkpoint_every are multiples of log_every.
  */
-export function resolveTrialConfig(cfg: Record<string, unknown>): SpecError[] {
-  return checkTrial(cfg).errors;
+export function resolveTrialConfig(cfg: Record<string, unknown>, modules?: ReadonlyMap<string, SpecProblemModule>): SpecError[] {
+  if (!modules) return checkTrial(cfg).errors;
+  const outer = activeModules;
+  activeModules = modules;
+  try {
+    return checkTrial(cfg).errors;
+  } finally {
+    activeModules = outer;
+  }
 }
 
 /** What a trial check looked at: its cross-field rules, and the fields of problem and strategy (not when the name is bad). */
@@ -1161,25 +1169,60 @@ function modulePaths(raw: unknown): string[] {
  * @throws SpecErrors: one `problem.module` error per module that cannot be read, loaded or checked.
  */
 async function loadSpecModules(file: string, paths: string[]): Promise<Map<string, SpecProblemModule>> {
-  const { readProblemModule, loadProblemModule, conformanceCheck, conformanceCheckSync } = await import('../worker/trainer/problem-module.js');
-  const { hasInitial } = await import('../worker/trainer/problem-api.js');
+  const { readProblemModule } = await import('../worker/trainer/problem-module.js');
   const out = new Map<string, SpecProblemModule>();
   const errors: SpecError[] = [];
-  const expected = 'a problem module that loads and passes the conformance check (docs/problems.md)';
   for (const path of paths) {
     try {
-      const bundle = await readProblemModule(file, path);
-      const def = await loadProblemModule(bundle);
-      const where = `problem module ${path}`;
-      const msgs = await conformanceCheck(def, where);
-      const bad = msgs.filter((m) => m.level === 'error');
-      if (bad.length) {
-        for (const m of bad) errors.push(new SpecError('problem.module', path, expected, file, false, m.message));
-        continue;
-      }
-      out.set(path, { bundle, name: def.name, schema: moduleConfigSchema(def.name, { ...(def.params ?? {}) }, hasInitial(def)), warnings: msgs.map((m) => m.message), check: (params) => conformanceCheckSync(def, where, params).filter((m) => m.level === 'error').map((m) => m.message) });
+      const m = await specModule(await readProblemModule(file, path), file, errors);
+      if (m) out.set(path, m);
     } catch (e) {
-      errors.push(new SpecError('problem.module', path, expected, file, false, (e as Error).message));
+      errors.push(new SpecError('problem.module', path, MODULE_EXPECTED, file, false, (e as Error).message));
+    }
+  }
+  if (errors.length) throw new SpecErrors(errors);
+  return out;
+}
+
+const MODULE_EXPECTED = 'a problem module that loads and passes the conformance check (docs/problems.md)';
+
+/**
+ * Loads one module's sources in this process and runs its conformance check with the default
+ * parameters. @returns its SpecProblemModule, or null with the check's errors added to `errors`.
+ * @throws Error when it cannot be loaded.
+ */
+async function specModule(bundle: ProblemModuleBundle, file: string, errors: SpecError[]): Promise<SpecProblemModule | null> {
+  const { loadProblemModule, conformanceCheck, conformanceCheckSync } = await import('../worker/trainer/problem-module.js');
+  const { hasInitial } = await import('../worker/trainer/problem-api.js');
+  const path = bundle.path;
+  const def = await loadProblemModule(bundle);
+  const where = `problem module ${path}`;
+  const msgs = await conformanceCheck(def, where);
+  const bad = msgs.filter((m) => m.level === 'error');
+  if (bad.length) {
+    for (const m of bad) errors.push(new SpecError('problem.module', path, MODULE_EXPECTED, file, false, m.message));
+    return null;
+  }
+  return {
+    bundle, name: def.name, schema: moduleConfigSchema(def.name, { ...(def.params ?? {}) }, hasInitial(def)), warnings: msgs.map((m) => m.message),
+    check: (params) => conformanceCheckSync(def, where, params).filter((m) => m.level === 'error').map((m) => m.message),
+  };
+}
+
+/**
+ * The modules of a sweep from the sources DIR/sweep.json keeps (`phasemap refine`), by the path its
+ * spec writes: loaded and checked as `loadSweep` does with the files.
+ * @throws SpecErrors naming each module that fails.
+ */
+export async function modulesFromBundles(bundles: ProblemModuleBundle[], file: string): Promise<Map<string, SpecProblemModule>> {
+  const out = new Map<string, SpecProblemModule>();
+  const errors: SpecError[] = [];
+  for (const b of bundles) {
+    try {
+      const m = await specModule(b, file, errors);
+      if (m) out.set(b.path, m);
+    } catch (e) {
+      errors.push(new SpecError('problem.module', b.path, MODULE_EXPECTED, file, false, (e as Error).message));
     }
   }
   if (errors.length) throw new SpecErrors(errors);

@@ -324,3 +324,26 @@ test('helpers: axisEnds gives value sets that a spread kind: periodic (before or
   t.deepEqual(Array.from(ends.points), [0, 0, 1, 0, 0, 2, 1, 2]);
   t.deepEqual(Array.from(ends.values), [0, 0, 0, 0]);
 });
+
+test.serial('phasemap refine of a module sweep resolves it again from the module sources sweep.json keeps', async (t) => {
+  const dir = await tempDir('module-refine');
+  await copyFile(EXAMPLE, join(dir, 'p.mjs'));
+  const spec = await writeSpec(dir, { module: './p.mjs', n_collocation: 64, n_boundary: 8, eval_grid: 11 }, {
+    train: { steps: 40, lr: 0.01, log_every: 10, eval_every: 20 },
+    diagnostics: { every: 10, snr_batches: 4 },
+    strategy: { name: 'vanilla' },
+    grid: { 'train.lr': [0.001, 0.1] },
+  });
+  const out = join(dir, 'out');
+  const r = await runCli(['run', spec, '--out', out, '--slots', '1', '--allow-modules'], { timeoutMs: 110_000 });
+  t.is(r.code, 0, r.stderr);
+  const { readFile, rm } = await import('node:fs/promises');
+  const file = JSON.parse(await readFile(join(out, 'sweep.json'), 'utf8')) as { problem_modules?: Record<string, { path: string }>; trials: unknown[] };
+  t.deepEqual(Object.values(file.problem_modules ?? {}).map((b) => b.path), ['./p.mjs']);
+  // The module file is gone: refine reads the sources from sweep.json.
+  await rm(join(dir, 'p.mjs'));
+  const rf = await runCli(['refine', out, '--rounds', '1', '--slots', '1', '--allow-modules'], { timeoutMs: 110_000 });
+  t.is(rf.code, 0, rf.stderr);
+  t.regex(rf.stderr, /refine: (round 1: \d+ trial\(s\)|no new trials)/);
+  t.notRegex(rf.stderr, /problem\.module/);
+});
