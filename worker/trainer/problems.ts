@@ -1,6 +1,9 @@
 /**
  * PDE problems (science.md §3). A Problem owns its domain, input order, collocation sampler,
- * boundary set, forcing, residual and reference solution with its evaluation grid.
+ * boundary set, forcing, residual and reference solution with its evaluation grid: the trainer's view.
+ * Problems are stated as `ProblemDefinition`s on the public problem API (problem-api.ts) and turned
+ * into a Problem there (`definedProblem`): the four built-ins below, and users' modules
+ * (problem-module.ts), which `makeProblem` finds by their content hash.
  *
  * Point arrays are row-major float64 [n, d] in the problem's `inputOrder`. Tensors passed to
  * `residual` carry a leading group axis G (batches of the SNR split, or later trials): [G, n].
