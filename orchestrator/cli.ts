@@ -84,6 +84,7 @@ function fuseOption(flag: number | 'auto' | undefined): number | 'auto' {
   }
 }
 const FUSE_HELP = "most same-shaped trials one slot trains at once as one batched computation: auto (the trainer's measured rule for each trial's shape and backend) or N (1 = never fuse) (default: $PHASEMAP_FUSE or auto)";
+const ALLOW_MODULES_HELP = "run trials of user problem modules (problem: {module: ...}): their code comes from whoever can publish trials to this NATS; without it such trials are left for workers that allow them (docs/problems.md)";
 
 /** `--min-free`: a size or a share (disk-space.ts parseMinFree); exit 2 naming the flag on a bad value. */
 function minFreeArg(v: string): MinFree {
@@ -209,6 +210,7 @@ function withRunOptions(cmd: Command): Command {
     .option('--gpus <list>', `local worker: ${GPUS_HELP}`, gpusArg)
     .option('--slots-per-gpu <k>', 'local worker: slot processes per GPU (default 1)', intArg('--slots-per-gpu', 1))
     .option('--fuse <auto|N>', `local worker: ${FUSE_HELP}`, fuseArg)
+    .option('--allow-modules', `local worker: ${ALLOW_MODULES_HELP}`)
     .option('--namespace <ns>', NAMESPACE_HELP, namespaceArg)
     .option('--replicas <n>', 'JetStream replicas of the streams and the state bucket when this run creates them (3 on a 3-node cluster; default 1)', intArg('--replicas', 1))
     .option('--min-free <size>', "pause writing results while DIR's filesystem has less free: a size (256MiB, 2G, 0 = off) or a share of it (5%) (default: $PHASEMAP_MIN_FREE or 256MiB)", minFreeArg);
@@ -220,13 +222,13 @@ const runCommand = program
   .argument('<spec>', 'sweep spec, YAML or JSON')
   .option('--out <dir>', 'output directory (default: results/<sweep name>)');
 withRunOptions(runCommand)
-  .action(async (spec: string, o: NatsCliOptions & { out?: string; nats?: string; slots?: number; backend: 'auto' | 'wasm' | 'cpu' | 'tensorflow'; gpus?: string; slotsPerGpu?: number; fuse?: number | 'auto'; namespace?: string; replicas?: number; minFree?: MinFree }) => {
+  .action(async (spec: string, o: NatsCliOptions & { out?: string; nats?: string; slots?: number; backend: 'auto' | 'wasm' | 'cpu' | 'tensorflow'; gpus?: string; slotsPerGpu?: number; fuse?: number | 'auto'; namespace?: string; replicas?: number; minFree?: MinFree; allowModules?: boolean }) => {
     const fuse = fuseOption(o.fuse);
     const minFree = minFreeOption(o.minFree);
     const ac = stopOnSignals();
     try {
       const { runSweep } = await import('./run.js');
-      const runOpts = { out: o.out, nats: o.nats, natsAuth: natsAuthForUrl(o.nats, o), slots: o.slots, backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, fuse, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, replicas: o.replicas, signal: ac.signal, liveReport: true, minFree };
+      const runOpts = { out: o.out, nats: o.nats, natsAuth: natsAuthForUrl(o.nats, o), slots: o.slots, backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, fuse, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, replicas: o.replicas, signal: ac.signal, liveReport: true, minFree, allowModules: o.allowModules === true };
       // Resolved once (a large grid takes a while to expand): the run and the refine check share it.
       const sweep = await loadSweep(spec);
       // With refine: rounds to follow, the grid's run does not wait for a live report being written.
@@ -252,13 +254,13 @@ const refineCommand = program
   .option('--rounds <n>', "the round to reach (rounds sweep.json records count) (default: the spec's refine.rounds, or 3)", intArg('--rounds', 0))
   .option('--budget <n>', "most refinement trials in the sweep, over all rounds (default: the spec's refine.budget, or 100)", intArg('--budget', 0));
 withRunOptions(refineCommand)
-  .action(async (dir: string, o: NatsCliOptions & { rounds?: number; budget?: number; nats?: string; slots?: number; backend: 'auto' | 'wasm' | 'cpu' | 'tensorflow'; gpus?: string; slotsPerGpu?: number; fuse?: number | 'auto'; namespace?: string; replicas?: number; minFree?: MinFree }) => {
+  .action(async (dir: string, o: NatsCliOptions & { rounds?: number; budget?: number; nats?: string; slots?: number; backend: 'auto' | 'wasm' | 'cpu' | 'tensorflow'; gpus?: string; slotsPerGpu?: number; fuse?: number | 'auto'; namespace?: string; replicas?: number; minFree?: MinFree; allowModules?: boolean }) => {
     const fuse = fuseOption(o.fuse);
     const minFree = minFreeOption(o.minFree);
     const ac = stopOnSignals();
     try {
       const { refineSweep } = await import('./refine.js');
-      const r = await refineSweep({ out: dir, rounds: o.rounds, budget: o.budget, nats: o.nats, natsAuth: natsAuthForUrl(o.nats, o), slots: o.slots, backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, fuse, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, replicas: o.replicas, signal: ac.signal, liveReport: true, minFree });
+      const r = await refineSweep({ out: dir, rounds: o.rounds, budget: o.budget, nats: o.nats, natsAuth: natsAuthForUrl(o.nats, o), slots: o.slots, backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, fuse, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, replicas: o.replicas, signal: ac.signal, liveReport: true, minFree, allowModules: o.allowModules === true });
       log.info(`refine: ${r.added.length ? r.added.map((a) => `round ${a.round}: ${a.trials} trial(s)`).join(', ') : 'no new trials'} (rounds ${r.refine.rounds}, resolution ${r.refine.resolution}, budget ${r.refine.budget})`);
       await finishRun(r, { x: r.refine.x, y: r.refine.y, facet: r.refine.facet });
     } catch (e) {
@@ -345,6 +347,11 @@ const VALIDATE_LIST_MAX = 50;
 function validateText(s: ResolvedSweep, all: boolean): string {
   const n = s.trials.length;
   const lines = [`${s.name}: ${n} trial(s)${s.duplicates ? ` (${s.duplicates} duplicate grid combination(s) merged)` : ''}`];
+  for (const [path, warnings] of Object.entries(s.module_warnings ?? {})) {
+    const b = Object.values(s.problem_modules ?? {}).find((m) => m.path === path);
+    lines.push(`  problem module ${path}${b ? ` (${Object.keys(b.files).length} file(s), ${b.hash.slice(0, 19)}…)` : ''}: conformance check passed${warnings.length ? `, ${warnings.length} warning(s):` : ''}`);
+    for (const w of warnings) lines.push(`    warning: ${w}`);
+  }
   const axes = gridAxes(s.trials);
   const line = (t: ResolvedSweep['trials'][number]) => {
     const label = trialLabel(t.grid_values, axes);
@@ -450,7 +457,8 @@ program
   .option('--namespace <ns>', NAMESPACE_HELP, namespaceArg)
   .addOption(new Option('--backend <name>', 'tfjs backend').choices(['auto', 'wasm', 'cpu', 'tensorflow']).default('auto'))
   .option('--name <name>', 'worker name in trial state (default: HOST:PID)')
-  .action(async (o: NatsCliOptions & { nats: string; slots?: number; gpus?: string; slotsPerGpu?: number; backend: 'auto' | 'wasm' | 'cpu' | 'tensorflow'; name?: string; namespace?: string; fuse?: number | 'auto' }) => {
+  .option('--allow-modules', ALLOW_MODULES_HELP)
+  .action(async (o: NatsCliOptions & { nats: string; slots?: number; gpus?: string; slotsPerGpu?: number; backend: 'auto' | 'wasm' | 'cpu' | 'tensorflow'; name?: string; namespace?: string; fuse?: number | 'auto'; allowModules?: boolean }) => {
     const fuse = fuseOption(o.fuse);
     try {
       const { WorkerAgent } = await import('../worker/agent.js');
@@ -458,7 +466,7 @@ program
       const nc = await connectNats(o.nats, `phasemap-worker-${o.name ?? process.pid}`, natsAuthFromOptions(o));
       // Trials are named by their grid values in the log, as the trial messages label them.
       const labels = new Map<string, string>();
-      const agent = new WorkerAgent({ nc, slots: o.slots ?? availableParallelism(), backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, fuse, name: o.name, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, log: withTrialLabels(log, labels), labels });
+      const agent = new WorkerAgent({ nc, slots: o.slots ?? availableParallelism(), backend: o.backend, gpus: o.gpus, slotsPerGpu: o.slotsPerGpu, fuse, name: o.name, namespace: o.namespace ?? process.env.PHASEMAP_NAMESPACE, log: withTrialLabels(log, labels), labels, allowModules: o.allowModules === true });
       let stopping = false;
       const stop = (sig: string) => {
         if (stopping) process.exit(130);

@@ -16,7 +16,7 @@ import { WordedError } from './errors.js';
 import { readTrialsParquet } from './parquet-store.js';
 import { plainLogger } from './progress.js';
 import { runSweep, type RunOptions, type RunSummary, type SweepFile, type SweepFileTrial } from './run.js';
-import { resolveSweep, resolveTrialConfig, trialId, type ResolvedTrial } from './spec.js';
+import { modulesFromBundles, resolveSweep, resolveTrialConfig, trialId, type ResolvedTrial } from './spec.js';
 
 /** The axes refinement can split, with their place in the trial config; all logarithmic. */
 const AXES: Record<RefineConfig['x'], { path: string[]; integer: boolean }> = {
@@ -106,7 +106,9 @@ export async function refineSweep(opts: RefineRunOptions): Promise<RefineSummary
   const log = opts.log ?? plainLogger();
   const dir = resolve(opts.out);
   let file = await readSweepFile(dir);
-  const sweep = resolveSweep(file.spec, join(dir, SWEEP_FILE));
+  // A module sweep resolves again from the module sources sweep.json keeps (the spec's paths are relative to a file elsewhere).
+  const modules = file.problem_modules ? await modulesFromBundles(Object.values(file.problem_modules), join(dir, SWEEP_FILE)) : undefined;
+  const sweep = resolveSweep(file.spec, join(dir, SWEEP_FILE), modules);
   const cfg: RefineConfig = { ...(sweep.refine ?? refineDefaults()) };
   if (opts.rounds !== undefined) cfg.rounds = opts.rounds;
   if (opts.budget !== undefined) cfg.budget = opts.budget;
@@ -166,7 +168,7 @@ export async function refineSweep(opts: RefineRunOptions): Promise<RefineSummary
       setAxis(config, cfg.x, p.x);
       setAxis(config, cfg.y, p.y);
       config.seed = p.seed;
-      const errors = resolveTrialConfig(config as unknown as Record<string, unknown>);
+      const errors = resolveTrialConfig(config as unknown as Record<string, unknown>, modules);
       if (errors.length) throw new WordedError(`refine: a planned trial is not valid: ${errors.map((e) => e.message).join('; ')}`, 3);
       // Its grid values: the template's, with the axes it moved on (and its seed) set, so that labels name them.
       const grid_values: Record<string, unknown> = { ...tpl.grid_values };

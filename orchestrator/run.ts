@@ -16,7 +16,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import type { JetStreamManager } from '@nats-io/jetstream';
 import { METRICS_DIR, SWEEP_FILE, type TrialRecord } from '../schemas/parquet.js';
 import type { AnalysisConfig, TrialConfig } from '../schemas/sweep.js';
-import type { BackendRequest, TrialMessage } from '../schemas/trial.js';
+import type { BackendRequest, ProblemModuleBundle, TrialMessage } from '../schemas/trial.js';
 import { DEFAULT_NAMESPACE, transportNames, type ProgressMessage } from '../schemas/transport.js';
 import { WorkerAgent } from '../worker/agent.js';
 import { serveCheckpoints } from './checkpoints.js';
@@ -56,6 +56,8 @@ export interface RunOptions {
   slotsPerGpu?: number;
   /** Trial fusion of the local worker: most same-shaped trials per slot (worker/agent.ts AgentOptions.fuse); default $PHASEMAP_FUSE or auto. */
   fuse?: number | 'auto';
+  /** The local worker runs trials of user problem modules (worker/agent.ts AgentOptions.allowModules; docs/problems.md). */
+  allowModules?: boolean;
   /** Live progress bar (default: stderr is a TTY). */
   tty?: boolean;
   log?: Logger;
@@ -127,6 +129,8 @@ export interface SweepFile {
   /** The resolved `analysis:` block the phase records in trials.parquet were read with. */
   analysis?: AnalysisConfig;
   trials: SweepFileTrial[];
+  /** The sources of the sweep's problem modules by content hash (docs/problems.md): `phasemap refine` resolves the spec again from them. */
+  problem_modules?: Record<string, ProblemModuleBundle>;
 }
 
 /** A trial as DIR/sweep.json lists it; `refine_round`: the refinement round that added it (none for a grid trial). */
@@ -198,7 +202,11 @@ async function loadDirState(dir: string, sweep: ResolvedSweep): Promise<{ record
       final_phase: get<TrialRecord['final_phase'] & string>('final_phase'),
     });
   }
-  const file: SweepFile = { name: sweep.name, description: sweep.description, spec: sweep.spec, analysis: sweep.analysis, trials: [...trials.values()] };
+  const modules = { ...prev?.problem_modules, ...sweep.problem_modules };
+  const file: SweepFile = {
+    name: sweep.name, description: sweep.description, spec: sweep.spec, analysis: sweep.analysis, trials: [...trials.values()],
+    ...(Object.keys(modules).length ? { problem_modules: modules } : {}),
+  };
   return { records, file, prevAnalysis: prev?.analysis ?? null };
 }
 
@@ -249,11 +257,23 @@ async function refuseRunningDir(dir: string, label: string): Promise<void> {
   );
 }
 
+/** The `problem_module` of a trial message: the sources of the trial's problem module, when it has one. */
+function problemModuleOf(sweep: ResolvedSweep, config: TrialConfig): Pick<TrialMessage, 'problem_module'> {
+  const hash = (config.problem as { module_hash?: string }).module_hash;
+  const b = hash ? sweep.problem_modules?.[hash] : undefined;
+  return b ? { problem_module: b } : {};
+}
+
 /** Runs a sweep to completion. Never throws for a trial's failure: see RunSummary.failed. */
 export async function runSweep(opts: RunOptions): Promise<RunSummary> {
   const plain = opts.log ?? plainLogger();
   let base = plain;
   const sweep = opts.resolved ?? (await loadSweep(opts.spec));
+  // On the private embedded server only the local worker can run trials: one that may not run modules would wait forever.
+  if (sweep.problem_modules && !opts.allowModules && !opts.nats && (opts.slots ?? 1) > 0)
+    throw new WordedError(
+      `${opts.spec}: the sweep runs the problem module(s) ${Object.values(sweep.problem_modules).map((b) => b.path).join(', ')} (code): add --allow-modules to let the local worker run them (docs/problems.md), or use --nats with workers started with --allow-modules`,
+    );
   if (sweep.duplicates) base.warn(`${sweep.duplicates} grid combination(s) resolve to a trial already in the grid (same config); each runs once`);
   const dir = resolve(opts.out ?? join('results', sweep.name));
   const label = opts.out === undefined ? `DIR ${dir}` : `--out ${opts.out}`;
@@ -451,6 +471,7 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
         sweep: sweep.name, trial_id: t.trial_id, config: t.config, backend: opts.backend ?? 'auto', attempt_base,
         divergence_factor: sweep.analysis.divergence_factor, max_attempts: sweep.max_attempts, run_id: runId,
         ...(labels.get(t.trial_id) ? { label: labels.get(t.trial_id) } : {}),
+        ...problemModuleOf(sweep, t.config),
       });
     }
     const pub = await unlessStopped(publishTrials(transport, sweep.name, messages, runId));
@@ -461,7 +482,9 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
 
     const slots = opts.slots ?? availableParallelism();
     if (slots > 0) {
-      agent = new WorkerAgent({ nc, slots, backend: opts.backend ?? 'auto', namespace: names.ns, gpus: opts.gpus, slotsPerGpu: opts.slotsPerGpu, fuse: opts.fuse, log, labels });
+      if (sweep.problem_modules && !opts.allowModules)
+        log.warn(`this sweep runs problem modules (${Object.values(sweep.problem_modules).map((b) => b.path).join(', ')}); the local worker was started without --allow-modules and leaves their trials to workers that allow modules`);
+      agent = new WorkerAgent({ nc, slots, backend: opts.backend ?? 'auto', namespace: names.ns, gpus: opts.gpus, slotsPerGpu: opts.slotsPerGpu, fuse: opts.fuse, log, labels, allowModules: opts.allowModules });
       await agent.start();
     } else log.info('no local worker (--slots 0): waiting for workers on the cluster');
 

@@ -19,6 +19,7 @@ import {
   RefineSchema,
   SweepSpecSchema,
   TrainSchema,
+  moduleConfigSchema,
   problemSchemas,
   strategySchemas,
   type AnalysisConfig,
@@ -26,6 +27,7 @@ import {
   type SweepSpec,
   type TrialConfig,
 } from '../schemas/sweep.js';
+import type { ProblemModuleBundle } from '../schemas/trial.js';
 import { DISTRIBUTIONS, drawSample, RANGE_KINDS, stableRange, type Distribution, type RangeKind, type SampleParam } from './spec-ranges.js';
 
 /**
@@ -111,6 +113,45 @@ export interface ResolvedSweep {
   duplicates: number;
   /** The `refine:` block with defaults applied; null when the spec has none. Not part of any trial. */
   refine: RefineConfig | null;
+  /** The sources of the spec's problem modules by content hash (`problem.module_hash`); absent without any. */
+  problem_modules?: Record<string, ProblemModuleBundle>;
+  /** The warnings of each problem module's conformance check, by the path the spec writes (`loadSweep`). */
+  module_warnings?: Record<string, string[]>;
+}
+
+/** A problem module read and loaded for a spec (`loadSweep`): its sources and what its config section may hold. */
+export interface SpecProblemModule {
+  bundle: ProblemModuleBundle;
+  /** The module's problem name. */
+  name: string;
+  /** The schema of its config section (`moduleConfigSchema`). */
+  schema: TSchema;
+  /** Warnings of its conformance check (e.g. no reference solution). */
+  warnings: string[];
+  /** The conformance check's errors for other parameter values (those of the grid), [] when it passes. */
+  check(params: Record<string, number>): string[];
+}
+
+/** Most distinct parameter sets of one module the spec's trials are checked with (beyond them: the defaults' check only). */
+export const MODULE_CHECKS_MAX = 64;
+
+/** The problem modules of the spec being resolved, by the path the spec writes (set during `resolveSweep`). */
+let activeModules: ReadonlyMap<string, SpecProblemModule> | null = null;
+
+/**
+ * Checks a problem config section in place: a built-in's by its name, a module's (`module: PATH`)
+ * against the module's declarations, setting its `module_hash` and `name`.
+ */
+function validateProblem(data: unknown): SpecError[] {
+  if (!isMapping(data) || !Object.hasOwn(data, 'module')) return validateNamed('problem', problemSchemas, data);
+  const path = data.module;
+  if (typeof path !== 'string' || !/\.(mjs|js)$/.test(path)) return [new SpecError('problem.module', path, 'the path of a problem module (an ES module file, .mjs or .js) relative to the spec file')];
+  const m = activeModules?.get(path);
+  if (!m) return [new SpecError('problem.module', path, 'a problem module read with the spec file (loadSweep reads it relative to the spec; a grid may not name a module the spec does not load)')];
+  if (data.name !== undefined && data.name !== m.name) return [new SpecError('problem.name', data.name, `'${m.name}' (the module's name) or no name: a module problem is named by its module`)];
+  data.module_hash = m.bundle.hash;
+  data.name = m.name;
+  return validateObject(m.schema, data, 'problem');
 }
 
 /** RFC 8785 (JCS) canonical JSON; the package is CommonJS with an ESM-style default in its types. */
@@ -307,13 +348,21 @@ function validateNamed(kind: string, schemas: Record<string, TSchema>, data: unk
 const SeedSchema = Type.Integer({ minimum: 0, maximum: 2 ** 31 - 1 });
 
 /**
- * Validates one trial config in place, applying defaults. Returns the errors (empty = valid).
+ * Validates one trial config in place, applying defaults. Returns the errors (empty = valid). A module
+ * problem's section is checked against `modules` (by its path; `loadSweep`, `modulesFromBundles`).
  * Cross-field rules: batch_size ≤ n_collocation; snr_batches divides n_collocation when diagnostics
  * are on (science.md §5: B equal fixed batches); eval_every, diagnostics.every and
  * train.checkpoint_every are multiples of log_every.
  */
-export function resolveTrialConfig(cfg: Record<string, unknown>): SpecError[] {
-  return checkTrial(cfg).errors;
+export function resolveTrialConfig(cfg: Record<string, unknown>, modules?: ReadonlyMap<string, SpecProblemModule>): SpecError[] {
+  if (!modules) return checkTrial(cfg).errors;
+  const outer = activeModules;
+  activeModules = modules;
+  try {
+    return checkTrial(cfg).errors;
+  } finally {
+    activeModules = outer;
+  }
 }
 
 /** What a trial check looked at: its cross-field rules, and the fields of problem and strategy (not when the name is bad). */
@@ -348,7 +397,7 @@ function checkTrialFields(cfg: Record<string, unknown>): SpecError[] {
   for (const k of ['model', 'train', 'diagnostics'] as const) if (cfg[k] === undefined) cfg[k] = {};
   if (cfg.strategy === undefined) cfg.strategy = { name: 'vanilla' };
   if (cfg.seed === undefined) cfg.seed = 0;
-  errs.push(...validateNamed('problem', problemSchemas, cfg.problem));
+  errs.push(...validateProblem(cfg.problem));
   errs.push(...validateNamed('strategy', strategySchemas, cfg.strategy));
   errs.push(...validateObject(ModelSchema, cfg.model, 'model'));
   errs.push(...validateObject(TrainSchema, cfg.train, 'train'));
@@ -624,7 +673,25 @@ const SAMPLE_AXIS = 'sample';
  * config) are kept once.
  * @throws SpecErrors listing every problem found.
  */
-export function resolveSweep(raw: unknown, source?: string): ResolvedSweep {
+export function resolveSweep(raw: unknown, source?: string, modules?: ReadonlyMap<string, SpecProblemModule>): ResolvedSweep {
+  const outer = activeModules;
+  activeModules = modules ?? null;
+  try {
+    const r = resolveSweepWith(raw, source);
+    if (modules?.size) {
+      const errors = checkModuleParams(r.trials, modules);
+      if (errors.length) throw new SpecErrors(errors.map((e) => e.relocated({ source })));
+      const used = new Set(r.trials.map((t) => (t.config.problem as { module_hash?: string }).module_hash));
+      r.problem_modules = Object.fromEntries([...modules.values()].filter((m) => used.has(m.bundle.hash)).map((m) => [m.bundle.hash, m.bundle]));
+      r.module_warnings = Object.fromEntries([...modules.entries()].map(([path, m]) => [path, m.warnings]));
+    }
+    return r;
+  } finally {
+    activeModules = outer;
+  }
+}
+
+function resolveSweepWith(raw: unknown, source?: string): ResolvedSweep {
   const fail = (errs: SpecError[]) => {
     throw new SpecErrors(errs.map((e) => e.relocated({ source })));
   };
@@ -1048,5 +1115,116 @@ const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(bytes % (1024 * 
 export async function loadSweep(file: string): Promise<ResolvedSweep> {
   const limits = specLimits();
   const text = await readSpecFile(file, limits.maxBytes);
-  return resolveSweep(parseSpecText(text, file, limits.maxAliases), file);
+  const raw = parseSpecText(text, file, limits.maxAliases);
+  const paths = modulePaths(raw);
+  if (!paths.length) return resolveSweep(raw, file);
+  return resolveSweep(raw, file, await loadSpecModules(file, paths));
+}
+
+/**
+ * The conformance check of each module with the parameter values of the trials (the defaults were
+ * checked when the module was loaded): the first MODULE_CHECKS_MAX distinct sets per module.
+ */
+function checkModuleParams(trials: readonly ResolvedTrial[], modules: ReadonlyMap<string, SpecProblemModule>): SpecError[] {
+  const errors: SpecError[] = [];
+  const seen = new Map<string, Set<string>>();
+  for (const t of trials) {
+    const p = t.config.problem as unknown as Record<string, unknown>;
+    const m = typeof p.module === 'string' ? modules.get(p.module) : undefined;
+    if (!m) continue;
+    const params: Record<string, number> = {};
+    for (const [k, v] of Object.entries(p)) if (typeof v === 'number' && !MODULE_COMMON_KEYS.has(k)) params[k] = v;
+    const key = JSON.stringify(params);
+    const done = seen.get(m.bundle.hash) ?? new Set<string>();
+    seen.set(m.bundle.hash, done);
+    if (done.has(key) || done.size >= MODULE_CHECKS_MAX) continue;
+    done.add(key);
+    for (const msg of m.check(params)) {
+      const e = new SpecError('problem.module', p.module, 'a problem module that passes the conformance check with every parameter set of the grid (docs/problems.md)', undefined, false, `with ${key}: ${msg}`);
+      if (!errors.some((x) => x.message === e.message)) errors.push(e);
+    }
+  }
+  return errors;
+}
+
+/** Keys of a module problem's config section that are not its parameters. */
+const MODULE_COMMON_KEYS = new Set(['name', 'module', 'module_hash', 'n_collocation', 'n_boundary', 'w_bc', 'eval_grid', 'n_initial', 'w_ic']);
+
+/** The problem module paths a spec names: `problem.module` and the values of a grid key `problem.module`. */
+function modulePaths(raw: unknown): string[] {
+  if (!isMapping(raw)) return [];
+  const out = new Set<string>();
+  const p = raw.problem;
+  if (isMapping(p) && typeof p.module === 'string') out.add(p.module);
+  const g = isMapping(raw.grid) ? raw.grid['problem.module'] : undefined;
+  if (Array.isArray(g)) for (const v of g) if (typeof v === 'string') out.add(v);
+  return [...out];
+}
+
+/**
+ * Reads, loads and checks a spec's problem modules (worker/trainer/problem-module.ts): each module's files
+ * are read relative to the spec, imported in this process, and run through the conformance check
+ * (`checkProblem` with the default parameters), so that a broken module is reported before anything is
+ * queued.
+ * @throws SpecErrors: one `problem.module` error per module that cannot be read, loaded or checked.
+ */
+async function loadSpecModules(file: string, paths: string[]): Promise<Map<string, SpecProblemModule>> {
+  const { readProblemModule } = await import('../worker/trainer/problem-module.js');
+  const out = new Map<string, SpecProblemModule>();
+  const errors: SpecError[] = [];
+  for (const path of paths) {
+    try {
+      const m = await specModule(await readProblemModule(file, path), file, errors);
+      if (m) out.set(path, m);
+    } catch (e) {
+      errors.push(new SpecError('problem.module', path, MODULE_EXPECTED, file, false, (e as Error).message));
+    }
+  }
+  if (errors.length) throw new SpecErrors(errors);
+  return out;
+}
+
+const MODULE_EXPECTED = 'a problem module that loads and passes the conformance check (docs/problems.md)';
+
+/**
+ * Loads one module's sources in this process and runs its conformance check with the default
+ * parameters. @returns its SpecProblemModule, or null with the check's errors added to `errors`.
+ * @throws Error when it cannot be loaded.
+ */
+async function specModule(bundle: ProblemModuleBundle, file: string, errors: SpecError[]): Promise<SpecProblemModule | null> {
+  const { loadProblemModule, conformanceCheck, conformanceCheckSync } = await import('../worker/trainer/problem-module.js');
+  const { hasInitial } = await import('../worker/trainer/problem-api.js');
+  const path = bundle.path;
+  const def = await loadProblemModule(bundle);
+  const where = `problem module ${path}`;
+  const msgs = await conformanceCheck(def, where);
+  const bad = msgs.filter((m) => m.level === 'error');
+  if (bad.length) {
+    for (const m of bad) errors.push(new SpecError('problem.module', path, MODULE_EXPECTED, file, false, m.message));
+    return null;
+  }
+  return {
+    bundle, name: def.name, schema: moduleConfigSchema(def.name, { ...(def.params ?? {}) }, hasInitial(def)), warnings: msgs.map((m) => m.message),
+    check: (params) => conformanceCheckSync(def, where, params).filter((m) => m.level === 'error').map((m) => m.message),
+  };
+}
+
+/**
+ * The modules of a sweep from the sources DIR/sweep.json keeps (`phasemap refine`), by the path its
+ * spec writes: loaded and checked as `loadSweep` does with the files.
+ * @throws SpecErrors naming each module that fails.
+ */
+export async function modulesFromBundles(bundles: ProblemModuleBundle[], file: string): Promise<Map<string, SpecProblemModule>> {
+  const out = new Map<string, SpecProblemModule>();
+  const errors: SpecError[] = [];
+  for (const b of bundles) {
+    try {
+      const m = await specModule(b, file, errors);
+      if (m) out.set(b.path, m);
+    } catch (e) {
+      errors.push(new SpecError('problem.module', b.path, MODULE_EXPECTED, file, false, (e as Error).message));
+    }
+  }
+  if (errors.length) throw new SpecErrors(errors);
+  return out;
 }

@@ -180,6 +180,48 @@ export const AnalysisSchema = Type.Object(
   { additionalProperties: false, default: {}, description: 'How phases are read from the SNR series (science.md §6); not part of any trial config.' },
 );
 
+/**
+ * A user problem module (docs/problems.md): `module` is the path of an ES module relative to the spec
+ * file; the other keys are the common fields and the module's declared parameters (numbers). The
+ * orchestrator adds `module_hash` (the content hash of the module's files) and `name` (the module's).
+ * The full check of the keys is against the module's own declarations, when the spec is loaded.
+ */
+export const ModuleProblemSchema = Type.Object(
+  {
+    module: Type.String({ pattern: '\\.(mjs|js)$', description: 'Path of the problem module (an ES module, .mjs or .js) relative to the spec file (docs/problems.md).' }),
+    module_hash: Type.Optional(Type.String({ description: 'Set by the orchestrator: sha256 of the module files (part of the trial id).' })),
+    name: Type.Optional(Type.String({ description: "Set by the orchestrator: the module's problem name." })),
+    ...problemCommon,
+    n_initial: Type.Optional(Int({ minimum: 1, maximum: 1_000_000, default: 100, description: 'Initial-condition points (problems with an initial condition `ic`).' })),
+    w_ic: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1e6, default: 1, description: 'Weight w_ic of the initial-condition term (problems with an `ic`).' })),
+  },
+  { additionalProperties: Type.Number(), description: "A problem module of the user's (docs/problems.md); other keys: the module's declared parameters." },
+);
+
+/**
+ * The schema of one problem module's config section: `name` (the module's), `module`, `module_hash`, the
+ * common fields (with n_initial, w_ic for a problem with an initial condition) and the module's
+ * declared parameters with their defaults and ranges. Unknown keys are errors.
+ */
+export function moduleConfigSchema(name: string, params: Record<string, number | { default: number; minimum?: number; maximum?: number; description?: string }>, hasInitial: boolean): TSchema {
+  const props: Record<string, TSchema> = {
+    name: Type.Literal(name, { default: name }),
+    module: ModuleProblemSchema.properties.module,
+    module_hash: Type.String(),
+    ...(hasInitial ? problemTimeCommon : problemCommon),
+  };
+  for (const [k, v] of Object.entries(params)) {
+    const d = typeof v === 'number' ? { default: v } : v;
+    props[k] = Type.Number({
+      default: d.default,
+      ...(d.minimum !== undefined ? { minimum: d.minimum } : {}),
+      ...(d.maximum !== undefined ? { maximum: d.maximum } : {}),
+      ...(d.description !== undefined ? { description: d.description } : {}),
+    });
+  }
+  return Type.Object(props, { additionalProperties: false });
+}
+
 export const problemSchemas = { helmholtz2d: Helmholtz2dSchema, poisson2d: Poisson2dSchema, burgers1d: Burgers1dSchema, allen_cahn1d: AllenCahn1dSchema } as const;
 export const strategySchemas = { vanilla: VanillaSchema, rba: RbaSchema, sa: SaSchema } as const;
 
@@ -335,6 +377,7 @@ export function editorSchema(): TSchema {
     grid: GridSchema,
   };
   for (const [k, v] of Object.entries(trialFields)) props[k] = Type.Optional(v as TSchema);
+  props.problem = Type.Optional(Type.Union([...ProblemSchema.anyOf, ModuleProblemSchema]));
   return Type.Object(
     {
       ...props,

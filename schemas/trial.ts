@@ -9,6 +9,21 @@ export type BackendRequest = 'auto' | 'wasm' | 'cpu' | 'tensorflow';
 /** A resolved tfjs backend. */
 export type BackendName = 'wasm' | 'cpu' | 'tensorflow';
 
+/**
+ * The sources of a user problem module (docs/problems.md), shipped with each of its trials so that every
+ * worker runs exactly that code (worker/trainer/problem-module.ts).
+ */
+export interface ProblemModuleBundle {
+  /** The module path as the spec writes it (messages name the module by it). */
+  path: string;
+  /** The entry file, relative to the module's folder (`my_pde.mjs`). */
+  entry: string;
+  /** Every file of the module by its path relative to the module's folder ('/'-separated): its text. */
+  files: Record<string, string>;
+  /** `moduleHash(entry, files)`: equals the trial config's `problem.module_hash`. */
+  hash: string;
+}
+
 /** Published once per trial on the trials work queue, with `Nats-Msg-Id` = trial_id. */
 export interface TrialMessage {
   sweep: string;
@@ -33,6 +48,11 @@ export interface TrialMessage {
   max_attempts?: number;
   /** Unique per `phasemap run` that queued this message: prefixes the Nats-Msg-Ids of its attempts' metrics, checkpoints and result. */
   run_id?: string;
+  /**
+   * For a trial of a user problem module (`config.problem.module`): its sources. A worker runs it only
+   * when started with --allow-modules. Not part of the trial id (the config's `problem.module_hash` is).
+   */
+  problem_module?: ProblemModuleBundle;
   /** The trial's grid values as text (`lr=1e-3 batch=full rba seed=0`): workers log it beside the id. Not part of the trial id. */
   label?: string;
 }

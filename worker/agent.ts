@@ -68,6 +68,13 @@ export interface AgentOptions {
    * `parseFuse` reads it; `phasemap run --fuse` sets it for its local worker), else `auto`.
    */
   fuse?: number | 'auto';
+  /**
+   * Run trials of user problem modules (`problem.module`: code from whoever can publish trials; see
+   * docs/problems.md). Without it such a trial is refused: handed back (nak, with a jittered delay that
+   * grows per delivery) for a worker that allows modules, and failed only on its last delivery. Each
+   * refusal is a delivery: the attempt numbers of such a trial have gaps (its max_attempts count failures).
+   */
+  allowModules?: boolean;
   log?: AgentLog;
   /** Trial labels by id (orchestrator/trial-names.ts): filled from the `label` of each trial message pulled, for a logger that names trials. */
   labels?: Map<string, string>;
@@ -473,6 +480,11 @@ export class WorkerAgent {
     }
     if (typeof trial.label === 'string' && trial.label) this.opts.labels?.set(trial.trial_id, trial.label.slice(0, 200));
     const attempt = (trial.attempt_base ?? 0) + m.info.deliveryCount;
+    const mod = (trial.config?.problem as { module?: unknown } | undefined)?.module;
+    if (mod !== undefined && !this.opts.allowModules) {
+      this.refuseModule(m, trial, attempt, String(mod));
+      return null;
+    }
     let key: string | null = null;
     // A trial that may resume from a checkpoint, or is on its last delivery, runs alone.
     if (!mayResume(trial, attempt) && m.info.deliveryCount < MAX_DELIVER) {
@@ -483,6 +495,27 @@ export class WorkerAgent {
       }
     }
     return { m, trial, attempt, key };
+  }
+
+  /**
+   * Refuses a trial of a problem module on a worker without --allow-modules: it is not claimed and goes
+   * back to the queue (nak, delayed about 1 s, 2 s, 4 s … up to 60 s by delivery, jittered) for a worker that allows
+   * modules; on its last delivery it is failed, saying why.
+   */
+  private refuseModule(m: JsMsg, trial: TrialMessage, attempt: number, path: string): void {
+    const why = `trial ${trial.trial_id} runs the problem module ${path} (user code); this worker was started without --allow-modules`;
+    if (m.info.deliveryCount >= MAX_DELIVER) {
+      this.opts.log?.warn(`worker ${this.name}: ${why}; last delivery: failing it`);
+      void this.finishWithoutTraining(trial, attempt, 'failed', `no worker started with --allow-modules took it in ${m.info.deliveryCount} deliveries (it runs the problem module ${path})`)
+        .catch(() => undefined)
+        .then(() => m.ackAck().catch(() => undefined));
+      return;
+    }
+    // Jittered: a delay in step with this worker's own pull requests (which expire every 2 s) would hand
+    // the message back to this worker's oldest waiting request each time, not to another worker's.
+    const delay = Math.round(Math.min(60_000, 1000 * 2 ** Math.min(m.info.deliveryCount - 1, 6) * (0.5 + Math.random())));
+    this.opts.log?.warn(`worker ${this.name}: ${why}: handed back for a worker that allows modules (start one with: phasemap worker --allow-modules)`);
+    m.nak(delay);
   }
 
   /** Most trials a slot trains fused with `p` (1: alone): the `fuse` option, or the trainer's rule for `auto`. */

@@ -10,6 +10,7 @@ import type { MetricRow } from '../schemas/metrics.js';
 import { DIVERGENCE_ROWS, type BackendName, type TrialMessage } from '../schemas/trial.js';
 import { encodeSafetensors } from '../schemas/safetensors.js';
 import { encodeMetricChunks } from './metrics-encoder.js';
+import { loadProblemModule } from './trainer/problem-module.js';
 import { fusionKey, initBackend, ResumeError, trainTrial, trainTrials, type TrainHooks, type TrainOptions, type TrainSummary } from './trainer/index.js';
 
 export interface SlotTask {
@@ -130,6 +131,7 @@ export async function runSlotTask(
     backend = await backendReady;
     post({ type: 'start', slot: ctx.slot, device: slotDevice(backend), backend, visible_devices: ctx.visibleDevices });
     injectedFault(task);
+    if (task.trial.problem_module) await loadProblemModule(task.trial.problem_module);
     const summary = await trainWithResume(task, resume, slotHooks(task, post, (n) => (rows += n), ctx.shouldStop), {
       backend,
       divergence: task.trial.divergence_factor ? { factor: task.trial.divergence_factor, rows: DIVERGENCE_ROWS } : undefined,
@@ -229,15 +231,16 @@ export async function runSlotTasks(
     backendReady ??= initBackend(backend);
     backend = await backendReady;
     const live: number[] = [];
-    tasks.forEach((task, i) => {
+    for (const [i, task] of tasks.entries()) {
       post(i, { type: 'start', slot: ctx.slot, device: slotDevice(backend), backend, visible_devices: ctx.visibleDevices });
       try {
         injectedFault(task);
+        if (task.trial.problem_module) await loadProblemModule(task.trial.problem_module);
         live.push(i);
       } catch (e) {
         errors[i] = errorText(e);
       }
-    });
+    }
     const stop = ctx.shouldStop;
     const hooks = live.map((i) => slotHooks(tasks[i]!, (e, transfer) => post(i, e, transfer), (n) => (rows[i]! += n), stop && (() => stop(i))));
     const opts = live.map((i): TrainOptions => {

@@ -131,7 +131,10 @@ const key = (...v: unknown[]) => JSON.stringify(v.map((x) => (x === null || x ==
 
 function problemLabel(c: TrialConfig): string {
   const p = c.problem as unknown as Record<string, unknown>;
-  const params = ['a1', 'a2', 'k', 'nu', 'd'].filter((k) => typeof p[k] === 'number').map((k) => `${k} = ${p[k]}`);
+  // A problem module's parameters are its config keys besides the common fields (docs/problems.md).
+  const common = new Set(['name', 'module', 'module_hash', 'n_collocation', 'n_boundary', 'w_bc', 'eval_grid', 'n_initial', 'w_ic']);
+  const names = typeof p.module === 'string' ? Object.keys(p).filter((k) => !common.has(k)) : ['a1', 'a2', 'k', 'nu', 'd'];
+  const params = names.filter((k) => typeof p[k] === 'number').map((k) => `${k} = ${p[k]}`);
   return `${c.problem.name}${params.length ? ` (${params.join(', ')})` : ''}`;
 }
 

@@ -115,7 +115,7 @@ export function perBatchGradientParts(
     // w.r.t. tiled copies [B, in, out], which the copies' values equal).
     if (split.x.shape[0] !== B) throw new Error('perBatchGradientParts: split.x must be [B, perBatch, d]');
     const resGrads = mlpPerGroupWeightGrads(params, split.x, problem.derivs, problem.inputOrder, (f) => {
-      const r = problem.residual(f, split.q); // [B, per]
+      const r = problem.residual(f, split.q, split.x); // [B, per]
       kept.residual = tf.keep(r);
       return tf.sum(residualLoss(r, lamB)) as tf.Scalar;
     });

@@ -158,7 +158,7 @@ function fusedLossAndGrads(f: Fused, members: Member[], batches: Array<Int32Arra
   try {
     const vars = [...f.weights, ...f.biases];
     const { value, grads } = tf.variableGrads(() => {
-      const r = problem.residual(mlpForward(params, x, problem.derivs, problem.inputOrder), q); // [K, n_b]
+      const r = problem.residual(mlpForward(params, x, problem.derivs, problem.inputOrder), q, x); // [K, n_b]
       const lam = weighted.some((w) => w)
         ? stopGradient(r, (ri) => {
             const nb = ri.shape[1]!;

@@ -4,8 +4,15 @@ export { Rng, BatchSampler, latinHypercube, hashString } from './rng.js';
 export {
   makeProblem, registerProblem, problemNames, Helmholtz2d, Poisson2d, Burgers1d, AllenCahn1d, problemConditions, linspace, boxBoundary2d,
   xtBoundary, tensorGrid,
-  type Problem, type ProblemFactory, type DerivSpec, type Fields, type ConditionSet, type ConditionKind, type ConditionSpec,
+  HELMHOLTZ2D, POISSON2D, BURGERS1D, ALLEN_CAHN1D, registerProblemModule, isModuleConfig, moduleParams,
+  type Problem, type ProblemFactory, type DerivSpec, type Fields, type ConditionSet, type ConditionKind, type ConditionSpec, type ModuleProblemConfig,
 } from './problems.js';
+export {
+  defineProblem, definedProblem, DefinedProblem, checkProblem, checkDeclarations, ProblemError, RESIDUAL_OPS, allowedFields, derivSpecOf, paramDefaults, hasInitial,
+  type ProblemDefinition, type ParamDeclaration, type ResidualOps, type ResidualContext, type ResidualTerm, type ConditionContext, type ConditionOutput,
+  type ProblemHelpers, type CheckMessage, type DefinedProblemOptions,
+} from './problem-api.js';
+export { readProblemModule, loadProblemModule, conformanceCheck, moduleHash, importSpecifiers, MODULE_MAX_BYTES, MODULE_MAX_FILES } from './problem-module.js';
 export { Mlp, mlpForward, mlpValue, mlpShapes, xavierInit, type MlpParams } from './network.js';
 export { Adam, staircaseLr, type AdamOptions } from './adam.js';
 export {

@@ -28,7 +28,7 @@ export interface ConditionTerm {
  * PDE residual r [G, n] of the network at points x [G, n, d] with forcing q ([G, n] or broadcastable).
  */
 export function residualOf(problem: Problem, params: MlpParams, x: tf.Tensor, q: tf.Tensor): tf.Tensor {
-  return tf.tidy(() => problem.residual(mlpForward(params, x, problem.derivs, problem.inputOrder), q));
+  return tf.tidy(() => problem.residual(mlpForward(params, x, problem.derivs, problem.inputOrder), q, x));
 }
 
 /** Residual term per group: mean_i (λ_i r_i)² over the last axis; r, λ [G, n] (λ null = 1) → [G]. */

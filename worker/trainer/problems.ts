@@ -1,13 +1,19 @@
 /**
  * PDE problems (science.md §3). A Problem owns its domain, input order, collocation sampler,
- * boundary set, forcing, residual and reference solution with its evaluation grid.
+ * boundary set, forcing, residual and reference solution with its evaluation grid: the trainer's view.
+ * Problems are stated as `ProblemDefinition`s on the public problem API (problem-api.ts) and turned
+ * into a Problem there (`definedProblem`): the four built-ins below, and users' modules
+ * (problem-module.ts), which `makeProblem` finds by their content hash.
  *
  * Point arrays are row-major float64 [n, d] in the problem's `inputOrder`. Tensors passed to
  * `residual` carry a leading group axis G (batches of the SNR split, or later trials): [G, n].
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { ProblemConfig } from '../../schemas/sweep.js';
-import { latinHypercube, type Rng } from './rng.js';
+import type { Rng } from './rng.js';
+import { boxBoundary2d, linspace, tensorGrid, xtBoundary } from './problem-geometry.js';
+export { boxBoundary2d, linspace, tensorGrid, xtBoundary };
+import { DefinedProblem, defineProblem, definedProblem, type ConditionContext, type ConditionOutput, type ProblemDefinition } from './problem-api.js';
 import {
   ALLEN_CAHN_D, ALLEN_CAHN_DT, ALLEN_CAHN_MODES, allenCahnOnPoints, burgersOnPoints, BURGERS_NODES, BURGERS_NU, cachedReference, defaultReferenceCacheDir,
 } from './reference/index.js';
@@ -66,136 +72,89 @@ export interface Problem {
   initial?(perAxis: number): ConditionSet | null;
   /** Forcing q at the given points, [n] float64 (all zeros for homogeneous PDEs). */
   forcing(points: Float64Array, n: number): Float64Array;
-  /** PDE residual r [G, n] from the fields and the forcing q (broadcastable to [G, n]). */
-  residual(f: Fields, q: tf.Tensor): tf.Tensor;
+  /**
+   * PDE residual r [G, n] from the fields, the forcing q (broadcastable to [G, n]) and the points x
+   * [G, n, d] the fields were computed at (read only by a residual that declares a coordinate field).
+   */
+  residual(f: Fields, q: tf.Tensor, x?: tf.Tensor): tf.Tensor;
   /** Reference solution u* at the points, [n] float64. */
   reference(points: Float64Array, n: number): Float64Array;
   /** Evaluation grid: `perAxis` evenly spaced points per axis over `domain`, row-major [perAxis^d, d]. */
   evalGrid(perAxis: number): { points: Float64Array; count: number };
 }
 
-/** `n` evenly spaced points from lo to hi inclusive (the midpoint if n = 1). */
-export function linspace(lo: number, hi: number, n: number): Float64Array {
-  const out = new Float64Array(n);
-  if (n === 1) out[0] = (lo + hi) / 2;
-  else for (let i = 0; i < n; i++) out[i] = lo + ((hi - lo) * i) / (n - 1);
-  return out;
-}
-
-/**
- * Boundary of the box [x0,x1]×[y0,y1]: `perEdge` evenly spaced points (linspace, corners included,
- * so each corner appears on two edges) on each of the 4 edges, in the order bottom (y = y0), top,
- * left (x = x0), right; 4·perEdge points, targets 0.
- */
-export function boxBoundary2d(domain: ReadonlyArray<readonly [number, number]>, perEdge: number): ConditionSet {
-  const [[x0, x1], [y0, y1]] = domain as [[number, number], [number, number]];
-  const xs = linspace(x0, x1, perEdge);
-  const ys = linspace(y0, y1, perEdge);
-  const m = 4 * perEdge;
-  const points = new Float64Array(m * 2);
-  let j = 0;
-  const put = (x: number, y: number) => {
-    points[2 * j] = x;
-    points[2 * j + 1] = y;
-    j++;
-  };
-  for (const x of xs) put(x, y0);
-  for (const x of xs) put(x, y1);
-  for (const y of ys) put(x0, y);
-  for (const y of ys) put(x1, y);
-  return { points, values: new Float64Array(m), count: m };
-}
-
-/** Tensor-product grid of `perAxis` points per axis (first input varies slowest), [perAxis^d, d]. */
-export function tensorGrid(domain: ReadonlyArray<readonly [number, number]>, perAxis: number): { points: Float64Array; count: number } {
-  const d = domain.length;
-  const axes = domain.map(([lo, hi]) => linspace(lo, hi, perAxis));
-  const count = perAxis ** d;
-  const points = new Float64Array(count * d);
-  for (let i = 0; i < count; i++) {
-    let rem = i;
-    for (let j = d - 1; j >= 0; j--) {
-      points[i * d + j] = axes[j]![rem % perAxis]!;
-      rem = Math.floor(rem / perAxis);
-    }
-  }
-  return { points, count };
-}
+// ---------------------------------------------------------------------------------------------
+// The built-in problems (science.md §3), stated on the public problem API (problem-api.ts) exactly as a
+// user module states a problem. The classes bind parameters and add the pointwise helpers tests use.
 
 const BOX2: ReadonlyArray<readonly [number, number]> = [
   [-1, 1],
   [-1, 1],
 ];
 
-/** Shared base of the 2-D box problems on [-1,1]² with u = 0 on the boundary. */
-abstract class Box2dProblem implements Problem {
-  abstract readonly name: string;
-  abstract readonly params: Record<string, number>;
-  readonly inputOrder = ['x', 'y'] as const;
-  readonly domain = BOX2;
-  readonly derivs: DerivSpec = { first: [0, 1], second: [0, 1] };
-  collocation(n: number, rng: Rng): Float64Array {
-    return latinHypercube(n, this.domain, rng);
-  }
-  boundary(perEdge: number): ConditionSet {
-    return boxBoundary2d(this.domain, perEdge);
-  }
-  evalGrid(perAxis: number) {
-    return tensorGrid(this.domain, perAxis);
-  }
-  /** u*(x, y) */
-  abstract exact(x: number, y: number): number;
-  /** q(x, y) */
-  abstract q(x: number, y: number): number;
-  abstract residual(f: Fields, q: tf.Tensor): tf.Tensor;
-  forcing(points: Float64Array, n: number): Float64Array {
-    const out = new Float64Array(n);
-    for (let i = 0; i < n; i++) out[i] = this.q(points[2 * i]!, points[2 * i + 1]!);
-    return out;
-  }
-  reference(points: Float64Array, n: number): Float64Array {
-    const out = new Float64Array(n);
-    for (let i = 0; i < n; i++) out[i] = this.exact(points[2 * i]!, points[2 * i + 1]!);
-    return out;
-  }
-}
-
 /**
  * helmholtz2d (science.md §3): r = u_xx + u_yy + k² u − q on [-1,1]², u* = sin(a1 π x) sin(a2 π y),
- * hence q = (k² − π²(a1² + a2²)) u*.
+ * hence q = (k² − π²(a1² + a2²)) u*; u = 0 on the boundary (`perEdge` points per edge).
  */
-export class Helmholtz2d extends Box2dProblem {
-  readonly name = 'helmholtz2d';
-  readonly params: { a1: number; a2: number; k: number };
-  constructor(a1: number, a2: number, k: number) {
-    super();
-    this.params = { a1, a2, k };
-  }
+export const HELMHOLTZ2D = defineProblem({
+  name: 'helmholtz2d',
+  inputs: ['x', 'y'],
+  domain: BOX2,
+  outputs: ['u'],
+  params: { a1: 1, a2: 4, k: 1 },
+  fields: ['u', 'u_xx', 'u_yy', 'q'],
+  residuals: { pde: (f, { p, ops }) => ops.sub(ops.add(ops.add(f.u_xx!, f.u_yy!), ops.mul(f.u!, p.k! * p.k!)), f.q!) },
+  source: ([x, y], p) => (p.k! * p.k! - Math.PI * Math.PI * (p.a1! * p.a1! + p.a2! * p.a2!)) * helmholtzExact(x!, y!, p),
+  solution: ([x, y], p) => helmholtzExact(x!, y!, p),
+  conditions: { bc: ({ n_boundary, helpers }) => helpers.boxBoundary(n_boundary) },
+});
+
+function helmholtzExact(x: number, y: number, p: Readonly<Record<string, number>>): number {
+  return Math.sin(p.a1! * Math.PI * x) * Math.sin(p.a2! * Math.PI * y);
+}
+
+/** poisson2d (science.md §3): r = u_xx + u_yy − q on [-1,1]², u* = sin(π x) sin(π y), q = −2π² u*; u = 0 on the boundary. */
+export const POISSON2D = defineProblem({
+  name: 'poisson2d',
+  inputs: ['x', 'y'],
+  domain: BOX2,
+  outputs: ['u'],
+  params: {},
+  fields: ['u_xx', 'u_yy', 'q'],
+  residuals: { pde: (f, { ops }) => ops.sub(ops.add(f.u_xx!, f.u_yy!), f.q!) },
+  source: ([x, y]) => -2 * Math.PI * Math.PI * poissonExact(x!, y!),
+  solution: ([x, y]) => poissonExact(x!, y!),
+  conditions: { bc: ({ n_boundary, helpers }) => helpers.boxBoundary(n_boundary) },
+});
+
+function poissonExact(x: number, y: number): number {
+  return Math.sin(Math.PI * x) * Math.sin(Math.PI * y);
+}
+
+/** Box problems: the pointwise u* and q the tests use. */
+abstract class Box2dProblem extends DefinedProblem {
+  /** u*(x, y) */
   exact(x: number, y: number): number {
-    return Math.sin(this.params.a1 * Math.PI * x) * Math.sin(this.params.a2 * Math.PI * y);
+    return this.definition.solution!([x, y], this.params);
   }
+  /** q(x, y) */
   q(x: number, y: number): number {
-    const { a1, a2, k } = this.params;
-    return (k * k - Math.PI * Math.PI * (a1 * a1 + a2 * a2)) * this.exact(x, y);
-  }
-  residual(f: Fields, q: tf.Tensor): tf.Tensor {
-    const k2 = this.params.k * this.params.k;
-    return tf.tidy(() => tf.sub(tf.add(tf.add(f.u_xx!, f.u_yy!), tf.mul(f.u!, k2)), q));
+    return this.definition.source!([x, y], this.params);
   }
 }
 
-/** poisson2d (science.md §3): r = u_xx + u_yy − q on [-1,1]², u* = sin(π x) sin(π y), q = −2π² u*. */
+/** helmholtz2d with parameters a1, a2, k bound. */
+export class Helmholtz2d extends Box2dProblem {
+  declare readonly params: { a1: number; a2: number; k: number };
+  constructor(a1: number, a2: number, k: number) {
+    super(HELMHOLTZ2D, { a1, a2, k }, { guard: false });
+  }
+}
+
+/** poisson2d. */
 export class Poisson2d extends Box2dProblem {
-  readonly name = 'poisson2d';
-  readonly params = {};
-  exact(x: number, y: number): number {
-    return Math.sin(Math.PI * x) * Math.sin(Math.PI * y);
-  }
-  q(x: number, y: number): number {
-    return -2 * Math.PI * Math.PI * this.exact(x, y);
-  }
-  residual(f: Fields, q: tf.Tensor): tf.Tensor {
-    return tf.tidy(() => tf.sub(tf.add(f.u_xx!, f.u_yy!), q));
+  constructor() {
+    super(POISSON2D, {}, { guard: false });
   }
 }
 
@@ -207,112 +166,66 @@ const XT: ReadonlyArray<readonly [number, number]> = [
   [0, 1],
 ];
 
-/**
- * Dirichlet boundary of the 1-D + time domain [x0,x1]×[t0,t1]: `perEdge` evenly spaced times
- * (linspace, ends included) on x = x0, then the same times on x = x1; 2·perEdge points, targets 0.
- * With `kind` = 'periodic' the same points form the pairs (x0, t_j) ↔ (x1, t_j) of a periodic set.
- */
-export function xtBoundary(domain: ReadonlyArray<readonly [number, number]>, perEdge: number, kind: ConditionKind = 'value'): ConditionSet {
-  const [[x0, x1], [t0, t1]] = domain as [[number, number], [number, number]];
-  const ts = linspace(t0, t1, perEdge);
-  const m = 2 * perEdge;
-  const points = new Float64Array(m * 2);
-  for (let j = 0; j < perEdge; j++) {
-    points[2 * j] = x0;
-    points[2 * j + 1] = ts[j]!;
-    points[2 * (perEdge + j)] = x1;
-    points[2 * (perEdge + j) + 1] = ts[j]!;
-  }
-  return kind === 'periodic' ? { points, values: new Float64Array(m), count: m, kind, axis: 0 } : { points, values: new Float64Array(m), count: m };
-}
-
 /** Where the reference cache lives on disk: `defaultReferenceCacheDir()`, or memory only if PHASEMAP_REFERENCE_CACHE=off. */
 function referenceCacheOpts(): { dir?: string } {
   return process.env.PHASEMAP_REFERENCE_CACHE === 'off' ? {} : { dir: defaultReferenceCacheDir() };
 }
 
-/** Shared base of the x × t problems: Latin-hypercube collocation, t = 0 initial set, tensor eval grid. */
-abstract class XtProblem implements Problem {
-  abstract readonly name: string;
-  abstract readonly params: Record<string, number>;
-  readonly inputOrder = ['x', 't'] as const;
-  readonly domain = XT;
-  /** u_x, u_t and u_xx. */
-  readonly derivs: DerivSpec = { first: [0, 1], second: [0] };
-  collocation(n: number, rng: Rng): Float64Array {
-    return latinHypercube(n, this.domain, rng);
+/**
+ * The initial set of an x × t problem: `n_initial` evenly spaced x over the domain (ends included) at
+ * t = the domain's start, targets u0(x).
+ */
+function initialAtT0(ctx: ConditionContext, u0: (x: number) => number): ConditionOutput {
+  const [[x0, x1], [t0]] = ctx.domain as [[number, number], [number, number]];
+  const xs = linspace(x0, x1, ctx.n_initial);
+  const points = new Float64Array(2 * ctx.n_initial);
+  const values = new Float64Array(ctx.n_initial);
+  for (let k = 0; k < ctx.n_initial; k++) {
+    points[2 * k] = xs[k]!;
+    points[2 * k + 1] = t0;
+    values[k] = u0(xs[k]!);
   }
-  abstract boundary(perEdge: number): ConditionSet;
-  /** `perAxis` evenly spaced x in [−1, 1] (ends included) at t = 0, targets u0(x). */
-  initial(perAxis: number): ConditionSet {
-    const xs = linspace(this.domain[0]![0], this.domain[0]![1], perAxis);
-    const points = new Float64Array(2 * perAxis);
-    const values = new Float64Array(perAxis);
-    for (let k = 0; k < perAxis; k++) {
-      points[2 * k] = xs[k]!;
-      points[2 * k + 1] = this.domain[1]![0];
-      values[k] = this.u0(xs[k]!);
-    }
-    return { points, values, count: perAxis };
-  }
-  /** The initial condition u0(x). */
-  abstract u0(x: number): number;
-  /** Homogeneous PDEs: q ≡ 0. */
-  forcing(_points: Float64Array, n: number): Float64Array {
-    return new Float64Array(n);
-  }
-  abstract residual(f: Fields, q: tf.Tensor): tf.Tensor;
-  /** The reference solver at arbitrary points (uncached). */
-  abstract solve(points: Float64Array, n: number): Float64Array;
-  /** Solver settings that the reference depends on besides `params` (part of the cache key). */
-  abstract solverKey(): Record<string, number>;
-  /**
-   * u* at the points through `cachedReference` (memo + disk cache), keyed on the problem name, its
-   * parameters, the solver settings and the points (by content): computed once per problem
-   * configuration and evaluation grid, not per trial.
-   */
-  reference(points: Float64Array, n: number): Float64Array {
-    const pts = points.length === 2 * n ? points : points.slice(0, 2 * n);
-    return cachedReference({ problem: this.name, params: this.params, solver: this.solverKey(), points: pts }, () => this.solve(pts, n), referenceCacheOpts());
-  }
-  evalGrid(perAxis: number) {
-    return tensorGrid(this.domain, perAxis);
-  }
+  return { points, values };
+}
+
+/** Gauss–Hermite nodes of the Burgers reference for viscosity ν: max(200, ⌈200·√(ν₀/ν)⌉), capped at 2000. */
+export function burgersNodes(nu: number): number {
+  return Math.min(2000, Math.max(BURGERS_NODES, Math.ceil(BURGERS_NODES * Math.sqrt(BURGERS_NU / nu) - 1e-9)));
+}
+
+/**
+ * u* at the points through `cachedReference` (memo + disk cache), keyed on the problem name, its
+ * parameters, the solver settings and the points (by content): computed once per problem
+ * configuration and evaluation grid, not per trial.
+ */
+function cachedSolve(problem: string, params: Readonly<Record<string, number>>, solver: Record<string, number>, points: Float64Array, n: number, solve: () => Float64Array): Float64Array {
+  return cachedReference({ problem, params: { ...params }, solver, points }, solve, referenceCacheOpts());
 }
 
 /**
  * burgers1d (science.md §3): r = u_t + u u_x − ν u_xx on x ∈ [−1, 1], t ∈ [0, 1];
  * u(x, 0) = −sin(πx) (initial set, `value` term weighted by w_ic); u(±1, t) = 0 (boundary set:
  * `perEdge` times on each of x = −1 and x = +1, `value` term weighted by w_bc).
- * Reference: Cole–Hopf + Gauss–Hermite (`burgersOnPoints`) with max(200, ⌈200·√(ν₀/ν)⌉) nodes
- * (ν₀ = 0.01/π: the integrand's peaks narrow like √ν), capped at 2000.
+ * Reference: Cole–Hopf + Gauss–Hermite (`burgersOnPoints`) with `burgersNodes(ν)` nodes
+ * (ν₀ = 0.01/π: the integrand's peaks narrow like √ν).
  */
-export class Burgers1d extends XtProblem {
-  readonly name = 'burgers1d';
-  readonly params: { nu: number };
-  readonly nodes: number;
-  constructor(nu: number = BURGERS_NU) {
-    super();
-    this.params = { nu };
-    this.nodes = Math.min(2000, Math.max(BURGERS_NODES, Math.ceil(BURGERS_NODES * Math.sqrt(BURGERS_NU / nu) - 1e-9)));
-  }
-  u0(x: number): number {
-    return -Math.sin(Math.PI * x);
-  }
-  boundary(perEdge: number): ConditionSet {
-    return xtBoundary(this.domain, perEdge);
-  }
-  residual(f: Fields, _q: tf.Tensor): tf.Tensor {
-    const nu = this.params.nu;
-    return tf.tidy(() => tf.sub(tf.add(f.u_t!, tf.mul(f.u!, f.u_x!)), tf.mul(f.u_xx!, nu)));
-  }
-  solve(points: Float64Array, n: number): Float64Array {
-    return burgersOnPoints(points, n, this.params.nu, this.nodes);
-  }
-  solverKey() {
-    return { nodes: this.nodes };
-  }
-}
+export const BURGERS1D = defineProblem({
+  name: 'burgers1d',
+  inputs: ['x', 't'],
+  domain: XT,
+  outputs: ['u'],
+  params: { nu: BURGERS_NU },
+  fields: ['u', 'u_t', 'u_x', 'u_xx'],
+  residuals: { pde: (f, { p, ops }) => ops.sub(ops.add(f.u_t!, ops.mul(f.u!, f.u_x!)), ops.mul(f.u_xx!, p.nu!)) },
+  conditions: {
+    bc: ({ n_boundary, helpers }) => helpers.axisEnds('x', n_boundary),
+    ic: (ctx) => initialAtT0(ctx, (x) => -Math.sin(Math.PI * x)),
+  },
+  reference: (points, n, p) => {
+    const nodes = burgersNodes(p.nu!);
+    return cachedSolve('burgers1d', p, { nodes }, points, n, () => burgersOnPoints(points, n, p.nu!, nodes));
+  },
+});
 
 /**
  * allen_cahn1d (science.md §3): r = u_t − d u_xx + 5u³ − 5u on x ∈ [−1, 1] (periodic), t ∈ [0, 1];
@@ -325,32 +238,48 @@ export class Burgers1d extends XtProblem {
  * Reference: Fourier pseudo-spectral + ETDRK4 (`allenCahnOnPoints`, 512 modes, dt 2.5e-3), the
  * Fourier interpolant evaluated on the (x, t) evaluation grid.
  */
-export class AllenCahn1d extends XtProblem {
-  readonly name = 'allen_cahn1d';
-  readonly params: { d: number };
+export const ALLEN_CAHN1D = defineProblem({
+  name: 'allen_cahn1d',
+  inputs: ['x', 't'],
+  domain: XT,
+  outputs: ['u'],
+  params: { d: ALLEN_CAHN_D },
+  fields: ['u', 'u_t', 'u_xx'],
+  // 5u³ − 5u = 5u(u² − 1)
+  residuals: { pde: (f, { p, ops }) => ops.add(ops.sub(f.u_t!, ops.mul(f.u_xx!, p.d!)), ops.mul(ops.mul(f.u!, 5), ops.sub(ops.square(f.u!), 1))) },
+  conditions: {
+    bc: ({ n_boundary, helpers }) => ({ ...helpers.axisEnds('x', n_boundary), kind: 'periodic', axis: 'x' }),
+    ic: (ctx) => initialAtT0(ctx, (x) => x * x * Math.cos(Math.PI * x)),
+  },
+  reference: (points, n, p) => {
+    const solver = { modes: ALLEN_CAHN_MODES, dt: ALLEN_CAHN_DT };
+    return cachedSolve('allen_cahn1d', p, solver, points, n, () => allenCahnOnPoints(points, n, p.d!, solver));
+  },
+});
+
+/** burgers1d with ν bound; `solve` is the uncached reference solver. */
+export class Burgers1d extends DefinedProblem {
+  declare readonly params: { nu: number };
+  readonly nodes: number;
+  constructor(nu: number = BURGERS_NU) {
+    super(BURGERS1D, { nu }, { guard: false });
+    this.nodes = burgersNodes(nu);
+  }
+  /** The reference solver at arbitrary points (uncached). */
+  solve(points: Float64Array, n: number): Float64Array {
+    return burgersOnPoints(points, n, this.params.nu, this.nodes);
+  }
+}
+
+/** allen_cahn1d with d bound; `solve` is the uncached reference solver. */
+export class AllenCahn1d extends DefinedProblem {
+  declare readonly params: { d: number };
   constructor(d = ALLEN_CAHN_D) {
-    super();
-    this.params = { d };
+    super(ALLEN_CAHN1D, { d }, { guard: false });
   }
-  u0(x: number): number {
-    return x * x * Math.cos(Math.PI * x);
-  }
-  boundary(perEdge: number): ConditionSet {
-    return xtBoundary(this.domain, perEdge, 'periodic');
-  }
-  residual(f: Fields, _q: tf.Tensor): tf.Tensor {
-    const d = this.params.d;
-    return tf.tidy(() => {
-      const u = f.u!;
-      // 5u³ − 5u = 5u(u² − 1)
-      return tf.add(tf.sub(f.u_t!, tf.mul(f.u_xx!, d)), tf.mul(tf.mul(u, 5), tf.sub(tf.square(u), 1)));
-    });
-  }
+  /** The reference solver at arbitrary points (uncached). */
   solve(points: Float64Array, n: number): Float64Array {
     return allenCahnOnPoints(points, n, this.params.d, { modes: ALLEN_CAHN_MODES, dt: ALLEN_CAHN_DT });
-  }
-  solverKey() {
-    return { modes: ALLEN_CAHN_MODES, dt: ALLEN_CAHN_DT };
   }
 }
 
@@ -390,11 +319,57 @@ export function problemNames(): string[] {
   return [...registry.keys()];
 }
 
+/** Problem definitions of user modules loaded in this process, by their content hash (`problem.module_hash`). */
+const modules = new Map<string, { definition: ProblemDefinition; where: string }>();
+
 /**
- * The Problem for a trial's `problem` config section.
- * @throws Error if `cfg.name` is not registered.
+ * Makes a loaded module's definition available to `makeProblem` for configs with this `module_hash`
+ * (worker/trainer/problem-module.ts `loadProblemModule` calls it).
+ */
+export function registerProblemModule(hash: string, definition: ProblemDefinition, where: string): void {
+  modules.set(hash, { definition, where });
+}
+
+/** Keys of a module problem's config section that are not its parameters. */
+export const MODULE_CONFIG_KEYS: readonly string[] = ['name', 'module', 'module_hash', 'n_collocation', 'n_boundary', 'w_bc', 'eval_grid', 'n_initial', 'w_ic'];
+
+/** A module problem's config section: the module's path and content hash, the common fields and its parameters. */
+export interface ModuleProblemConfig {
+  name: string;
+  module: string;
+  module_hash: string;
+  n_collocation: number;
+  n_boundary: number;
+  w_bc: number;
+  eval_grid: number;
+  n_initial?: number;
+  w_ic?: number;
+  [param: string]: string | number | undefined;
+}
+
+/** Whether a problem config section names a user module (`problem: {module: …}`). */
+export function isModuleConfig(cfg: unknown): cfg is ModuleProblemConfig {
+  return !!cfg && typeof cfg === 'object' && typeof (cfg as { module?: unknown }).module === 'string';
+}
+
+/** The parameter values of a module problem's config section. */
+export function moduleParams(cfg: ModuleProblemConfig): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(cfg)) if (!MODULE_CONFIG_KEYS.includes(k) && typeof v === 'number') out[k] = v;
+  return out;
+}
+
+/**
+ * The Problem for a trial's `problem` config section: a built-in by `name`, or — for a section with
+ * `module` — the definition of that module loaded in this process under `module_hash`.
+ * @throws Error if `cfg.name` is not registered, or the module is not loaded here.
  */
 export function makeProblem(cfg: ProblemConfig): Problem {
+  if (isModuleConfig(cfg)) {
+    const m = modules.get(cfg.module_hash);
+    if (!m) throw new Error(`problem module ${cfg.module} (${cfg.module_hash}) is not loaded in this process: its source comes with the trial message (loadProblemModule)`);
+    return definedProblem(m.definition, moduleParams(cfg), { where: m.where });
+  }
   const f = registry.get(cfg.name);
   if (!f) throw new Error(`unknown problem '${cfg.name}' (registered: ${problemNames().join(', ')})`);
   return f(cfg);

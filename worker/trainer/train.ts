@@ -107,6 +107,7 @@ export interface TrialSetup {
   /** The initial set (checkpoint `initial.points`, `initial.values`; weight w_ic), or null. */
   initial: { points: Float64Array; values: Float64Array; wIc: number } | null;
   /** Evaluation grid [1, M, d], reference u* [M] and Σ u*² (float64). */
+  hasReference: boolean;
   xEval: tf.Tensor;
   uStar: tf.Tensor;
   uStarNorm2: number;
@@ -141,6 +142,8 @@ export function setupTrial(config: TrialConfig): TrialSetup {
   const bcSet = conds[0]!.set;
   const icSpec = conds.find((c) => c.name === 'ic') ?? null;
   const grid = problem.evalGrid(config.problem.eval_grid);
+  // A problem without a reference solution (problem-api.ts: neither solution nor reference) logs no rel_l2.
+  const hasReference = (problem as { hasReference?: boolean }).hasReference !== false;
   const uStarArr = problem.reference(grid.points, grid.count);
   let uStarNorm2 = 0;
   for (const v of uStarArr) uStarNorm2 += v * v;
@@ -170,7 +173,7 @@ export function setupTrial(config: TrialConfig): TrialSetup {
   const xEval = tf.tensor3d(Float32Array.from(grid.points), [1, grid.count, d]);
   const uStar = tf.tensor1d(Float32Array.from(uStarArr));
   return {
-    config, problem, points, n, d, xColl, qColl, bc, initial, xEval, uStar, uStarNorm2, net, adam, strategy, state, sampler, split, cells,
+    config, problem, points, n, d, xColl, qColl, bc, initial, hasReference, xEval, uStar, uStarNorm2, net, adam, strategy, state, sampler, split, cells,
     dispose() {
       tf.dispose([xColl, qColl, bc.x, bc.g, xEval, uStar, ...terms.slice(1).flatMap((t) => [t.x, t.g])]);
       split?.dispose();
@@ -203,7 +206,7 @@ export function lossAndGrads(s: TrialSetup, idx: tf.Tensor | null): StepLoss & {
     const x = idx ? tf.gather(s.xColl, idx, 1) : s.xColl;
     const q = idx ? tf.gather(s.qColl, idx, 1) : s.qColl;
     const f = mlpForward(s.net.params(), x, s.problem.derivs, s.problem.inputOrder);
-    const r = s.problem.residual(f, q); // [1, n_b]
+    const r = s.problem.residual(f, q, x); // [1, n_b]
     const lam = s.state.batchWeights(r, idx);
     const lr = tf.sum(residualLoss(r, lam));
     const lb = tf.sum(conditionsLoss(s.net.params(), conditionTermsOf(s.bc), s.problem.inputOrder));
@@ -419,7 +422,7 @@ export class TrialRun {
     const diagEvery = this.cfg.diagnostics.every;
     const last = k === steps - 1;
     const finite = Number.isFinite(loss);
-    const rel_l2 = k % eval_every === 0 || last || !finite ? (relL2 ?? evalRelL2(s)) : null;
+    const rel_l2 = !s.hasReference ? null : k % eval_every === 0 || last || !finite ? (relL2 ?? evalRelL2(s)) : null;
     const diag = diagEvery > 0 && (k % diagEvery === 0 || last) && finite ? evalDiagnostics(s) : nullDiagnostics();
     this.buffer.push({ step: k, lr, loss, loss_residual: lres, loss_boundary: lbc, wall_seconds: (performance.now() - this.t0) / 1000, rel_l2, ...diag });
     if (this.hooks.onCheckpoint && this.ckptEvery > 0 && k % this.ckptEvery === 0 && k !== this.lastCkptStep) {

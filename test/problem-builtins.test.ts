@@ -1,0 +1,33 @@
+/**
+ * The built-in problems, re-expressed on the public problem API, keep their trial ids and their bits:
+ * rows and checkpoints of a short real trial of each equal those recorded by the code before the
+ * re-expression (test/fixtures/builtin-problems.json, see builtin-problems-record.ts).
+ */
+import test from 'ava';
+import { readFile, writeFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { recordBuiltins, type BuiltinRecord } from './builtin-problems-record.js';
+import { testBackend } from './trainer-helpers.js';
+
+const FIXTURE = fileURLToPath(new URL('../../test/fixtures/builtin-problems.json', import.meta.url));
+
+test('built-in problems: trial ids, rows and checkpoint bytes equal the record made before the problem API', async (t) => {
+  const backend = await testBackend();
+  const now = await recordBuiltins();
+  if (process.env.PHASEMAP_RECORD_FIXTURE === '1') {
+    await writeFile(FIXTURE, JSON.stringify({ backend, records: now }, null, 1) + '\n');
+    t.pass('recorded');
+    return;
+  }
+  const fixture = JSON.parse(await readFile(FIXTURE, 'utf8')) as { backend: string; records: BuiltinRecord[] };
+  t.is(backend as string, fixture.backend, 'the record was made on this backend');
+  t.is(now.length, fixture.records.length);
+  for (const [i, rec] of fixture.records.entries()) {
+    const got = now[i]!;
+    t.is(got.problem, rec.problem);
+    t.is(got.trial_id, rec.trial_id, `${rec.problem}: trial id`);
+    t.true(rec.rows.length >= 7, `${rec.problem}: ${rec.rows.length} rows`);
+    t.deepEqual(got.rows, rec.rows, `${rec.problem}: rows`);
+    t.deepEqual(got.checkpoints, rec.checkpoints, `${rec.problem}: checkpoint bytes`);
+  }
+});
