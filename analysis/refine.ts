@@ -81,6 +81,23 @@ function disagree(a: Cell, b: Cell): boolean {
 
 const pointKey = (p: RefinePoint) => JSON.stringify([p.group, p.x, p.y, p.seed]);
 
+/**
+ * The index of the point nearest to (cx, cy) among (lx[k], ly[k]) — Euclidean, in whatever units the
+ * caller uses (log10 x, log10 y for phase maps) — the first on a tie; −1 when there are none.
+ */
+export function nearestIndex(lx: ArrayLike<number>, ly: ArrayLike<number>, cx: number, cy: number): number {
+  let best = -1;
+  let bestD = Infinity;
+  for (let k = 0; k < lx.length; k++) {
+    const d = (lx[k]! - cx) ** 2 + (ly[k]! - cy) ** 2;
+    if (d < bestD) {
+      best = k;
+      bestD = d;
+    }
+  }
+  return best;
+}
+
 /** Raster of the touching-regions test, per axis. */
 const TOUCH_RASTER = 160;
 
@@ -106,18 +123,7 @@ function touchingPairs(cells: Cell[]): Array<[Cell, Cell]> {
   const owner = new Int32Array(n * n);
   for (let j = 0; j < n; j++)
     for (let i = 0; i < n; i++) {
-      const cx = x0 + ((i + 0.5) * (x1 - x0)) / n;
-      const cy = y0 + ((j + 0.5) * (y1 - y0)) / n;
-      let best = 0;
-      let bestD = Infinity;
-      for (let k = 0; k < cells.length; k++) {
-        const d = (lx[k]! - cx) ** 2 + (ly[k]! - cy) ** 2;
-        if (d < bestD) {
-          best = k;
-          bestD = d;
-        }
-      }
-      owner[j * n + i] = best;
+      owner[j * n + i] = nearestIndex(lx, ly, x0 + ((i + 0.5) * (x1 - x0)) / n, y0 + ((j + 0.5) * (y1 - y0)) / n);
     }
   const pairs = new Map<string, [Cell, Cell]>();
   const add = (a: number, b: number) => {
@@ -234,17 +240,17 @@ export interface MapAgreement {
  */
 export function mapAgreement(reference: readonly MapPoint[], samples: readonly MapPoint[]): MapAgreement {
   const out: MapAgreement = { points: 0, agree: 0, misses: [] };
+  const groups = new Map<string, { pts: MapPoint[]; lx: number[]; ly: number[] }>();
+  for (const s of samples) {
+    let g = groups.get(s.group);
+    if (!g) groups.set(s.group, (g = { pts: [], lx: [], ly: [] }));
+    g.pts.push(s);
+    g.lx.push(Math.log10(s.x));
+    g.ly.push(Math.log10(s.y));
+  }
   for (const r of reference) {
-    let best: MapPoint | null = null;
-    let bestD = Infinity;
-    for (const s of samples) {
-      if (s.group !== r.group) continue;
-      const d = (Math.log10(s.x) - Math.log10(r.x)) ** 2 + (Math.log10(s.y) - Math.log10(r.y)) ** 2;
-      if (d < bestD) {
-        best = s;
-        bestD = d;
-      }
-    }
+    const g = groups.get(r.group);
+    const best = g ? g.pts[nearestIndex(g.lx, g.ly, Math.log10(r.x), Math.log10(r.y))] : undefined;
     if (!best) continue;
     out.points++;
     if (best.phase === r.phase) out.agree++;

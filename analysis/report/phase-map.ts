@@ -9,7 +9,7 @@
  * axis. The rows ride inside the spec (no payload dataset): they are computed here, in Node.
  */
 import { renderBoundaries, type Phase } from '../diagram.js';
-import { consensusPhase } from '../refine.js';
+import { consensusPhase, nearestIndex } from '../refine.js';
 import type { ReportData } from './data.js';
 import { PHASE_COLORS, type FigureDef } from './figures.js';
 
@@ -84,17 +84,7 @@ export function rasterise(samples: readonly MapSample[], domain: LogDomain = map
   const out: MapRect[] = [];
   for (let j = 0; j < rows; j++)
     for (let i = 0; i < cols; i++) {
-      const cx = domain.x[0] + (i + 0.5) * dx;
-      const cy = domain.y[0] + (j + 0.5) * dy;
-      let best = 0;
-      let bestD = Infinity;
-      for (let k = 0; k < samples.length; k++) {
-        const d = (lx[k]! - cx) ** 2 + (ly[k]! - cy) ** 2;
-        if (d < bestD) {
-          best = k;
-          bestD = d;
-        }
-      }
+      const best = nearestIndex(lx, ly, domain.x[0] + (i + 0.5) * dx, domain.y[0] + (j + 0.5) * dy);
       out.push({ x0: 10 ** (domain.x[0] + i * dx), x1: 10 ** (domain.x[0] + (i + 1) * dx), y0: 10 ** (domain.y[0] + j * dy), y1: 10 ** (domain.y[0] + (j + 1) * dy), phase: samples[best]!.phase, sample: best });
     }
   return out;
