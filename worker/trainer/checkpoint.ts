@@ -12,8 +12,8 @@
  *   sa.adam.m [N], sa.adam.v [N], sa.adam.t [N] int32: for the `sa` strategy, the λ Adam's moments and
  *     per-point step counts as of `lambda` (phasemap extension of §7, read by a resumed trial)
  * Systems of equations (several outputs or residual terms, worker/trainer/system.ts): `lambda` is [N, E],
- *   one column per equation; `boundary.outputs` [M] int32 the output (index into `output_order`) each
- *   boundary target is of; metadata `output_order` (JSON list of the output names, the network's output
+ *   one column per equation; `boundary.outputs` [M] int32 (and `initial.outputs` [K]) the output (index
+ *   into `output_order`) each boundary (initial) target is of; metadata `output_order` (JSON list of the output names, the network's output
  *   columns in order) and `equations` (JSON list of the residual term names, λ's columns in order).
  * Metadata: trial_id, step, problem, problem_params, loss_weights, strategy, input_order (science.md §7),
  * and final ("true" for the end-of-training checkpoint), conditions (name, kind, weight of each condition
@@ -82,6 +82,8 @@ export function captureCheckpoint(s: TrialSetup, step: number, opts: { final: bo
   if (ic) {
     tensors.push(f32('initial.points', [ic.values.length, d], ic.points));
     tensors.push(f32('initial.values', [ic.values.length], ic.values));
+    const icOut = s.system && problem.initial && pc.n_initial !== undefined ? problem.initial(pc.n_initial)?.output : undefined;
+    if (icOut) tensors.push(i32('initial.outputs', [icOut.length], icOut));
   }
   if (opts.batch) tensors.push(i32('batch', [opts.batch.length], opts.batch));
   const saAdam = (s.state as { adamState?: () => { m: { dataSync(): unknown }; v: { dataSync(): unknown }; t: Int32Array } }).adamState?.();
