@@ -346,3 +346,44 @@ test('cavity: the three residuals vanish on Kovasznay flow (|r| < 1e-4 in float3
     tf.dispose([x, q, ...Object.values(f), ...rs, ...Object.values(wrong), ...rw]);
   }
 });
+
+test('a time-dependent system: initial targets per output (initial.outputs in checkpoints); a periodic set on a system is refused by name', async (t) => {
+  const dir = await tempDir('systems-ic');
+  // u_t − u_xx = 0 and v − 2u = 0 on x ∈ [0, 1], t ∈ [0, 1]; u(x, 0) = sin πx, v(x, 0) = 2 sin πx; u = v = 0 at x = 0, 1.
+  const src = `
+const s = (x) => Math.sin(Math.PI * x);
+export default {
+  name: 'heat_pair', inputs: ['x', 't'], domain: [[0, 1], [0, 1]], outputs: ['u', 'v'],
+  fields: ['u', 'v', 'u_t', 'u_xx'],
+  residuals: { heat: (f, { ops }) => ops.sub(f.u_t, f.u_xx), scale: (f, { ops }) => ops.sub(f.v, ops.mul(f.u, 2)) },
+  solution: ([x, t]) => [Math.exp(-Math.PI * Math.PI * t) * s(x), 2 * Math.exp(-Math.PI * Math.PI * t) * s(x)],
+  conditions: {
+    bc: ({ n_boundary, helpers }) => ({ ...helpers.axisEnds('x', n_boundary), output: 'u' }),
+    ic: ({ n_initial, helpers }) => {
+      const xs = helpers.linspace(0, 1, n_initial);
+      return { points: [...xs, ...xs].map((x) => [x, 0]), values: [...xs.map(s), ...xs.map((x) => 2 * s(x))], output: [...xs.map(() => 'u'), ...xs.map(() => 'v')] };
+    },
+  },
+};`;
+  await writeFile(join(dir, 'heat_pair.mjs'), src);
+  const spec = {
+    name: 'heat-pair', problem: { module: './heat_pair.mjs', n_collocation: 64, n_boundary: 8, n_initial: 8, eval_grid: 5 },
+    model: { width: 8, depth: 2 }, train: { steps: 20, lr: 0.005, log_every: 10, eval_every: 10, checkpoint_every: 10 },
+    diagnostics: { every: 10, snr_batches: 4 }, strategy: { name: 'rba' }, seed: 1,
+  };
+  await writeFile(join(dir, 'spec.yaml'), JSON.stringify(spec));
+  const [trial] = (await loadSweep(join(dir, 'spec.yaml'))).trials;
+  const { rows, ckpts } = await run(trial!.config);
+  t.is(rows.length, 3);
+  t.true(rows.every((r) => Number.isFinite(r.loss) && Number.isFinite(r.rel_l2!) && Number.isFinite(r.snr!)));
+  const c = ckpts.get(10)!;
+  const io = c.tensors.find((x) => x.name === 'initial.outputs')!;
+  t.deepEqual(Array.from(io.data as Int32Array), [...new Array(8).fill(0), ...new Array(8).fill(1)]);
+  t.deepEqual(c.tensors.find((x) => x.name === 'initial.values')!.shape, [16]);
+  t.deepEqual(Array.from(c.tensors.find((x) => x.name === 'boundary.outputs')!.data as Int32Array), new Array(16).fill(0));
+
+  const def = (await import(join(dir, 'heat_pair.mjs'))).default as ProblemDefinition;
+  const periodic = { ...def, conditions: { ...def.conditions, bc: (ctx: Parameters<ProblemDefinition['conditions']['bc']>[0]) => ({ ...ctx.helpers.axisEnds('x', 4), kind: 'periodic' as const }) } };
+  const e = t.throws(() => definedProblem(periodic, {}, { where: 'problem module ./heat_pair.mjs' }).boundary(4), { instanceOf: ProblemError });
+  t.regex(e!.message, /problem module \.\/heat_pair\.mjs: conditions\.bc: kind 'periodic' is for single-output problems today/);
+});
