@@ -387,3 +387,33 @@ export default {
   const e = t.throws(() => definedProblem(periodic, {}, { where: 'problem module ./heat_pair.mjs' }).boundary(4), { instanceOf: ProblemError });
   t.regex(e!.message, /problem module \.\/heat_pair\.mjs: conditions\.bc: kind 'periodic' is for single-output problems today/);
 });
+
+test('a single-output problem with an explicit evaluation set: rel_l2 equals that of the same points given as evalGrid + solution', async (t) => {
+  const dir = await tempDir('systems-eval');
+  const common = `
+const exact = (x, y) => Math.sin(Math.PI * x) * Math.sin(Math.PI * y);
+const P = [[0.1, 0.2], [0.5, 0.5], [-0.3, 0.7], [0.9, -0.4], [-0.6, -0.6]];
+export const base = {
+  inputs: ['x', 'y'], domain: [[-1, 1], [-1, 1]], outputs: ['u'], fields: ['u_xx', 'u_yy', 'q'],
+  residuals: { pde: (f, { ops }) => ops.sub(ops.add(f.u_xx, f.u_yy), f.q) },
+  source: ([x, y]) => -2 * Math.PI * Math.PI * exact(x, y),
+  conditions: { bc: ({ n_boundary, helpers }) => helpers.boxBoundary(n_boundary) },
+};
+export { exact, P };`;
+  await writeFile(join(dir, 'common.mjs'), common);
+  await writeFile(join(dir, 'a.mjs'), `import { base, exact, P } from './common.mjs';\nexport default { ...base, name: 'eval_a', solution: ([x, y]) => exact(x, y), evalGrid: () => P };`);
+  await writeFile(join(dir, 'b.mjs'), `import { base, exact, P } from './common.mjs';\nexport default { ...base, name: 'eval_b', evaluation: () => ({ points: P, values: P.map(([x, y]) => exact(x, y)) }) };`);
+  const rowsOf = async (m: string) => {
+    const spec = {
+      name: `eval-${m}`, problem: { module: `./${m}.mjs`, n_collocation: 32, n_boundary: 4, eval_grid: 3 },
+      model: { width: 8, depth: 2 }, train: { steps: 11, lr: 0.01, log_every: 5, eval_every: 5 }, diagnostics: { every: 0 }, seed: 2,
+    };
+    await writeFile(join(dir, `${m}.yaml`), JSON.stringify(spec));
+    const [trial] = (await loadSweep(join(dir, `${m}.yaml`))).trials;
+    return (await run(trial!.config)).rows.map((r) => r.rel_l2);
+  };
+  const [a, b] = [await rowsOf('a'), await rowsOf('b')];
+  t.is(a.length, 3);
+  t.true(a.every((v) => v !== null && Number.isFinite(v) && v > 0));
+  t.deepEqual(b, a);
+});

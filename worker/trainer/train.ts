@@ -154,7 +154,9 @@ export function setupTrial(config: TrialConfig): TrialSetup {
   const K = sysProblem ? sysProblem.outputs.length : 1;
   const E = sysProblem ? sysProblem.equations.length : 1;
   // A system's evaluation set may be any point set, each value of one output (problem-api.ts evaluationSet).
-  const evalSet = sysProblem ? (problem as unknown as { evaluationSet(perAxis: number): { points: Float64Array; count: number; values: Float64Array; output: Int32Array } }).evaluationSet(config.problem.eval_grid) : null;
+  // A single-output problem with an explicit `evaluation` set takes it too (problem-api.ts).
+  const explicitEval = typeof (problem as { definition?: { evaluation?: unknown } }).definition?.evaluation === 'function';
+  const evalSet = sysProblem || explicitEval ? (problem as unknown as { evaluationSet(perAxis: number): { points: Float64Array; count: number; values: Float64Array; output: Int32Array } }).evaluationSet(config.problem.eval_grid) : null;
   const grid = evalSet ?? problem.evalGrid(config.problem.eval_grid);
   // A problem without a reference solution (problem-api.ts: neither solution nor reference) logs no rel_l2.
   const hasReference = (problem as { hasReference?: boolean }).hasReference !== false;
