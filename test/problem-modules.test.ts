@@ -122,7 +122,7 @@ test('phasemap validate catches broken modules with messages that name the modul
     ['residual not a tensor', await poissonWith('ops.sub(ops.add(f.u_xx, f.u_yy), f.q)', '[ops.sub(ops.add(f.u_xx, f.u_yy), f.q)]'), /problem module \.\/m\.mjs: residuals\.pde: returned an array, expected a tensor of shape \[1, 8\]/],
     ['condition values of the wrong shape', await poissonWith('bc: ({ n_boundary, helpers }) => helpers.boxBoundary(n_boundary)', 'bc: ({ n_boundary, helpers }) => ({ ...helpers.boxBoundary(n_boundary), values: [0, 0] })'), /problem module \.\/m\.mjs: conditions\.bc values: got shape \[2\], expected \[12\] \(one value per point\)/],
     ['source not finite', await poissonWith('source: ([x, y]) =>', 'source: ([x, y]) => NaN *'), /problem module \.\/m\.mjs: source: at point \[.*\] returned NaN, expected a finite number/],
-    ['two outputs', await poissonWith("outputs: ['u']", "outputs: ['u', 'v']"), /outputs: got 2 outputs \(u, v\); only one output is trainable today/],
+    ['the same output twice', await poissonWith("outputs: ['u']", "outputs: ['u', 'u']"), /outputs: got \["u","u"\], expected distinct names/],
     ['a field the trainer does not compute', await poissonWith("fields: ['u_xx', 'u_yy', 'q']", "fields: ['u_xy', 'u_yy', 'q']"), /fields: 'u_xy' is not a field the trainer computes; expected some of: u, u_x, u_y, u_xx, u_yy, x, y, q/],
     ['a bare import', `import fs from 'node:fs';\nexport default {};`, /m\.mjs imports 'node:fs': a problem module may import only files of its own folder/],
   ];
@@ -168,7 +168,9 @@ test('the API: the residual sees only its declared fields; coordinates by name; 
   const e = t.throws(() => sneaky.residual(f, tf.zeros([1, 2]), x), { instanceOf: ProblemError });
   t.is(e!.message, "problem module ./coords.mjs: residuals.pde: reads field 'u_yy', which the problem does not declare (fields: u, u_xx, x); add 'u_yy' to fields");
   t.throws(() => definedProblem(def, { k: 2 }), { message: /parameter 'k' is not declared \(declared: none\)/ });
-  t.throws(() => definedProblem({ ...def, residuals: { a: def.residuals.pde!, b: def.residuals.pde! } }), { message: /residuals: got 2 terms \(a, b\); only one residual term is trainable today/ });
+  // Two terms make a system of equations (worker/trainer/system.ts); a term name must be a word.
+  t.true(definedProblem({ ...def, residuals: { a: def.residuals.pde!, b: def.residuals.pde! } }).isSystem);
+  t.throws(() => definedProblem({ ...def, residuals: { 'Two words': def.residuals.pde! } }), { message: /residuals\.Two words: not a usable term name/ });
   tf.dispose([x, r, ...Object.values(f)]);
   net.dispose();
   // The conformance check of a problem without a reference only warns.

@@ -11,6 +11,10 @@
  *     trial with batch_size < N — a phasemap extension of §7: the batch the logged loss was computed on)
  *   sa.adam.m [N], sa.adam.v [N], sa.adam.t [N] int32: for the `sa` strategy, the λ Adam's moments and
  *     per-point step counts as of `lambda` (phasemap extension of §7, read by a resumed trial)
+ * Systems of equations (several outputs or residual terms, worker/trainer/system.ts): `lambda` is [N, E],
+ *   one column per equation; `boundary.outputs` [M] int32 (and `initial.outputs` [K]) the output (index
+ *   into `output_order`) each boundary (initial) target is of; metadata `output_order` (JSON list of the output names, the network's output
+ *   columns in order) and `equations` (JSON list of the residual term names, λ's columns in order).
  * Metadata: trial_id, step, problem, problem_params, loss_weights, strategy, input_order (science.md §7),
  * and final ("true" for the end-of-training checkpoint), conditions (name, kind, weight of each condition
  * term: boundary `bc`, initial `ic`), lr (of step n), adam (β1, β2, ε), config (the
@@ -62,10 +66,15 @@ export function captureCheckpoint(s: TrialSetup, step: number, opts: { final: bo
   tensors.push(i32('adam.step', [1], [adam.t]));
   tensors.push(f32('collocation', [n, d], s.points));
   const lam = s.state.lambda();
-  tensors.push(f32('lambda', [n], lam ? (lam.dataSync() as Float32Array) : new Float32Array(n).fill(1)));
+  // A system of E equations: λ [N, E], one column per equation (point-major), all ones for vanilla.
+  const E = s.system?.E ?? 1;
+  const lamShape = s.system ? [n, E] : [n];
+  tensors.push(f32('lambda', lamShape, lam ? (lam.dataSync() as Float32Array) : new Float32Array(n * E).fill(1)));
   if (s.split) tensors.push(i32('snr_batch', [n], s.split.batchOf));
   tensors.push(f32('boundary.points', [s.bc.points.length / d, d], s.bc.points));
   tensors.push(f32('boundary.values', [s.bc.values.length], s.bc.values));
+  const bcOut = s.system ? problem.boundary(config.problem.n_boundary).output : undefined;
+  if (bcOut) tensors.push(i32('boundary.outputs', [bcOut.length], bcOut));
   const pc = config.problem as TrialConfig['problem'] & { n_initial?: number; w_ic?: number };
   // The initial set as the trainer built it (TrialSetup.initial), else from the problem itself.
   const built = (s as { initial?: { points: Float64Array; values: Float64Array } | null }).initial;
@@ -73,6 +82,8 @@ export function captureCheckpoint(s: TrialSetup, step: number, opts: { final: bo
   if (ic) {
     tensors.push(f32('initial.points', [ic.values.length, d], ic.points));
     tensors.push(f32('initial.values', [ic.values.length], ic.values));
+    const icOut = s.system && problem.initial && pc.n_initial !== undefined ? problem.initial(pc.n_initial)?.output : undefined;
+    if (icOut) tensors.push(i32('initial.outputs', [icOut.length], icOut));
   }
   if (opts.batch) tensors.push(i32('batch', [opts.batch.length], opts.batch));
   const saAdam = (s.state as { adamState?: () => { m: { dataSync(): unknown }; v: { dataSync(): unknown }; t: Int32Array } }).adamState?.();
@@ -101,6 +112,8 @@ export function captureCheckpoint(s: TrialSetup, step: number, opts: { final: bo
     lr: String(opts.lr),
     adam: JSON.stringify({ beta1: adam.beta1, beta2: adam.beta2, epsilon: adam.epsilon }),
     config: JSON.stringify(config),
+    // A system: the network's output columns and the residual terms (λ's columns), in order.
+    ...(s.system ? { output_order: JSON.stringify(s.system.problem.outputs), equations: JSON.stringify(s.system.problem.equations) } : {}),
     ...opts.extra,
   };
   return { step, final: opts.final, tensors, metadata };

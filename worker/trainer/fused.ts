@@ -21,6 +21,7 @@ import { blasStatus, type BackendName } from './backend.js';
 import { conditionsLoss, residualLoss, sqError, type ConditionTerm } from './loss.js';
 import { mlpForward, type MlpParams } from './network.js';
 import { stopGradient, vanilla } from './strategies.js';
+import { configIsSystem } from './problems.js';
 import { resolveBackend, setupTrial, trainTrial, TrialRun, type TrainHooks, type TrainOptions, type TrainSummary, type TrialSetup } from './train.js';
 
 /**
@@ -29,6 +30,8 @@ import { resolveBackend, setupTrial, trainTrial, TrialRun, type TrainHooks, type
  * checkpoint_every) and the diagnostics settings. What may differ: lr, lr_decay, strategy, seed.
  */
 export function fusionKey(config: TrialConfig): string {
+  // A system of equations (several outputs or residual terms) trains alone: its key is its whole config.
+  if (configIsSystem(config.problem)) return JSON.stringify(['system', config]);
   const { steps, batch_size, log_every, eval_every, checkpoint_every } = config.train;
   return JSON.stringify([config.problem, config.model, { steps, batch_size, log_every, eval_every, checkpoint_every }, config.diagnostics]);
 }
@@ -39,6 +42,7 @@ export function fusionKey(config: TrialConfig): string {
  */
 export function fusionLimit(config: TrialConfig, backend: BackendName): number {
   if (backend !== 'wasm' && backend !== 'cpu') return 1;
+  if (configIsSystem(config.problem)) return 1;
   const n = config.train.batch_size === 'full' ? config.problem.n_collocation : Math.min(config.train.batch_size, config.problem.n_collocation);
   const limit = backend === 'wasm' && blasStatus().available ? FUSION_RULE.maxPointsTimesWidthBlas : FUSION_RULE.maxPointsTimesWidth;
   return n * config.model.width <= limit ? FUSION_RULE.maxTrials : 1;
@@ -212,6 +216,18 @@ export async function trainTrials(configs: TrialConfig[], hooks: TrainHooks[], o
     } catch (e) {
       return [asError(e)];
     }
+  }
+  if (configs.some((c) => configIsSystem(c.problem))) {
+    // Systems of equations are never fused (their general path has no fused form): one after another.
+    const out: Array<TrainSummary | Error> = [];
+    for (let i = 0; i < configs.length; i++) {
+      try {
+        out.push(await trainTrial(configs[i]!, hooks[i]!, opts[i] ?? {}));
+      } catch (e) {
+        out.push(asError(e));
+      }
+    }
+    return out;
   }
   const key = fusionKey(configs[0]!);
   configs.forEach((c, i) => {

@@ -45,8 +45,11 @@ function expandReduced(dy: tf.Tensor, x: tf.Tensor, axis: unknown): tf.Tensor {
 }
 
 const configs: tf.GradConfig[] = [
-  binary('Add', (dy) => dy, (dy) => dy),
-  binary('Sub', (dy) => dy, (dy) => tf.neg(dy)),
+  // A clone (no copy: it shares dy's data) per input: handing the same tensor object to two inputs would
+  // let the tape's gradient accumulation dispose it for one while the other still holds it (e.g. r = a + b
+  // with a and b each also used elsewhere, as in a system of equations).
+  binary('Add', (dy) => tf.clone(dy), (dy) => tf.clone(dy)),
+  binary('Sub', (dy) => tf.clone(dy), (dy) => tf.neg(dy)),
   binary('Multiply', (dy, _a, b) => tf.mul(dy, b), (dy, a) => tf.mul(dy, a)),
   binary('RealDiv', (dy, _a, b) => tf.div(dy, b), (dy, a, b) => tf.neg(tf.div(tf.mul(dy, a), tf.square(b)))),
   {

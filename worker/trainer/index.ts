@@ -8,8 +8,8 @@ export {
   type Problem, type ProblemFactory, type DerivSpec, type Fields, type ConditionSet, type ConditionKind, type ConditionSpec, type ModuleProblemConfig,
 } from './problems.js';
 export {
-  defineProblem, definedProblem, DefinedProblem, checkProblem, checkDeclarations, ProblemError, RESIDUAL_OPS, allowedFields, derivSpecOf, paramDefaults, hasInitial,
-  type ProblemDefinition, type ParamDeclaration, type ResidualOps, type ResidualContext, type ResidualTerm, type ConditionContext, type ConditionOutput,
+  defineProblem, definedProblem, DefinedProblem, checkProblem, checkDeclarations, ProblemError, RESIDUAL_OPS, allowedFields, allowedFieldsOf, derivSpecOf, paramDefaults, hasInitial,
+  type ProblemDefinition, type EvaluationOutput, type ParamDeclaration, type ResidualOps, type ResidualContext, type ResidualTerm, type ConditionContext, type ConditionOutput,
   type ProblemHelpers, type CheckMessage, type DefinedProblemOptions,
 } from './problem-api.js';
 export { readProblemModule, loadProblemModule, conformanceCheck, moduleHash, importSpecifiers, MODULE_MAX_BYTES, MODULE_MAX_FILES } from './problem-module.js';
@@ -19,6 +19,8 @@ export {
   vanilla, rba, rbaUpdate, rbaNormalize, sa, stopGradient, makeStrategy,
   type Strategy, type StrategyState, type RbaOptions, type RbaNormalization, type RbaInit, type SaOptions, type SaState, type StrategyResume,
 } from './strategies.js';
+export { systemForward, systemValue, selectOutputs, outputSelector } from './system-forward.js';
+export { isSystemProblem, systemResiduals, systemResidualLoss, systemStrategy, systemGradientSnr, type SystemProblem, type SystemStrategyState } from './system.js';
 export { residualOf, residualLoss, boundaryLoss, conditionTermLoss, conditionsLoss, sqError, type ConditionTerm } from './loss.js';
 export {
   makeSnrSplit, perBatchGradientParts, snrFromBatchGradients, gradientSnr, gradientSnrWithResidual,

@@ -8,6 +8,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { mlpForward, mlpValue, type MlpParams } from './network.js';
 import type { ConditionKind, Problem } from './problems.js';
+import { selectOutputs, systemForward, systemValue } from './system-forward.js';
 
 /** One condition term of the loss (boundary or initial), on the backend. */
 export interface ConditionTerm {
@@ -22,12 +23,18 @@ export interface ConditionTerm {
   w: number;
   /** For `periodic`: index of the periodic input (its first derivative is matched too). */
   axis?: number;
+  /**
+   * For a problem with several outputs (K): one-hot [1, m, K] selecting the output each target is of;
+   * the term is then w · mean_j (u_{o_j}(x_j) − g_j)². Absent: the single output.
+   */
+  sel?: tf.Tensor;
 }
 
 /**
  * PDE residual r [G, n] of the network at points x [G, n, d] with forcing q ([G, n] or broadcastable).
  */
 export function residualOf(problem: Problem, params: MlpParams, x: tf.Tensor, q: tf.Tensor): tf.Tensor {
+  if (problem.isSystem) return tf.tidy(() => problem.residual(systemForward(params, x, problem.derivs, problem.inputOrder, (problem as unknown as { outputs: readonly string[] }).outputs), q, x));
   return tf.tidy(() => problem.residual(mlpForward(params, x, problem.derivs, problem.inputOrder), q, x));
 }
 
@@ -59,6 +66,7 @@ export function sqError(params: MlpParams, x: tf.Tensor, uStar: tf.Tensor): tf.T
  *    w · mean_j [(u(a_j) − u(b_j))² + (u_s(a_j) − u_s(b_j))²], s = inputOrder[axis].
  */
 export function conditionTermLoss(params: MlpParams, term: ConditionTerm, inputOrder: readonly string[]): tf.Tensor {
+  if (term.kind === 'value' && term.sel) return tf.tidy(() => tf.mul(tf.mean(tf.square(tf.sub(selectOutputs(systemValue(params, term.x), term.sel!), term.g)), -1), term.w));
   if (term.kind === 'value') return boundaryLoss(params, term.x, term.g, term.w);
   return tf.tidy(() => {
     const axis = term.axis ?? 0;

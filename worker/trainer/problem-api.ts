@@ -10,20 +10,22 @@
  *  - `inputs`: the names of the input coordinates, in column order (e.g. `['x', 't']`), and `domain`:
  *    one `[lo, hi]` per input (a box). Collocation points are drawn by the trainer: a Latin hypercube
  *    over the box, seeded by the trial's seed — a problem never draws random numbers.
- *  - `outputs`: the named network outputs, e.g. `['u']`. Today exactly one output is trainable; a
- *    definition with more is refused with a message saying so.
+ *  - `outputs`: the named network outputs, e.g. `['u']`, or `['u', 'v', 'p']` for a system: the network
+ *    has one linear output column per name, in this order (checkpoints' `output_order`).
  *  - `params`: every constant of the problem, each a number with its default (or `{default, minimum,
  *    maximum, description}`). The resolved values are part of the trial config, hence of the trial id,
  *    and sweepable from the grid (`problem.<param>`). They reach every function as `p`.
- *  - `fields`: exactly which fields the residual reads: the output itself (`u`), its first derivatives
+ *  - `fields`: exactly which fields the residual reads: each output itself (`u`), its first derivatives
  *    `u_<input>` and its diagonal second derivatives `u_<input><input>` (the set the trainer propagates
- *    forward through the network: science.md §2), the input coordinates by name (`x`, `t`), and `q`, the
- *    source term. The trainer computes these and no others; reading any other field throws, naming it.
+ *    forward through the network: science.md §2), the same for every other output (`v_x`, `p_y`, …), the
+ *    input coordinates by name (`x`, `t`), and `q`, the source term. The trainer computes these and no
+ *    others; reading any other field throws, naming it.
  *  - `residuals`: the PDE residual as named terms `{name: (f, {p, ops}) => tensor}`. `f` holds the
  *    declared fields, each a tensor [G, n] (G groups of n points); `ops` the tensor operations a
  *    residual may use (`add, sub, mul, div, neg, square, sqrt, pow, exp, log, sin, cos, tanh, abs`), so a
- *    module needs no imports. The residual returns one tensor [G, n]. Today one term is trainable
- *    (science.md §2's single residual r); the terms are named so that systems of equations fit later.
+ *    module needs no imports. Each term returns one tensor [G, n]. One term is science.md §2's residual
+ *    r; a system of equations has one term per equation, each its own term of the loss:
+ *    L = Σ_e mean_i (λ_{e,i} r_{e,i})² + the condition terms, with λ per point per equation (rba, sa).
  *  - `source` (optional): the source term q(x) as a plain function of one point `(pt: number[], p)`,
  *    evaluated once per collocation point in float64 at setup and handed to the residual as field `q`.
  *  - `conditions`: the condition sets, each a function `(ctx) => {kind, points, values?, axis?}`, under
@@ -34,9 +36,16 @@
  *    w · mean_j [(u(a_j) − u(b_j))² + (u_s(a_j) − u_s(b_j))²], s = the input named by `axis`. Points are
  *    `number[][]` (one row per point) or a row-major Float64Array [m, d]; `ctx` carries `p`, the sizes
  *    `n_boundary`, `n_initial`, the domain and `helpers` (`linspace`, `boxBoundary`, `axisEnds`).
- *  - `solution` (optional): the exact solution u*(pt, p) of one point, or `reference(points, n, p)`:
- *    u* on n points (row-major Float64Array [n, d]) at once (e.g. a numerical solver). Without either,
- *    rows carry no rel_l2 (null).
+ *    With several outputs a `value` set names the output its targets are for: `output: 'u'` (every
+ *    point) or one output name per point (`output: ['u', 'u', 'v', …]`); default the first output.
+ *    `periodic` sets are for single-output problems.
+ *  - `solution` (optional): the exact solution u*(pt, p) of one point (with several outputs: one number
+ *    per output, in `outputs` order), or `reference(points, n, p)`: u* on n points (row-major
+ *    Float64Array [n, d]) at once (e.g. a numerical solver; with K outputs n·K values, point-major).
+ *    Or `evaluation(ctx)`: an explicit evaluation set `{points, values, output?}` (any point set, not only
+ *    a grid; `output` as for a condition set: which output each value is of), e.g. tabulated data.
+ *    rel_l2 = ‖u − u*‖₂ / ‖u*‖₂ over all values of the set (science.md §2). Without any of them, rows
+ *    carry no rel_l2 (null).
  *  - `evalGrid` (optional): the evaluation grid `(perAxis, ctx) => points`; default: `perAxis` evenly
  *    spaced points per input over the domain (tensor product, first input slowest).
  *
@@ -115,6 +124,21 @@ export interface ConditionOutput {
   values?: ArrayLike<number>;
   /** For `periodic`: the input whose first derivative is matched too (name; default: the first input). */
   axis?: string;
+  /**
+   * For a `value` set of a problem with several outputs: the output the targets are for, one name for all
+   * points or one name per point; default the first output.
+   */
+  output?: string | readonly string[];
+}
+
+/** An explicit evaluation set (`ProblemDefinition.evaluation`): points, reference values and their outputs. */
+export interface EvaluationOutput {
+  /** m points: number[][] (rows of d coordinates) or row-major Float64Array [m·d]. */
+  points: ArrayLike<number>[] | Float64Array;
+  /** m reference values u*_j. */
+  values: ArrayLike<number>;
+  /** The output each value is of: one name for all, or one per point; default the first output. */
+  output?: string | readonly string[];
 }
 
 /** A problem, as a module states it (see the module docstring for the contract). */
@@ -128,9 +152,10 @@ export interface ProblemDefinition {
   residuals: Readonly<Record<string, ResidualTerm>>;
   source?: (pt: number[], p: Readonly<Record<string, number>>) => number;
   conditions: Readonly<{ bc: (ctx: ConditionContext) => ConditionOutput; ic?: (ctx: ConditionContext) => ConditionOutput }>;
-  solution?: (pt: number[], p: Readonly<Record<string, number>>) => number;
+  solution?: (pt: number[], p: Readonly<Record<string, number>>) => number | readonly number[];
   reference?: (points: Float64Array, n: number, p: Readonly<Record<string, number>>) => Float64Array | ArrayLike<number>;
   evalGrid?: (perAxis: number, ctx: ConditionContext) => ArrayLike<number>[] | Float64Array;
+  evaluation?: (ctx: ConditionContext) => EvaluationOutput;
 }
 
 /**
@@ -183,7 +208,7 @@ export function checkDeclarations(def: unknown, where: string): string[] {
   const outputs = Array.isArray(d.outputs) ? d.outputs : null;
   if (!outputs || outputs.length < 1 || outputs.some((s) => typeof s !== 'string' || !INPUT.test(s)))
     errs.push(`${where}: outputs: got ${JSON.stringify(d.outputs)}, expected a list of output names, e.g. ['u']`);
-  else if (outputs.length > 1) errs.push(`${where}: outputs: got ${outputs.length} outputs (${outputs.join(', ')}); only one output is trainable today: state the problem for one output`);
+  else if (new Set(outputs).size !== outputs.length) errs.push(`${where}: outputs: got ${JSON.stringify(outputs)}, expected distinct names`);
   if (inputs && outputs && new Set([...inputs, ...outputs, 'q']).size !== inputs.length + outputs.length + 1)
     errs.push(`${where}: inputs and outputs: names must differ from each other and from 'q' (the source term), got inputs ${JSON.stringify(inputs)}, outputs ${JSON.stringify(outputs)}`);
   if (d.params !== undefined && (d.params === null || typeof d.params !== 'object')) errs.push(`${where}: params: got ${JSON.stringify(d.params)}, expected an object {name: default}`);
@@ -192,23 +217,30 @@ export function checkDeclarations(def: unknown, where: string): string[] {
     if (!NAME.test(k) || RESERVED_PARAMS.has(k)) errs.push(`${where}: params.${k}: not a usable parameter name (a word, not one of ${[...RESERVED_PARAMS].join(', ')})`);
     if (typeof dv !== 'number' || !Number.isFinite(dv)) errs.push(`${where}: params.${k}: got ${JSON.stringify(v)}, expected a finite default number, or {default, minimum?, maximum?, description?}`);
   }
-  if (inputs && outputs && outputs.length === 1) {
-    const known = allowedFields(inputs, outputs[0]!);
+  if (inputs && outputs && outputs.length >= 1) {
+    const known = allowedFieldsOf(inputs, outputs);
     if (!Array.isArray(d.fields) || d.fields.length === 0) errs.push(`${where}: fields: got ${JSON.stringify(d.fields)}, expected the list of fields the residual reads, from: ${known.join(', ')}`);
-    else for (const f of d.fields) if (!known.includes(f)) errs.push(`${where}: fields: '${f}' is not a field the trainer computes; expected some of: ${known.join(', ')} (first and diagonal second derivatives of the output, the coordinates, q)`);
+    else for (const f of d.fields) if (!known.includes(f)) errs.push(`${where}: fields: '${f}' is not a field the trainer computes; expected some of: ${known.join(', ')} (first and diagonal second derivatives of the output${outputs.length > 1 ? 's' : ''}, the coordinates, q)`);
     if (Array.isArray(d.fields) && d.fields.includes('q') && typeof d.source !== 'function') errs.push(`${where}: fields: 'q' is declared but there is no source(pt, p) function to compute it`);
   }
   const terms = d.residuals && typeof d.residuals === 'object' ? Object.entries(d.residuals) : null;
   if (!terms || terms.length === 0 || terms.some(([, f]) => typeof f !== 'function'))
     errs.push(`${where}: residuals: expected an object of named residual functions, e.g. {pde: (f, {p, ops}) => ops.sub(f.u_xx, f.q)}`);
-  else if (terms.length > 1) errs.push(`${where}: residuals: got ${terms.length} terms (${terms.map(([k]) => k).join(', ')}); only one residual term is trainable today`);
+  else for (const [k] of terms) if (!NAME.test(k)) errs.push(`${where}: residuals.${k}: not a usable term name (a word matching ${NAME.source})`);
   if (!d.conditions || typeof d.conditions !== 'object' || typeof d.conditions.bc !== 'function')
     errs.push(`${where}: conditions: expected {bc: (ctx) => ({points, values}), ic?: …} with a boundary set bc`);
   else for (const k of Object.keys(d.conditions)) if (k !== 'bc' && k !== 'ic') errs.push(`${where}: conditions.${k}: unknown condition; the loss weights 'bc' (w_bc) and 'ic' (w_ic)`);
-  for (const k of ['source', 'solution', 'reference', 'evalGrid'] as const)
+  for (const k of ['source', 'solution', 'reference', 'evalGrid', 'evaluation'] as const)
     if (d[k] !== undefined && typeof d[k] !== 'function') errs.push(`${where}: ${k}: got ${typeof d[k]}, expected a function`);
-  if (d.solution !== undefined && d.reference !== undefined) errs.push(`${where}: solution and reference: give one of them`);
+  const refs = (['solution', 'reference', 'evaluation'] as const).filter((k) => d[k] !== undefined);
+  if (refs.length > 1) errs.push(`${where}: ${refs.join(' and ')}: give one of them`);
   return errs;
+}
+
+/** Every field name a residual may declare for these inputs and outputs (each output's fields, then the coordinates and q). */
+export function allowedFieldsOf(inputs: readonly string[], outputs: readonly string[]): string[] {
+  if (outputs.length === 1) return allowedFields(inputs, outputs[0]!);
+  return [...outputs.flatMap((o) => [o, ...inputs.map((i) => `${o}_${i}`), ...inputs.map((i) => `${o}_${i}${i}`)]), ...inputs, 'q'];
 }
 
 /** Every field name a residual may declare for these inputs and output. */
@@ -302,10 +334,21 @@ export class DefinedProblem implements Problem {
   readonly inputOrder: readonly string[];
   readonly domain: ReadonlyArray<readonly [number, number]>;
   readonly derivs: DerivSpec;
+  /** The first (for a single-output problem: the only) output. */
   readonly output: string;
+  /** The output names, in network column order (checkpoints' `output_order`). */
+  readonly outputs: readonly string[];
+  /** The residual term names, one per equation, in definition order. */
+  readonly equations: readonly string[];
+  /**
+   * True for a system (more than one output or more than one residual term): trained on the general
+   * path (worker/trainer/system.ts), never fused; false for a single output with one term (the fast path).
+   */
+  readonly isSystem: boolean;
   /** How messages name this problem. */
   readonly where: string;
   private readonly term: [string, ResidualTerm];
+  private readonly terms: Array<[string, ResidualTerm]>;
   private readonly ctx: ResidualContext;
   /** Declared field → the trainer's Fields key (`u`, `u_x`, …) or a coordinate index, or 'q'. */
   private readonly fieldMap: Array<[string, string | number]>;
@@ -325,8 +368,18 @@ export class DefinedProblem implements Problem {
     this.inputOrder = Object.freeze([...definition.inputs]);
     this.domain = definition.domain.map(([a, b]) => [a, b] as const);
     this.output = definition.outputs[0]!;
-    this.derivs = derivSpecOf(this.inputOrder, this.output, definition.fields);
-    this.term = Object.entries(definition.residuals)[0]!;
+    this.outputs = Object.freeze([...definition.outputs]);
+    this.terms = Object.entries(definition.residuals);
+    this.equations = Object.freeze(this.terms.map(([k]) => k));
+    this.isSystem = this.outputs.length > 1 || this.terms.length > 1;
+    if (!this.isSystem) this.derivs = derivSpecOf(this.inputOrder, this.output, definition.fields);
+    else {
+      // The union over outputs: the general forward pass propagates these derivatives of every output.
+      const specs = this.outputs.map((o) => derivSpecOf(this.inputOrder, o, definition.fields));
+      const union = (k: 'first' | 'second') => [...new Set(specs.flatMap((sp) => sp[k]))].sort((a, b) => a - b);
+      this.derivs = { first: union('first'), second: union('second') };
+    }
+    this.term = this.terms[0]!;
     this.ctx = Object.freeze({ p: this.params, ops: RESIDUAL_OPS });
     this.guard = opts.guard ?? true;
     const o = this.output;
@@ -334,6 +387,7 @@ export class DefinedProblem implements Problem {
       const i = this.inputOrder.indexOf(f);
       if (i >= 0) return [f, i];
       if (f === 'q') return [f, 'q'];
+      if (this.isSystem) return [f, f]; // the general forward pass names fields as declared (system.ts)
       return [f, f === o ? 'u' : `u${f.slice(o.length)}`];
     });
     this.needsCoords = this.fieldMap.some(([, k]) => typeof k === 'number');
@@ -375,13 +429,36 @@ export class DefinedProblem implements Problem {
     const d = this.inputOrder.length;
     const { points, count } = toPoints(out.points, d, `${what} points`);
     if (kind === 'periodic') {
+      if (this.outputs.length > 1) throw new ProblemError(`${what}: kind 'periodic' is for single-output problems today; this problem has outputs ${this.outputs.join(', ')}: state the periodic pairs as value sets, or use one output`);
       if (count % 2 !== 0) throw new ProblemError(`${what}: a periodic set needs an even number of points (pairs: first half ↔ second half), got ${count}`);
       const axis = out.axis === undefined ? 0 : this.inputOrder.indexOf(out.axis);
       if (axis < 0) throw new ProblemError(`${what}: axis: got ${JSON.stringify(out.axis)}, expected one of the inputs ${this.inputOrder.join(', ')}`);
       return { points, values: new Float64Array(count), count, kind, axis };
     }
     const values = toValues(out.values, count, `${what} values`);
-    return { points, values, count };
+    if (this.outputs.length === 1) {
+      if (out.output !== undefined) this.outputIndices(out.output, count, `${what} output`); // checked, all 0
+      return { points, values, count };
+    }
+    return { points, values, count, output: this.outputIndices(out.output, count, `${what} output`) };
+  }
+
+  /**
+   * The output index (into `outputs`) of each of `count` values from `output`: one name for all, one name
+   * per value, or undefined (the first output).
+   * @throws ProblemError naming `what`, the value and the output names on an unknown name or a wrong length.
+   */
+  outputIndices(output: string | readonly string[] | undefined, count: number, what: string): Int32Array {
+    const idx = (name: unknown, j: number | null): number => {
+      const k = typeof name === 'string' ? this.outputs.indexOf(name) : -1;
+      if (k < 0) throw new ProblemError(`${what}${j === null ? '' : ` ${j}`}: got ${JSON.stringify(name)}, expected one of the outputs ${this.outputs.join(', ')}`);
+      return k;
+    };
+    if (output === undefined) return new Int32Array(count);
+    if (typeof output === 'string') return new Int32Array(count).fill(idx(output, null));
+    if (!Array.isArray(output) || output.length !== count)
+      throw new ProblemError(`${what}: got ${Array.isArray(output) ? `${output.length} names` : JSON.stringify(output)}, expected one output name, or one per point (${count})`);
+    return Int32Array.from(output, (o, j) => idx(o, j));
   }
 
   collocation(n: number, rng: Rng): Float64Array {
@@ -400,13 +477,59 @@ export class DefinedProblem implements Problem {
 
   /** Whether the problem has a reference solution (else rows carry no rel_l2). */
   get hasReference(): boolean {
-    return !!(this.definition.solution || this.definition.reference);
+    return !!(this.definition.solution || this.definition.reference || this.definition.evaluation);
+  }
+
+  /**
+   * The evaluation set of rel_l2 (science.md §2) for any problem: m points [m, d] (float64 row-major), the
+   * reference value of each and the output (index into `outputs`) it is of. From `evaluation(ctx)` when
+   * given (any point set); else the evaluation grid (`evalGrid(perAxis)`) with, for K outputs, each point
+   * repeated K times (point-major: the values of point j are rows j·K … j·K + K − 1) and the values of
+   * `solution` / `reference`. Without a reference: the grid with zero values.
+   * @throws ProblemError naming the function and the shape on a wrong-sized result.
+   */
+  evaluationSet(perAxis: number): { points: Float64Array; count: number; values: Float64Array; output: Int32Array } {
+    const def = this.definition;
+    const d = this.inputOrder.length;
+    if (def.evaluation) {
+      const what = `${this.where}: evaluation`;
+      const out = def.evaluation(this.conditionContext(1, 1));
+      if (!out || typeof out !== 'object') throw new ProblemError(`${what}: returned ${typeof out}, expected {points, values, output?}`);
+      const { points, count } = toPoints(out.points, d, `${what} points`);
+      return { points, count, values: toValues(out.values, count, `${what} values`), output: this.outputIndices(out.output, count, `${what} output`) };
+    }
+    const g = this.evalGrid(perAxis);
+    const K = this.outputs.length;
+    if (K === 1) return { ...g, values: this.reference(g.points, g.count), output: new Int32Array(g.count) };
+    const m = g.count * K;
+    const points = new Float64Array(m * d);
+    const output = new Int32Array(m);
+    for (let j = 0; j < g.count; j++)
+      for (let k = 0; k < K; k++) {
+        points.set(g.points.subarray(j * d, j * d + d), (j * K + k) * d);
+        output[j * K + k] = k;
+      }
+    let values = new Float64Array(m);
+    if (def.solution) {
+      const pt = new Array<number>(d);
+      for (let j = 0; j < g.count; j++) {
+        for (let i = 0; i < d; i++) pt[i] = g.points[j * d + i]!;
+        const v = def.solution(pt, this.params) as unknown;
+        const a = v as ArrayLike<number>;
+        if (!a || typeof a !== 'object' || a.length !== K) throw new ProblemError(`${this.where}: solution: at point [${pt.join(', ')}] returned ${typeof v === 'number' ? 'a number' : JSON.stringify(v)}, expected ${K} numbers (one per output: ${this.outputs.join(', ')})`);
+        for (let k = 0; k < K; k++) {
+          if (typeof a[k] !== 'number' || !Number.isFinite(a[k])) throw new ProblemError(`${this.where}: solution: at point [${pt.join(', ')}] output ${this.outputs[k]} is ${String(a[k])}, expected a finite number`);
+          values[j * K + k] = a[k]!;
+        }
+      }
+    } else if (def.reference) values = Float64Array.from(toValues(def.reference(g.points, g.count, this.params), m, `${this.where}: reference(points, ${g.count}) (${K} outputs: n·K values, point-major)`));
+    return { points, count: m, values, output };
   }
 
   reference(points: Float64Array, n: number): Float64Array {
     const def = this.definition;
     const d = this.inputOrder.length;
-    if (def.solution) return pointwise(def.solution, this.params, points, n, d, `${this.where}: solution`);
+    if (def.solution) return pointwise(def.solution as (pt: number[], p: Readonly<Record<string, number>>) => number, this.params, points, n, d, `${this.where}: solution`);
     if (def.reference) return toValues(def.reference(points.length === n * d ? points : points.slice(0, n * d), n, this.params), n, `${this.where}: reference(points, ${n})`);
     return new Float64Array(n);
   }
@@ -418,45 +541,76 @@ export class DefinedProblem implements Problem {
 
   /**
    * The residual term r [G, n] from the trainer's fields, the source q ([G, n] or broadcastable) and,
-   * when coordinates are declared, the points x [G, n, d].
+   * when coordinates are declared, the points x [G, n, d]. For a system (`isSystem`): the E terms
+   * (`residualTerms`) concatenated along the last axis, [G, E·n], equation-major.
    * @throws ProblemError naming the problem, the term and the field or shape when the residual reads an
    *   undeclared field or returns something other than a [G, n] tensor.
    */
   residual(f: Fields, q: tf.Tensor, x?: tf.Tensor): tf.Tensor {
+    if (this.isSystem) return tf.tidy(() => tf.concat(this.residualTerms(f, q, x), -1));
     const [name, fn] = this.term;
-    const u = f.u!;
     if (!this.guard && !this.needsCoords) {
       // The built-ins: their declared fields are the trainer's keys (`u`, `u_x`, …) plus q.
       const view = { ...f, q };
       return tf.tidy(() => fn(view, this.ctx));
     }
+    return tf.tidy(() => this.runTerm(name, fn, this.fieldView(f, q, x), f.u!));
+  }
+
+  /**
+   * The E residual terms (one per equation, in `equations` order), each [G, n], from the fields of the
+   * general forward pass (keys as declared: `u`, `v_x`, `p_y`, …; worker/trainer/system.ts), the source q
+   * and the points x [G, n, d].
+   * @throws ProblemError as `residual`.
+   */
+  residualTerms(f: Fields, q: tf.Tensor, x?: tf.Tensor): tf.Tensor[] {
+    const ref = f[this.output] ?? f.u!;
     return tf.tidy(() => {
-      const view: Record<string, tf.Tensor> = {};
-      for (const [field, key] of this.fieldMap) {
-        if (key === 'q') view[field] = q;
-        else if (typeof key === 'number') {
-          if (!x) throw new ProblemError(`${this.where}: residuals.${name}: reads coordinate '${field}', but no points were handed to the residual`);
-          const [G, n] = x.shape as [number, number, number];
-          view[field] = tf.reshape(tf.slice(x, [0, 0, key], [G, n, 1]), [G, n]);
-        } else view[field] = f[key]!;
-      }
-      const declared = this.definition.fields;
-      const where = this.where;
-      const guarded = this.guard
-        ? new Proxy(view, {
-            get(target, prop) {
-              if (typeof prop === 'string' && !Object.hasOwn(target, prop))
-                throw new ProblemError(`${where}: residuals.${name}: reads field '${prop}', which the problem does not declare (fields: ${declared.join(', ')}); add '${prop}' to fields`);
-              return (target as Record<string | symbol, unknown>)[prop];
-            },
-          })
-        : view;
-      const r = fn(guarded, this.ctx);
-      if (!(r instanceof tf.Tensor)) throw new ProblemError(`${where}: residuals.${name}: returned ${r === null ? 'null' : Array.isArray(r) ? 'an array' : typeof r}, expected a tensor of shape [${u.shape.join(', ')}] (one value per point)`);
-      if (r.shape.length !== u.shape.length || r.shape.some((s, i) => s !== u.shape[i]))
-        throw new ProblemError(`${where}: residuals.${name}: returned shape [${r.shape.join(', ')}], expected [${u.shape.join(', ')}] (one value per point: the shape of the fields)`);
-      return r;
+      const view = this.fieldView(f, q, x);
+      return this.terms.map(([name, fn]) => this.runTerm(name, fn, view, ref));
     });
+  }
+
+  /** The declared fields as the residual sees them: a plain object, or one that throws on undeclared keys (`guard`). */
+  private fieldView(f: Fields, q: tf.Tensor, x?: tf.Tensor): Record<string, tf.Tensor> {
+    const view: Record<string, tf.Tensor> = {};
+    for (const [field, key] of this.fieldMap) {
+      if (key === 'q') view[field] = q;
+      else if (typeof key === 'number') {
+        if (!x) throw new ProblemError(`${this.where}: residuals: reads coordinate '${field}', but no points were handed to the residual`);
+        const [G, n] = x.shape as [number, number, number];
+        view[field] = tf.reshape(tf.slice(x, [0, 0, key], [G, n, 1]), [G, n]);
+      } else {
+        const t = f[key];
+        if (!t) throw new ProblemError(`${this.where}: residuals: field '${field}' was not computed by the forward pass (trainer keys: ${Object.keys(f).join(', ')})`);
+        view[field] = t;
+      }
+    }
+    if (!this.guard) return view;
+    const declared = this.definition.fields;
+    const where = this.where;
+    return new Proxy(view, {
+      get(target, prop) {
+        if (typeof prop === 'string' && !Object.hasOwn(target, prop))
+          throw new ProblemError(`${where}: residuals: reads field '${prop}', which the problem does not declare (fields: ${declared.join(', ')}); add '${prop}' to fields`);
+        return (target as Record<string | symbol, unknown>)[prop];
+      },
+    });
+  }
+
+  /** Runs residual term `name` on the view; checks it returns a tensor of the shape of `ref`. */
+  private runTerm(name: string, fn: ResidualTerm, view: Record<string, tf.Tensor>, ref: tf.Tensor): tf.Tensor {
+    let r: tf.Tensor;
+    try {
+      r = fn(view, this.ctx);
+    } catch (e) {
+      if (e instanceof ProblemError && e.message.startsWith(`${this.where}: residuals: `)) throw new ProblemError(e.message.replace(`${this.where}: residuals: `, `${this.where}: residuals.${name}: `));
+      throw e;
+    }
+    if (!(r instanceof tf.Tensor)) throw new ProblemError(`${this.where}: residuals.${name}: returned ${r === null ? 'null' : Array.isArray(r) ? 'an array' : typeof r}, expected a tensor of shape [${ref.shape.join(', ')}] (one value per point)`);
+    if (r.shape.length !== ref.shape.length || r.shape.some((s, i) => s !== ref.shape[i]))
+      throw new ProblemError(`${this.where}: residuals.${name}: returned shape [${r.shape.join(', ')}], expected [${ref.shape.join(', ')}] (one value per point: the shape of the fields)`);
+    return r;
   }
 }
 
@@ -512,7 +666,10 @@ export function checkProblem(
   let q: Float64Array = new Float64Array(n);
   attempt('source', () => void (q = problem.forcing(pts, n)));
   if (!problem.hasReference) out.push({ level: 'warning', message: `${where}: no solution or reference: rows will carry no rel_l2` });
-  else attempt(problem.definition.solution ? 'solution' : 'reference', () => void problem.reference(pts, n));
+  else if (problem.isSystem || problem.definition.evaluation) {
+    const which = problem.definition.solution ? 'solution' : problem.definition.reference ? 'reference' : 'evaluation';
+    attempt(which, () => void problem.evaluationSet(3));
+  } else attempt(problem.definition.solution ? 'solution' : 'reference', () => void problem.reference(pts, n));
   attempt('evalGrid', () => {
     const g = problem.evalGrid(3);
     inDomain(problem, g.points, g.count, 'evalGrid', out);
@@ -523,7 +680,7 @@ export function checkProblem(
       const r = evalResidual(problem, x, tf.tensor2d(Float32Array.from(q), [1, n]));
       const v = r.dataSync();
       const bad = Array.from(v).findIndex((a) => !Number.isFinite(a));
-      if (bad >= 0) throw new ProblemError(`${where}: residuals.${Object.keys(problem.definition.residuals)[0]}: value ${bad} is ${v[bad]} at a collocation point, expected finite values`);
+      if (bad >= 0) throw new ProblemError(`${where}: residuals.${problem.equations[Math.floor(bad / n)] ?? problem.equations[0]}: value ${bad % n} is ${v[bad]} at a collocation point, expected finite values`);
     });
   });
   return out;

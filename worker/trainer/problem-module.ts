@@ -167,7 +167,8 @@ export async function conformanceCheck(def: ProblemDefinition, where: string, pa
 export function conformanceCheckSync(def: ProblemDefinition, where: string, params: Record<string, number>): CheckMessage[] {
   const rng = Rng.stream(0, 'problem-check');
   const d = Array.isArray(def.inputs) ? def.inputs.length : 1;
-  const net = Mlp.xavier(d, 8, 2, Rng.stream(0, 'problem-check-net'));
+  const K = Array.isArray(def.outputs) && def.outputs.length > 1 ? def.outputs.length : 1;
+  const net = Mlp.xavier(d, 8, 2, Rng.stream(0, 'problem-check-net'), K);
   try {
     return checkProblem(def, params, where, (problem, x, q) => residualOf(problem, net.params(), x, q), rng);
   } finally {

@@ -52,6 +52,11 @@ export interface ConditionSet {
   kind?: ConditionKind;
   /** For `periodic`: the index (into `inputOrder`) of the periodic input. */
   axis?: number;
+  /**
+   * For a problem with several outputs: the output (index into its `outputs`) each target is of, Int32Array
+   * [m]; absent for a single-output problem.
+   */
+  output?: Int32Array;
 }
 
 /** One PDE problem instance (parameters bound). */
@@ -81,6 +86,11 @@ export interface Problem {
   reference(points: Float64Array, n: number): Float64Array;
   /** Evaluation grid: `perAxis` evenly spaced points per axis over `domain`, row-major [perAxis^d, d]. */
   evalGrid(perAxis: number): { points: Float64Array; count: number };
+  /**
+   * True for a system of equations or a network with several outputs (problem-api.ts `DefinedProblem`):
+   * the trainer takes the general path (worker/trainer/system.ts). Absent: false.
+   */
+  readonly isSystem?: boolean;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -135,7 +145,7 @@ function poissonExact(x: number, y: number): number {
 abstract class Box2dProblem extends DefinedProblem {
   /** u*(x, y) */
   exact(x: number, y: number): number {
-    return this.definition.solution!([x, y], this.params);
+    return this.definition.solution!([x, y], this.params) as number;
   }
   /** q(x, y) */
   q(x: number, y: number): number {
@@ -357,6 +367,17 @@ export function moduleParams(cfg: ModuleProblemConfig): Record<string, number> {
   const out: Record<string, number> = {};
   for (const [k, v] of Object.entries(cfg)) if (!MODULE_CONFIG_KEYS.includes(k) && typeof v === 'number') out[k] = v;
   return out;
+}
+
+/**
+ * Whether a trial's problem config is a system (a loaded module with several outputs or residual terms):
+ * such trials train on the general path, one at a time, never fused (worker/trainer/system.ts). False for
+ * the built-ins and for a module not loaded in this process.
+ */
+export function configIsSystem(cfg: ProblemConfig): boolean {
+  if (!isModuleConfig(cfg)) return false;
+  const def = modules.get(cfg.module_hash)?.definition;
+  return !!def && (def.outputs.length > 1 || Object.keys(def.residuals).length > 1);
 }
 
 /**

@@ -174,7 +174,7 @@ export function restoreTrial(s: TrialSetup, resume: ResumeOptions): RestoredStat
   const vs = vars.map((v, i) => get(`adam.v.${names[i]!}`, v.shape).data);
   const t = get('adam.step', [1], 'I32').data[0]!;
   if (!final && t !== step) throw new ResumeError(`resume: adam.step ${t} differs from the checkpoint step ${step}`);
-  const lambda = get('lambda', [s.n]).data as Float32Array;
+  const lambda = get('lambda', s.system ? [s.n, s.system.E] : [s.n]).data as Float32Array;
   tf.tidy(() => {
     vars.forEach((v, i) => v.assign(tf.tensor(values[i]!, v.shape, 'float32')));
     s.adam.m.forEach((m, i) => m.assign(tf.tensor(ms[i]!, m.shape, 'float32')));
@@ -195,7 +195,8 @@ export function restoreTrial(s: TrialSetup, resume: ResumeOptions): RestoredStat
     }
     const next = s.strategy.init(s.n, Float32Array.from(lambda), sr);
     s.state.dispose();
-    s.state = name === 'rba' ? resumedRba(next) : next;
+    // A system's state skips the resumed rba step per equation itself (system.ts systemStrategy).
+    s.state = name === 'rba' && !s.system ? resumedRba(next) : next;
   }
 
   // Mini-batch stream: at step s, and drawing step s's batch next.

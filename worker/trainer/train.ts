@@ -17,6 +17,8 @@ import { BatchSampler, Rng } from './rng.js';
 import { makeStrategy, type Strategy, type StrategyState } from './strategies.js';
 import { captureCheckpoint, type CheckpointData } from './checkpoint.js';
 import { restoreTrial, type ResumeOptions } from './resume.js';
+import { isSystemProblem, systemGradientSnr, systemResidualLoss, systemResiduals, systemStrategy, type SystemProblem, type SystemStrategyState } from './system.js';
+import { outputSelector, selectOutputs, systemValue } from './system-forward.js';
 
 /** Summary returned by `trainTrial`. */
 export interface TrainSummary {
@@ -120,6 +122,13 @@ export interface TrialSetup {
   /** The fixed SNR split, or null when diagnostics are off. */
   split: SnrSplit | null;
   /**
+   * For a system of equations (several outputs or residual terms; worker/trainer/system.ts): the problem,
+   * K outputs, E equations and the one-hot output selector [1, M, K] of the evaluation set (`xEval`,
+   * `uStar`: any point set, each value of one output). `state` is then a `SystemStrategyState` (λ [N, E]).
+   * Null on the single-output fast path.
+   */
+  system: { problem: SystemProblem; K: number; E: number; evalSel: tf.Tensor } | null;
+  /**
    * res_homogeneity grid cell (`gridCells`, 10 × 10 over `problem.domain`) of each collocation point,
    * Int32Array [N] in the original order; null when diagnostics are off or the inputs are not 2-D.
    */
@@ -141,19 +150,26 @@ export function setupTrial(config: TrialConfig): TrialSetup {
   const conds = problemConditions(problem, config.problem);
   const bcSet = conds[0]!.set;
   const icSpec = conds.find((c) => c.name === 'ic') ?? null;
-  const grid = problem.evalGrid(config.problem.eval_grid);
+  const sysProblem = isSystemProblem(problem) ? problem : null;
+  const K = sysProblem ? sysProblem.outputs.length : 1;
+  const E = sysProblem ? sysProblem.equations.length : 1;
+  // A system's evaluation set may be any point set, each value of one output (problem-api.ts evaluationSet).
+  // A single-output problem with an explicit `evaluation` set takes it too (problem-api.ts).
+  const explicitEval = typeof (problem as { definition?: { evaluation?: unknown } }).definition?.evaluation === 'function';
+  const evalSet = sysProblem || explicitEval ? (problem as unknown as { evaluationSet(perAxis: number): { points: Float64Array; count: number; values: Float64Array; output: Int32Array } }).evaluationSet(config.problem.eval_grid) : null;
+  const grid = evalSet ?? problem.evalGrid(config.problem.eval_grid);
   // A problem without a reference solution (problem-api.ts: neither solution nor reference) logs no rel_l2.
   const hasReference = (problem as { hasReference?: boolean }).hasReference !== false;
-  const uStarArr = problem.reference(grid.points, grid.count);
+  const uStarArr = evalSet ? evalSet.values : problem.reference(grid.points, grid.count);
   let uStarNorm2 = 0;
   for (const v of uStarArr) uStarNorm2 += v * v;
-  const strategy = makeStrategy(config.strategy, config.seed);
+  const strategy = sysProblem ? systemStrategy(makeStrategy(config.strategy, config.seed), E) : makeStrategy(config.strategy, config.seed);
   const bs = config.train.batch_size;
   const sampler = bs !== 'full' && bs < n ? new BatchSampler(n, bs, Rng.stream(config.seed, 'batches')) : null;
   // The split validates snr_batches; build it before any other tensor so a bad config leaks nothing.
   const split = config.diagnostics.every > 0 ? makeSnrSplit(points, q, n, d, config.diagnostics.snr_batches, Rng.stream(config.seed, 'snr_split')) : null;
   const cells = split ? gridCells(points, n, problem.domain) : null;
-  const net = Mlp.xavier(d, config.model.width, config.model.depth, Rng.stream(config.seed, 'weights'));
+  const net = sysProblem ? Mlp.xavier(d, config.model.width, config.model.depth, Rng.stream(config.seed, 'weights'), K) : Mlp.xavier(d, config.model.width, config.model.depth, Rng.stream(config.seed, 'weights'));
   const adam = new Adam(net.variables());
   const state = strategy.init(n);
   const xColl = tf.tensor3d(Float32Array.from(points), [1, n, d]);
@@ -167,15 +183,18 @@ export function setupTrial(config: TrialConfig): TrialSetup {
     g: j === 0 ? bcG : tf.tensor2d(Float32Array.from(c.set.values), [1, c.set.count]),
     w: c.w,
     ...(c.set.axis !== undefined ? { axis: c.set.axis } : {}),
+    ...(sysProblem ? { sel: outputSelector(c.set.output ?? new Int32Array(c.set.count), K) } : {}),
   }));
   const bc = { x: bcX, g: bcG, wBc: config.problem.w_bc, points: bcSet.points, values: bcSet.values, terms };
   const initial = icSpec ? { points: icSpec.set.points, values: icSpec.set.values, wIc: icSpec.w } : null;
   const xEval = tf.tensor3d(Float32Array.from(grid.points), [1, grid.count, d]);
   const uStar = tf.tensor1d(Float32Array.from(uStarArr));
+  const system = sysProblem ? { problem: sysProblem, K, E, evalSel: outputSelector(evalSet!.output, K) } : null;
   return {
-    config, problem, points, n, d, xColl, qColl, bc, initial, hasReference, xEval, uStar, uStarNorm2, net, adam, strategy, state, sampler, split, cells,
+    config, problem, points, n, d, xColl, qColl, bc, initial, hasReference, xEval, uStar, uStarNorm2, net, adam, strategy, state, sampler, split, cells, system,
     dispose() {
       tf.dispose([xColl, qColl, bc.x, bc.g, xEval, uStar, ...terms.slice(1).flatMap((t) => [t.x, t.g])]);
+      if (system) tf.dispose([system.evalSel, ...terms.flatMap((t) => (t.sel ? [t.sel] : []))]);
       split?.dispose();
       this.state.dispose(); // the current one: a resumed trial replaces it (resume.ts)
       adam.dispose();
@@ -199,6 +218,7 @@ export interface StepLoss {
  * network variables (weights then biases). Does not update parameters.
  */
 export function lossAndGrads(s: TrialSetup, idx: tf.Tensor | null): StepLoss & { grads: tf.Tensor[] } {
+  if (s.system) return systemLossAndGrads(s, idx);
   const vars = s.net.variables();
   let lossResidual: tf.Tensor | null = null;
   let lossBoundary: tf.Tensor | null = null;
@@ -218,8 +238,43 @@ export function lossAndGrads(s: TrialSetup, idx: tf.Tensor | null): StepLoss & {
   return { loss: value, lossResidual: lossResidual!, lossBoundary: lossBoundary!, grads: vars.map((v) => grads[v.name]!) };
 }
 
-/** rel_l2 = ‖u − u*‖₂ / ‖u*‖₂ on the evaluation grid (science.md §2), current parameters. */
+/**
+ * `lossAndGrads` of a system (worker/trainer/system.ts): the E residual terms from the general forward
+ * pass, λ per point per equation from the system strategy state, L = Σ_e mean_i (λ_{e,i} r_{e,i})² + the
+ * condition terms (science.md §2); gradients w.r.t. the network variables (weights then biases).
+ */
+function systemLossAndGrads(s: TrialSetup, idx: tf.Tensor | null): StepLoss & { grads: tf.Tensor[] } {
+  const sys = s.system!;
+  const state = s.state as SystemStrategyState;
+  const vars = s.net.variables();
+  let lossResidual: tf.Tensor | null = null;
+  let lossBoundary: tf.Tensor | null = null;
+  const { value, grads } = tf.variableGrads(() => {
+    const x = idx ? tf.gather(s.xColl, idx, 1) : s.xColl;
+    const q = idx ? tf.gather(s.qColl, idx, 1) : s.qColl;
+    const rs = systemResiduals(sys.problem, s.net.params(), x, q); // E × [1, n_b]
+    const lams = state.batchWeightsSystem(rs, idx);
+    const lr = tf.sum(systemResidualLoss(rs, lams));
+    const lb = tf.sum(conditionsLoss(s.net.params(), conditionTermsOf(s.bc), s.problem.inputOrder));
+    lossResidual = tf.keep(lr);
+    lossBoundary = tf.keep(lb);
+    return tf.add(lr, lb) as tf.Scalar;
+  }, vars);
+  state.commit();
+  return { loss: value, lossResidual: lossResidual!, lossBoundary: lossBoundary!, grads: vars.map((v) => grads[v.name]!) };
+}
+
+/**
+ * rel_l2 = ‖u − u*‖₂ / ‖u*‖₂ on the evaluation grid (science.md §2), current parameters. For a system:
+ * over every value of its evaluation set, each compared with the output it is of.
+ */
 export function evalRelL2(s: TrialSetup): number {
+  if (s.system) {
+    const es = tf.tidy(() => tf.sum(tf.square(tf.sub(selectOutputs(systemValue(s.net.params(), s.xEval), s.system!.evalSel), s.uStar))));
+    const v = es.dataSync()[0]!;
+    es.dispose();
+    return Math.sqrt(v / s.uStarNorm2);
+  }
   const e = sqError(s.net.params(), s.xEval, s.uStar);
   const v = e.dataSync()[0]!;
   e.dispose();
@@ -229,6 +284,10 @@ export function evalRelL2(s: TrialSetup): number {
 /** snr, snr_layers, grad_order (science.md §5) at the current parameters and current λ. */
 export function evalSnr(s: TrialSetup): SnrResult {
   if (!s.split) throw new Error('diagnostics are off (diagnostics.every = 0)');
+  if (s.system) {
+    const { residual: _r, ...snr } = evalSystemSnr(s);
+    return snr;
+  }
   return gradientSnr(s.problem, s.net.params(), s.split, s.state.lambda(), s.bc);
 }
 
@@ -250,7 +309,7 @@ export function nullDiagnostics(): DiagnosticValues {
 export function evalDiagnostics(s: TrialSetup): DiagnosticValues {
   if (!s.split) throw new Error('diagnostics are off (diagnostics.every = 0)');
   const lambda = s.state.lambda();
-  const g = gradientSnrWithResidual(s.problem, s.net.params(), s.split, lambda, s.bc);
+  const g = s.system ? evalSystemSnr(s) : gradientSnrWithResidual(s.problem, s.net.params(), s.split, lambda, s.bc);
   const layers = hiddenLayerStats(s.net.params(), s.xColl);
   return {
     snr: g.snr,
@@ -262,6 +321,13 @@ export function evalDiagnostics(s: TrialSetup): DiagnosticValues {
     entropy_layers: layers.entropy_layers,
     ...lambdaStats(lambda),
   };
+}
+
+/** snr etc. of a system's total loss and |r_i| = sqrt(Σ_e r_{e,i}²) at the N points (worker/trainer/system.ts). */
+function evalSystemSnr(s: TrialSetup): SnrResult & { residual: Float32Array } {
+  const st = s.state as SystemStrategyState;
+  const lambdas = Array.from({ length: s.system!.E }, (_, e) => st.lambdaOf(e));
+  return systemGradientSnr(s.system!.problem, s.net.params(), s.split!, lambdas, conditionTermsOf(s.bc));
 }
 
 /** The backend to train on: `want` (initialised if it is not the active one), else the active one, else `detectBackend()`. */
