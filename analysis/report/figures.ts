@@ -165,7 +165,7 @@ function diagramFigure(p: Payload, title: string, subtitle: string): FigureDef {
   const xDomain = logX ? [Math.min(...rows.map((r) => r.xlo as number)), Math.max(...rows.map((r) => r.xhi as number))] : undefined;
   const xScale = { type: 'log', domain: xDomain, nice: false };
   const x = logX
-    ? { field: 'xlo', type: 'quantitative', scale: xScale, title: xTitle, axis: { values: xv, format: '~g', grid: false } }
+    ? { field: 'xlo', type: 'quantitative', scale: xScale, title: xTitle, axis: { values: xv, format: '.3~g', grid: false } }
     : { field: 'x', type: 'ordinal', title: xTitle, sort: xOrder };
   const unit = {
     width: Math.max(180, 96 * nx),

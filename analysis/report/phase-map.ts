@@ -208,10 +208,10 @@ export function phaseMapFigure(data: ReportData, title: string): FigureDef | nul
   const yScale = { type: 'log', domain: domain.y.map((v) => r4(10 ** v)), nice: false };
   const xTitle = data.axes.x === 'lr' ? 'learning rate lr₀ (log)' : `${data.axes.x} (log)`;
   const yTitle = data.axes.y === 'batch_size' ? 'batch size (log; full at N)' : `${data.axes.y} (log)`;
-  const x = { field: 'x0', type: 'quantitative', scale: xScale, title: xTitle, axis: { ...(xTicks.length ? { values: xTicks } : {}), format: '~g', grid: false } };
+  const x = { field: 'x0', type: 'quantitative', scale: xScale, title: xTitle, axis: { ...(xTicks.length ? { values: xTicks } : {}), format: '.3~g', grid: false } };
   const y = {
     field: 'y0', type: 'quantitative', scale: yScale, title: yTitle,
-    axis: { values: yTicks, format: '~g', grid: false, ...(fullY.length ? { labelExpr: `indexof(${JSON.stringify(fullY)}, datum.value) >= 0 ? 'full ' + datum.label : datum.label` } : {}) },
+    axis: { values: yTicks, format: '.3~g', grid: false, ...(fullY.length ? { labelExpr: `indexof(${JSON.stringify(fullY)}, datum.value) >= 0 ? 'full ' + datum.label : datum.label` } : {}) },
   };
   const color = { field: 'phase', type: 'nominal', scale: { domain: Object.keys(PHASE_COLORS), range: Object.values(PHASE_COLORS) }, legend: { title: 'consensus phase', titleLimit: 400, orient: 'top', labelExpr: "datum.label == 'equilibrium' ? 'diffusion equilibrium (DE)' : datum.label", labelLimit: 260 } };
   const unit = {
