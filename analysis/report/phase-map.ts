@@ -211,7 +211,7 @@ export function phaseMapFigure(data: ReportData, title: string): FigureDef | nul
   const x = { field: 'x0', type: 'quantitative', scale: xScale, title: xTitle, axis: { ...(xTicks.length ? { values: xTicks } : {}), format: '.3~g', grid: false } };
   const y = {
     field: 'y0', type: 'quantitative', scale: yScale, title: yTitle,
-    axis: { values: yTicks, format: '.3~g', grid: false, ...(fullY.length ? { labelExpr: `indexof(${JSON.stringify(fullY)}, datum.value) >= 0 ? 'full ' + datum.label : datum.label` } : {}) },
+    axis: { values: yTicks, format: '.4~g', grid: false, ...(fullY.length ? { labelExpr: `indexof(${JSON.stringify(fullY)}, datum.value) >= 0 ? 'full ' + datum.label : datum.label` } : {}) },
   };
   const color = { field: 'phase', type: 'nominal', scale: { domain: Object.keys(PHASE_COLORS), range: Object.values(PHASE_COLORS) }, legend: { title: 'consensus phase', titleLimit: 400, orient: 'top', labelExpr: "datum.label == 'equilibrium' ? 'diffusion equilibrium (DE)' : datum.label", labelLimit: 260 } };
   const unit = {
