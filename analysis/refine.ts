@@ -233,8 +233,10 @@ export interface MapAgreement {
 
 /**
  * The phase at every reference point read off a map of samples — the phase of the nearest sample of
- * the same group, Euclidean in (log10 x, log10 y) as the report's phase map draws it (a tie to the
- * earlier sample) — against the reference point's own phase. Used to measure refinement against a
+ * the same group, Euclidean in (log10 x, log10 y) as the report's phase map draws it — against the
+ * reference point's own phase. A point equally near several samples (on the edge of their regions:
+ * e.g. batch 512 between samples at 256 and 1,024) agrees only when every one of them has its phase,
+ * so that the count does not depend on the samples' order. Used to measure refinement against a
  * dense grid: reference = the dense grid's trials, samples = the refined sweep's (consensus per cell).
  * Points of a group without samples are not counted.
  */
@@ -250,11 +252,15 @@ export function mapAgreement(reference: readonly MapPoint[], samples: readonly M
   }
   for (const r of reference) {
     const g = groups.get(r.group);
-    const best = g ? g.pts[nearestIndex(g.lx, g.ly, Math.log10(r.x), Math.log10(r.y))] : undefined;
-    if (!best) continue;
+    if (!g) continue;
+    const [cx, cy] = [Math.log10(r.x), Math.log10(r.y)];
+    const d = g.pts.map((_, k) => (g.lx[k]! - cx) ** 2 + (g.ly[k]! - cy) ** 2);
+    const min = Math.min(...d);
+    const nearest = g.pts.filter((_, k) => d[k]! <= min + 1e-12);
     out.points++;
-    if (best.phase === r.phase) out.agree++;
-    else out.misses.push({ ...r, nearest: best.phase });
+    const other = nearest.find((s) => s.phase !== r.phase);
+    if (!other) out.agree++;
+    else out.misses.push({ ...r, nearest: other.phase });
   }
   return out;
 }

@@ -214,6 +214,12 @@ test('mapAgreement: each reference point takes the phase of the nearest sample o
   t.is(r.points, 4);
   t.is(r.agree, 3);
   t.deepEqual(r.misses, [{ group: 'a', x: 5e-3, y: 64, phase: 'steady', nearest: 'diffusion' }]);
+  // A point equally near two samples of different phases (lr √(1e-3 · 1e-2) ≈ 3.162e-3 between the
+  // two of group a) agrees with neither, whichever order the samples come in.
+  const tie: MapPoint[] = [{ group: 'a', x: Math.sqrt(1e-5), y: 64, phase: 'steady' }];
+  t.is(mapAgreement(tie, samples).agree, 0);
+  t.is(mapAgreement(tie, [...samples].reverse()).agree, 0);
+  t.is(mapAgreement(tie, [samples[0]!, { ...samples[1]!, phase: 'steady' }]).agree, 1);
 });
 
 test('planRefinement: samples off the lines of each other whose nearest-sample regions touch get the midpoint in both coordinates', (t) => {
