@@ -218,49 +218,42 @@ export interface StepLoss {
  * network variables (weights then biases). Does not update parameters.
  */
 export function lossAndGrads(s: TrialSetup, idx: tf.Tensor | null): StepLoss & { grads: tf.Tensor[] } {
-  if (s.system) return systemLossAndGrads(s, idx);
+  if (s.system) {
+    // A system (worker/trainer/system.ts): the E residual terms from the general forward pass, λ per
+    // point per equation, Σ_e mean_i (λ_{e,i} r_{e,i})² (science.md §2).
+    const sys = s.system;
+    const state = s.state as SystemStrategyState;
+    return stepLoss(s, idx, (x, q) => {
+      const rs = systemResiduals(sys.problem, s.net.params(), x, q); // E × [1, n_b]
+      return systemResidualLoss(rs, state.batchWeightsSystem(rs, idx));
+    });
+  }
+  return stepLoss(s, idx, (x, q) => {
+    const f = mlpForward(s.net.params(), x, s.problem.derivs, s.problem.inputOrder);
+    const r = s.problem.residual(f, q, x); // [1, n_b]
+    return residualLoss(r, s.state.batchWeights(r, idx));
+  });
+}
+
+/**
+ * One step's L = (the residual part `residualPart` forms from the batch's points x and sources q) +
+ * the condition terms, and its gradients w.r.t. the network variables (weights then biases); then
+ * commits the strategy state's λ update.
+ */
+function stepLoss(s: TrialSetup, idx: tf.Tensor | null, residualPart: (x: tf.Tensor, q: tf.Tensor) => tf.Tensor): StepLoss & { grads: tf.Tensor[] } {
   const vars = s.net.variables();
   let lossResidual: tf.Tensor | null = null;
   let lossBoundary: tf.Tensor | null = null;
   const { value, grads } = tf.variableGrads(() => {
     const x = idx ? tf.gather(s.xColl, idx, 1) : s.xColl;
     const q = idx ? tf.gather(s.qColl, idx, 1) : s.qColl;
-    const f = mlpForward(s.net.params(), x, s.problem.derivs, s.problem.inputOrder);
-    const r = s.problem.residual(f, q, x); // [1, n_b]
-    const lam = s.state.batchWeights(r, idx);
-    const lr = tf.sum(residualLoss(r, lam));
+    const lr = tf.sum(residualPart(x, q));
     const lb = tf.sum(conditionsLoss(s.net.params(), conditionTermsOf(s.bc), s.problem.inputOrder));
     lossResidual = tf.keep(lr);
     lossBoundary = tf.keep(lb);
     return tf.add(lr, lb) as tf.Scalar;
   }, vars);
   s.state.commit();
-  return { loss: value, lossResidual: lossResidual!, lossBoundary: lossBoundary!, grads: vars.map((v) => grads[v.name]!) };
-}
-
-/**
- * `lossAndGrads` of a system (worker/trainer/system.ts): the E residual terms from the general forward
- * pass, λ per point per equation from the system strategy state, L = Σ_e mean_i (λ_{e,i} r_{e,i})² + the
- * condition terms (science.md §2); gradients w.r.t. the network variables (weights then biases).
- */
-function systemLossAndGrads(s: TrialSetup, idx: tf.Tensor | null): StepLoss & { grads: tf.Tensor[] } {
-  const sys = s.system!;
-  const state = s.state as SystemStrategyState;
-  const vars = s.net.variables();
-  let lossResidual: tf.Tensor | null = null;
-  let lossBoundary: tf.Tensor | null = null;
-  const { value, grads } = tf.variableGrads(() => {
-    const x = idx ? tf.gather(s.xColl, idx, 1) : s.xColl;
-    const q = idx ? tf.gather(s.qColl, idx, 1) : s.qColl;
-    const rs = systemResiduals(sys.problem, s.net.params(), x, q); // E × [1, n_b]
-    const lams = state.batchWeightsSystem(rs, idx);
-    const lr = tf.sum(systemResidualLoss(rs, lams));
-    const lb = tf.sum(conditionsLoss(s.net.params(), conditionTermsOf(s.bc), s.problem.inputOrder));
-    lossResidual = tf.keep(lr);
-    lossBoundary = tf.keep(lb);
-    return tf.add(lr, lb) as tf.Scalar;
-  }, vars);
-  state.commit();
   return { loss: value, lossResidual: lossResidual!, lossBoundary: lossBoundary!, grads: vars.map((v) => grads[v.name]!) };
 }
 
