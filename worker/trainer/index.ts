@@ -40,7 +40,7 @@ export { syntheticField, syntheticBoundary, syntheticAbove, type SyntheticField 
 
 import type { TrialConfig } from '../../schemas/sweep.js';
 import { trainTrials as trainFused } from './fused.js';
-import { syntheticField, trainSyntheticTrial } from './synthetic.js';
+import { syntheticField, trainSynthetic } from './synthetic.js';
 import { trainTrial as trainOne, type TrainHooks, type TrainOptions, type TrainSummary } from './train.js';
 
 /**
@@ -49,7 +49,7 @@ import { trainTrial as trainOne, type TrainHooks, type TrainOptions, type TrainS
  */
 export function trainTrial(config: TrialConfig, hooks: TrainHooks, opts: TrainOptions = {}): Promise<TrainSummary> {
   const field = syntheticField();
-  return field ? trainSyntheticTrial(config, hooks, opts, field) : trainOne(config, hooks, opts);
+  return field ? trainSynthetic(config, hooks, field, opts.backend ?? 'wasm') : trainOne(config, hooks, opts);
 }
 
 /**
@@ -59,5 +59,5 @@ export function trainTrial(config: TrialConfig, hooks: TrainHooks, opts: TrainOp
 export async function trainTrials(configs: TrialConfig[], hooks: TrainHooks[], opts: TrainOptions[]): Promise<Array<TrainSummary | Error>> {
   const field = syntheticField();
   if (!field) return trainFused(configs, hooks, opts);
-  return Promise.all(configs.map((c, i) => trainSyntheticTrial(c, hooks[i]!, opts[i] ?? {}, field).catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))))));
+  return Promise.all(configs.map((c, i) => trainSynthetic(c, hooks[i]!, field, opts[i]?.backend ?? 'wasm').catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))))));
 }

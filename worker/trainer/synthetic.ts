@@ -17,7 +17,7 @@
 import type { MetricRow } from '../../schemas/metrics.js';
 import type { TrialConfig } from '../../schemas/sweep.js';
 import type { BackendName } from './backend.js';
-import type { TrainHooks, TrainOptions, TrainSummary } from './train.js';
+import type { TrainHooks, TrainSummary } from './train.js';
 
 /** Parameters of the synthetic phase field. */
 export interface SyntheticField {
@@ -106,9 +106,4 @@ export async function trainSynthetic(config: TrialConfig, hooks: TrainHooks, fie
     steps_done: done, final_loss: last?.loss ?? NaN, final_rel_l2: last?.rel_l2 ?? null, diverged: Number.isNaN(last?.loss ?? 0),
     stopped, backend, wall_seconds: (Date.now() - t0) / 1000, first_step: 0,
   };
-}
-
-/** `trainSynthetic` for the field of this process (`syntheticField()`), with `opts.backend` as the summary's backend. */
-export function trainSyntheticTrial(config: TrialConfig, hooks: TrainHooks, opts: TrainOptions, field: Required<SyntheticField>): Promise<TrainSummary> {
-  return trainSynthetic(config, hooks, field, opts.backend ?? 'wasm');
 }
