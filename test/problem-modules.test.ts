@@ -243,6 +243,10 @@ test.serial('over NATS: a worker without --allow-modules hands module trials bac
     t.deepEqual(rows.map((x) => [x.problem, x.status, x.worker]), [['poisson2d_module', 'done', 'allowed'], ['poisson2d_module', 'failed', 'allowed']]);
     t.regex(String(rows[1]!.error), /problem module \.\/m\.mjs: residuals\.pde: returned an array, expected a tensor of shape \[1, (64|16)\]/);
     t.notRegex(ePlain(), /attempt \d+ done/);
+    // The allowing worker's log does not call the refused deliveries a take-over: nothing ran them.
+    const { stderr: eAllowed } = await (allowed.child.kill('SIGTERM'), allowed);
+    t.regex(eAllowed, /trial t[0-9a-f]{16}[^\n]*? attempt \d+: delivery \d+ \(the earlier ones were handed back unclaimed\)/);
+    t.notRegex(eAllowed, /taken over/);
     const metrics = await duck(`SELECT count(*) AS n FROM read_parquet('${work}/out/metrics/**/*.parquet')`);
     t.true(Number(metrics[0]!.n) >= 7, `rows of the done trial: ${metrics[0]!.n}`);
   } finally {

@@ -659,9 +659,13 @@ export class WorkerAgent {
       if (c !== undefined) this.applyControl(trial.sweep, c);
     }
     let cancelled = this.cancelled.has(trial.sweep);
+    // Whether an earlier delivery was claimed (trained, or started to): else they were all handed back
+    // unclaimed (refused by workers without --allow-modules, or by a stopping worker).
+    let claimedBefore = false;
     const claim = await this.retry('claim', () =>
       casState(this.kv, key, (cur) => {
         finished = null;
+        claimedBefore = (cur?.attempt ?? 0) > (trial.attempt_base ?? 0);
         if (cur && TERMINAL.has(cur.status)) {
           // Finished already (its worker died after recording it, before its ack): nothing to run.
           finished = cur;
@@ -685,7 +689,12 @@ export class WorkerAgent {
       await m.ackAck().catch(() => undefined);
       return null;
     }
-    if (m.info.deliveryCount > 1) this.opts.log?.info(`worker ${this.name}: trial ${trial.trial_id} attempt ${attempt}: delivery ${m.info.deliveryCount}, taken over (its last attempt ${claim.state.error ? 'failed' : 'did not finish'})`);
+    if (m.info.deliveryCount > 1)
+      this.opts.log?.info(
+        claimedBefore
+          ? `worker ${this.name}: trial ${trial.trial_id} attempt ${attempt}: delivery ${m.info.deliveryCount}, taken over (its last attempt ${claim.state.error ? 'failed' : 'did not finish'})`
+          : `worker ${this.name}: trial ${trial.trial_id} attempt ${attempt}: delivery ${m.info.deliveryCount} (the earlier ones were handed back unclaimed)`,
+      );
     const r: Running = { trial, attempt, msg: m, key, revision: claim.revision, state: claim.state, stop: new AbortController(), why: null, step: 0, ending: false, where: {} };
     this.running.set(`${trial.trial_id}#${attempt}`, r);
     if (this.handingBack) {
