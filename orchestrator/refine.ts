@@ -27,10 +27,15 @@ const AXES: Record<RefineConfig['x'], { path: string[]; integer: boolean }> = {
   depth: { path: ['model', 'depth'], integer: true },
 };
 
+/** A trial's config value on a refinement axis, as written (a full batch is 'full'). */
+function rawAxisValue(config: TrialConfig, axis: RefineConfig['x']): unknown {
+  const [a, b] = AXES[axis].path as [string, string];
+  return (config as unknown as Record<string, Record<string, unknown>>)[a]![b];
+}
+
 /** A trial's value on a refinement axis; a full batch is its size N (problem.n_collocation). */
 export function axisValue(config: TrialConfig, axis: RefineConfig['x']): number {
-  const [a, b] = AXES[axis].path as [string, string];
-  const v = (config as unknown as Record<string, Record<string, unknown>>)[a]![b];
+  const v = rawAxisValue(config, axis);
   return v === 'full' ? config.problem.n_collocation : (v as number);
 }
 
@@ -172,10 +177,9 @@ export async function refineSweep(opts: RefineRunOptions): Promise<RefineSummary
       if (errors.length) throw new WordedError(`refine: a planned trial is not valid: ${errors.map((e) => e.message).join('; ')}`, 3);
       // Its grid values: the template's, with the axes it moved on (and its seed) set, so that labels name them.
       const grid_values: Record<string, unknown> = { ...tpl.grid_values };
-      const at = (c: TrialConfig, axis: RefineConfig['x']) => (c as unknown as Record<string, Record<string, unknown>>)[AXES[axis].path[0]!]![AXES[axis].path[1]!];
       for (const axis of [cfg.x, cfg.y]) {
         const key = AXES[axis].path.join('.');
-        if (key in grid_values || at(config, axis) !== at(tpl.config, axis)) grid_values[key] = at(config, axis);
+        if (key in grid_values || rawAxisValue(config, axis) !== rawAxisValue(tpl.config, axis)) grid_values[key] = rawAxisValue(config, axis);
       }
       if ('seed' in grid_values || p.seed !== tpl.config.seed) grid_values.seed = p.seed;
       return { trial_id: trialId(config), config, grid_values, refine_round: round };
