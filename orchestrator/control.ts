@@ -252,6 +252,8 @@ async function cancelSweepNow(nc: NatsConnection, names: TransportNames, sweep: 
   const by = `${hostname()}:${process.pid}`;
   const now = () => new Date().toISOString();
   const enc = new TextEncoder();
+  /** The state a failed `record` found last (a worker may have recorded the trial cancelled itself). */
+  let found: TrialState | null = null;
   const record = async (trialId: string, cur: TrialState | null, error: string): Promise<boolean> => {
     const t = now();
     const attempt = cur?.attempt ?? 0;
@@ -260,9 +262,11 @@ async function cancelSweepNow(nc: NatsConnection, names: TransportNames, sweep: 
       final_loss: null, final_rel_l2: null, diverged: false, steps_done: cur?.step ?? 0, rows: 0, host: '', device: '', backend: '',
       worker: '', slot: '', visible_devices: null, resumed_from: null, error,
     };
-    const w = await casState(kv, names.stateKey(sweep, trialId), (c) =>
-      !c || TERMINAL.has(c.status) || (c.status === 'running' && c.owner !== cur?.owner) ? null : { ...c, status: 'cancelled', owner: c.owner, updated_at: t, error, result },
-    );
+    found = null;
+    const w = await casState(kv, names.stateKey(sweep, trialId), (c) => {
+      found = c;
+      return !c || TERMINAL.has(c.status) || (c.status === 'running' && c.owner !== cur?.owner) ? null : { ...c, status: 'cancelled', owner: c.owner, updated_at: t, error, result };
+    });
     if (!w) return false;
     await js.publish(names.result(sweep, trialId), enc.encode(JSON.stringify(result)), { msgID: `${sweep}.${trialId}.${result.attempt}.cancel.${Date.now()}` });
     return true;
@@ -281,6 +285,8 @@ async function cancelSweepNow(nc: NatsConnection, names: TransportNames, sweep: 
   for (const [id, st] of before) {
     if (st.status === 'queued') {
       if (await record(id, st, 'cancelled while queued (phasemap cancel)')) summary.queued++;
+      // Pulled meanwhile by a worker that saw the sweep cancelled and recorded it so itself: it never ran.
+      else if ((found as TrialState | null)?.status === 'cancelled' && ((found as TrialState | null)?.step ?? 0) === 0) summary.queued++;
       // Claimed by a worker meanwhile: it stops it at its first step.
       else initiallyRunning.add(id);
     } else if (st.status === 'running') initiallyRunning.add(id);
