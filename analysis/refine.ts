@@ -40,6 +40,16 @@ export interface RefinePlanOptions {
   xInteger?: boolean;
   /** Round the y midpoint to an integer. */
   yInteger?: boolean;
+  /** Between two powers of two on x, take the power of two nearest the log midpoint (batch sizes). */
+  xPowersOfTwo?: boolean;
+  /** The same on y. */
+  yPowersOfTwo?: boolean;
+  /**
+   * Agreeing neighbours of a boundary are split too while further apart than this factor (> 1; 0 or
+   * absent: never). A boundary found between two samples may bend before the next: the samples next
+   * to it on either side, though of one phase, bracket only so much of it.
+   */
+  explore?: number;
 }
 
 /** The consensus phase of a cell's seeds: the most frequent; ties go to the first in PHASES order (diverged first). */
@@ -60,6 +70,17 @@ export function consensusPhase(phases: readonly Phase[]): Phase {
 export function logMidpoint(a: number, b: number, integer = false): number {
   const m = Math.sqrt(a * b);
   return integer ? Math.round(m) : Number(m.toPrecision(4));
+}
+
+/**
+ * The point between `a` < `b` that a refinement adds: the log midpoint, rounded to an integer when
+ * `integer`; with `powersOfTwo` and both ends powers of two, the power of two nearest the log
+ * midpoint (the upper on a tie). Null when the rounded point is not strictly between them.
+ */
+function between(a: number, b: number, integer = false, powersOfTwo = false): number | null {
+  const p2 = (v: number) => Number.isInteger(Math.log2(v));
+  const m = powersOfTwo && p2(a) && p2(b) ? 2 ** Math.round((Math.log2(a) + Math.log2(b)) / 2) : logMidpoint(a, b, integer);
+  return m > a && m < b ? m : null;
 }
 
 interface Cell {
@@ -140,15 +161,22 @@ function touchingPairs(cells: Cell[]): Array<[Cell, Cell]> {
 }
 
 /**
- * Plans one round of refinement. For each group, every pair of neighbouring cells — consecutive
- * existing cells along x at equal y, or along y at equal x — that disagree (see `disagree`) and are
- * further apart than `resolution` gets a new point at the log midpoint of the differing coordinate,
- * the other coordinate kept, with the seeds of both cells. A midpoint that rounds onto a value the
- * group already has on that axis is skipped, as is any point in `existing`.
+ * Plans one round of refinement. For each group, its cells' neighbours are the consecutive cells
+ * along x at equal y and along y at equal x and, once rounds have added samples off the grid's
+ * lines, the samples whose nearest-sample regions touch in log space (the regions the phase map
+ * draws). A pair of neighbours further apart than `resolution` gets a new point between them when
+ * they disagree (see `disagree`: a boundary), or when they agree, one of them lies on a boundary and
+ * they are further apart than `explore` (a boundary that bends). The point is the log midpoint of
+ * the coordinate they differ in (of both, for a touching pair off each other's lines), rounded as
+ * the axis asks (`between`), with the seeds of both cells. A point the group has already, or any
+ * point in `existing`, is skipped.
  * @returns the proposals, deduplicated, widest gaps first (then by group, axis, x, y, seed), at most `budget`.
+ * @throws Error when `resolution` ≤ 1 or `explore` is neither 0 nor > 1.
  */
 export function planRefinement(samples: readonly RefineSample[], opts: RefinePlanOptions, existing: readonly RefinePoint[] = []): RefineProposal[] {
   if (!(opts.resolution > 1)) throw new Error(`resolution: got ${opts.resolution}, expected a number > 1`);
+  const explore = opts.explore ? opts.explore : Infinity;
+  if (!(explore > 1)) throw new Error(`explore: got ${opts.explore}, expected 0 (never) or a number > 1`);
   const taken = new Set([...samples, ...existing].map(pointKey));
   const groups = new Map<string, Map<string, Cell>>();
   for (const s of samples) {
@@ -162,46 +190,35 @@ export function planRefinement(samples: readonly RefineSample[], opts: RefinePla
   const found: Array<RefineProposal & { gap: number }> = [];
   const seen = new Set<string>();
   for (const [group, cells] of [...groups].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-    const values = { x: new Set([...cells.values()].map((c) => c.x)), y: new Set([...cells.values()].map((c) => c.y)) };
+    // Neighbours: consecutive cells along x at equal y and along y at equal x; and, once rounds have
+    // added samples off the grid's lines, samples whose nearest-sample regions touch in log space —
+    // the regions the phase map draws — which get the midpoint in both coordinates.
+    const pairs: Array<{ a: Cell; b: Cell; axis: 'x' | 'y' | 'xy' }> = [];
     for (const axis of ['x', 'y'] as const) {
       const other = axis === 'x' ? 'y' : 'x';
       const lines = new Map<number, Cell[]>();
       for (const c of cells.values()) lines.set(c[other], [...(lines.get(c[other]) ?? []), c]);
       for (const line of lines.values()) {
         line.sort((a, b) => a[axis] - b[axis]);
-        for (let i = 1; i < line.length; i++) {
-          const a = line[i - 1]!;
-          const b = line[i]!;
-          const gap = b[axis] / a[axis];
-          if (gap <= opts.resolution || !disagree(a, b)) continue;
-          const m = logMidpoint(a[axis], b[axis], axis === 'x' ? opts.xInteger : opts.yInteger);
-          if (values[axis].has(m) || m <= a[axis] || m >= b[axis]) continue;
-          const seeds = [...new Set([...a.seeds.keys(), ...b.seeds.keys()])].sort((p, q) => p - q);
-          for (const seed of seeds) {
-            const p: RefineProposal = { group, x: axis === 'x' ? m : a.x, y: axis === 'y' ? m : a.y, seed, axis };
-            const k = pointKey(p);
-            if (taken.has(k) || seen.has(k)) continue;
-            seen.add(k);
-            found.push({ ...p, gap });
-          }
-        }
+        for (let i = 1; i < line.length; i++) pairs.push({ a: line[i - 1]!, b: line[i]!, axis });
       }
     }
-    // Irregular samples (refinement rounds add points off the grid's lines): neighbours are also the
-    // samples whose nearest-sample regions touch in log space — the regions the phase map draws —
-    // and a pair that differs in both coordinates gets the midpoint in both.
-    for (const [a, b] of touchingPairs([...cells.values()])) {
-      if (a.x === b.x || a.y === b.y) continue; // on one line: handled above
-      const gx = Math.max(a.x, b.x) / Math.min(a.x, b.x);
-      const gy = Math.max(a.y, b.y) / Math.min(a.y, b.y);
-      const gap = Math.max(gx, gy);
-      if (gap <= opts.resolution || !disagree(a, b)) continue;
-      const mx = logMidpoint(a.x, b.x, opts.xInteger);
-      const my = logMidpoint(a.y, b.y, opts.yInteger);
+    for (const [a, b] of touchingPairs([...cells.values()])) if (a.x !== b.x && a.y !== b.y) pairs.push({ a, b, axis: 'xy' });
+    const judged = pairs.map((p) => ({ ...p, differ: disagree(p.a, p.b) }));
+    const frontier = new Set(judged.filter((p) => p.differ).flatMap((p) => [p.a, p.b]));
+    for (const { a, b, axis, differ } of judged) {
+      const ratio = (v: 'x' | 'y') => Math.max(a[v], b[v]) / Math.min(a[v], b[v]);
+      const gap = axis === 'xy' ? Math.max(ratio('x'), ratio('y')) : ratio(axis);
+      if (gap <= opts.resolution) continue;
+      if (!differ && !(gap > explore && (frontier.has(a) || frontier.has(b)))) continue;
+      const mid = (v: 'x' | 'y') =>
+        v === axis || axis === 'xy' ? between(Math.min(a[v], b[v]), Math.max(a[v], b[v]), v === 'x' ? opts.xInteger : opts.yInteger, v === 'x' ? opts.xPowersOfTwo : opts.yPowersOfTwo) : a[v];
+      const [mx, my] = [mid('x'), mid('y')];
+      if (mx === null || my === null) continue;
       if (cells.has(`${mx}|${my}`)) continue;
       const seeds = [...new Set([...a.seeds.keys(), ...b.seeds.keys()])].sort((p, q) => p - q);
       for (const seed of seeds) {
-        const p: RefineProposal = { group, x: mx, y: my, seed, axis: 'xy' };
+        const p: RefineProposal = { group, x: mx, y: my, seed, axis };
         const k = pointKey(p);
         if (taken.has(k) || seen.has(k)) continue;
         seen.add(k);

@@ -19,12 +19,12 @@ import { runSweep, type RunOptions, type RunSummary, type SweepFile, type SweepF
 import { modulesFromBundles, resolveSweep, resolveTrialConfig, trialId, type ResolvedTrial } from './spec.js';
 
 /** The axes refinement can split, with their place in the trial config; all logarithmic. */
-const AXES: Record<RefineConfig['x'], { path: string[]; integer: boolean }> = {
-  lr: { path: ['train', 'lr'], integer: false },
-  batch_size: { path: ['train', 'batch_size'], integer: true },
-  steps: { path: ['train', 'steps'], integer: true },
-  width: { path: ['model', 'width'], integer: true },
-  depth: { path: ['model', 'depth'], integer: true },
+const AXES: Record<RefineConfig['x'], { path: string[]; integer: boolean; powersOfTwo: boolean }> = {
+  lr: { path: ['train', 'lr'], integer: false, powersOfTwo: false },
+  batch_size: { path: ['train', 'batch_size'], integer: true, powersOfTwo: true },
+  steps: { path: ['train', 'steps'], integer: true, powersOfTwo: false },
+  width: { path: ['model', 'width'], integer: true, powersOfTwo: false },
+  depth: { path: ['model', 'depth'], integer: true, powersOfTwo: false },
 };
 
 /** A trial's config value on a refinement axis, as written (a full batch is 'full'). */
@@ -161,7 +161,11 @@ export async function refineSweep(opts: RefineRunOptions): Promise<RefineSummary
       const row = rows.get(t.trial_id);
       if (row?.status === 'done' && row.final_phase) samples.push({ ...p, phase: row.final_phase as Phase });
     }
-    const plan = planRefinement(samples, { resolution: cfg.resolution, budget: left, xInteger: AXES[cfg.x].integer, yInteger: AXES[cfg.y].integer }, points);
+    const plan = planRefinement(
+      samples,
+      { resolution: cfg.resolution, explore: cfg.explore, budget: left, xInteger: AXES[cfg.x].integer, yInteger: AXES[cfg.y].integer, xPowersOfTwo: AXES[cfg.x].powersOfTwo, yPowersOfTwo: AXES[cfg.y].powersOfTwo },
+      points,
+    );
     if (plan.length === 0) {
       log.info(`refine: round ${round + 1}: no neighbouring cells that differ and are further apart than ${cfg.resolution}x: nothing to refine`);
       break;

@@ -146,9 +146,13 @@ test.serial('phasemap run with refine: adds trials at the log midpoints between 
   t.regex(r2.stderr, /refine: no new trials/);
   t.is(((JSON.parse(await readFile(join(out, 'sweep.json'), 'utf8')) as SweepJson).trials).length, 4);
 
-  // One more round: new points only at the log midpoints of neighbours whose phases differ.
+  // One more round: new points at the log midpoints of neighbours whose phases differ, and of
+  // neighbours of one phase more than `explore` (8x) apart of which one lies on a boundary.
   const lrs = [...p1.keys()].sort((a, b) => a - b);
-  const expected = lrs.slice(1).flatMap((b, i) => (p1.get(lrs[i]!)!.final_phase !== p1.get(b)!.final_phase ? [logMidpoint(lrs[i]!, b)] : []));
+  const phase = (i: number) => p1.get(lrs[i]!)?.final_phase;
+  const onBoundary = (i: number) => (i > 0 && phase(i - 1) !== phase(i)) || (i + 1 < lrs.length && phase(i + 1) !== phase(i));
+  const expected = lrs.slice(1).flatMap((b, i) => (phase(i) !== phase(i + 1) || (b / lrs[i]! > 8 && (onBoundary(i) || onBoundary(i + 1))) ? [logMidpoint(lrs[i]!, b)] : []));
+  t.true(expected.length >= 2, `round 2 plans ${expected}`);
   const r3 = await runCli(['refine', out, '--rounds', '2', ...flags], { timeoutMs: 60_000 });
   t.is(r3.code, 0, r3.stderr);
   const s3 = JSON.parse(await readFile(join(out, 'sweep.json'), 'utf8')) as SweepJson;
@@ -171,11 +175,12 @@ test('the refine: block: defaults, checked like the rest of the spec, no part of
   const plain = resolveSweep(parseSpecText(TINY_SPEC));
   const refined = resolveSweep(parseSpecText(`${TINY_SPEC}refine: {rounds: 2}\n`));
   t.is(plain.refine, null);
-  t.deepEqual(refined.refine, { rounds: 2, resolution: 1.25, budget: 100, x: 'lr', y: 'batch_size', facet: 'strategy' });
+  t.deepEqual(refined.refine, { rounds: 2, resolution: 1.25, budget: 100, explore: 8, x: 'lr', y: 'batch_size', facet: 'strategy' });
   // `phasemap refine` on a DIR whose spec has no block: the same defaults.
   t.deepEqual(refineDefaults(), { ...refined.refine!, rounds: 3 });
   t.deepEqual(refined.trials.map((x) => x.trial_id), plain.trials.map((x) => x.trial_id));
-  t.deepEqual(specErrors(`${TINY_SPEC}refine: {resolutoin: 2}\n`), ["spec.yaml: refine.resolutoin: unknown key, expected one of the keys rounds, resolution, budget, x, y, facet (did you mean 'resolution'?)"]);
+  t.deepEqual(specErrors(`${TINY_SPEC}refine: {resolutoin: 2}\n`), ["spec.yaml: refine.resolutoin: unknown key, expected one of the keys rounds, resolution, budget, explore, x, y, facet (did you mean 'resolution'?)"]);
+  t.deepEqual(specErrors(`${TINY_SPEC}refine: {explore: 1}\n`), ['spec.yaml: refine.explore: got 1, expected 0 or a number > 1']);
   t.deepEqual(specErrors(`${TINY_SPEC}refine: {resolution: 1}\n`), ['spec.yaml: refine.resolution: got 1, expected a number > 1']);
   t.deepEqual(specErrors(`${TINY_SPEC}refine: {x: batch_size}\n`), ['spec.yaml: refine.y: got "batch_size", expected an axis other than refine.x (batch_size)']);
 });
@@ -235,4 +240,60 @@ test('planRefinement: samples off the lines of each other whose nearest-sample r
   // A third sample between them on the diagonal cuts them apart: only its pairs are neighbours.
   const three = [...samples, { group: 'g', x: 3.162e-3, y: 316, seed: 0, phase: 'diffusion' as Phase }];
   t.deepEqual(planRefinement(three, { resolution: 1.25, budget: 10, yInteger: true }).map((p) => [p.x, p.y]), [[1.778e-3, 178]]);
+});
+
+test('planRefinement: batch sizes between two powers of two stay powers of two; other ends round to the nearest integer', (t) => {
+  const s = (y: number, phase: Phase): RefineSample => ({ group: 'g', x: 1e-3, y, seed: 0, phase });
+  const ys = (a: number, b: number) => planRefinement([s(a, 'steady'), s(b, 'diffusion')], { resolution: 1.25, budget: 10, yInteger: true, yPowersOfTwo: true }).map((p) => p.y);
+  t.deepEqual(ys(256, 1024), [512]); // 2^((8 + 10) / 2)
+  t.deepEqual(ys(32, 256), [128]); // 2^6.5: the upper power of two on a tie (√(32 · 256) = 90.5 without)
+  t.deepEqual(ys(256, 512), []); // no power of two strictly between: the pair is as fine as it gets
+  t.deepEqual(ys(100, 1000), [316]); // not powers of two: the integer log midpoint
+  t.deepEqual(ys(256, 1000), [506]); // a full batch of N = 1,000: √(256 000) = 505.96
+});
+
+test('planRefinement: with explore, neighbours of one phase next to a boundary are split while further apart than its factor', (t) => {
+  const s = (x: number, phase: Phase, y = 64): RefineSample => ({ group: 'g', x, y, seed: 0, phase });
+  // lr 1e-4 and 1e-3 agree (steady); 1e-3 and 1e-2 differ: a boundary, which lr 1e-3 lies on.
+  const line = [s(1e-4, 'steady'), s(1e-3, 'steady'), s(1e-2, 'diverged'), s(1e-1, 'diverged')];
+  const xs = (samples: RefineSample[], explore: number) => planRefinement(samples, { resolution: 1.25, budget: 10, explore }).map((p) => p.x).sort((a, b) => a - b);
+  t.deepEqual(xs(line, 0), [3.162e-3]);
+  // explore 8: the agreeing pairs on either side of the boundary (10x apart) are split too.
+  t.deepEqual(xs(line, 8), [3.162e-4, 3.162e-3, 3.162e-2]);
+  // 10x is not further apart than 12: only the boundary.
+  t.deepEqual(xs(line, 12), [3.162e-3]);
+  // Far from any boundary nothing is explored: a line of one phase proposes nothing.
+  t.deepEqual(xs([s(1e-4, 'steady'), s(1e-3, 'steady'), s(1e-2, 'steady')], 8), []);
+  // Explored pairs are ordinary proposals: widest gaps first, within the budget.
+  t.is(planRefinement(line, { resolution: 1.25, budget: 2, explore: 8 }).length, 2);
+  t.throws(() => planRefinement(line, { resolution: 1.25, budget: 1, explore: 1 }), { message: /explore: got 1, expected 0 \(never\) or a number > 1/ });
+});
+
+test('planRefinement: explore finds a pocket of another phase that the coarse start steps over', (t) => {
+  // Steady everywhere but a diffusion region: lr 1.5e-4 … 8e-4 at batch ≥ 64, widening to 1.5e-4 … 3e-3 at
+  // the full batch. The 4 × 3 start (lr 1e-4 … 1e-1, batch 32, 256, full) sees diffusion only at lr 1e-3,
+  // full batch; at batch 256 its samples on either side of the pocket (1e-4, 1e-3) are both steady.
+  const pocket = (lr: number, bs: number): Phase => (lr >= 1.5e-4 && lr <= (bs >= N ? 3e-3 : 8e-4) && bs >= 64 ? 'diffusion' : 'steady');
+  const start: RefineSample[] = [];
+  for (const x of LRS) for (const y of [32, 256, N]) start.push({ group: 'g', x, y, seed: 0, phase: pocket(x, y) });
+  const run = (explore: number) => {
+    let samples = start;
+    for (let round = 0; round < 8; round++) {
+      const plan = planRefinement(samples, { resolution: 1.6, budget: 40 - (samples.length - start.length), explore, yInteger: true, yPowersOfTwo: true });
+      if (!plan.length) break;
+      samples = [...samples, ...plan.map((p) => ({ ...p, phase: pocket(p.x, p.y) }))];
+    }
+    // The dense grid the map is read against: 16 lr × 6 batch sizes.
+    const dense: MapPoint[] = [];
+    for (let i = 0; i < 16; i++) for (const y of [32, 64, 128, 256, 512, N]) dense.push({ group: 'g', x: 10 ** (-4 + i / 5), y, phase: pocket(10 ** (-4 + i / 5), y) });
+    return { samples, agreement: mapAgreement(dense, samples) };
+  };
+  const off = run(0);
+  const on = run(8);
+  // Without exploring, no sample at batch 256 lands in the pocket; with it, lr 3.162e-4 does.
+  t.false(off.samples.some((s) => s.y === 256 && s.phase === 'diffusion'));
+  t.true(on.samples.some((s) => s.y === 256 && s.x === 3.162e-4 && s.phase === 'diffusion'));
+  // 93 against 85 of the 96 dense points (the pocket's rows at batch 64 … 256 read as steady without).
+  t.deepEqual([on.agreement.agree, off.agreement.agree, on.agreement.points], [93, 85, 96]);
+  t.true(on.samples.length - start.length <= 40);
 });
