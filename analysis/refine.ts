@@ -29,6 +29,8 @@ export type RefinePoint = Pick<RefineSample, 'group' | 'x' | 'y' | 'seed'>;
 export interface RefineProposal extends RefinePoint {
   /** The axis whose midpoint it is; 'xy' for the midpoint of two samples that differ in both. */
   axis: 'x' | 'y' | 'xy';
+  /** Present (true) when it lies between agreeing neighbours of a boundary (`explore`), not on a boundary. */
+  explore?: true;
 }
 
 export interface RefinePlanOptions {
@@ -218,7 +220,7 @@ export function planRefinement(samples: readonly RefineSample[], opts: RefinePla
       if (cells.has(`${mx}|${my}`)) continue;
       const seeds = [...new Set([...a.seeds.keys(), ...b.seeds.keys()])].sort((p, q) => p - q);
       for (const seed of seeds) {
-        const p: RefineProposal = { group, x: mx, y: my, seed, axis };
+        const p: RefineProposal = { group, x: mx, y: my, seed, axis, ...(differ ? {} : { explore: true as const }) };
         const k = pointKey(p);
         if (taken.has(k) || seen.has(k)) continue;
         seen.add(k);

@@ -5,8 +5,10 @@
  * - `refine` (in the default run, ~1–2 minutes): on the synthetic phase field
  *   (worker/trainer/synthetic.ts: `diffusion` above lr* = 3e-3 · (b/64)^0.5, `steady` below), a
  *   dense 16 lr × 6 batch-size grid against a 4 × 3 start refined to the dense spacing.
- * - `refine-poisson` (only with `--only refine-poisson`; ~45 minutes on 2 cores): the real thing,
- *   sweeps/refine-benefit-dense.yaml against sweeps/refine-benefit.yaml (docs/results/refinement/).
+ * - `refine-poisson` and `refine-helmholtz` (only when named in `--only`; ~45 minutes each on 2
+ *   cores): the real thing, sweeps/refine-benefit-dense.yaml against sweeps/refine-benefit.yaml, and
+ *   sweeps/refine-benefit-helmholtz-dense.yaml against sweeps/refine-benefit-helmholtz.yaml
+ *   (docs/results/refinement/).
  *
  * Figures: the share of dense points whose nearest refined sample has their phase (target ≥ 95 %),
  * and the refined sweep's trials as a share of the dense grid's (target ≤ 40 %). One run each: the
@@ -70,12 +72,19 @@ export async function benchRefine(o: BenchOptions): Promise<Figure[]> {
   return figures('refine', r, { field: 'synthetic: diffusion above lr* = 3e-3·(b/64)^0.5', dense: '16 lr × 6 batch', start: '4 lr × 3 batch', resolution: 1.6, budget: 26 }, (performance.now() - t0) / 1000);
 }
 
-/** The Poisson comparison of docs/results/refinement/ (module header). */
-export async function benchRefinePoisson(o: BenchOptions): Promise<Figure[]> {
-  const dir = await tempDir('bench-refine-poisson');
+/** The real comparisons of docs/results/refinement/: a dense sweep and a refined one of the same problem (module header). */
+const REAL = {
+  'refine-poisson': ['sweeps/refine-benefit-dense.yaml', 'sweeps/refine-benefit.yaml'],
+  'refine-helmholtz': ['sweeps/refine-benefit-helmholtz-dense.yaml', 'sweeps/refine-benefit-helmholtz.yaml'],
+} as const;
+
+/** One real comparison of docs/results/refinement/ (module header): runs both sweeps into a temporary folder. */
+export async function benchRefineReal(name: keyof typeof REAL, o: BenchOptions): Promise<Figure[]> {
+  const [denseSpec, refinedSpec] = REAL[name];
+  const dir = await tempDir(`bench-${name}`);
   const t0 = performance.now();
-  await run(['run', join(repoRoot, 'sweeps/refine-benefit-dense.yaml'), '--out', join(dir, 'dense'), '--slots', '2'], {}, o.log);
-  await run(['run', join(repoRoot, 'sweeps/refine-benefit.yaml'), '--out', join(dir, 'refined'), '--slots', '2'], {}, o.log);
+  await run(['run', join(repoRoot, denseSpec), '--out', join(dir, 'dense'), '--slots', '2'], {}, o.log);
+  await run(['run', join(repoRoot, refinedSpec), '--out', join(dir, 'refined'), '--slots', '2'], {}, o.log);
   const r = await refineBenefit(join(dir, 'dense'), join(dir, 'refined'));
-  return figures('refine-poisson', r, { sweeps: 'sweeps/refine-benefit-dense.yaml vs sweeps/refine-benefit.yaml' }, (performance.now() - t0) / 1000);
+  return figures(name, r, { sweeps: `${denseSpec} vs ${refinedSpec}` }, (performance.now() - t0) / 1000);
 }

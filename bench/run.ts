@@ -3,8 +3,8 @@
  *
  *   node dist/bench/run.js [--only NAME[,NAME]] [--runs N] [--quick] [--out FILE]
  *
- * NAME: train-step, snr-cost, ingest, dispatch, scaling, fusion, memory, report, refine, and refine-poisson
- * (~45 minutes: only when named). Every figure is the median of N runs
+ * NAME: train-step, snr-cost, ingest, dispatch, scaling, fusion, memory, report, refine; and refine-poisson, refine-helmholtz
+ * (~45 minutes each: only when named). Every figure is the median of N runs
  * (default 5) after a warm-up; --quick is a smoke test (small sizes, 2 runs unless --runs; written to
  * $TMPDIR/phasemap-bench-quick.json unless --out, never over bench/results.json). See
  * bench/README.md for what each figure measures.
@@ -19,15 +19,15 @@ import { benchDispatch } from './dispatch.js';
 import { benchFusion } from './fusion.js';
 import { benchIngest } from './ingest.js';
 import { figure, machine, repoRoot, type Figure } from './lib.js';
-import { benchRefine, benchRefinePoisson } from './refine.js';
+import { benchRefine, benchRefineReal } from './refine.js';
 import { benchReport } from './report.js';
 import { benchScaling } from './scaling.js';
 import { renderTable } from './table.js';
 import { benchSlotMemory, benchTrainStep, type BenchOptions } from './train.js';
 
-export const BENCHES = ['train-step', 'snr-cost', 'ingest', 'dispatch', 'scaling', 'fusion', 'memory', 'report', 'refine', 'refine-poisson'] as const;
+export const BENCHES = ['train-step', 'snr-cost', 'ingest', 'dispatch', 'scaling', 'fusion', 'memory', 'report', 'refine', 'refine-poisson', 'refine-helmholtz'] as const;
 /** Benchmarks run only when `--only` names them (too long for the default run). */
-const ON_REQUEST: readonly string[] = ['refine-poisson'];
+const ON_REQUEST: readonly string[] = ['refine-poisson', 'refine-helmholtz'];
 type BenchName = (typeof BENCHES)[number];
 
 interface Args {
@@ -102,7 +102,7 @@ async function main(): Promise<void> {
   if (want('fusion')) await guard('fusion', () => benchFusion(o, true));
   if (want('report')) await guard('report', () => benchReport(o));
   if (want('refine')) await guard('refine', () => benchRefine(o));
-  if (want('refine-poisson')) await guard('refine-poisson', () => benchRefinePoisson(o));
+  for (const name of ['refine-poisson', 'refine-helmholtz'] as const) if (want(name)) await guard(name, () => benchRefineReal(name, o));
   const order = (f: Figure) => BENCHES.indexOf(f.bench as BenchName);
   figs.sort((a, b) => order(a) - order(b));
   const result = {

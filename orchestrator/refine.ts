@@ -189,7 +189,10 @@ export async function refineSweep(opts: RefineRunOptions): Promise<RefineSummary
       return { trial_id: trialId(config), config, grid_values, refine_round: round };
     });
     summary.added.push({ round, trials: extra.length });
-    log.info(`refine: round ${round} of ${cfg.rounds}: ${extra.length} new trial(s) between neighbouring cells whose phases differ`);
+    const explored = plan.filter((p) => p.explore).length;
+    log.info(
+      `refine: round ${round} of ${cfg.rounds}: ${extra.length} new trial(s) between neighbouring cells whose phases differ${explored ? ` (${explored} of them between cells of one phase beside a boundary: explore ${cfg.explore}x)` : ''}`,
+    );
     if (!(await runWith(extra))) return summary;
   }
   return summary;

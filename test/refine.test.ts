@@ -258,8 +258,12 @@ test('planRefinement: with explore, neighbours of one phase next to a boundary a
   const line = [s(1e-4, 'steady'), s(1e-3, 'steady'), s(1e-2, 'diverged'), s(1e-1, 'diverged')];
   const xs = (samples: RefineSample[], explore: number) => planRefinement(samples, { resolution: 1.25, budget: 10, explore }).map((p) => p.x).sort((a, b) => a - b);
   t.deepEqual(xs(line, 0), [3.162e-3]);
-  // explore 8: the agreeing pairs on either side of the boundary (10x apart) are split too.
+  // explore 8: the agreeing pairs on either side of the boundary (10x apart) are split too, marked so.
   t.deepEqual(xs(line, 8), [3.162e-4, 3.162e-3, 3.162e-2]);
+  t.deepEqual(
+    planRefinement(line, { resolution: 1.25, budget: 10, explore: 8 }).map((p) => [p.x, p.explore ?? false]),
+    [[3.162e-4, true], [3.162e-3, false], [3.162e-2, true]],
+  );
   // 10x is not further apart than 12: only the boundary.
   t.deepEqual(xs(line, 12), [3.162e-3]);
   // Far from any boundary nothing is explored: a line of one phase proposes nothing.
