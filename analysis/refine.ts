@@ -47,9 +47,9 @@ export interface RefinePlanOptions {
   /** The same on y. */
   yPowersOfTwo?: boolean;
   /**
-   * Agreeing neighbours of a boundary are split too while further apart than this factor (> 1; 0 or
-   * absent: never). A boundary found between two samples may bend before the next: the samples next
-   * to it on either side, though of one phase, bracket only so much of it.
+   * Once no boundary is left to split, agreeing neighbours of a boundary are split while further apart
+   * than this factor (> 1; 0 or absent: never). A boundary found between two samples may bend before
+   * the next, and a pocket of another phase may sit between two coarse samples of one phase.
    */
   explore?: number;
 }
@@ -167,8 +167,9 @@ function touchingPairs(cells: Cell[]): Array<[Cell, Cell]> {
  * along x at equal y and along y at equal x and, once rounds have added samples off the grid's
  * lines, the samples whose nearest-sample regions touch in log space (the regions the phase map
  * draws). A pair of neighbours further apart than `resolution` gets a new point between them when
- * they disagree (see `disagree`: a boundary), or when they agree, one of them lies on a boundary and
- * they are further apart than `explore` (a boundary that bends). The point is the log midpoint of
+ * they disagree (see `disagree`: a boundary). In a round with no such pair, a pair that agrees gets
+ * one when one of them lies on a boundary and they are further apart than `explore` (a boundary
+ * that bends, a pocket between coarse samples). The point is the log midpoint of
  * the coordinate they differ in (of both, for a touching pair off each other's lines), rounded as
  * the axis asks (`between`), with the seeds of both cells. A point the group has already, or any
  * point in `existing`, is skipped.
@@ -229,7 +230,9 @@ export function planRefinement(samples: readonly RefineSample[], opts: RefinePla
     }
   }
   found.sort((p, q) => q.gap - p.gap || (p.group < q.group ? -1 : p.group > q.group ? 1 : 0) || (p.axis < q.axis ? -1 : p.axis > q.axis ? 1 : 0) || p.x - q.x || p.y - q.y || p.seed - q.seed);
-  return found.slice(0, Math.max(0, Math.floor(opts.budget))).map(({ gap: _gap, ...p }) => p);
+  // Boundaries first: agreeing neighbours are explored only in a round with no boundary left to split.
+  const list = found.some((p) => !p.explore) ? found.filter((p) => !p.explore) : found;
+  return list.slice(0, Math.max(0, Math.floor(opts.budget))).map(({ gap: _gap, ...p }) => p);
 }
 
 /** One point of a phase map: a group (facet), its coordinates (> 0) and a phase. */

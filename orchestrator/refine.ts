@@ -167,7 +167,9 @@ export async function refineSweep(opts: RefineRunOptions): Promise<RefineSummary
       points,
     );
     if (plan.length === 0) {
-      log.info(`refine: round ${round + 1}: no neighbouring cells that differ and are further apart than ${cfg.resolution}x: nothing to refine`);
+      log.info(
+        `refine: round ${round + 1}: no neighbouring cells that differ and are further apart than ${cfg.resolution}x${cfg.explore ? `, nor cells of one phase beside a boundary further apart than ${cfg.explore}x` : ''}: nothing to refine`,
+      );
       break;
     }
     round++;
@@ -189,9 +191,10 @@ export async function refineSweep(opts: RefineRunOptions): Promise<RefineSummary
       return { trial_id: trialId(config), config, grid_values, refine_round: round };
     });
     summary.added.push({ round, trials: extra.length });
-    const explored = plan.filter((p) => p.explore).length;
     log.info(
-      `refine: round ${round} of ${cfg.rounds}: ${extra.length} new trial(s) between neighbouring cells whose phases differ${explored ? ` (${explored} of them between cells of one phase beside a boundary: explore ${cfg.explore}x)` : ''}`,
+      plan.some((p) => p.explore)
+        ? `refine: round ${round} of ${cfg.rounds}: no boundary left to split; ${extra.length} new trial(s) between neighbouring cells of one phase beside a boundary, more than ${cfg.explore}x apart (explore)`
+        : `refine: round ${round} of ${cfg.rounds}: ${extra.length} new trial(s) between neighbouring cells whose phases differ`,
     );
     if (!(await runWith(extra))) return summary;
   }

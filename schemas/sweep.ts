@@ -328,8 +328,8 @@ export const RefineSchema = Type.Object(
     resolution: Type.Number({ exclusiveMinimum: 1, maximum: 1000, default: 1.25, description: 'Neighbouring cells within this factor of each other on the refined axis are not split further.' }),
     budget: Int({ minimum: 0, maximum: 1_000_000, default: 100, description: 'Most trials refinement adds to the sweep, over all rounds.' }),
     explore: Type.Union([Type.Literal(0), Type.Number({ exclusiveMinimum: 1, maximum: 1_000_000 })], {
-      default: 8,
-      description: 'Neighbours of one phase next to a boundary are split too while further apart than this factor (a boundary bends between coarse samples); 0: never.',
+      default: 4,
+      description: 'Once no boundary is left to split, neighbours of one phase next to a boundary are split while further apart than this factor (a boundary bends, a pocket hides, between coarse samples); 0: never.',
     }),
     x: Type.Union([Type.Literal('lr'), Type.Literal('batch_size'), Type.Literal('steps'), Type.Literal('width'), Type.Literal('depth')], { default: 'lr', description: 'Horizontal axis refined (log scale).' }),
     y: Type.Union([Type.Literal('lr'), Type.Literal('batch_size'), Type.Literal('steps'), Type.Literal('width'), Type.Literal('depth')], { default: 'batch_size', description: "Vertical axis refined (log scale; a 'full' batch counts as its size N; between two powers of two, batch sizes stay powers of two)." }),
