@@ -38,6 +38,11 @@ function cells(trials: readonly Trial[]): MapPoint[] {
   return [...by.values()].map((ts) => ({ group: ts[0]!.group, x: ts[0]!.x, y: ts[0]!.y, phase: consensusPhase(ts.map((t) => t.phase)) }));
 }
 
+/** The done trials of a results DIR as map points: group = strategy, x = lr, y = effective batch size, the consensus phase of each cell's seeds. */
+export async function mapPointsOf(dir: string): Promise<MapPoint[]> {
+  return cells(await trialsOf(dir));
+}
+
 const pct = (a: MapAgreement) => (100 * a.agree) / a.points;
 
 

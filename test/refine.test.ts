@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import test from 'ava';
 import { renderBoundaries, type DiagramCell, type Phase } from '../analysis/diagram.js';
 import { logMidpoint, mapAgreement, planRefinement, type MapPoint, type RefineSample } from '../analysis/refine.js';
+import { nearestPhase, replayRefinement } from '../analysis/refine-replay.js';
 import { refineDefaults } from '../orchestrator/refine.js';
 import { parseSpecText, resolveSweep, trialId } from '../orchestrator/spec.js';
 import { duck, runCli, tempDir } from './helpers.js';
@@ -300,4 +301,20 @@ test('planRefinement: explore finds a pocket of another phase that the coarse st
   t.true(on.samples.some((s) => s.y === 256 && s.x === 3.162e-4 && s.phase === 'diffusion'));
   // 91 against 85 of the 96 dense points (the pocket's rows at batch 64 … 256 read as steady without).
   t.deepEqual([on.agreement.agree, off.agreement.agree, on.agreement.points], [91, 85, 96]);
+});
+
+test('replayRefinement: rounds of the planner whose points take the phase of the nearest recorded trial', (t) => {
+  // Recorded: a dense line of 16 lr (every 0.2 decades from 1e-4) at batch 64, diverged above lr 3e-3.
+  const dense: MapPoint[] = Array.from({ length: 16 }, (_, i) => ({ group: 'g', x: 10 ** (-4 + i / 5), y: 64, phase: 10 ** (-4 + i / 5) > 3e-3 ? 'diverged' : 'steady' }));
+  t.is(nearestPhase(dense, 'g', 2.6e-3, 64), 'steady'); // nearest: 10^-2.6 = 2.51e-3
+  t.is(nearestPhase(dense, 'g', 3.5e-3, 64), 'diverged'); // nearest: 10^-2.4 = 3.98e-3
+  t.is(nearestPhase(dense, 'g', 10 ** -2.5, 64), 'steady'); // a tie: the first recorded (2.51e-3)
+  t.throws(() => nearestPhase(dense, 'h', 1e-3, 64), { message: /no recorded trial of group 'h'/ });
+  // From lr 1e-4 and 1e-1: 3.162e-3 (read steady, the tie above), 1.778e-2, 7.498e-3, 4.869e-3 (each
+  // diverged); 4.869e-3 / 3.162e-3 = 1.54 is within the resolution 1.6: 4 rounds of one trial each.
+  const r = replayRefinement(dense, dense, [{ group: 'g', x: 1e-4, y: 64 }, { group: 'g', x: 1e-1, y: 64 }], { resolution: 1.6, budget: 20, rounds: 10 });
+  t.deepEqual(r.samples.map((p) => [p.x, p.phase]), [[1e-4, 'steady'], [1e-1, 'diverged'], [3.162e-3, 'steady'], [1.778e-2, 'diverged'], [7.498e-3, 'diverged'], [4.869e-3, 'diverged']]);
+  t.deepEqual([r.rounds, r.added, r.agreement.agree, r.agreement.points], [4, 4, 16, 16]);
+  // The budget caps the trials over all rounds.
+  t.is(replayRefinement(dense, dense, [{ group: 'g', x: 1e-4, y: 64 }, { group: 'g', x: 1e-1, y: 64 }], { resolution: 1.6, budget: 2, rounds: 10 }).added, 2);
 });
