@@ -2,8 +2,9 @@
  * Adaptive refinement of phase boundaries: a pure planner. Given the done trials of a sweep (their
  * values on the x and y axes, the group they belong to, their seed and final phase), it proposes new
  * points between neighbouring cells whose phases differ, at the log-space midpoint (geometric mean)
- * of the coordinate in which they differ. Nothing here runs or reads anything
- * (orchestrator/refine.ts runs what it plans).
+ * of the coordinate in which they differ; once no such pair is left, between agreeing neighbours of a
+ * boundary that are still far apart (`explore`). Nothing here runs or reads anything
+ * (orchestrator/refine.ts runs what it plans; analysis/refine-replay.ts replays it on recorded trials).
  */
 import { PHASES, type Phase } from './diagram.js';
 
