@@ -129,7 +129,9 @@ test.serial('SIGTERM of a phasemap worker: a worker started afterwards takes its
   const nats = await startNats(join(work, 'store'));
   try {
     const file = join(work, 'w.yaml');
-    await writeFile(file, spec('handback-worker').replace(/strategy: .*\n/, ''));
+    // 10,000 steps (not 2,000): long enough that polling the trial states, slow on a loaded machine,
+    // sees it running under w1 before it ends.
+    await writeFile(file, spec('handback-worker').replace(/strategy: .*\n/, '').replace('steps: 2000', 'steps: 10000'));
     const w1 = cli(['worker', '--nats', nats.url, '--slots', '1', '--backend', 'wasm', '--name', 'w1']);
     const e1 = stderrOf(w1);
     const run = cli(['run', file, '--out', join(work, 'out'), '--nats', nats.url, '--slots', '0']);
