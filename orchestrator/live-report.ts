@@ -1,7 +1,7 @@
 /**
  * The report of a running sweep, kept fresh by `phasemap run`: `phasemap report DIR --live` in a child
  * process (so rendering never blocks the orchestrator's acks and heartbeats; at a low CPU priority, so
- * it yields to the training slots), once at the start and again after trials finish, never more often
+ * it yields to the training slots; $PHASEMAP_REPORT_NICE), once at the start and again after trials finish, never more often
  * than every `minInterval` seconds ($PHASEMAP_REPORT_INTERVAL, 15) nor than 2 × the last report's duration (a large sweep's
  * report takes seconds: at most a third of the machine's time goes to it, at low priority). One child at a time.
  */
@@ -10,6 +10,20 @@ import { setPriority } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { reportInterval } from '../analysis/report/index.js';
 import type { Logger } from './progress.js';
+
+/**
+ * The niceness the live report renders at: $PHASEMAP_REPORT_NICE, default 10 (it yields to the
+ * training slots; on a machine whose cores are all busy it then gets ~10 % of a core). 0 renders it at
+ * the run's own priority, for a report that keeps up on a loaded machine.
+ * @throws Error naming the variable when it is not an integer in [0, 19].
+ */
+export function reportNice(): number {
+  const v = process.env.PHASEMAP_REPORT_NICE;
+  if (v === undefined || v === '') return 10;
+  const n = Number(v);
+  if (!(Number.isInteger(n) && n >= 0 && n <= 19)) throw new Error(`PHASEMAP_REPORT_NICE: got ${JSON.stringify(v)}, expected an integer niceness between 0 and 19`);
+  return n;
+}
 
 const CLI = fileURLToPath(new URL('./cli.js', import.meta.url));
 
@@ -31,6 +45,7 @@ export class LiveReport {
     private readonly log: Logger,
     private readonly minInterval = reportInterval(),
     private readonly mayWrite: () => boolean = () => true,
+    private readonly nice = reportNice(),
   ) {}
 
   /** Asks for a fresh report (a trial finished): written now, or as soon as the interval allows. */
@@ -62,7 +77,7 @@ export class LiveReport {
     const child = spawn(process.execPath, [CLI, 'report', this.dir, '--live'], { stdio: ['ignore', 'ignore', 'pipe'] });
     this.child = child;
     try {
-      if (child.pid) setPriority(child.pid, 10);
+      if (child.pid && this.nice > 0) setPriority(child.pid, this.nice);
     } catch {
       /* not permitted: it runs at normal priority */
     }

@@ -11,7 +11,7 @@
  * The tmpfs tests need root (mount -t tmpfs); elsewhere they are skipped with a message.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, statfsSync } from 'node:fs';
+import { existsSync, readFileSync, statfsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connect } from '@nats-io/transport-node';
@@ -87,6 +87,16 @@ function serverPid(stderr: string): number | null {
 async function gone(pid: number, ms: number): Promise<boolean> {
   await until(() => !pidAlive(pid), ms, `pid ${pid} to exit`, 50).catch(() => undefined);
   return !pidAlive(pid);
+}
+
+/**
+ * SIGSTOP, then waits until the kernel shows the process stopped (state T in /proc/PID/stat): on a
+ * loaded machine, or in a sandboxed kernel, a process can run on briefly after the signal is sent.
+ */
+async function stopProcess(pid: number): Promise<void> {
+  process.kill(pid, 'SIGSTOP');
+  const state = () => / ([A-Za-z]) /.exec(readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\)/, ''))?.[1];
+  await until(() => state() === 'T' || state() === 't', 5000, `pid ${pid} to be stopped`, 5);
 }
 
 /**
@@ -225,7 +235,7 @@ test.serial('Ctrl-C returns within seconds and leaves no nats-server, also when 
     const { p, err, pid } = await startRun(['run', spec, '--out', out, '--slots', '2', '--backend', 'wasm']);
     await until(() => existsSync(join(out, 'metrics')) || p.child.exitCode !== null, 120_000, 'metrics on disk', 100);
     t.is(p.child.exitCode, null, err());
-    if (stuck) process.kill(pid, 'SIGSTOP');
+    if (stuck) await stopProcess(pid);
     const t0 = Date.now();
     p.child.kill('SIGINT');
     const r = await p;
@@ -250,7 +260,7 @@ test.serial('phasemap run killed (SIGKILL) while its server is stopped (SIGSTOP)
   const { p, err, pid } = await startRun(['run', spec, '--out', out, '--slots', '1', '--backend', 'wasm']);
   await until(() => /queued 2 trial/.test(err()) || p.child.exitCode !== null, 60_000, 'the trials to be queued', 100);
   t.is(p.child.exitCode, null, err());
-  process.kill(pid, 'SIGSTOP');
+  await stopProcess(pid);
   p.child.kill('SIGKILL');
   await p;
   const t0 = Date.now();
@@ -270,7 +280,7 @@ test.serial('an embedded JetStream that stops answering ends the run with one cl
   await until(() => existsSync(join(out, 'metrics')) || p.child.exitCode !== null, 120_000, 'metrics on disk', 100);
   t.is(p.child.exitCode, null, err());
   // A server that answers nothing, as one whose store met a full disk (which also ignores SIGTERM).
-  process.kill(pid, 'SIGSTOP');
+  await stopProcess(pid);
   const t0 = Date.now();
   const r = await p;
   t.log(`exit ${r.code} ${((Date.now() - t0) / 1000).toFixed(1)} s after the server stopped answering`);

@@ -78,7 +78,9 @@ test.serial('a running sweep keeps its report live (the page reloads, its counts
   const spec = join(work, 'live.yaml');
   const out = join(work, 'out');
   await writeFile(spec, LIVE_SPEC);
-  const env = { PHASEMAP_REPORT_INTERVAL: '3' };
+  // The renderer at the run's own priority: at its default niceness it gets a few % of a core while the
+  // other test files keep this machine busy, and the sweep could end before its second live report.
+  const env = { PHASEMAP_REPORT_INTERVAL: '3', PHASEMAP_REPORT_NICE: '0' };
   // One slot, no fusion: the trials finish one after the other over ~50 s.
   const run = cli(['run', spec, '--out', out, '--slots', '1', '--fuse', '1', '--backend', 'wasm'], { env, timeoutMs: 300_000 });
   const index = join(out, 'report', 'index.html');
@@ -248,6 +250,23 @@ grid:
     return s.t.map((x, i) => (x === ti ? [s.step[i], s.cols.raw[i]] : null)).filter(Boolean) as number[][];
   }, retried!);
   t.deepEqual(got, want.map((w) => [Number(w.step), Number(Math.log10(Number(w.snr)).toPrecision(4))]));
+});
+
+test.serial('a bad PHASEMAP_REPORT_NICE or PHASEMAP_REPORT_INTERVAL is a named error before DIR is made', async (t) => {
+  const work = await tempDir('report-env');
+  const spec = join(work, 'live.yaml');
+  await writeFile(spec, LIVE_SPEC);
+  for (const [name, value, expected] of [
+    ['PHASEMAP_REPORT_NICE', '-1', 'an integer niceness between 0 and 19'],
+    ['PHASEMAP_REPORT_NICE', '2.5', 'an integer niceness between 0 and 19'],
+    ['PHASEMAP_REPORT_INTERVAL', 'soon', 'seconds between 1 and 3600'],
+  ] as const) {
+    const out = join(work, `out-${name}-${value}`);
+    const r = await cli(['run', spec, '--out', out, '--slots', '1', '--backend', 'wasm'], { env: { [name]: value } });
+    t.not(r.code, 0, r.stderr);
+    t.true(r.stderr.includes(`${name}: got "${value}", expected ${expected}`), r.stderr);
+    t.false(existsSync(out), `${out} was made`);
+  }
 });
 
 test('display thinning keeps first, last, the transition steps and each log bucket\'s extremes', (t) => {
