@@ -10,7 +10,7 @@ import { basename, join } from 'node:path';
 import test from 'ava';
 import type { Phase } from '../analysis/diagram.js';
 import { writeReport } from '../analysis/report/index.js';
-import { boundaryEdges, gridCells, MAP_COLS, MAP_ROWS, rasterise, wantsPhaseMap, type MapSample } from '../analysis/report/phase-map.js';
+import { boundaryEdges, gridCells, MAP_COLS, MAP_ROWS, mapTicks, MAX_SAMPLE_TICKS, rasterise, wantsPhaseMap, type MapSample } from '../analysis/report/phase-map.js';
 import type { ReportData } from '../analysis/report/data.js';
 import { PHASE_COLORS } from '../analysis/report/figures.js';
 import { writeTrialsParquet } from '../orchestrator/parquet-store.js';
@@ -136,6 +136,9 @@ test('a DIR with refinement trials gets the phase-map figure: SVG and PNG, its r
     t.deepEqual(requests, []);
     t.deepEqual(errors, []);
     t.is(await page.evaluate(() => document.querySelectorAll('#fig-phase-map g.regions_marks > path').length), MAP_COLS * MAP_ROWS);
+    // A tick at each sampled lr (the refinement sample at 0.0316 among the grid's) and batch size (full at N = 64).
+    const ticks = await page.evaluate(() => [...document.querySelectorAll('#fig-phase-map g.role-axis-label text')].map((x) => x.textContent));
+    t.deepEqual([...ticks].sort(), ['0.001', '0.01', '0.0316', '0.1', '16', 'full 64'].sort(), ticks.join(' | '));
     // Figure order: the phase map right after the phase diagram.
     t.deepEqual((await page.evaluate(() => [...document.querySelectorAll('section .fig')].map((d) => d.id))).slice(0, 2), ['fig-phase-diagram', 'fig-phase-map']);
     const lines = await page.evaluate(() => [...document.querySelectorAll('#phase-map ul.notes li')].map((li) => li.textContent));
@@ -176,4 +179,13 @@ test('gridCells: the cells of the starting grid span the log midpoints to the ne
   const c3 = cells[3]!;
   t.true(close(c3.x0, 1e-3) && close(c3.x1, 1e-1) && close(c3.y0, 64) && close(c3.y1, 1000), JSON.stringify(c3));
   t.deepEqual(cells.map((c) => c.phase), ['steady', 'diffusion', 'steady', 'steady']);
+});
+
+test('mapTicks: a tick at every sampled value while there are few (refinement rows between grid rows), else the grid\'s values', (t) => {
+  // A 4 × 3 start (batch 32, 256, full = 1024) refined at batch 64, 128 and 512.
+  t.deepEqual(mapTicks([32, 256, 1024, 32], [1024, 32, 64, 256, 128, 512, 64]), [32, 64, 128, 256, 512, 1024]);
+  const many = Array.from({ length: MAX_SAMPLE_TICKS + 1 }, (_, i) => 10 ** (-4 + i * 0.3));
+  t.deepEqual(mapTicks([1e-2, 1e-4], many), [1e-4, 1e-2]);
+  t.is(mapTicks([], many), null);
+  t.deepEqual(mapTicks([], [3, 1]), [1, 3]);
 });

@@ -183,6 +183,20 @@ export function boundaryLines(data: ReportData): string[] {
     .filter(Boolean);
 }
 
+/** At most this many distinct sample values on an axis get a tick each; more get the grid's values. */
+export const MAX_SAMPLE_TICKS = 10;
+
+/**
+ * The tick values of a phase-map axis, ascending: every distinct value the samples take when there
+ * are at most MAX_SAMPLE_TICKS (e.g. the batch-size rows refinement added between the grid's), else
+ * the starting grid's values; null (Vega's own ticks) when there are more and no grid. Pure.
+ */
+export function mapTicks(gridValues: number[], sampleValues: number[]): number[] | null {
+  const samples = [...new Set(sampleValues)];
+  const use = samples.length <= MAX_SAMPLE_TICKS ? samples : gridValues.length ? [...new Set(gridValues)] : null;
+  return use ? use.sort((a, b) => a - b) : null;
+}
+
 /**
  * The `phase-map` figure of a report (module header), or null when the report does not want one
  * (wantsPhaseMap). Its `notes` are the boundary lines (boundaryLines), listed under it on the page.
@@ -202,16 +216,16 @@ export function phaseMapFigure(data: ReportData, title: string): FigureDef | nul
   }
   const fullY = [...new Set(data.cells.filter((c) => c.y_full).map((c) => Number(c.y)))];
   const gridTrials = data.trials.filter((t) => t.refine_round === null && typeof t.at.y === 'number');
-  const yTicks = [...new Set((gridTrials.length ? gridTrials.map((t) => t.at.y as number) : all.map((s) => s.y)))].sort((a, b) => a - b);
-  const xTicks = [...new Set(data.trials.filter((t) => t.refine_round === null && typeof t.at.x === 'number').map((t) => t.at.x as number))].sort((a, b) => a - b);
+  const yTicks = mapTicks(gridTrials.map((t) => t.at.y as number), all.map((s) => s.y));
+  const xTicks = mapTicks(data.trials.filter((t) => t.refine_round === null && typeof t.at.x === 'number').map((t) => t.at.x as number), all.map((s) => s.x));
   const xScale = { type: 'log', domain: domain.x.map((v) => r4(10 ** v)), nice: false };
   const yScale = { type: 'log', domain: domain.y.map((v) => r4(10 ** v)), nice: false };
   const xTitle = data.axes.x === 'lr' ? 'learning rate lr₀ (log)' : `${data.axes.x} (log)`;
   const yTitle = data.axes.y === 'batch_size' ? 'batch size (log; full at N)' : `${data.axes.y} (log)`;
-  const x = { field: 'x0', type: 'quantitative', scale: xScale, title: xTitle, axis: { ...(xTicks.length ? { values: xTicks } : {}), format: '.3~g', grid: false } };
+  const x = { field: 'x0', type: 'quantitative', scale: xScale, title: xTitle, axis: { ...(xTicks ? { values: xTicks } : {}), format: '.3~g', grid: false } };
   const y = {
     field: 'y0', type: 'quantitative', scale: yScale, title: yTitle,
-    axis: { values: yTicks, format: '.4~g', grid: false, ...(fullY.length ? { labelExpr: `indexof(${JSON.stringify(fullY)}, datum.value) >= 0 ? 'full ' + datum.label : datum.label` } : {}) },
+    axis: { ...(yTicks ? { values: yTicks } : {}), format: '.4~g', grid: false, ...(fullY.length ? { labelExpr: `indexof(${JSON.stringify(fullY)}, datum.value) >= 0 ? 'full ' + datum.label : datum.label` } : {}) },
   };
   const color = { field: 'phase', type: 'nominal', scale: { domain: Object.keys(PHASE_COLORS), range: Object.values(PHASE_COLORS) }, legend: { title: 'consensus phase', titleLimit: 400, orient: 'top', labelExpr: "datum.label == 'equilibrium' ? 'diffusion equilibrium (DE)' : datum.label", labelLimit: 260 } };
   const unit = {
