@@ -282,7 +282,7 @@ function panelFigure(p: Payload, o: PanelOptions): FigureDef {
       data: { name: o.dataset.name },
       transform: lineKey,
       facet: {
-        row: { field: 'row', type: 'nominal', sort: p.rows, title: null, header: { labelAngle: 0, labelAlign: 'left', labelFontSize: 11 } },
+        row: { field: 'row', type: 'nominal', sort: p.rows, title: null, header: { labelAngle: 0, labelAlign: 'left', labelFontSize: 11, labelExpr: "split(datum.label, ' · ')" } },
         column: { field: 'col', type: 'nominal', sort: p.cols, title: null, header: { labelFontSize: 11 } },
       },
       spec: { width: w, height: Math.round(w * 0.62), layer: panelLayers(o, false, maxStep(p)) },
