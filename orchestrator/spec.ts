@@ -484,6 +484,18 @@ function leafSchemas(path: string): TSchema[] {
   return ss;
 }
 
+/**
+ * ` (did you mean 'S.KEY'?)` for a grid or sample path whose first segment is not a section of the
+ * trial config: the section whose schema has that key (`lr` → `train.lr`), else the nearest section
+ * by edit distance (`trian.lr` → `train.lr`); '' when neither.
+ */
+function sectionHint(path: string): string {
+  const [head, ...rest] = path.split('.');
+  const owner = TRIAL_KEYS.find((k) => leafSchemas(`${k}.${head}`).length > 0);
+  const near = owner ? `${owner}.${head}` : suggest(head!, TRIAL_KEYS);
+  return near ? ` (did you mean '${[near, ...rest].join('.')}'?)` : '';
+}
+
 /** The number branches of a schema (itself, or those of a union). */
 const numberBranches = (s: TSchema): TSchema[] =>
   Array.isArray(s.anyOf) ? (s.anyOf as TSchema[]).flatMap(numberBranches) : s.type === 'integer' || s.type === 'number' ? [s] : [];
@@ -639,8 +651,7 @@ function readSample(raw: unknown, gridKeys: readonly string[]): { sample?: Sampl
   for (const [path, d] of Object.entries(value.params as Record<string, unknown>)) {
     const [head, ...rest] = path.split('.');
     if (!(TRIAL_KEYS as readonly string[]).includes(head!)) {
-      const near = suggest(head!, TRIAL_KEYS);
-      errors.push(new SpecError(`sample.params.${path}`, path, `a dotted path into one of ${TRIAL_KEYS.join(', ')}${near ? ` (did you mean '${[near, ...rest].join('.')}'?)` : ''}`));
+      errors.push(new SpecError(`sample.params.${path}`, path, `a dotted path into one of ${TRIAL_KEYS.join(', ')}${sectionHint(path)}`));
       continue;
     }
     if (rest.includes('__proto__')) {
@@ -718,8 +729,7 @@ function resolveSweepWith(raw: unknown, source?: string): ResolvedSweep {
   for (const [key] of written) {
     const [head, ...rest] = key.split('.');
     if (!(TRIAL_KEYS as readonly string[]).includes(head!)) {
-      const near = suggest(head!, TRIAL_KEYS);
-      errors.push(new SpecError(`grid.${key}`, key, `a dotted path into one of ${TRIAL_KEYS.join(', ')}${near ? ` (did you mean '${[near, ...rest].join('.')}'?)` : ''}`));
+      errors.push(new SpecError(`grid.${key}`, key, `a dotted path into one of ${TRIAL_KEYS.join(', ')}${sectionHint(key)}`));
     } else if (rest.includes('__proto__')) errors.push(new SpecError(`grid.${key}`, key, 'a dotted path of the trial config\'s keys (__proto__ is none)'));
   }
   const sampled = readSample(spec.sample, written.map(([k]) => k));

@@ -202,6 +202,12 @@ test('an unknown key suggests the nearest key of its own object, by edit distanc
     "spec.yaml: grid.trian.lr: got \"trian.lr\", expected a dotted path into one of problem, model, train, strategy, diagnostics, seed (did you mean 'train.lr'?)",
   ]);
   t.deepEqual(errorsOf(`${base}strategy: {name: RBA}\n`), ["spec.yaml: strategy.name: got \"RBA\", expected one of vanilla, rba, sa (did you mean 'rba'?)"]);
+  // A grid key without its section: the section that has the key.
+  t.deepEqual(errorsOf(`${base}grid:\n  lr: [0.1]\n  width: [8]\n  eta: [0.1]\n`), [
+    "spec.yaml: grid.lr: got \"lr\", expected a dotted path into one of problem, model, train, strategy, diagnostics, seed (did you mean 'train.lr'?)",
+    "spec.yaml: grid.width: got \"width\", expected a dotted path into one of problem, model, train, strategy, diagnostics, seed (did you mean 'model.width'?)",
+    "spec.yaml: grid.eta: got \"eta\", expected a dotted path into one of problem, model, train, strategy, diagnostics, seed (did you mean 'strategy.eta'?)",
+  ]);
 });
 
 test('a base value the grid overrides is still checked, and the error says it is never used', (t) => {
