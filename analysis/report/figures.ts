@@ -354,7 +354,7 @@ export function figureDefs(p: Payload, layers: { snr: number; hidden: number }, 
     });
   // Many trials: broken paths instead of one path per trial (DatasetDef.joined).
   if (p.trials.filter((x) => x.cell >= 0).length > JOIN_ABOVE) for (const o of panels) o.dataset.joined = true;
-  const diagram = diagramFigure(p, t('phase diagram'), 'cell colour: dominant final phase; text: that phase with its count of the cell\'s seeds, median DE step (the seeds\' range), median final rel. L2; hover for the trials');
+  const diagram = diagramFigure(p, t('phase diagram'), 'cell colour: dominant final phase; text: that phase with its count of the cell\'s seeds, median DE step (the seeds\' range), median final rel. L2; on the report page, hover a cell for its trials');
   return [diagram, ...panels.map((o) => ({ ...panelFigure(p, o), panel: o }))];
 }
 
