@@ -27,6 +27,7 @@ import {
   type SweepSpec,
   type TrialConfig,
 } from '../schemas/sweep.js';
+import { TRIAL_COLUMNS } from '../schemas/parquet.js';
 import type { ProblemModuleBundle } from '../schemas/trial.js';
 import { DISTRIBUTIONS, drawSample, RANGE_KINDS, stableRange, type Distribution, type RangeKind, type SampleParam } from './spec-ranges.js';
 
@@ -996,6 +997,11 @@ function resolveRefine(raw: unknown): { value: RefineConfig | null; errors: Spec
   const errors = validateObject(RefineSchema, value, 'refine');
   const r = value as RefineConfig;
   if (!errors.length && r.x === r.y) errors.push(new SpecError('refine.y', r.y, `an axis other than refine.x (${r.x})`));
+  if (!errors.length && r.facet !== undefined) {
+    const columns = TRIAL_COLUMNS.map((c) => c.name);
+    if (!columns.includes(r.facet)) errors.push(new SpecError('refine.facet', r.facet, `a trials.parquet column, e.g. strategy, problem, seed, width, depth${didYouMean(r.facet, columns)}`));
+    else if (r.facet === r.x || r.facet === r.y) errors.push(new SpecError('refine.facet', r.facet, `a column other than the refined axes (${r.x}, ${r.y})`));
+  }
   return { value: errors.length ? null : r, errors };
 }
 

@@ -182,6 +182,11 @@ test('the refine: block: defaults, checked like the rest of the spec, no part of
   t.deepEqual(specErrors(`${TINY_SPEC}refine: {explore: 1}\n`), ['spec.yaml: refine.explore: got 1, expected 0 or a number > 1']);
   t.deepEqual(specErrors(`${TINY_SPEC}refine: {resolution: 1}\n`), ['spec.yaml: refine.resolution: got 1, expected a number > 1']);
   t.deepEqual(specErrors(`${TINY_SPEC}refine: {x: batch_size}\n`), ['spec.yaml: refine.y: got "batch_size", expected an axis other than refine.x (batch_size)']);
+  // The facet is checked before anything runs, not when the diagram is written at the end.
+  t.deepEqual(specErrors(`${TINY_SPEC}refine: {facet: stratgy}\n`), ["spec.yaml: refine.facet: got \"stratgy\", expected a trials.parquet column, e.g. strategy, problem, seed, width, depth (did you mean 'strategy'?)"]);
+  t.deepEqual(specErrors(`${TINY_SPEC}refine: {facet: bogus}\n`), ['spec.yaml: refine.facet: got "bogus", expected a trials.parquet column, e.g. strategy, problem, seed, width, depth']);
+  t.deepEqual(specErrors(`${TINY_SPEC}refine: {facet: lr}\n`), ['spec.yaml: refine.facet: got "lr", expected a column other than the refined axes (lr, batch_size)']);
+  t.is(resolveSweep(parseSpecText(`${TINY_SPEC}refine: {facet: seed}\n`)).refine!.facet, 'seed');
 });
 
 test('renderBoundaries: one line per pair of neighbouring cells whose dominant phases differ, per facet', (t) => {
