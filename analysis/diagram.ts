@@ -186,6 +186,16 @@ export function axisLabels(values: readonly unknown[], fullOf: (v: unknown) => b
   return new Map(values.map((v) => [String(v), typeof v === 'number' && nums.includes(v) && !fullOf(v) ? axisLabel(Number(v.toPrecision(digits))) : axisLabel(v, fullOf(v))]));
 }
 
+/**
+ * The distinct values of an axis as String(value), ascending when all are numbers (refinement adds
+ * values between the grid's, in rows that others lack), else in the order first seen.
+ */
+function axisOrder(values: readonly unknown[]): string[] {
+  const distinct = [...new Map(values.map((v) => [String(v), v])).values()];
+  if (distinct.every((v) => typeof v === 'number')) (distinct as number[]).sort((a, b) => a - b);
+  return distinct.map(String);
+}
+
 /** The one-line legend under the terminal diagram. */
 export const DIAGRAM_LEGEND =
   'cell: dominant final phase (div = diverged, fit = fitting, std = steady, diff = diffusion, DE = diffusion equilibrium) with its count of the cell\'s trials (seeds), median DE step (the seeds\' range), median final rel. L2';
@@ -199,8 +209,8 @@ export function renderDiagram(cells: DiagramCell[], axes: DiagramAxes): string {
   const parts: string[] = [];
   for (const f of facets) {
     const fc = cells.filter((c) => String(c.facet) === f);
-    const xs = [...new Set(fc.map((c) => String(c.x)))];
-    const ys = [...new Set(fc.map((c) => String(c.y)))];
+    const xs = axisOrder(fc.map((c) => c.x));
+    const ys = axisOrder(fc.map((c) => c.y));
     const xFull = (v: unknown) => fc.every((k) => String(k.x) !== String(v) || k.x_full);
     const yFull = (v: unknown) => fc.every((k) => String(k.y) !== String(v) || k.y_full);
     const xLabels = axisLabels([...new Map(fc.map((c) => [String(c.x), c.x])).values()], xFull);

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
-import { axisLabels, buildDiagram, DIAGRAM_FILE, renderDiagram } from '../analysis/diagram.js';
+import { axisLabels, buildDiagram, DIAGRAM_FILE, renderDiagram, type DiagramCell } from '../analysis/diagram.js';
 import { writeTrialsParquet } from '../orchestrator/parquet-store.js';
 import { parseSpecText, resolveSweep } from '../orchestrator/spec.js';
 import type { FinalPhase } from '../schemas/trial.js';
@@ -102,4 +102,19 @@ test('axisLabels: the fewest significant digits (at least 3) that keep the value
   // 1.2341e-3 and 1.2342e-3 differ in the 5th digit.
   t.deepEqual([...axisLabels([1.2341e-3, 1.2342e-3], () => false).values()], ['1.2341e-3', '1.2342e-3']);
   t.deepEqual([...axisLabels([256, 1024], (v) => v === 1024).values()], ['256', 'full']);
+});
+
+test('renderDiagram: columns and rows ascend, also when refinement put values in some rows only', (t) => {
+  const cell = (x: number, y: number, y_full = false): DiagramCell => ({
+    facet: 'vanilla', x, y, trials: 1, share_diverged: 0, share_fitting: 0, share_steady: 1, share_diffusion: 0, share_equilibrium: 0,
+    median_t_equilibrium: null, min_t_equilibrium: null, max_t_equilibrium: null, median_final_rel_l2: 0.1, best_final_rel_l2: 0.1, worst_final_rel_l2: 0.1,
+    x_full: false, y_full, facet_full: false,
+  });
+  // As the cells come (by y, then x): batch 64 has the grid's lr only; full has two refinement values.
+  const cells = [cell(1e-4, 64), cell(1e-2, 64), cell(0.1, 64), cell(1e-4, 1024, true), cell(2.37e-4, 1024, true), cell(1e-2, 1024, true), cell(0.0422, 1024, true), cell(0.1, 1024, true), cell(1e-3, 128)];
+  const text = renderDiagram(cells, { x: 'lr', y: 'batch_size', facet: 'strategy' });
+  const head = text.split('\n').find((l) => l.includes('batch_size \\ lr'))!;
+  t.deepEqual(head.split('│').map((x) => x.trim()).filter(Boolean), ['batch_size \\ lr', '1e-4', '2.37e-4', '1e-3', '0.01', '0.0422', '0.1'], head);
+  const rows = text.split('\n').map((l) => /^│ (\S+) +│/.exec(l)?.[1]).filter((x) => x && x !== 'batch_size');
+  t.deepEqual(rows, ['64', '128', 'full'], text);
 });
