@@ -86,6 +86,14 @@ function between(a: number, b: number, integer = false, powersOfTwo = false): nu
   return m > a && m < b ? m : null;
 }
 
+/** Values of an axis within this factor of each other are one value to refinement (`snap`). */
+export const SNAP = 1.001;
+
+/** `v`, or the first of `values` within a factor SNAP of it. */
+function snap(v: number, values: readonly number[]): number {
+  return values.find((u) => Math.max(u, v) / Math.min(u, v) < SNAP) ?? v;
+}
+
 interface Cell {
   x: number;
   y: number;
@@ -172,8 +180,8 @@ function touchingPairs(cells: Cell[]): Array<[Cell, Cell]> {
  * one when one of them lies on a boundary and they are further apart than `explore` (a boundary
  * that bends, a pocket between coarse samples). The point is the log midpoint of
  * the coordinate they differ in (of both, for a touching pair off each other's lines), rounded as
- * the axis asks (`between`), with the seeds of both cells. A point the group has already, or any
- * point in `existing`, is skipped.
+ * the axis asks (`between`) and onto a value of the group within a factor SNAP (`snap`), with the
+ * seeds of both cells. A point the group has already, or any point in `existing`, is skipped.
  * @returns the proposals, deduplicated, widest gaps first (then by group, axis, x, y, seed), at most `budget`.
  * @throws Error when `resolution` ≤ 1 or `explore` is neither 0 nor > 1.
  */
@@ -208,6 +216,10 @@ export function planRefinement(samples: readonly RefineSample[], opts: RefinePla
       }
     }
     for (const [a, b] of touchingPairs([...cells.values()])) if (a.x !== b.x && a.y !== b.y) pairs.push({ a, b, axis: 'xy' });
+    // The group's values on each axis, and those proposed in this round: a midpoint within SNAP of one
+    // of them takes it (4-digit rounding of midpoints of rounded values would otherwise add a value
+    // 1e-4 apart from one already there, e.g. lr 7.499e-3 beside 7.498e-3).
+    const known = { x: [...cells.values()].map((c) => c.x), y: [...cells.values()].map((c) => c.y) };
     const judged = pairs.map((p) => ({ ...p, differ: disagree(p.a, p.b) }));
     const frontier = new Set(judged.filter((p) => p.differ).flatMap((p) => [p.a, p.b]));
     for (const { a, b, axis, differ } of judged) {
@@ -217,10 +229,13 @@ export function planRefinement(samples: readonly RefineSample[], opts: RefinePla
       if (!differ && !(gap > explore && (frontier.has(a) || frontier.has(b)))) continue;
       const mid = (v: 'x' | 'y') =>
         v === axis || axis === 'xy' ? between(Math.min(a[v], b[v]), Math.max(a[v], b[v]), v === 'x' ? opts.xInteger : opts.yInteger, v === 'x' ? opts.xPowersOfTwo : opts.yPowersOfTwo) : a[v];
-      const [mx, my] = [mid('x'), mid('y')];
-      if (mx === null || my === null) continue;
+      const [mx0, my0] = [mid('x'), mid('y')];
+      if (mx0 === null || my0 === null) continue;
+      const [mx, my] = [snap(mx0, known.x), snap(my0, known.y)];
       if (cells.has(`${mx}|${my}`)) continue;
       const seeds = [...new Set([...a.seeds.keys(), ...b.seeds.keys()])].sort((p, q) => p - q);
+      known.x.push(mx);
+      known.y.push(my);
       for (const seed of seeds) {
         const p: RefineProposal = { group, x: mx, y: my, seed, axis, ...(differ ? {} : { explore: true as const }) };
         const k = pointKey(p);

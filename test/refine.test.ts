@@ -102,6 +102,13 @@ test('planRefinement: pairs within the resolution, and midpoints that round onto
   // Same consensus, but the seeds disagree in one cell: refined.
   t.is(planRefinement([s(1e-3, 64, 'steady'), s(1e-3, 64, 'steady', 1), s(1e-2, 64, 'steady'), s(1e-2, 64, 'diverged', 1), s(1e-2, 64, 'steady', 2)], { resolution: 1.25, budget: 10 }).length, 3);
   t.throws(() => planRefinement([], { resolution: 1, budget: 1 }), { message: /resolution/ });
+  // √(3.162e-3 · 1.778e-2) = 7.498e-3 to 4 digits; with 7.499e-3 in the group at another batch size, the midpoint
+  // along batch 64 takes it (a factor 1.0001 apart: one column of the diagram, not two).
+  const near = planRefinement([s(3.162e-3, 64, 'steady'), s(1.778e-2, 64, 'diverged'), s(7.499e-3, 128, 'steady'), s(7.499e-3, 256, 'steady')], { resolution: 1.25, budget: 10 });
+  t.deepEqual(near.filter((p) => p.axis === 'x').map((p) => [p.x, p.y]), [[7.499e-3, 64]]);
+  t.false(near.some((p) => p.x === 7.498e-3), JSON.stringify(near));
+  // Without it, the rounded midpoint itself.
+  t.deepEqual(planRefinement([s(3.162e-3, 64, 'steady'), s(1.778e-2, 64, 'diverged')], { resolution: 1.25, budget: 10 }).map((p) => p.x), [7.498e-3]);
 });
 
 // A tiny real sweep: lr 1e-3 is still fitting after 40 steps; lr 3 and 10 diverge (loss at 1.5x its running minimum to the end).
