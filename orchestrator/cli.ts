@@ -238,7 +238,7 @@ withRunOptions(runCommand)
       if (!s.interrupted && s.error === null && s.cancelled === 0 && sweep.refine) {
         const { refineSweep } = await import('./refine.js');
         const r = await refineSweep({ ...runOpts, out: s.dir });
-        s = { ...r, queued: s.queued + r.queued, done: s.done + r.done, failed: [...s.failed, ...r.failed], total: r.queued ? r.total : s.total };
+        s = { ...r, queued: s.queued + r.queued, done: s.done + r.done, failed: [...s.failed, ...r.failed], total: r.total };
         refined = { x: r.refine.x, y: r.refine.y, facet: r.refine.facet };
       }
       await finishRun(s, refined);

@@ -148,10 +148,17 @@ test.serial('phasemap run with refine: adds trials at the log midpoints between 
   // Its grid values name the axis it moved on, as the grid trials' do (and so does its label).
   t.deepEqual(s1.trials.find((x) => x.refine_round === 1)!.grid_values, { 'train.lr': logMidpoint(0.001, 3) });
 
+  t.regex(r1.stderr, /done: 4 trial\(s\) of the sweep done \(4 run now\)/);
+  // The same command again: nothing runs, and the count is the sweep's with its refinement trials.
+  const r1b = await runCli(['run', spec, '--out', out, ...flags], { timeoutMs: 60_000 });
+  t.is(r1b.code, 0, r1b.stderr);
+  t.regex(r1b.stderr, /done: 4 trial\(s\) of the sweep done \(0 run now\)/);
+
   // The same options again: round 1 is recorded, nothing is added or run.
   const r2 = await runCli(['refine', out, ...flags], { timeoutMs: 60_000 });
   t.is(r2.code, 0, r2.stderr);
   t.regex(r2.stderr, /refine: no new trials/);
+  t.regex(r2.stderr, /done: 4 trial\(s\) of the sweep done \(0 run now\)/);
   t.is(((JSON.parse(await readFile(join(out, 'sweep.json'), 'utf8')) as SweepJson).trials).length, 4);
 
   // One more round: new points only at the log midpoints of neighbours whose phases differ (a round
