@@ -17,7 +17,7 @@ import type { JetStreamManager } from '@nats-io/jetstream';
 import { METRICS_DIR, SWEEP_FILE, type TrialRecord } from '../schemas/parquet.js';
 import type { AnalysisConfig, TrialConfig } from '../schemas/sweep.js';
 import type { BackendRequest, ProblemModuleBundle, TrialMessage } from '../schemas/trial.js';
-import { DEFAULT_NAMESPACE, transportNames, type ProgressMessage } from '../schemas/transport.js';
+import { DEFAULT_NAMESPACE, transportNames, trialAckWaitMs, type ProgressMessage } from '../schemas/transport.js';
 import { WorkerAgent } from '../worker/agent.js';
 import { serveCheckpoints } from './checkpoints.js';
 import { LiveReport } from './live-report.js';
@@ -476,7 +476,8 @@ export async function runSweep(opts: RunOptions): Promise<RunSummary> {
     }
     const pub = await unlessStopped(publishTrials(transport, sweep.name, messages, runId));
     const n = pub.queued;
-    if (pub.inStream) log.info(`${pub.inStream} trial(s) still queued or running from an earlier run: left as they are`);
+    if (pub.inStream)
+      log.info(`${pub.inStream} trial(s) still queued or running from an earlier run: left as they are (one whose worker is gone, e.g. killed with its run, is handed out again once its ack wait has passed: ${Math.round(trialAckWaitMs() / 1000)} s unless the queue was made with another)`);
     if (pub.finishing) log.info(`${pub.finishing} trial(s) finished while no collector ran: their results are read from the output stream`);
     log.info(`queued ${n} trial(s) on ${opts.nats ? redactUrl(opts.nats) : 'the embedded server'}`);
 
