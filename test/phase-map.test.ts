@@ -12,7 +12,7 @@ import type { Phase } from '../analysis/diagram.js';
 import { writeReport } from '../analysis/report/index.js';
 import { boundaryEdges, gridCells, MAP_COLS, MAP_ROWS, mapTicks, MAX_SAMPLE_TICKS, rasterise, wantsPhaseMap, type MapSample } from '../analysis/report/phase-map.js';
 import type { ReportData } from '../analysis/report/data.js';
-import { PHASE_COLORS } from '../analysis/report/figures.js';
+import { CELL_TEXT_PX, PHASE_COLORS } from '../analysis/report/figures.js';
 import { writeTrialsParquet } from '../orchestrator/parquet-store.js';
 import { parseSpecText, resolveSweep, trialId } from '../orchestrator/spec.js';
 import type { TrialRecord } from '../schemas/parquet.js';
@@ -84,15 +84,16 @@ function record(config: TrialConfig, id: string): TrialRecord {
 }
 
 /** A results DIR of the sweep above, with the refinement round when `refined`. */
-async function makeDir(refined: boolean): Promise<string> {
+async function makeDir(refined: boolean, refineLrs = [3.162e-2]): Promise<string> {
   const dir = await tempDir('phase-map');
   const trials: Array<{ trial_id: string; config: TrialConfig; grid_values: Record<string, unknown>; refine_round?: number }> = sweep.trials.map((tr) => ({ trial_id: tr.trial_id, config: tr.config, grid_values: tr.grid_values }));
   if (refined)
-    for (const tr of sweep.trials.filter((x) => x.config.train.lr === 0.01)) {
-      const config = structuredClone(tr.config);
-      config.train.lr = 3.162e-2;
-      trials.push({ trial_id: trialId(config), config, grid_values: { 'train.lr': 3.162e-2, 'train.batch_size': config.train.batch_size, seed: config.seed }, refine_round: 1 });
-    }
+    for (const tr of sweep.trials.filter((x) => x.config.train.lr === 0.01))
+      for (const lr of refineLrs) {
+        const config = structuredClone(tr.config);
+        config.train.lr = lr;
+        trials.push({ trial_id: trialId(config), config, grid_values: { 'train.lr': lr, 'train.batch_size': config.train.batch_size, seed: config.seed }, refine_round: 1 });
+      }
   await writeFile(join(dir, 'sweep.json'), JSON.stringify({ name: 'refmap', trials }));
   await writeTrialsParquet(dir, trials.map((x) => record(x.config, x.trial_id)));
   return dir;
@@ -188,4 +189,32 @@ test('mapTicks: a tick at every sampled value while there are few (refinement ro
   t.deepEqual(mapTicks([1e-2, 1e-4], many), [1e-4, 1e-2]);
   t.is(mapTicks([], many), null);
   t.deepEqual(mapTicks([], [3, 1]), [1, 3]);
+});
+
+test('the phase diagram of a refined sweep writes a cell\'s text only where it fits, centred in the cell (Chromium)', async (t) => {
+  // Refinement samples at lr 0.0103 and 0.0106 beside the grid's 0.01: the cell of 0.0103, between two
+  // samples a factor 1.03 away, is narrow; the others are wide.
+  const dir = await makeDir(true, [1.03e-2, 1.06e-2]);
+  const r = await writeReport(dir);
+  const browser = await launchChromium();
+  try {
+    const { page, errors } = await openOffline(browser, r.index);
+    await page.waitForFunction(() => document.querySelectorAll('#fig-phase-diagram svg').length === 1, undefined, { timeout: 60_000 });
+    t.deepEqual(errors, []);
+    const diag = await page.evaluate(() => {
+      // On-screen boxes (the figure is drawn at its own size: 1 px = 1 px of the spec).
+      const box = (e: Element) => e.getBoundingClientRect();
+      const rects = [...document.querySelectorAll('#fig-phase-diagram g.cells_marks > path')].map(box);
+      const texts = [...document.querySelectorAll('#fig-phase-diagram g[class*="child_layer_1_marks"] > text')].map(box);
+      return { widths: rects.map((b) => b.width), centres: rects.map((b) => b.x + b.width / 2), texts: texts.map((b) => b.x + b.width / 2) };
+    });
+    const shown = diag.widths.map((w) => w.toFixed(0)).join(', ');
+    const wide = diag.widths.filter((w) => w >= CELL_TEXT_PX).length;
+    t.true(wide >= 1 && wide < diag.widths.length, `cell widths ${shown}`);
+    t.is(diag.texts.length, wide, `cell widths ${shown}`);
+    t.log(`cell widths ${shown} px; ${diag.texts.length} with text`);
+    for (const cx of diag.texts) t.true(diag.centres.some((x) => Math.abs(x - cx) < 1.5), `text centred at ${cx.toFixed(1)}, cells centred at ${diag.centres.map((x) => x.toFixed(1)).join(', ')}`);
+  } finally {
+    await browser.close();
+  }
 });

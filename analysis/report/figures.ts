@@ -150,6 +150,9 @@ function decades(maxStep: number): number[] {
   return out;
 }
 
+/** Narrowest cell of the phase diagram, in px, that gets its text (`rel_l2 0.029` at 10 px is ~60 px wide). */
+export const CELL_TEXT_PX = 64;
+
 /** The phase-diagram figure (module header; cell colour = dominant final phase, text = count, median DE step, median final rel. L2). */
 function diagramFigure(p: Payload, title: string, subtitle: string): FigureDef {
   const logX = p.cells.length > 0 && p.cells.every((c) => typeof c.x === 'number' && (c.x as number) > 0);
@@ -167,8 +170,14 @@ function diagramFigure(p: Payload, title: string, subtitle: string): FigureDef {
   const x = logX
     ? { field: 'xlo', type: 'quantitative', scale: xScale, title: xTitle, axis: { values: xv, format: '.3~g', grid: false } }
     : { field: 'x', type: 'ordinal', title: xTitle, sort: xOrder };
+  const width = Math.max(180, 96 * nx);
+  // On a log x axis a cell is as wide as its share of the domain: its text is centred in it (a cell of
+  // an irregular sample is not centred on the sample's tick), and only where it fits (a narrow cell
+  // between close refinement samples keeps its colour and tooltip).
+  const pxPerE = logX && xDomain ? width / Math.log(xDomain[1]! / xDomain[0]!) : 0;
+  const textLayout = pxPerE ? [{ filter: `log(datum.xhi / datum.xlo) * ${pxPerE} >= ${CELL_TEXT_PX}` }, { calculate: 'sqrt(datum.xlo * datum.xhi)', as: 'xmid' }] : null;
   const unit = {
-    width: Math.max(180, 96 * nx),
+    width,
     height: Math.max(80, 56 * yDomain.length),
     layer: [
       {
@@ -188,9 +197,10 @@ function diagramFigure(p: Payload, title: string, subtitle: string): FigureDef {
         },
       },
       {
+        ...(textLayout ? { transform: textLayout } : {}),
         mark: { type: 'text', lineBreak: '\n', fontSize: 10, color: 'black', baseline: 'middle', dy: -12 },
         encoding: {
-          x: logX ? { field: 'x', type: 'quantitative', scale: xScale } : { field: 'x', type: 'ordinal', sort: xOrder },
+          x: logX ? { field: textLayout ? 'xmid' : 'x', type: 'quantitative', scale: xScale } : { field: 'x', type: 'ordinal', sort: xOrder },
           y: { field: 'ylabel', type: 'ordinal', sort: yDomain },
           text: { field: 'text' },
         },
