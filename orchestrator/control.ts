@@ -252,9 +252,11 @@ async function cancelSweepNow(nc: NatsConnection, names: TransportNames, sweep: 
   const by = `${hostname()}:${process.pid}`;
   const now = () => new Date().toISOString();
   const enc = new TextEncoder();
-  /** The state a failed `record` found last (a worker may have recorded the trial cancelled itself). */
-  let found: TrialState | null = null;
-  const record = async (trialId: string, cur: TrialState | null, error: string): Promise<boolean> => {
+  /**
+   * Records a trial cancelled unless its state moved on from `cur`. @returns whether it did, and the
+   * state it found (a worker may have recorded the trial cancelled itself).
+   */
+  const record = async (trialId: string, cur: TrialState | null, error: string): Promise<{ recorded: boolean; found: TrialState | null }> => {
     const t = now();
     const attempt = cur?.attempt ?? 0;
     const result: TrialResultMessage = {
@@ -262,14 +264,14 @@ async function cancelSweepNow(nc: NatsConnection, names: TransportNames, sweep: 
       final_loss: null, final_rel_l2: null, diverged: false, steps_done: cur?.step ?? 0, rows: 0, host: '', device: '', backend: '',
       worker: '', slot: '', visible_devices: null, resumed_from: null, error,
     };
-    found = null;
+    let found: TrialState | null = null;
     const w = await casState(kv, names.stateKey(sweep, trialId), (c) => {
       found = c;
       return !c || TERMINAL.has(c.status) || (c.status === 'running' && c.owner !== cur?.owner) ? null : { ...c, status: 'cancelled', owner: c.owner, updated_at: t, error, result };
     });
-    if (!w) return false;
+    if (!w) return { recorded: false, found };
     await js.publish(names.result(sweep, trialId), enc.encode(JSON.stringify(result)), { msgID: `${sweep}.${trialId}.${result.attempt}.cancel.${Date.now()}` });
-    return true;
+    return { recorded: true, found };
   };
   const summary: CancelSummary = { queued: 0, running: 0, forced: 0, left: 0 };
   const states = async () => {
@@ -284,9 +286,10 @@ async function cancelSweepNow(nc: NatsConnection, names: TransportNames, sweep: 
   const initiallyRunning = new Set<string>();
   for (const [id, st] of before) {
     if (st.status === 'queued') {
-      if (await record(id, st, 'cancelled while queued (phasemap cancel)')) summary.queued++;
+      const { recorded, found } = await record(id, st, 'cancelled while queued (phasemap cancel)');
+      if (recorded) summary.queued++;
       // Pulled meanwhile by a worker that saw the sweep cancelled and recorded it so itself: it never ran.
-      else if ((found as TrialState | null)?.status === 'cancelled' && ((found as TrialState | null)?.step ?? 0) === 0) summary.queued++;
+      else if (found?.status === 'cancelled' && (found.step ?? 0) === 0) summary.queued++;
       // Claimed by a worker meanwhile: it stops it at its first step.
       else initiallyRunning.add(id);
     } else if (st.status === 'running') initiallyRunning.add(id);
@@ -295,7 +298,7 @@ async function cancelSweepNow(nc: NatsConnection, names: TransportNames, sweep: 
   for (;;) {
     const running = (await states()).filter(([id, st]) => initiallyRunning.has(id) && st.status === 'running');
     for (const [id, st] of running) {
-      if (isStale(st, opts.ackWaitMs ?? 60_000) && (await record(id, st, `cancelled; its worker ${st.owner ?? '?'} was gone (phasemap cancel)`))) {
+      if (isStale(st, opts.ackWaitMs ?? 60_000) && (await record(id, st, `cancelled; its worker ${st.owner ?? '?'} was gone (phasemap cancel)`)).recorded) {
         summary.forced++;
         initiallyRunning.delete(id);
       }
