@@ -16,10 +16,12 @@ const require = createRequire(import.meta.url);
 const FONT_DIR = join(dirname(require.resolve('dejavu-fonts-ttf/package.json')), 'ttf');
 const FONTS = ['DejaVuSans.ttf', 'DejaVuSans-Bold.ttf'].map((f) => join(FONT_DIR, f));
 
-/** A face PNGs are drawn with, and its pair kerning in font units (GPOS for Latin script, as resvg shapes it). */
+/** A face PNGs are drawn with, its pair kerning in font units (GPOS for Latin script, as resvg shapes it) and the widths measured so far. */
 interface Face {
   font: Font;
   kern: (left: Glyph, right: Glyph) => number;
+  /** Width in ems by text. */
+  ems: Map<string, number>;
 }
 let faces: { regular: Face; bold: Face } | null = null;
 /** The two faces PNGs are drawn with, parsed once (opentype.js). */
@@ -29,21 +31,19 @@ function dejaVu(): { regular: Face; bold: Face } {
       const b = readFileSync(file);
       const font = opentype.parse(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer);
       const tables = font.position.getKerningTables('latn');
-      return { font, kern: tables ? (l, r) => font.position.getKerningValue(tables, l.index, r.index) : (l, r) => font.getKerningValue(l, r) };
+      return { font, kern: tables ? (l, r) => font.position.getKerningValue(tables, l.index, r.index) : (l, r) => font.getKerningValue(l, r), ems: new Map() };
     };
     faces = { regular: load(FONTS[0]!), bold: load(FONTS[1]!) };
   }
   return faces;
 }
 
-const emCache = new Map<string, number>();
 /**
- * Width of `text` in ems of `font`: the sum of its glyphs' advances and the kerning of each pair
+ * Width of `text` in ems of `face`: the sum of its glyphs' advances and the kerning of each pair
  * (opentype.js's shaping is not used: it stops at a substitution table of DejaVu's it does not read).
  */
-function ems(face: Face, bold: boolean, text: string): number {
-  const key = `${bold ? 'b' : 'r'}${text}`;
-  let w = emCache.get(key);
+function ems(face: Face, text: string): number {
+  let w = face.ems.get(text);
   if (w === undefined) {
     let units = 0;
     let prev: Glyph | null = null;
@@ -54,8 +54,8 @@ function ems(face: Face, bold: boolean, text: string): number {
       prev = g;
     }
     w = units / face.font.unitsPerEm;
-    if (emCache.size > 20_000) emCache.clear();
-    emCache.set(key, w);
+    if (face.ems.size > 20_000) face.ems.clear();
+    face.ems.set(text, w);
   }
   return w;
 }
@@ -80,7 +80,7 @@ export function textWidth(item: TextItem, line: unknown): number {
   if (size <= 0 || !text) return 0;
   const bold = item.fontWeight === 'bold' || Number(item.fontWeight) >= 600;
   const face = bold ? dejaVu().bold : dejaVu().regular;
-  const width = (s: string) => size * ems(face, bold, s);
+  const width = (s: string) => size * ems(face, s);
   const full = width(text);
   const limit = Number(item.limit) || 0;
   if (!(limit > 0) || full < limit) return full;
