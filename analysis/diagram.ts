@@ -187,13 +187,13 @@ export function axisLabels(values: readonly unknown[], fullOf: (v: unknown) => b
 }
 
 /**
- * The distinct values of an axis as String(value), ascending when all are numbers (refinement adds
+ * The distinct values of an axis (by String(value)), ascending when all are numbers (refinement adds
  * values between the grid's, in rows that others lack), else in the order first seen.
  */
-function axisOrder(values: readonly unknown[]): string[] {
+function axisValues(values: readonly unknown[]): unknown[] {
   const distinct = [...new Map(values.map((v) => [String(v), v])).values()];
   if (distinct.every((v) => typeof v === 'number')) (distinct as number[]).sort((a, b) => a - b);
-  return distinct.map(String);
+  return distinct;
 }
 
 /** The one-line legend under the terminal diagram. */
@@ -209,12 +209,14 @@ export function renderDiagram(cells: DiagramCell[], axes: DiagramAxes): string {
   const parts: string[] = [];
   for (const f of facets) {
     const fc = cells.filter((c) => String(c.facet) === f);
-    const xs = axisOrder(fc.map((c) => c.x));
-    const ys = axisOrder(fc.map((c) => c.y));
+    const xValues = axisValues(fc.map((c) => c.x));
+    const yValues = axisValues(fc.map((c) => c.y));
+    const xs = xValues.map(String);
+    const ys = yValues.map(String);
     const xFull = (v: unknown) => fc.every((k) => String(k.x) !== String(v) || k.x_full);
     const yFull = (v: unknown) => fc.every((k) => String(k.y) !== String(v) || k.y_full);
-    const xLabels = axisLabels([...new Map(fc.map((c) => [String(c.x), c.x])).values()], xFull);
-    const yLabels = axisLabels([...new Map(fc.map((c) => [String(c.y), c.y])).values()], yFull);
+    const xLabels = axisLabels(xValues, xFull);
+    const yLabels = axisLabels(yValues, yFull);
     const xLabel = (x: string) => xLabels.get(x)!;
     const yLabel = (y: string) => yLabels.get(y)!;
     const table = new Table({ head: [`${axes.y} \\ ${axes.x}`, ...xs.map(xLabel)], style: { head: [], border: [] } });
