@@ -180,8 +180,8 @@ function touchingPairs(cells: Cell[]): Array<[Cell, Cell]> {
  * one when one of them lies on a boundary and they are further apart than `explore` (a boundary
  * that bends, a pocket between coarse samples). The point is the log midpoint of
  * the coordinate they differ in (of both, for a touching pair off each other's lines), rounded as
- * the axis asks (`between`) and onto a value of the group within a factor SNAP (`snap`), with the
- * seeds of both cells. A point the group has already, or any point in `existing`, is skipped.
+ * the axis asks (`between`) and onto a value of the group (or of its points in `existing`) within a
+ * factor SNAP (`snap`), with the seeds of both cells. A point the group has already, or any point in `existing`, is skipped.
  * @returns the proposals, deduplicated, widest gaps first (then by group, axis, x, y, seed), at most `budget`.
  * @throws Error when `resolution` ≤ 1 or `explore` is neither 0 nor > 1.
  */
@@ -216,10 +216,12 @@ export function planRefinement(samples: readonly RefineSample[], opts: RefinePla
       }
     }
     for (const [a, b] of touchingPairs([...cells.values()])) if (a.x !== b.x && a.y !== b.y) pairs.push({ a, b, axis: 'xy' });
-    // The group's values on each axis, and those proposed in this round: a midpoint within SNAP of one
-    // of them takes it (4-digit rounding of midpoints of rounded values would otherwise add a value
-    // 1e-4 apart from one already there, e.g. lr 7.499e-3 beside 7.498e-3).
-    const known = { x: [...cells.values()].map((c) => c.x), y: [...cells.values()].map((c) => c.y) };
+    // The group's values on each axis (its samples', its points in `existing`) and those proposed in
+    // this round: a midpoint within SNAP of one of them takes it (4-digit rounding of midpoints of
+    // rounded values would otherwise add a value 1e-4 apart from one already there, e.g. lr 7.499e-3
+    // beside 7.498e-3).
+    const mine = [...cells.values(), ...existing.filter((p) => p.group === group)];
+    const known = { x: mine.map((c) => c.x), y: mine.map((c) => c.y) };
     const judged = pairs.map((p) => ({ ...p, differ: disagree(p.a, p.b) }));
     const frontier = new Set(judged.filter((p) => p.differ).flatMap((p) => [p.a, p.b]));
     for (const { a, b, axis, differ } of judged) {

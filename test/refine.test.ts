@@ -107,6 +107,9 @@ test('planRefinement: pairs within the resolution, and midpoints that round onto
   const near = planRefinement([s(3.162e-3, 64, 'steady'), s(1.778e-2, 64, 'diverged'), s(7.499e-3, 128, 'steady'), s(7.499e-3, 256, 'steady')], { resolution: 1.25, budget: 10 });
   t.deepEqual(near.filter((p) => p.axis === 'x').map((p) => [p.x, p.y]), [[7.499e-3, 64]]);
   t.false(near.some((p) => p.x === 7.498e-3), JSON.stringify(near));
+  // The same when 7.499e-3 is only planned (in the sweep, not done yet).
+  const planned = planRefinement([s(3.162e-3, 64, 'steady'), s(1.778e-2, 64, 'diverged')], { resolution: 1.25, budget: 10 }, [{ group: 'g', x: 7.499e-3, y: 128, seed: 0 }]);
+  t.deepEqual(planned.map((p) => [p.x, p.y]), [[7.499e-3, 64]]);
   // Without it, the rounded midpoint itself.
   t.deepEqual(planRefinement([s(3.162e-3, 64, 'steady'), s(1.778e-2, 64, 'diverged')], { resolution: 1.25, budget: 10 }).map((p) => p.x), [7.498e-3]);
 });
