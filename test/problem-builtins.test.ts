@@ -16,8 +16,8 @@ const FIXTURE = fileURLToPath(new URL('../../test/fixtures/builtin-problems.json
 const RECORD_CORE = 'Haswell';
 // OpenBLAS picks its kernels by CPU when it loads (on the first matmul, after this line); the Haswell
 // kernels run on any x86-64 CPU with AVX2 and FMA, with the same bits.
-if (/^flags\s*:.*\bavx2\b.*\bfma\b|^flags\s*:.*\bfma\b.*\bavx2\b/m.test(cpuinfo()))
-  process.env.OPENBLAS_CORETYPE = RECORD_CORE;
+const cpuFlags = /^flags\s*:(.*)$/m.exec(cpuinfo())?.[1] ?? '';
+if (/\bavx2\b/.test(cpuFlags) && /\bfma\b/.test(cpuFlags)) process.env.OPENBLAS_CORETYPE = RECORD_CORE;
 
 function cpuinfo(): string {
   try {
