@@ -96,7 +96,7 @@ async function gone(pid: number, ms: number): Promise<boolean> {
 async function stopProcess(pid: number): Promise<void> {
   process.kill(pid, 'SIGSTOP');
   const state = () => / ([A-Za-z]) /.exec(readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\)/, ''))?.[1];
-  await until(() => state() === 'T' || state() === 't', 5000, `pid ${pid} to be stopped`, 5);
+  await until(() => /^[Tt]$/.test(state() ?? ''), 5000, `pid ${pid} to be stopped`, 5);
 }
 
 /**
