@@ -333,7 +333,7 @@ export const RefineSchema = Type.Object(
     }),
     x: Type.Union([Type.Literal('lr'), Type.Literal('batch_size'), Type.Literal('steps'), Type.Literal('width'), Type.Literal('depth')], { default: 'lr', description: 'Horizontal axis refined (log scale).' }),
     y: Type.Union([Type.Literal('lr'), Type.Literal('batch_size'), Type.Literal('steps'), Type.Literal('width'), Type.Literal('depth')], { default: 'batch_size', description: "Vertical axis refined (log scale; a 'full' batch counts as its size N; between two powers of two, batch sizes stay powers of two)." }),
-    facet: Type.String({ default: 'strategy', description: 'Column the boundaries are printed per value of; cells are neighbours only when all of their config but x, y and seed is the same.' }),
+    facet: Type.String({ default: 'strategy', description: 'Column the boundaries are printed per value of (a trials.parquet column other than x and y); cells are neighbours only when all of their config but x, y and seed is the same.' }),
   },
   { additionalProperties: false, default: {}, description: 'Adaptive refinement: new trials at the log midpoints between neighbouring cells whose phases differ.' },
 );
